@@ -1,0 +1,1 @@
+//! Load forecasting: the `Forecaster` trait, ARIMA, LSTM and baseline predictors.

@@ -1,0 +1,1 @@
+//! The planner: turns a load forecast into the best configuration per stage.

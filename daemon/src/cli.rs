@@ -1,0 +1,52 @@
+//! Command-line definition and dispatch for `infadaptd`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::{cmd_forecast, cmd_plan, cmd_profiles, exit};
+
+/// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
+/// cores and replicas under a latency SLO, and applies the plan through backend plugins.
+#[derive(Debug, Parser)]
+#[command(name = "infadaptd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Solve one planning problem (TOML) and print the chosen configuration.
+    Plan(cmd_plan::PlanArgs),
+    /// Manage profile catalogs.
+    #[command(subcommand)]
+    Profiles(cmd_profiles::ProfilesCommand),
+    /// Train, evaluate and compare load forecasters.
+    #[command(subcommand)]
+    Forecast(cmd_forecast::ForecastCommand),
+}
+
+/// Parses arguments, runs the command and maps its outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            let code = if err.use_stderr() { exit::USAGE } else { exit::OK };
+            let _ = err.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Plan(args) => cmd_plan::run(&args),
+        Command::Profiles(cmd) => cmd_profiles::run(&cmd),
+        Command::Forecast(cmd) => cmd_forecast::run(&cmd),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! The `infadaptd` library: command line, config and problem files, and the commands the
+//! binary runs. Everything that touches files, the terminal or the process lives here;
+//! the controllers it calls are pure.
+
+pub mod cli;
+pub mod cmd_forecast;
+pub mod cmd_plan;
+pub mod cmd_profiles;
+pub mod exit;
+pub mod problem_file;
+pub mod tomlread;

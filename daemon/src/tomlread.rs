@@ -1,0 +1,1 @@
+//! TOML reading with positions.
