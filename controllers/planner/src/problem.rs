@@ -1,0 +1,115 @@
+//! Planning problems: the pipeline, the load to provision for and the objective weights.
+
+use infadapt_model::{Pipeline, Plan};
+use serde::Serialize;
+
+/// How stage accuracies combine into the pipeline accuracy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum AccuracyMode {
+    /// Sum over stages (each stage's accuracy as given in the catalog).
+    #[default]
+    Sum,
+    /// Product over stages (accuracies in [0, 1] that compound along the chain).
+    Product,
+}
+
+/// What to do with profile estimates outside the measured batch/core ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "policy")]
+pub enum ExtrapolationPolicy {
+    /// Use fitted points up to `max_factor` beyond the measured range and list them as
+    /// warnings in the solution.
+    Warn { max_factor: f64 },
+    /// Use measured and interpolated points only.
+    Forbid,
+}
+
+impl Default for ExtrapolationPolicy {
+    fn default() -> Self {
+        ExtrapolationPolicy::Warn { max_factor: 2.0 }
+    }
+}
+
+/// Which exact method solves the problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SolverChoice {
+    /// Pareto-DP when the problem separates per stage, MILP when it does not (variant mixes).
+    #[default]
+    Auto,
+    /// Pareto dynamic programme over per-stage options (exact; cannot do mixes).
+    ParetoDp,
+    /// Mixed-integer programme with branch and bound (exact within the time limit).
+    Milp,
+}
+
+/// Objective weights: maximise α·accuracy − β·cores − β_gpu·GPU GiB − γ·cold-start seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Weights {
+    pub alpha: f64,
+    pub beta_per_core: f64,
+    pub beta_per_gpu_gib: f64,
+    pub gamma_per_cold_start_s: f64,
+}
+
+impl Default for Weights {
+    fn default() -> Self {
+        // InfAdapter's figures: α = 0.05 on accuracy against 20 cores priced at 0.05/20.
+        Weights { alpha: 1.0, beta_per_core: 0.0025, beta_per_gpu_gib: 0.0, gamma_per_cold_start_s: 0.0001 }
+    }
+}
+
+/// Capacity of the host shared by all stages.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct HostLimits {
+    pub total_cores: Option<u32>,
+    pub gpu_mem_mb: Option<f64>,
+}
+
+/// One planning problem.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Problem {
+    pub pipeline: Pipeline,
+    /// Load to provision for (requests per second entering the pipeline).
+    pub load_rps: f64,
+    /// What is deployed now; the change cost is measured against it.
+    pub current: Option<Plan>,
+    pub weights: Weights,
+    pub accuracy_mode: AccuracyMode,
+    pub limits: HostLimits,
+    /// Highest planned utilisation of a replica set, in (0, 1].
+    pub utilisation_cap: f64,
+    /// Allow a single-stage pipeline to split its load over several variants.
+    pub allow_mix: bool,
+    pub extrapolation: ExtrapolationPolicy,
+    /// Replica counts considered beyond the minimum that covers the load (more replicas
+    /// shorten queueing, which can make a slower variant fit the SLO).
+    pub extra_replicas: u32,
+    /// Squared coefficient of variation of batch service time used in the queueing bound.
+    pub service_cv2: f64,
+    pub solver: SolverChoice,
+    /// Time limit of the MILP search, in milliseconds.
+    pub time_limit_ms: u64,
+}
+
+impl Problem {
+    /// A problem with default weights and settings.
+    pub fn new(pipeline: Pipeline, load_rps: f64) -> Problem {
+        Problem {
+            pipeline,
+            load_rps,
+            current: None,
+            weights: Weights::default(),
+            accuracy_mode: AccuracyMode::default(),
+            limits: HostLimits::default(),
+            utilisation_cap: 0.8,
+            allow_mix: false,
+            extrapolation: ExtrapolationPolicy::default(),
+            extra_replicas: 2,
+            service_cv2: 0.1,
+            solver: SolverChoice::default(),
+            time_limit_ms: 1000,
+        }
+    }
+}

@@ -1,0 +1,85 @@
+//! What the planner answers: an optimal plan with its explanation, or why none exists.
+
+use infadapt_model::{EstimateSource, Plan};
+use serde::Serialize;
+use thiserror::Error;
+
+/// The parts of the objective, so that a decision can say why it was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct ObjectiveTerms {
+    /// Pipeline accuracy (sum or product over stages, mixes share-weighted).
+    pub accuracy: f64,
+    /// Cores held by the plan.
+    pub cores: f64,
+    /// GPU memory held by the plan, in GiB.
+    pub gpu_gib: f64,
+    /// Cold-start seconds of the replicas the change must start.
+    pub cold_start_s: f64,
+}
+
+/// Latency breakdown and utilisation of one stage of the chosen plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub latency_ms: f64,
+    pub batch_fill_ms: f64,
+    pub service_ms: f64,
+    pub queueing_ms: f64,
+    pub utilisation: f64,
+    /// Where the profile figures of the chosen point come from (per assignment).
+    pub sources: Vec<EstimateSource>,
+}
+
+/// A constraint of the planning model.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum Constraint {
+    /// End-to-end latency ≤ SLO.
+    LatencySlo,
+    /// Capacity of the replicas ≥ load (at the utilisation cap), incl. the replica limit.
+    Capacity { stage: String },
+    /// Total cores ≤ the host's.
+    HostCores,
+    /// Total GPU memory ≤ the host's.
+    HostGpuMemory,
+}
+
+/// An optimal plan.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Solution {
+    /// α·accuracy − β·cores − β_gpu·GiB − γ·cold-start seconds.
+    pub objective: f64,
+    pub terms: ObjectiveTerms,
+    pub plan: Plan,
+    /// Predicted end-to-end latency, in milliseconds.
+    pub latency_ms: f64,
+    pub stages: Vec<StageReport>,
+    /// Constraints with (almost) no slack at the optimum.
+    pub binding: Vec<Constraint>,
+    /// Caveats, e.g. profile points the plan relies on that were extrapolated.
+    pub warnings: Vec<String>,
+    /// The method that produced the plan (`pareto-dp`, `milp`, ...).
+    pub solver: String,
+}
+
+/// Why a problem has no solution, with the closest feasible alternative.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Infeasible {
+    pub binding: Constraint,
+    pub message: String,
+    /// Highest load some configuration sustains within every other constraint.
+    pub max_sustainable_load_rps: Option<f64>,
+    /// Lowest end-to-end latency any configuration reaches at this load.
+    pub min_latency_ms: Option<f64>,
+}
+
+/// Errors of the planner crate.
+#[derive(Debug, Error, Clone, PartialEq)]
+pub enum PlanError {
+    #[error("no feasible plan: {}", .0.message)]
+    Infeasible(Box<Infeasible>),
+    #[error("invalid problem: {0}")]
+    InvalidProblem(String),
+    #[error("solver failed: {0}")]
+    Solver(String),
+}
