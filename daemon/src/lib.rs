@@ -8,4 +8,5 @@ pub mod cmd_plan;
 pub mod cmd_profiles;
 pub mod exit;
 pub mod problem_file;
+pub mod profile_import;
 pub mod tomlread;

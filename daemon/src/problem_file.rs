@@ -1,1 +1,346 @@
-//! Planning problem files.
+//! Planning problem files: a TOML file naming a pipeline (stages and the catalog variants
+//! each may use), the load to plan for, the deployed plan, weights, host limits and solver
+//! settings. Read raw, then validated, with every problem reported at once.
+//!
+//! ```toml
+//! catalog = "../catalogs/resnet-cpu.toml"   # relative to this file
+//! load_rps = 120
+//! [pipeline]
+//! name = "resnet"
+//! slo_ms = 750
+//! [[pipeline.stage]]
+//! name = "classify"
+//! variants = ["resnet18", "resnet50"]
+//! batch_sizes = [1]
+//! core_options = [1, 2, 4]
+//! max_replicas = 20
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use infadapt_model::{Assignment, Catalog, Pipeline, Plan, Stage, StagePlan};
+use infadapt_planner::{AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights};
+
+use crate::tomlread::{Diagnostics, TableReader, read_document};
+
+/// Reads and validates a problem file; catalogs it names are read relative to it.
+pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        file: name.clone(),
+        items: vec![crate::tomlread::Diagnostic {
+            line: 1,
+            column: 1,
+            field: String::new(),
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_problem(&name, &text, &mut |catalog: &str| read_catalog(&base.join(catalog)))
+}
+
+/// Reads a catalog file; the error is a one-line message naming the file.
+pub fn read_catalog(path: &Path) -> Result<Catalog, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read catalog {}: {e}", path.display()))?;
+    Catalog::from_toml_str(&text).map_err(|e| format!("catalog {}: {e}", path.display()).replace('\n', " "))
+}
+
+/// Parses a problem from text; `catalogs` resolves a catalog reference to its contents.
+pub fn parse_problem(
+    name: &str,
+    text: &str,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Result<Problem, Diagnostics> {
+    read_document(name, text, |_, root| build_problem(root, catalogs))
+}
+
+fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>) -> Option<Problem> {
+    let mut loaded: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
+    let mut load_catalog = |table: &TableReader<'_, '_>, reference: &str| -> Option<Catalog> {
+        loaded
+            .entry(reference.to_owned())
+            .or_insert_with(|| match catalogs(reference) {
+                Ok(c) => Some(c),
+                Err(message) => {
+                    table.report("catalog", message);
+                    None
+                }
+            })
+            .clone()
+    };
+    let default_catalog = root.opt_str("catalog").and_then(|c| load_catalog(root, &c));
+
+    let load_rps = root.req_f64("load_rps");
+    if let Some(load) = load_rps
+        && load < 0.0
+    {
+        root.report("load_rps", format!("must be >= 0, got {load}"));
+    }
+
+    let pipeline = root.opt_table("pipeline");
+    if pipeline.is_none() && !root.has("pipeline") {
+        root.report("pipeline", "missing required table [pipeline]");
+    }
+    let pipeline = pipeline.and_then(|p| {
+        let built = build_pipeline(&p, default_catalog.as_ref(), &mut load_catalog);
+        p.finish();
+        built
+    });
+
+    let weights = root.opt_table("weights").map(|w| {
+        let defaults = Weights::default();
+        let get = |key: &str, default: f64| match w.opt_f64(key) {
+            Some(v) if v < 0.0 => {
+                w.report(key, format!("must be >= 0, got {v}"));
+                default
+            }
+            Some(v) => v,
+            None => default,
+        };
+        let weights = Weights {
+            alpha: get("alpha", defaults.alpha),
+            beta_per_core: get("beta_per_core", defaults.beta_per_core),
+            beta_per_gpu_gib: get("beta_per_gpu_gib", defaults.beta_per_gpu_gib),
+            gamma_per_cold_start_s: get("gamma_per_cold_start_s", defaults.gamma_per_cold_start_s),
+        };
+        let mode = match w.opt_choice("accuracy", &["sum", "product"]).as_deref() {
+            Some("product") => AccuracyMode::Product,
+            _ => AccuracyMode::Sum,
+        };
+        w.finish();
+        (weights, mode)
+    });
+
+    let limits = root.opt_table("limits").map(|l| {
+        let limits = HostLimits { total_cores: l.opt_u32("total_cores"), gpu_mem_mb: l.opt_f64("gpu_mem_mb") };
+        if limits.total_cores == Some(0) {
+            l.report("total_cores", "must be at least 1");
+        }
+        if let Some(mem) = limits.gpu_mem_mb
+            && mem < 0.0
+        {
+            l.report("gpu_mem_mb", format!("must be >= 0, got {mem}"));
+        }
+        l.finish();
+        limits
+    });
+
+    let solver = root.opt_table("solver");
+    let current = build_current(root, pipeline.as_ref());
+    let mut problem = Problem::new(pipeline?, load_rps?);
+    if let Some((weights, mode)) = weights {
+        problem.weights = weights;
+        problem.accuracy_mode = mode;
+    }
+    problem.limits = limits.unwrap_or_default();
+    problem.current = current;
+    if let Some(s) = solver {
+        apply_solver_settings(&s, &mut problem);
+        s.finish();
+    }
+    if root.reader().has_problems() {
+        return None;
+    }
+    Some(problem)
+}
+
+fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
+    if let Some(method) = s.opt_choice("method", &["auto", "pareto-dp", "milp"]) {
+        problem.solver = match method.as_str() {
+            "pareto-dp" => SolverChoice::ParetoDp,
+            "milp" => SolverChoice::Milp,
+            _ => SolverChoice::Auto,
+        };
+    }
+    if let Some(ms) = s.opt_u32("time_limit_ms") {
+        problem.time_limit_ms = u64::from(ms.max(1));
+    }
+    if let Some(cap) = s.opt_f64("utilisation_cap") {
+        if cap > 0.0 && cap <= 1.0 {
+            problem.utilisation_cap = cap;
+        } else {
+            s.report("utilisation_cap", format!("must be in (0, 1], got {cap}"));
+        }
+    }
+    if let Some(mix) = s.opt_bool("allow_mix") {
+        problem.allow_mix = mix;
+        if mix && problem.pipeline.stages.len() != 1 {
+            s.report("allow_mix", "variant mixes are for single-stage pipelines only");
+        }
+    }
+    if let Some(extra) = s.opt_u32("extra_replicas") {
+        problem.extra_replicas = extra;
+    }
+    if let Some(cv2) = s.opt_f64("service_cv2") {
+        if cv2 >= 0.0 {
+            problem.service_cv2 = cv2;
+        } else {
+            s.report("service_cv2", format!("must be >= 0, got {cv2}"));
+        }
+    }
+    let max_factor = s.opt_f64("max_extrapolation");
+    match s.opt_choice("extrapolation", &["warn", "forbid"]).as_deref() {
+        Some("forbid") => {
+            problem.extrapolation = ExtrapolationPolicy::Forbid;
+            if max_factor.is_some() {
+                s.report("max_extrapolation", "has no effect with extrapolation = \"forbid\"");
+            }
+        }
+        _ => {
+            if let Some(f) = max_factor {
+                if f >= 1.0 {
+                    problem.extrapolation = ExtrapolationPolicy::Warn { max_factor: f };
+                } else {
+                    s.report("max_extrapolation", format!("must be >= 1, got {f}"));
+                }
+            }
+        }
+    }
+}
+
+fn build_pipeline(
+    p: &TableReader<'_, '_>,
+    default_catalog: Option<&Catalog>,
+    load_catalog: &mut dyn FnMut(&TableReader<'_, '_>, &str) -> Option<Catalog>,
+) -> Option<Pipeline> {
+    let name = p.req_str("name");
+    let slo_ms = p.req_f64("slo_ms");
+    if let Some(slo) = slo_ms
+        && slo <= 0.0
+    {
+        p.report("slo_ms", format!("must be > 0, got {slo}"));
+    }
+    let stage_tables = p.tables("stage");
+    if stage_tables.is_empty() {
+        p.report("stage", "a pipeline needs at least one [[pipeline.stage]]");
+    }
+    let mut stages = Vec::new();
+    for st in &stage_tables {
+        let catalog = match st.opt_str("catalog") {
+            Some(reference) => load_catalog(st, &reference),
+            None => {
+                if default_catalog.is_none() {
+                    st.report("catalog", "no catalog: set `catalog` here or at the top of the file");
+                }
+                default_catalog.cloned()
+            }
+        };
+        let stage = build_stage(st, catalog.as_ref());
+        if let Some(stage) = &stage
+            && stages.iter().any(|s: &Stage| s.name == stage.name)
+        {
+            st.report("name", format!("stage `{}` is defined twice", stage.name));
+        }
+        st.finish();
+        stages.extend(stage);
+    }
+    let pipeline = Pipeline { name: name?, slo_ms: slo_ms?, stages };
+    (pipeline.stages.len() == stage_tables.len()).then_some(pipeline)
+}
+
+fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Option<Stage> {
+    let name = st.req_str("name");
+    let names = st.opt_str_list("variants");
+    if names.is_none() && !st.has("variants") {
+        st.report("variants", "missing required field");
+    }
+    let mut variants = Vec::new();
+    let mut complete = true;
+    for entry in names.iter().flatten() {
+        let Some(catalog) = catalog else {
+            complete = false;
+            continue;
+        };
+        match catalog.get(entry.get_ref()) {
+            Some(cv) => match cv.to_variant() {
+                Ok(v) => {
+                    if variants.iter().any(|w: &infadapt_model::Variant| w.name == v.name) {
+                        st.reader().report(entry.span(), &st.field("variants"), format!("variant `{}` listed twice", v.name));
+                    }
+                    variants.push(v);
+                }
+                Err(e) => {
+                    st.reader().report(entry.span(), &st.field("variants"), e.to_string());
+                    complete = false;
+                }
+            },
+            None => {
+                let known: Vec<&str> = catalog.variants.iter().map(|v| v.name.as_str()).collect();
+                st.reader().report(
+                    entry.span(),
+                    &st.field("variants"),
+                    format!("variant `{}` is not in the catalog (it has: {})", entry.get_ref(), known.join(", ")),
+                );
+                complete = false;
+            }
+        }
+    }
+    if names.as_ref().is_some_and(Vec::is_empty) {
+        st.report("variants", "must list at least one variant");
+    }
+    let positive_list = |key: &str, default: Vec<u32>| match st.opt_u32_list(key) {
+        Some(list) if list.is_empty() || list.contains(&0) => {
+            st.report(key, "must be a non-empty list of integers >= 1");
+            None
+        }
+        Some(list) => Some(list),
+        None if st.has(key) => None,
+        None => Some(default),
+    };
+    let batch_sizes = positive_list("batch_sizes", vec![1]);
+    let core_options = positive_list("core_options", vec![1]);
+    let max_replicas = st.opt_u32("max_replicas").unwrap_or(64);
+    if max_replicas == 0 {
+        st.report("max_replicas", "must be at least 1");
+    }
+    if !complete {
+        return None;
+    }
+    Some(Stage { name: name?, variants, batch_sizes: batch_sizes?, core_options: core_options?, max_replicas })
+}
+
+fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) -> Option<Plan> {
+    let current = root.opt_table("current")?;
+    let mut plan = Plan::default();
+    for st in current.tables("stage") {
+        let name = st.req_str("name");
+        let stage = name.as_deref().and_then(|n| pipeline.and_then(|p| p.stages.iter().find(|s| s.name == n)));
+        if let (Some(n), Some(_)) = (&name, pipeline)
+            && stage.is_none()
+        {
+            st.report("name", format!("stage `{n}` is not in the pipeline"));
+        }
+        let mut assignments = Vec::new();
+        for a in st.tables("assignment") {
+            let variant = a.req_str("variant");
+            if let (Some(v), Some(stage)) = (&variant, stage)
+                && stage.variant(v).is_none()
+            {
+                a.report("variant", format!("variant `{v}` is not offered by stage `{}`", stage.name));
+            }
+            let batch = a.req_u32("batch");
+            let cores = a.req_u32("cores");
+            let replicas = a.req_u32("replicas");
+            let share = a.opt_f64("share").unwrap_or(1.0);
+            if !(0.0..=1.0).contains(&share) {
+                a.report("share", format!("must be in [0, 1], got {share}"));
+            }
+            a.finish();
+            if let (Some(variant), Some(batch), Some(cores), Some(replicas)) = (variant, batch, cores, replicas) {
+                assignments.push(Assignment { variant, batch, cores, replicas, share });
+            }
+        }
+        st.finish();
+        if let Some(stage) = name {
+            plan.stages.push(StagePlan { stage, assignments });
+        }
+    }
+    current.finish();
+    Some(plan)
+}
+
+/// Resolves `reference` against the directory of the problem file (for messages and tests).
+pub fn resolve(base: &Path, reference: &str) -> PathBuf {
+    base.join(reference)
+}

@@ -1,0 +1,3 @@
+//! Integration tests that run the real infadaptd binary.
+
+mod plan_cli;
