@@ -80,9 +80,13 @@ pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<u8> {
     match cmd {
         ProfilesCommand::Import(args) => run_import(args),
         ProfilesCommand::Synth(args) => {
-            let text = profile_import::render_catalog(&synthetic_header(), &synthetic_video_catalog());
+            let text =
+                profile_import::render_catalog(&synthetic_header(), &synthetic_video_catalog());
             write_atomically(&args.out, &text)?;
-            println!("wrote the synthetic video catalog to {}", args.out.display());
+            println!(
+                "wrote the synthetic video catalog to {}",
+                args.out.display()
+            );
             Ok(exit::OK)
         }
     }
@@ -90,12 +94,27 @@ pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<u8> {
 
 fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
     if !(args.slo_ms.is_finite() && args.slo_ms > 0.0) {
-        eprintln!("error: --slo-ms must be a positive number of milliseconds, got {}", args.slo_ms);
+        eprintln!(
+            "error: --slo-ms must be a positive number of milliseconds, got {}",
+            args.slo_ms
+        );
         return Ok(exit::USAGE);
     }
-    let names: Vec<String> = args.inputs.iter().map(|p| p.display().to_string()).collect();
-    let texts: Vec<String> = args.inputs.iter().map(|p| read(p)).collect::<anyhow::Result<_>>()?;
-    let inputs: Vec<InputText<'_>> = names.iter().zip(&texts).map(|(n, t)| InputText::new(n, t)).collect();
+    let names: Vec<String> = args
+        .inputs
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let texts: Vec<String> = args
+        .inputs
+        .iter()
+        .map(|p| read(p))
+        .collect::<anyhow::Result<_>>()?;
+    let inputs: Vec<InputText<'_>> = names
+        .iter()
+        .zip(&texts)
+        .map(|(n, t)| InputText::new(n, t))
+        .collect();
 
     let mut options = ImportOptions::new(args.slo_ms);
     options.notes = args.notes.clone();
@@ -145,7 +164,10 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
         imported.skipped.len()
     );
     if imported.superseded > 0 {
-        tail.push_str(&format!("; {} less loaded runs of measured points not used", imported.superseded));
+        tail.push_str(&format!(
+            "; {} less loaded runs of measured points not used",
+            imported.superseded
+        ));
     }
     println!("{tail}");
     Ok(exit::OK)
@@ -214,7 +236,16 @@ const fn synthetic(
     [gamma, delta, epsilon, eta]: [f64; 4],
     p99_factor: f64,
 ) -> SyntheticVariant {
-    SyntheticVariant { name, accuracy, load_time_s, gamma, delta, epsilon, eta, p99_factor }
+    SyntheticVariant {
+        name,
+        accuracy,
+        load_time_s,
+        gamma,
+        delta,
+        epsilon,
+        eta,
+        p99_factor,
+    }
 }
 
 /// Three stages: detect → classify → embed. Bigger variants are slower and more accurate;
@@ -255,7 +286,7 @@ pub fn synthetic_video_catalog() -> Catalog {
                         cores,
                         p99_ms: Some(round(mean * v.p99_factor)),
                         mean_ms: Some(round(mean)),
-                        throughput_rps: Some(round(b * 1000.0 / mean)),
+                        throughput_rps: Some((b * 1000.0 / mean * 1000.0).round() / 1000.0),
                     });
                 }
             }
@@ -272,7 +303,10 @@ pub fn synthetic_video_catalog() -> Catalog {
             }
         })
         .collect();
-    Catalog { schema: CATALOG_SCHEMA, variants }
+    Catalog {
+        schema: CATALOG_SCHEMA,
+        variants,
+    }
 }
 
 fn synthetic_header() -> Vec<String> {

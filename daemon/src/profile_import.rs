@@ -109,11 +109,21 @@ impl Problem {
     }
 
     fn in_file(file: &str, message: impl Into<String>) -> Problem {
-        Problem { file: Some(file.to_owned()), line: None, column: None, message: message.into() }
+        Problem {
+            file: Some(file.to_owned()),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 
     fn general(message: impl Into<String>) -> Problem {
-        Problem { file: None, line: None, column: None, message: message.into() }
+        Problem {
+            file: None,
+            line: None,
+            column: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -141,12 +151,20 @@ pub struct ImportError {
 }
 
 fn render_problems(problems: &[Problem]) -> String {
-    problems.iter().map(Problem::to_string).collect::<Vec<_>>().join("\n")
+    problems
+        .iter()
+        .map(Problem::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl ImportError {
     fn from_problems(problems: Vec<Problem>) -> Result<(), ImportError> {
-        if problems.is_empty() { Ok(()) } else { Err(ImportError { problems }) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ImportError { problems })
+        }
     }
 }
 
@@ -161,7 +179,11 @@ pub struct Skipped {
 
 impl fmt::Display for Skipped {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}: {}", self.file, self.line, self.variant, self.reason)
+        write!(
+            f,
+            "{}:{}: {}: {}",
+            self.file, self.line, self.variant, self.reason
+        )
     }
 }
 
@@ -209,7 +231,12 @@ pub struct ImportOptions {
 impl ImportOptions {
     /// Options with the given SLO and nothing else.
     pub fn new(slo_ms: f64) -> Self {
-        ImportOptions { slo_ms, metadata: None, accuracies: None, notes: Vec::new() }
+        ImportOptions {
+            slo_ms,
+            metadata: None,
+            accuracies: None,
+            notes: Vec::new(),
+        }
     }
 }
 
@@ -239,7 +266,11 @@ impl Imported {
 pub fn detect_format(input: InputText<'_>) -> Result<Format, ImportError> {
     let headers = match header_row(input) {
         Ok(headers) => headers,
-        Err(problem) => return Err(ImportError { problems: vec![problem] }),
+        Err(problem) => {
+            return Err(ImportError {
+                problems: vec![problem],
+            });
+        }
     };
     let has = |name: &str| headers.iter().any(|h| h == name);
     if has("ARCH") && has("SLA") && has("capacity") {
@@ -260,7 +291,11 @@ pub fn detect_format(input: InputText<'_>) -> Result<Format, ImportError> {
 }
 
 /// Imports tables of one format into one catalog.
-pub fn import(format: Format, inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Imported, ImportError> {
+pub fn import(
+    format: Format,
+    inputs: &[InputText<'_>],
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
     match format {
         Format::InfAdapter => import_infadapter(inputs, options),
         Format::Ipa => import_ipa(inputs, options),
@@ -278,7 +313,12 @@ pub fn parse_metadata(input: InputText<'_>) -> Result<MetadataTable, ImportError
     let accuracy_column = table.find_any(&["top1_accuracy", "accuracy"]);
     let load_column = table.find("load_time_s");
     if name_column.is_none() {
-        problems.push(Problem::at(input.name, 1, Some("model"), "missing column (also accepted: variant, name)"));
+        problems.push(Problem::at(
+            input.name,
+            1,
+            Some("model"),
+            "missing column (also accepted: variant, name)",
+        ));
     }
     if accuracy_column.is_none() && load_column.is_none() {
         problems.push(Problem::at(
@@ -293,26 +333,43 @@ pub fn parse_metadata(input: InputText<'_>) -> Result<MetadataTable, ImportError
     if let Some(name_column) = name_column {
         for row in &table.rows {
             let name = take(row.text(name_column), &mut problems);
-            let accuracy = accuracy_column.and_then(|c| take(row.number(c), &mut problems)).flatten();
-            let load_time_s = load_column.and_then(|c| take(row.non_negative(c), &mut problems)).flatten();
+            let accuracy = accuracy_column
+                .and_then(|c| take(row.number(c), &mut problems))
+                .flatten();
+            let load_time_s = load_column
+                .and_then(|c| take(row.non_negative(c), &mut problems))
+                .flatten();
             let Some(name) = name else { continue };
             if let Some(first) = first_line.get(name) {
-                problems.push(row.problem(name_column, format!("variant `{name}` is listed twice (first at line {first})")));
+                problems.push(row.problem(
+                    name_column,
+                    format!("variant `{name}` is listed twice (first at line {first})"),
+                ));
                 continue;
             }
             first_line.insert(name.to_owned(), row.line);
-            entries.push(MetadataEntry { name: name.to_owned(), accuracy, load_time_s });
+            entries.push(MetadataEntry {
+                name: name.to_owned(),
+                accuracy,
+                load_time_s,
+            });
         }
     }
+    sort_by_line(&mut problems);
     ImportError::from_problems(problems)?;
-    Ok(MetadataTable { file: input.file_name(), entries })
+    Ok(MetadataTable {
+        file: input.file_name(),
+        entries,
+    })
 }
 
 /// Reads an accuracy tree: `pipeline: { stage: { variant: value } }`. `null` values (unknown
 /// accuracy) are ignored; a variant listed under several stages must have the same value.
 pub fn parse_accuracies(input: InputText<'_>) -> Result<AccuracyTable, ImportError> {
     use serde_yaml_ng::Value;
-    let fail = |problem: Problem| ImportError { problems: vec![problem] };
+    let fail = |problem: Problem| ImportError {
+        problems: vec![problem],
+    };
     let root: Value = serde_yaml_ng::from_str(input.text).map_err(|e| {
         let message = format!("not a valid accuracy tree: {e}");
         match e.location() {
@@ -329,30 +386,49 @@ pub fn parse_accuracies(input: InputText<'_>) -> Result<AccuracyTable, ImportErr
     let mut problems = Vec::new();
     let mut entries = Vec::new();
     let Value::Mapping(pipelines) = &root else {
-        return Err(fail(Problem::in_file(input.name, "expected a mapping of pipelines at the top level")));
+        return Err(fail(Problem::in_file(
+            input.name,
+            "expected a mapping of pipelines at the top level",
+        )));
     };
     for (pipeline_key, stages) in pipelines {
         let pipeline = key_text(pipeline_key).unwrap_or_else(|| "?".into());
         let Value::Mapping(stages) = stages else {
-            problems.push(Problem::in_file(input.name, format!("`{pipeline}`: expected a mapping of stages")));
+            problems.push(Problem::in_file(
+                input.name,
+                format!("`{pipeline}`: expected a mapping of stages"),
+            ));
             continue;
         };
         for (stage_key, variants) in stages {
-            let place = format!("{pipeline}.{}", key_text(stage_key).unwrap_or_else(|| "?".into()));
+            let place = format!(
+                "{pipeline}.{}",
+                key_text(stage_key).unwrap_or_else(|| "?".into())
+            );
             let Value::Mapping(variants) = variants else {
-                problems.push(Problem::in_file(input.name, format!("`{place}`: expected a mapping of variants")));
+                problems.push(Problem::in_file(
+                    input.name,
+                    format!("`{place}`: expected a mapping of variants"),
+                ));
                 continue;
             };
             for (variant_key, value) in variants {
                 let Some(name) = key_text(variant_key) else {
-                    problems.push(Problem::in_file(input.name, format!("`{place}`: a variant name is not text")));
+                    problems.push(Problem::in_file(
+                        input.name,
+                        format!("`{place}`: a variant name is not text"),
+                    ));
                     continue;
                 };
                 match value {
                     Value::Null => {}
                     Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => {
                         let value = n.as_f64().unwrap_or_default();
-                        entries.push(AccuracyEntry { place: place.clone(), name, value });
+                        entries.push(AccuracyEntry {
+                            place: place.clone(),
+                            name,
+                            value,
+                        });
                     }
                     other => problems.push(Problem::in_file(
                         input.name,
@@ -363,18 +439,26 @@ pub fn parse_accuracies(input: InputText<'_>) -> Result<AccuracyTable, ImportErr
         }
     }
     ImportError::from_problems(problems)?;
-    Ok(AccuracyTable { file: input.file_name(), entries })
+    Ok(AccuracyTable {
+        file: input.file_name(),
+        entries,
+    })
 }
 
 /// Writes a catalog in the format `Catalog::from_toml_str` reads, one line per point, with
 /// `header` as `# ` comment lines on top.
 pub fn render_catalog(header: &[String], catalog: &Catalog) -> String {
     let mut out = String::new();
-    for line in header.iter().flat_map(|l| l.lines()) {
-        if line.is_empty() {
+    for entry in header {
+        if entry.is_empty() {
             out.push_str("#\n");
-        } else {
-            out.push_str(&format!("# {line}\n"));
+        }
+        for line in entry.lines() {
+            if line.is_empty() {
+                out.push_str("#\n");
+            } else {
+                out.push_str(&format!("# {line}\n"));
+            }
         }
     }
     if !header.is_empty() {
@@ -385,9 +469,15 @@ pub fn render_catalog(header: &[String], catalog: &Catalog) -> String {
         out.push_str("\n[[variant]]\n");
         out.push_str(&format!("name = {}\n", toml_string(&variant.name)));
         out.push_str(&format!("accuracy = {}\n", toml_float(variant.accuracy)));
-        out.push_str(&format!("load_time_s = {}\n", toml_float(variant.load_time_s)));
+        out.push_str(&format!(
+            "load_time_s = {}\n",
+            toml_float(variant.load_time_s)
+        ));
         if variant.gpu_mem_mb != 0.0 {
-            out.push_str(&format!("gpu_mem_mb = {}\n", toml_float(variant.gpu_mem_mb)));
+            out.push_str(&format!(
+                "gpu_mem_mb = {}\n",
+                toml_float(variant.gpu_mem_mb)
+            ));
         }
         if !variant.source.is_empty() {
             out.push_str(&format!("source = {}\n", toml_string(&variant.source)));
@@ -395,7 +485,11 @@ pub fn render_catalog(header: &[String], catalog: &Catalog) -> String {
         out.push_str("points = [\n");
         for p in &variant.points {
             out.push_str(&format!("  {{ batch = {}, cores = {}", p.batch, p.cores));
-            for (key, value) in [("p99_ms", p.p99_ms), ("mean_ms", p.mean_ms), ("throughput_rps", p.throughput_rps)] {
+            for (key, value) in [
+                ("p99_ms", p.p99_ms),
+                ("mean_ms", p.mean_ms),
+                ("throughput_rps", p.throughput_rps),
+            ] {
                 if let Some(value) = value {
                     out.push_str(&format!(", {key} = {}", toml_float(value)));
                 }
@@ -416,7 +510,11 @@ pub fn summary_line(variant: &CatalogVariant) -> String {
     let range = |f: fn(&ProfilePoint) -> u32| {
         let lo = variant.points.iter().map(f).min().unwrap_or(0);
         let hi = variant.points.iter().map(f).max().unwrap_or(0);
-        if lo == hi { lo.to_string() } else { format!("{lo}-{hi}") }
+        if lo == hi {
+            lo.to_string()
+        } else {
+            format!("{lo}-{hi}")
+        }
     };
     let (fit, which) = match built.profile.p99_fit() {
         Some(fit) => (fit, "p99"),
@@ -461,7 +559,10 @@ struct CapacityRow {
 /// separate runs). The planner's utilisation cap of 0.8 then plays the role of InfAdapter's
 /// `capacity × 0.8`. `p99_ms` is the p99 measured at that capacity, queueing included, so
 /// it is an upper bound on the latency at lower loads; no mean latency is measured.
-fn import_infadapter(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Imported, ImportError> {
+fn import_infadapter(
+    inputs: &[InputText<'_>],
+    options: &ImportOptions,
+) -> Result<Imported, ImportError> {
     let mut problems = Vec::new();
     let mut rows: Vec<CapacityRow> = Vec::new();
     for (index, input) in inputs.iter().enumerate() {
@@ -486,8 +587,13 @@ fn import_infadapter(inputs: &[InputText<'_>], options: &ImportOptions) -> Resul
     }
     for ((variant, batch, cores), members) in &groups {
         let first = &rows[members[0]];
-        let Some(resolved) = resolver.resolve(variant, inputs[first.input].name, first.line, "ARCH", &mut problems)
-        else {
+        let Some(resolved) = resolver.resolve(
+            variant,
+            inputs[first.input].name,
+            first.line,
+            "ARCH",
+            &mut problems,
+        ) else {
             continue;
         };
         let draft = drafts.entry(&resolved);
@@ -496,9 +602,14 @@ fn import_infadapter(inputs: &[InputText<'_>], options: &ImportOptions) -> Resul
             .iter()
             .map(|&i| rows[i].sla_ms)
             .filter(|sla| *sla <= options.slo_ms + SLA_TOLERANCE_MS)
-            .fold(None, |best: Option<f64>, sla| Some(best.map_or(sla, |b| b.max(sla))));
+            .fold(None, |best: Option<f64>, sla| {
+                Some(best.map_or(sla, |b| b.max(sla)))
+            });
         let Some(best_sla) = best_sla else {
-            let measured: BTreeSet<String> = members.iter().map(|&i| fmt_number(rows[i].sla_ms)).collect();
+            let measured: BTreeSet<String> = members
+                .iter()
+                .map(|&i| fmt_number(rows[i].sla_ms))
+                .collect();
             skipped.push(Skipped {
                 file: inputs[first.input].name.to_owned(),
                 line: first.line,
@@ -511,8 +622,11 @@ fn import_infadapter(inputs: &[InputText<'_>], options: &ImportOptions) -> Resul
             });
             continue;
         };
-        let at_sla: Vec<&CapacityRow> =
-            members.iter().map(|&i| &rows[i]).filter(|r| (r.sla_ms - best_sla).abs() <= SLA_TOLERANCE_MS).collect();
+        let at_sla: Vec<&CapacityRow> = members
+            .iter()
+            .map(|&i| &rows[i])
+            .filter(|r| (r.sla_ms - best_sla).abs() <= SLA_TOLERANCE_MS)
+            .collect();
         if let [chosen, again, ..] = at_sla.as_slice() {
             problems.push(Problem::at(
                 inputs[again.input].name,
@@ -560,16 +674,41 @@ fn import_infadapter(inputs: &[InputText<'_>], options: &ImportOptions) -> Resul
     }
     ImportError::from_problems(problems)?;
     let detail = format!("SLA {} ms", fmt_number(options.slo_ms));
-    let header_format = format!("infadapter (throughput = capacity at p99 <= SLA {} ms)", fmt_number(options.slo_ms));
-    finish(Format::InfAdapter, inputs, options, drafts, &detail, &header_format, skipped, 0, warnings)
+    let header_format = format!(
+        "infadapter (throughput = capacity at p99 <= SLA {} ms)",
+        fmt_number(options.slo_ms)
+    );
+    finish(
+        Format::InfAdapter,
+        inputs,
+        options,
+        drafts,
+        &detail,
+        &header_format,
+        skipped,
+        0,
+        warnings,
+    )
 }
 
-fn read_capacity_rows(index: usize, input: InputText<'_>, rows: &mut Vec<CapacityRow>, problems: &mut Vec<Problem>) {
-    let Some(table) = read_table(input, problems) else { return };
-    let Some(columns) = table.require(&["CPU", "ARCH", "BATCH", "SLA", "p99_latency", "capacity"], problems) else {
+fn read_capacity_rows_unsorted(
+    index: usize,
+    input: InputText<'_>,
+    rows: &mut Vec<CapacityRow>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(table) = read_table(input, problems) else {
         return;
     };
-    let [cpu, arch, batch, sla, p99, capacity] = columns[..] else { return };
+    let Some(columns) = table.require(
+        &["CPU", "ARCH", "BATCH", "SLA", "p99_latency", "capacity"],
+        problems,
+    ) else {
+        return;
+    };
+    let [cpu, arch, batch, sla, p99, capacity] = columns[..] else {
+        return;
+    };
     let replica = table.find("REPLICA");
     for row in &table.rows {
         let before = problems.len();
@@ -583,8 +722,14 @@ fn read_capacity_rows(index: usize, input: InputText<'_>, rows: &mut Vec<Capacit
         if problems.len() > before {
             continue;
         }
-        let (Some(cores), Some(variant), Some(batch), Some(sla_ms), Some(p99_ms), Some(capacity_rps)) =
-            (cores, variant, batch_size, sla_ms, p99_ms, capacity_rps)
+        let (
+            Some(cores),
+            Some(variant),
+            Some(batch),
+            Some(sla_ms),
+            Some(p99_ms),
+            Some(capacity_rps),
+        ) = (cores, variant, batch_size, sla_ms, p99_ms, capacity_rps)
         else {
             continue;
         };
@@ -595,13 +740,42 @@ fn read_capacity_rows(index: usize, input: InputText<'_>, rows: &mut Vec<Capacit
             ));
             continue;
         }
-        rows.push(CapacityRow { input: index, line: row.line, variant, batch, cores, sla_ms, p99_ms, capacity_rps });
+        rows.push(CapacityRow {
+            input: index,
+            line: row.line,
+            variant,
+            batch,
+            cores,
+            sla_ms,
+            p99_ms,
+            capacity_rps,
+        });
     }
+}
+
+fn read_capacity_rows(
+    index: usize,
+    input: InputText<'_>,
+    rows: &mut Vec<CapacityRow>,
+    problems: &mut Vec<Problem>,
+) {
+    let start = problems.len();
+    read_capacity_rows_unsorted(index, input, rows, problems);
+    sort_by_line(&mut problems[start..]);
+}
+
+/// Orders one file's problems by line (unreadable rows are found before the others).
+fn sort_by_line(problems: &mut [Problem]) {
+    problems.sort_by_key(|p| p.line);
 }
 
 /// `18` → `resnet18`; any other text is kept as the name.
 fn variant_name_for_arch(arch: &str) -> String {
-    if !arch.is_empty() && arch.bytes().all(|b| b.is_ascii_digit()) { format!("resnet{arch}") } else { arch.to_owned() }
+    if !arch.is_empty() && arch.bytes().all(|b| b.is_ascii_digit()) {
+        format!("resnet{arch}")
+    } else {
+        arch.to_owned()
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -624,7 +798,9 @@ enum ThroughputColumn {
 impl ThroughputColumn {
     fn index(self) -> usize {
         match self {
-            ThroughputColumn::ExpectedMax(c) | ThroughputColumn::Expected(c) | ThroughputColumn::ObservedMax(c) => c,
+            ThroughputColumn::ExpectedMax(c)
+            | ThroughputColumn::Expected(c)
+            | ThroughputColumn::ObservedMax(c) => c,
         }
     }
 }
@@ -664,7 +840,15 @@ fn import_ipa(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Impor
         for mut row in file_rows {
             let resolved = resolved_names
                 .entry(row.variant.clone())
-                .or_insert_with(|| resolver.resolve(&row.variant, input.name, row.line, "model_variant", &mut problems));
+                .or_insert_with(|| {
+                    resolver.resolve(
+                        &row.variant,
+                        input.name,
+                        row.line,
+                        "model_variant",
+                        &mut problems,
+                    )
+                });
             if let Some(resolved) = resolved {
                 row.variant = resolved.name.clone();
                 rows.push(row);
@@ -674,7 +858,9 @@ fn import_ipa(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Impor
     ImportError::from_problems(problems)?;
     let mut resolved_by_name: BTreeMap<String, Resolved> = BTreeMap::new();
     for resolved in resolved_names.into_values().flatten() {
-        resolved_by_name.entry(resolved.name.clone()).or_insert(resolved);
+        resolved_by_name
+            .entry(resolved.name.clone())
+            .or_insert(resolved);
     }
 
     // Keep, per point, the row at the highest load; ties go to the later file and line.
@@ -710,8 +896,12 @@ fn import_ipa(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Impor
     }
     let superseded = rows.len() - chosen.len();
     for (index, input) in inputs.iter().enumerate() {
-        let lines: Vec<String> =
-            chosen.iter().map(|&i| &rows[i]).filter(|r| r.input == index && r.unsaturated).map(|r| r.line.to_string()).collect();
+        let lines: Vec<String> = chosen
+            .iter()
+            .map(|&i| &rows[i])
+            .filter(|r| r.input == index && r.unsaturated)
+            .map(|r| r.line.to_string())
+            .collect();
         if !lines.is_empty() {
             warnings.push(format!(
                 "{} lines {}: `throughput_max` is near the offered load (the server was not saturated), \
@@ -724,7 +914,9 @@ fn import_ipa(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Impor
     let mut drafts = Drafts::default();
     for &i in &chosen {
         let row = &rows[i];
-        let Some(resolved) = resolved_by_name.get(&row.variant) else { continue };
+        let Some(resolved) = resolved_by_name.get(&row.variant) else {
+            continue;
+        };
         let draft = drafts.entry(resolved);
         draft.inputs.insert(row.input);
         draft.points.push(ProfilePoint {
@@ -748,18 +940,25 @@ fn import_ipa(inputs: &[InputText<'_>], options: &ImportOptions) -> Result<Impor
     )
 }
 
-fn read_ipa_rows(
+fn read_ipa_rows_unsorted(
     index: usize,
     input: InputText<'_>,
     skipped: &mut Vec<Skipped>,
     problems: &mut Vec<Problem>,
 ) -> Vec<IpaRow> {
     let mut rows = Vec::new();
-    let Some(table) = read_table(input, problems) else { return rows };
-    let Some(columns) = table.require(&["model_variant", "max_batch_size", "cpu_request", "load"], problems) else {
+    let Some(table) = read_table(input, problems) else {
         return rows;
     };
-    let [variant_column, batch_column, cores_column, load_column] = columns[..] else { return rows };
+    let Some(columns) = table.require(
+        &["model_variant", "max_batch_size", "cpu_request", "load"],
+        problems,
+    ) else {
+        return rows;
+    };
+    let [variant_column, batch_column, cores_column, load_column] = columns[..] else {
+        return rows;
+    };
     let p99_column = table.find("model_latencies_p99");
     let mean_column = table.find("model_latencies_avg");
     if p99_column.is_none() && mean_column.is_none() {
@@ -774,8 +973,16 @@ fn read_ipa_rows(
     let throughput_column = table
         .find("expected_max_throughput")
         .map(ThroughputColumn::ExpectedMax)
-        .or_else(|| table.find("expected_throughput").map(ThroughputColumn::Expected))
-        .or_else(|| table.find("throughput_max").map(ThroughputColumn::ObservedMax));
+        .or_else(|| {
+            table
+                .find("expected_throughput")
+                .map(ThroughputColumn::Expected)
+        })
+        .or_else(|| {
+            table
+                .find("throughput_max")
+                .map(ThroughputColumn::ObservedMax)
+        });
     for row in &table.rows {
         let before = problems.len();
         let variant = take(row.text(variant_column), problems);
@@ -788,12 +995,19 @@ fn read_ipa_rows(
         if problems.len() > before {
             continue;
         }
-        let (Some(variant), Some(batch), Some(cores), Some(load)) = (variant, batch, cores, load) else { continue };
+        let (Some(variant), Some(batch), Some(cores), Some(load)) = (variant, batch, cores, load)
+        else {
+            continue;
+        };
         let skip = |column: usize| Skipped {
             file: input.name.to_owned(),
             line: row.line,
             variant: variant.to_owned(),
-            reason: format!("batch {batch}, cores {cores}, load {}: no value in `{}`", fmt_number(load), table.headers[column]),
+            reason: format!(
+                "batch {batch}, cores {cores}, load {}: no value in `{}`",
+                fmt_number(load),
+                table.headers[column]
+            ),
         };
         // Every value column the table has must have a value in a usable row.
         let mut missing = None;
@@ -809,11 +1023,17 @@ fn read_ipa_rows(
             skipped.push(skip(column));
             continue;
         }
-        let seconds_to_ms = |v: Option<Option<Option<f64>>>| v.flatten().flatten().map(|s| round_micro(s * 1000.0));
+        let seconds_to_ms =
+            |v: Option<Option<Option<f64>>>| v.flatten().flatten().map(|s| round_micro(s * 1000.0));
         let mut throughput_rps = throughput.flatten().flatten();
         if throughput_rps.is_some_and(|t| t <= 0.0) {
-            let column = throughput_column.map(ThroughputColumn::index).unwrap_or_default();
-            skipped.push(Skipped { reason: format!("{} is 0", table.headers[column]), ..skip(column) });
+            let column = throughput_column
+                .map(ThroughputColumn::index)
+                .unwrap_or_default();
+            skipped.push(Skipped {
+                reason: format!("{} is 0", table.headers[column]),
+                ..skip(column)
+            });
             continue;
         }
         let unsaturated = matches!(throughput_column, Some(ThroughputColumn::ObservedMax(_)))
@@ -834,6 +1054,18 @@ fn read_ipa_rows(
             unsaturated,
         });
     }
+    rows
+}
+
+fn read_ipa_rows(
+    index: usize,
+    input: InputText<'_>,
+    skipped: &mut Vec<Skipped>,
+    problems: &mut Vec<Problem>,
+) -> Vec<IpaRow> {
+    let start = problems.len();
+    let rows = read_ipa_rows_unsorted(index, input, skipped, problems);
+    sort_by_line(&mut problems[start..]);
     rows
 }
 
@@ -873,12 +1105,23 @@ impl<'o> Resolver<'o> {
     }
 
     /// Resolves `raw` (which may end in `...`); problems are reported at `file:line`.
-    fn resolve(&self, raw: &str, file: &str, line: u64, column: &str, problems: &mut Vec<Problem>) -> Option<Resolved> {
+    fn resolve(
+        &self,
+        raw: &str,
+        file: &str,
+        line: u64,
+        column: &str,
+        problems: &mut Vec<Problem>,
+    ) -> Option<Resolved> {
         let mut unresolved_truncation = false;
         let name = match truncated_prefix(raw) {
             None => raw.to_owned(),
             Some(prefix) => {
-                let candidates: Vec<&str> = self.known_names().into_iter().filter(|n| n.starts_with(prefix)).collect();
+                let candidates: Vec<&str> = self
+                    .known_names()
+                    .into_iter()
+                    .filter(|n| n.starts_with(prefix))
+                    .collect();
                 match candidates.as_slice() {
                     [only] => (*only).to_owned(),
                     [] => {
@@ -909,7 +1152,8 @@ impl<'o> Resolver<'o> {
         if accuracy.is_none()
             && let Some(table) = &self.options.accuracies
         {
-            let listed: Vec<&AccuracyEntry> = table.entries.iter().filter(|e| e.name == name).collect();
+            let listed: Vec<&AccuracyEntry> =
+                table.entries.iter().filter(|e| e.name == name).collect();
             if let Some(first) = listed.first() {
                 if let Some(other) = listed.iter().find(|e| e.value != first.value) {
                     problems.push(Problem::at(
@@ -932,7 +1176,12 @@ impl<'o> Resolver<'o> {
                 accuracy = Some((first.value, format!("{} ({places})", table.file)));
             }
         }
-        Some(Resolved { name, accuracy, load_time_s, unresolved_truncation })
+        Some(Resolved {
+            name,
+            accuracy,
+            load_time_s,
+            unresolved_truncation,
+        })
     }
 }
 
@@ -987,10 +1236,16 @@ fn finish(
     let mut unknown_accuracy = Vec::new();
     let mut unknown_load_time = Vec::new();
     for name in &drafts.order {
-        let Some(draft) = drafts.by_name.remove(name) else { continue };
-        let Some(resolved) = draft.resolved else { continue };
+        let Some(draft) = drafts.by_name.remove(name) else {
+            continue;
+        };
+        let Some(resolved) = draft.resolved else {
+            continue;
+        };
         if draft.points.is_empty() {
-            warnings.push(format!("variant `{name}` has no usable measurement and is left out"));
+            warnings.push(format!(
+                "variant `{name}` has no usable measurement and is left out"
+            ));
             continue;
         }
         if resolved.unresolved_truncation {
@@ -1004,13 +1259,28 @@ fn finish(
         if resolved.load_time_s.is_none() {
             unknown_load_time.push(name.clone());
         }
-        let files: Vec<String> = draft.inputs.iter().map(|&i| inputs[i].file_name()).collect();
-        let origin = |value: &Option<(f64, String)>| value.as_ref().map_or("unknown".to_owned(), |(_, from)| from.clone());
-        let (accuracy_from, load_time_from) = (origin(&resolved.accuracy), origin(&resolved.load_time_s));
+        let files: Vec<String> = draft
+            .inputs
+            .iter()
+            .map(|&i| inputs[i].file_name())
+            .collect();
+        let origin = |value: &Option<(f64, String)>| {
+            value
+                .as_ref()
+                .map_or("unknown".to_owned(), |(_, from)| from.clone())
+        };
+        let (accuracy_from, load_time_from) =
+            (origin(&resolved.accuracy), origin(&resolved.load_time_s));
         let source = if accuracy_from == load_time_from {
-            format!("{} ({detail}); accuracy and load time: {accuracy_from}", files.join(", "))
+            format!(
+                "{} ({detail}); accuracy and load time: {accuracy_from}",
+                files.join(", ")
+            )
         } else {
-            format!("{} ({detail}); accuracy: {accuracy_from}; load time: {load_time_from}", files.join(", "))
+            format!(
+                "{} ({detail}); accuracy: {accuracy_from}; load time: {load_time_from}",
+                files.join(", ")
+            )
         };
         let mut points = draft.points;
         points.sort_by_key(|p| (p.batch, p.cores));
@@ -1023,7 +1293,9 @@ fn finish(
             points,
         };
         if let Err(e) = variant.to_variant() {
-            problems.push(Problem::general(format!("the imported variant is not valid: {e}")));
+            problems.push(Problem::general(format!(
+                "the imported variant is not valid: {e}"
+            )));
             continue;
         }
         variants.push(variant);
@@ -1035,16 +1307,28 @@ fn finish(
         ));
     }
     if !unknown_load_time.is_empty() {
-        warnings.push(format!("load time unknown for {}; set to 0 (pass --metadata)", unknown_load_time.join(", ")));
+        warnings.push(format!(
+            "load time unknown for {}; set to 0 (pass --metadata)",
+            unknown_load_time.join(", ")
+        ));
     }
     if variants.is_empty() && problems.is_empty() {
         problems.push(Problem::general("no usable measurements in the input"));
     }
     ImportError::from_problems(problems)?;
     let mut header = vec![
-        format!("Profile catalog (schema {CATALOG_SCHEMA}) written by `infadaptd profiles import`."),
+        format!(
+            "Profile catalog (schema {CATALOG_SCHEMA}) written by `infadaptd profiles import`."
+        ),
         format!("Format: {header_format}."),
-        format!("Inputs: {}.", inputs.iter().map(InputText::file_name).collect::<Vec<_>>().join(", ")),
+        format!(
+            "Inputs: {}.",
+            inputs
+                .iter()
+                .map(InputText::file_name)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
     ];
     if let Some(metadata) = &options.metadata {
         header.push(format!("Accuracy and load time: {}.", metadata.file));
@@ -1053,14 +1337,20 @@ fn finish(
         header.push(format!("Accuracy: {}.", accuracies.file));
     }
     if !skipped.is_empty() {
-        header.push(format!("Skipped {} measurements without usable values.", skipped.len()));
+        header.push(format!(
+            "Skipped {} measurements without usable values.",
+            skipped.len()
+        ));
     }
     if !options.notes.is_empty() {
         header.push(String::new());
         header.extend(options.notes.iter().cloned());
     }
     Ok(Imported {
-        catalog: Catalog { schema: CATALOG_SCHEMA, variants },
+        catalog: Catalog {
+            schema: CATALOG_SCHEMA,
+            variants,
+        },
         format,
         header,
         skipped,
@@ -1088,42 +1378,68 @@ struct Row<'a> {
 }
 
 fn csv_reader(text: &str) -> csv::Reader<&[u8]> {
-    csv::ReaderBuilder::new().has_headers(true).trim(csv::Trim::All).from_reader(text.as_bytes())
+    csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes())
 }
 
 fn header_row(input: InputText<'_>) -> Result<Vec<String>, Problem> {
     let mut reader = csv_reader(input.text);
     match reader.headers() {
-        Ok(headers) if headers.iter().any(|h| !h.is_empty()) => Ok(headers.iter().map(str::to_owned).collect()),
+        Ok(headers) if headers.iter().any(|h| !h.is_empty()) => {
+            Ok(headers.iter().map(str::to_owned).collect())
+        }
         Ok(_) => Err(Problem::at(input.name, 1, None, "the table is empty")),
         Err(e) => Err(csv_problem(input, &e)),
     }
 }
 
-/// 1-based line of a byte offset. The CSV reader's own line count is one short after CRLF
-/// line ends, so lines are counted here from its byte offsets.
+/// Where the record at `byte` really starts. After a CRLF line end the CSV reader reports
+/// the record as starting at the `\n` (and counts one line too few), so line ends are
+/// skipped here and lines are counted from the text itself.
+fn record_start(text: &str, byte: u64) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = usize::try_from(byte).map_or(bytes.len(), |b| b.min(bytes.len()));
+    while start < bytes.len() && matches!(bytes[start], b'\r' | b'\n') {
+        start += 1;
+    }
+    start
+}
+
+/// 1-based line of the record the CSV reader places at `byte`.
 fn line_at(text: &str, byte: u64) -> u64 {
-    let end = usize::try_from(byte).map_or(text.len(), |b| b.min(text.len()));
-    1 + text.as_bytes()[..end].iter().filter(|&&b| b == b'\n').count() as u64
+    let start = record_start(text, byte);
+    1 + text.as_bytes()[..start]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64
 }
 
 /// [`line_at`] for increasing offsets, in linear time over the whole file: `seen` is the
 /// (byte, line) reached so far.
 fn advance_line(text: &str, seen: &mut (usize, u64), byte: u64) -> u64 {
-    let end = usize::try_from(byte).map_or(text.len(), |b| b.min(text.len()));
-    if end < seen.0 {
+    let start = record_start(text, byte);
+    if start < seen.0 {
         return line_at(text, byte);
     }
-    seen.1 += text.as_bytes()[seen.0..end].iter().filter(|&&b| b == b'\n').count() as u64;
-    seen.0 = end;
+    seen.1 += text.as_bytes()[seen.0..start]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count() as u64;
+    seen.0 = start;
     seen.1
 }
 
 fn csv_problem(input: InputText<'_>, error: &csv::Error) -> Problem {
     let file = input.name;
-    let line = error.position().map_or(1, |p| line_at(input.text, p.byte()));
+    let line = error
+        .position()
+        .map_or(1, |p| line_at(input.text, p.byte()));
     let message = match error.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
             format!("the row has {len} fields, the header has {expected_len}")
         }
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8".to_owned(),
@@ -1148,14 +1464,20 @@ fn read_table<'a>(input: InputText<'a>, problems: &mut Vec<Problem>) -> Option<T
         match record {
             Ok(cells) => rows.push(Row {
                 file: input.name,
-                line: cells.position().map_or(0, |p| advance_line(input.text, &mut newlines_seen, p.byte())),
+                line: cells.position().map_or(0, |p| {
+                    advance_line(input.text, &mut newlines_seen, p.byte())
+                }),
                 headers: Rc::clone(&headers),
                 cells,
             }),
             Err(e) => problems.push(csv_problem(input, &e)),
         }
     }
-    Some(Table { input, headers, rows })
+    Some(Table {
+        input,
+        headers,
+        rows,
+    })
 }
 
 impl Table<'_> {
@@ -1172,7 +1494,12 @@ impl Table<'_> {
         let found: Vec<Option<usize>> = names.iter().map(|n| self.find(n)).collect();
         for (name, position) in names.iter().zip(&found) {
             if position.is_none() {
-                problems.push(Problem::at(self.input.name, 1, Some(name), "missing column"));
+                problems.push(Problem::at(
+                    self.input.name,
+                    1,
+                    Some(name),
+                    "missing column",
+                ));
             }
         }
         found.into_iter().collect()
@@ -1205,7 +1532,10 @@ impl Row<'_> {
     /// A number `>= 0`, `None` when empty or NaN.
     fn non_negative(&self, column: usize) -> Result<Option<f64>, Problem> {
         match self.number(column)? {
-            Some(v) if v < 0.0 => Err(self.problem(column, format!("`{}` must not be negative", self.cell(column)))),
+            Some(v) if v < 0.0 => Err(self.problem(
+                column,
+                format!("`{}` must not be negative", self.cell(column)),
+            )),
             v => Ok(v),
         }
     }
@@ -1213,21 +1543,27 @@ impl Row<'_> {
     /// A number `> 0`, `None` when empty or NaN.
     fn positive_or_missing(&self, column: usize) -> Result<Option<f64>, Problem> {
         match self.number(column)? {
-            Some(v) if v <= 0.0 => Err(self.problem(column, format!("`{}` must be positive", self.cell(column)))),
+            Some(v) if v <= 0.0 => {
+                Err(self.problem(column, format!("`{}` must be positive", self.cell(column))))
+            }
             v => Ok(v),
         }
     }
 
     /// A required number `> 0`.
     fn positive(&self, column: usize) -> Result<f64, Problem> {
-        self.positive_or_missing(column)?.ok_or_else(|| self.problem(column, "missing value"))
+        self.positive_or_missing(column)?
+            .ok_or_else(|| self.problem(column, "missing value"))
     }
 
     /// A required whole number `>= 1` (`4` and `4.0` both read as 4).
     fn count(&self, column: usize) -> Result<u32, Problem> {
         let value = self.positive(column)?;
         if value.fract() != 0.0 || value > f64::from(u32::MAX) {
-            return Err(self.problem(column, format!("`{}` is not a whole number", self.cell(column))));
+            return Err(self.problem(
+                column,
+                format!("`{}` is not a whole number", self.cell(column)),
+            ));
         }
         Ok(value as u32)
     }
@@ -1261,7 +1597,11 @@ fn toml_float(value: f64) -> String {
     if value.is_nan() {
         "nan".to_owned()
     } else if value.is_infinite() {
-        if value > 0.0 { "inf".to_owned() } else { "-inf".to_owned() }
+        if value > 0.0 {
+            "inf".to_owned()
+        } else {
+            "-inf".to_owned()
+        }
     } else {
         format!("{value:?}")
     }
@@ -1283,4 +1623,392 @@ fn toml_string(text: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CAPACITY_HEADER: &str =
+        "REPLICA,HARDWARE,CPU,MEM,ARCH,BATCH,SLA,p99_latency,capacity,saturation_tp";
+    const IPA_HEADER: &str = ",model_variant,max_batch_size,cpu_request,load,model_latencies_p99,model_latencies_avg,expected_max_throughput";
+
+    fn table(header: &str, rows: &[&str]) -> String {
+        let mut text = format!("{header}\n");
+        for row in rows {
+            text.push_str(row);
+            text.push('\n');
+        }
+        text
+    }
+
+    fn import_one(
+        format: Format,
+        text: &str,
+        options: &ImportOptions,
+    ) -> Result<Imported, ImportError> {
+        import(format, &[InputText::new("dir/t.csv", text)], options)
+    }
+
+    fn only_point(imported: &Imported, variant: &str, batch: u32, cores: u32) -> ProfilePoint {
+        let v = imported
+            .catalog
+            .get(variant)
+            .unwrap_or_else(|| panic!("no {variant}"));
+        v.points
+            .iter()
+            .find(|p| p.batch == batch && p.cores == cores)
+            .cloned()
+            .expect("point")
+    }
+
+    #[test]
+    fn detects_both_formats_and_rejects_others() {
+        assert_eq!(
+            detect_format(InputText::new("a", &table(CAPACITY_HEADER, &[]))),
+            Ok(Format::InfAdapter)
+        );
+        assert_eq!(
+            detect_format(InputText::new("b", &table(IPA_HEADER, &[]))),
+            Ok(Format::Ipa)
+        );
+        let err = detect_format(InputText::new("c.csv", "x,y\n1,2\n")).expect_err("unknown");
+        assert!(err.to_string().starts_with("c.csv:1: cannot tell"), "{err}");
+    }
+
+    #[test]
+    fn infadapter_takes_the_row_at_the_slo_and_skips_unusable_points() {
+        let text = table(
+            CAPACITY_HEADER,
+            &[
+                "1,cpu,1,1G,18,1,500,361.99,15,22",
+                "1,cpu,1,1G,18,1,750,389.09,19,22",
+                "1,cpu,2,1G,18,1,750,695.93,43,49",
+                "1,cpu,3,1G,18,1,750,,40,49",
+                "1,cpu,4,1G,18,1,750,380.0,0,49",
+                "1,cpu,1,1G,152,1,750,701.0,1,5",
+            ],
+        );
+        let imported =
+            import_one(Format::InfAdapter, &text, &ImportOptions::new(750.0)).expect("import");
+        let names: Vec<&str> = imported
+            .catalog
+            .variants
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, ["resnet18", "resnet152"]);
+        let p = only_point(&imported, "resnet18", 1, 1);
+        assert_eq!(
+            (p.p99_ms, p.mean_ms, p.throughput_rps),
+            (Some(389.09), None, Some(19.0))
+        );
+        assert_eq!(
+            imported.catalog.get("resnet18").map(|v| v.points.len()),
+            Some(2)
+        );
+        let reasons: Vec<(u64, &str)> = imported
+            .skipped
+            .iter()
+            .map(|s| (s.line, s.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (5, "batch 1, cores 3: no p99_latency"),
+                (6, "batch 1, cores 4: capacity 0")
+            ]
+        );
+        assert!(
+            imported
+                .warnings
+                .iter()
+                .any(|w| w.contains("accuracy unknown")),
+            "{:?}",
+            imported.warnings
+        );
+        assert!(
+            imported.catalog.variants[0]
+                .source
+                .contains("t.csv (SLA 750 ms)")
+        );
+    }
+
+    #[test]
+    fn infadapter_falls_back_to_the_largest_sla_below_the_slo() {
+        let text = table(
+            CAPACITY_HEADER,
+            &[
+                "1,cpu,1,1G,18,1,500,361.99,15,22",
+                "1,cpu,1,1G,18,1,1000,389.09,19,22",
+            ],
+        );
+        let imported =
+            import_one(Format::InfAdapter, &text, &ImportOptions::new(800.0)).expect("import");
+        assert_eq!(
+            only_point(&imported, "resnet18", 1, 1).throughput_rps,
+            Some(15.0)
+        );
+        assert!(
+            imported
+                .warnings
+                .iter()
+                .any(|w| w.contains("largest measured SLA below it (500 ms)"))
+        );
+        let none = import_one(Format::InfAdapter, &text, &ImportOptions::new(400.0))
+            .expect_err("nothing usable");
+        assert!(
+            none.to_string().contains("no usable measurements"),
+            "{none}"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_file_line_and_column() {
+        let text = table(
+            CAPACITY_HEADER,
+            &[
+                "1,cpu,1,1G,18,1,750,389.09,19,22",
+                "1,cpu,two,1G,18,1,750,389.09,abc,22",
+                "1,cpu,1,1G,34,1,750,-3,19",
+            ],
+        );
+        let err = import_one(Format::InfAdapter, &text, &ImportOptions::new(750.0))
+            .expect_err("malformed");
+        let lines: Vec<String> = err.problems.iter().map(Problem::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "dir/t.csv:3: column `CPU`: `two` is not a number",
+                "dir/t.csv:3: column `capacity`: `abc` is not a number",
+                "dir/t.csv:4: the row has 9 fields, the header has 10",
+            ]
+        );
+        let missing = import_one(
+            Format::InfAdapter,
+            "CPU,ARCH,SLA\n1,18,750\n",
+            &ImportOptions::new(750.0),
+        )
+        .expect_err("missing columns");
+        let columns: Vec<Option<&str>> = missing
+            .problems
+            .iter()
+            .map(|p| p.column.as_deref())
+            .collect();
+        assert_eq!(
+            columns,
+            [Some("BATCH"), Some("p99_latency"), Some("capacity")]
+        );
+    }
+
+    #[test]
+    fn line_numbers_hold_with_crlf_line_ends() {
+        let text = format!(
+            "{CAPACITY_HEADER}\r\n1,cpu,1,1G,18,1,750,389.09,19,22\r\n1,cpu,2,1G,18,1,750,x,19,22\r\n"
+        );
+        let err = import_one(Format::InfAdapter, &text, &ImportOptions::new(750.0))
+            .expect_err("malformed");
+        assert_eq!(err.problems[0].line, Some(3), "{err}");
+    }
+
+    #[test]
+    fn ipa_keeps_the_most_loaded_run_and_converts_seconds() {
+        let text = table(
+            IPA_HEADER,
+            &[
+                "0,small,1,1,1,0.050,0.040,25.0",
+                "1,small,1,1,20,0.090,0.060,16.5",
+                "2,small,1,1,40,NaN,0.070,14.0",
+                "3,small,4,2,10,0.120,0.100,40.0",
+            ],
+        );
+        let imported = import_one(Format::Ipa, &text, &ImportOptions::new(750.0)).expect("import");
+        let p = only_point(&imported, "small", 1, 1);
+        assert_eq!(
+            (p.p99_ms, p.mean_ms, p.throughput_rps),
+            (Some(90.0), Some(60.0), Some(16.5))
+        );
+        assert_eq!(imported.superseded, 1);
+        assert_eq!(imported.skipped.len(), 1);
+        assert!(
+            imported.skipped[0].reason.contains("model_latencies_p99"),
+            "{}",
+            imported.skipped[0]
+        );
+        assert_eq!(imported.skipped[0].line, 4);
+    }
+
+    #[test]
+    fn ipa_uses_observed_throughput_only_when_saturated() {
+        let header =
+            ",model_variant,max_batch_size,cpu_request,load,model_latencies_avg,throughput_max";
+        let text = table(header, &["0,m,1,1,20,0.100,19.5", "1,m,1,2,20,0.060,12.0"]);
+        let imported = import_one(Format::Ipa, &text, &ImportOptions::new(750.0)).expect("import");
+        assert_eq!(
+            only_point(&imported, "m", 1, 1).throughput_rps,
+            None,
+            "offered load, not capacity"
+        );
+        assert_eq!(only_point(&imported, "m", 1, 2).throughput_rps, Some(12.0));
+        assert!(
+            imported.warnings.iter().any(|w| w.contains("lines 2")),
+            "{:?}",
+            imported.warnings
+        );
+    }
+
+    const ACCURACIES: &str = "
+video:
+  detect:
+    det-small: 45.7
+    det-large: 68.9
+  classify:
+    cls-18: 69.75
+text:
+  lang:
+    lang-id-base-finetuned-identification: 99.59
+    unknown-yet: null
+other:
+  classify:
+    cls-18: 69.75
+";
+
+    #[test]
+    fn truncated_names_resolve_by_unique_prefix() {
+        let accuracies = parse_accuracies(InputText::new("acc.yaml", ACCURACIES)).expect("yaml");
+        let options = ImportOptions {
+            accuracies: Some(accuracies),
+            ..ImportOptions::new(750.0)
+        };
+        let text = table(
+            IPA_HEADER,
+            &[
+                "0,lang-id-base-...,1,1,20,0.01,0.008,100.0",
+                "1,cls-18,1,1,20,0.02,0.01,90.0",
+            ],
+        );
+        let imported = import_one(Format::Ipa, &text, &options).expect("import");
+        let lang = imported
+            .catalog
+            .get("lang-id-base-finetuned-identification")
+            .expect("full name");
+        assert_eq!(lang.accuracy, 99.59);
+        assert!(
+            lang.source.contains("acc.yaml (text.lang)"),
+            "{}",
+            lang.source
+        );
+        let cls = imported.catalog.get("cls-18").expect("cls-18");
+        assert!(
+            cls.source.contains("(other.classify, video.classify)"),
+            "{}",
+            cls.source
+        );
+
+        let ambiguous = table(IPA_HEADER, &["0,det-...,1,1,20,0.01,0.008,100.0"]);
+        let err = import_one(Format::Ipa, &ambiguous, &options).expect_err("ambiguous");
+        let message = err.to_string();
+        assert!(
+            message.contains("dir/t.csv:2: column `model_variant`: variant `det-...`"),
+            "{message}"
+        );
+        assert!(message.contains("det-large, det-small"), "{message}");
+    }
+
+    #[test]
+    fn unresolved_truncation_keeps_the_prefix_and_warns() {
+        let text = table(IPA_HEADER, &["0,some-model-...,1,1,20,0.01,0.008,100.0"]);
+        let imported = import_one(Format::Ipa, &text, &ImportOptions::new(750.0)).expect("import");
+        assert_eq!(imported.catalog.variants[0].name, "some-model");
+        assert!(imported.warnings.iter().any(|w| w.contains("truncated")));
+    }
+
+    #[test]
+    fn conflicting_accuracies_are_an_error() {
+        let yaml = "a:\n  s:\n    v: 1.0\nb:\n  s:\n    v: 2.0\n";
+        let accuracies = parse_accuracies(InputText::new("acc.yaml", yaml)).expect("yaml");
+        let options = ImportOptions {
+            accuracies: Some(accuracies),
+            ..ImportOptions::new(750.0)
+        };
+        let text = table(IPA_HEADER, &["0,v,1,1,20,0.01,0.008,100.0"]);
+        let err = import_one(Format::Ipa, &text, &options).expect_err("ambiguous accuracy");
+        assert!(
+            err.to_string()
+                .contains("accuracy of variant `v` is ambiguous"),
+            "{err}"
+        );
+        let bad = parse_accuracies(InputText::new("bad.yaml", "a:\n  s:\n    v: high\n"))
+            .expect_err("not a number");
+        assert!(
+            bad.to_string()
+                .contains("`a.s.v`: accuracy must be a number"),
+            "{bad}"
+        );
+        let broken =
+            parse_accuracies(InputText::new("broken.yaml", "a:\n  - [\n")).expect_err("syntax");
+        assert!(broken.to_string().starts_with("broken.yaml:"), "{broken}");
+    }
+
+    #[test]
+    fn metadata_takes_precedence_and_supplies_load_time() {
+        let metadata = parse_metadata(InputText::new(
+            "meta.csv",
+            "model,resnet_depth,top1_accuracy,load_time_s\nresnet18,18,0.69758,6.44\n",
+        ))
+        .expect("metadata");
+        let accuracies = parse_accuracies(InputText::new(
+            "acc.yaml",
+            "p:\n  s:\n    resnet18: 69.75\n",
+        ))
+        .expect("yaml");
+        let options = ImportOptions {
+            metadata: Some(metadata),
+            accuracies: Some(accuracies),
+            ..ImportOptions::new(750.0)
+        };
+        let text = table(CAPACITY_HEADER, &["1,cpu,1,1G,18,1,750,389.09,19,22"]);
+        let imported = import_one(Format::InfAdapter, &text, &options).expect("import");
+        let v = &imported.catalog.variants[0];
+        assert_eq!((v.accuracy, v.load_time_s), (0.69758, 6.44));
+        assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
+        let dup = parse_metadata(InputText::new("m.csv", "model,load_time_s\na,1\na,2\n"))
+            .expect_err("duplicate");
+        assert_eq!(dup.problems[0].line, Some(3));
+    }
+
+    #[test]
+    fn rendered_catalog_round_trips_with_its_header() {
+        let text = table(
+            IPA_HEADER,
+            &[
+                "0,a \"quoted\" name,1,1,20,0.0123456789,0.01,81.0",
+                "1,b,2,4,20,1e-4,5e-5,2e4",
+            ],
+        );
+        let options = ImportOptions {
+            notes: vec!["first note".into(), "two\nlines".into()],
+            ..ImportOptions::new(1.0)
+        };
+        let imported = import_one(Format::Ipa, &text, &options).expect("import");
+        let rendered = imported.render();
+        assert!(
+            rendered.starts_with("# Profile catalog (schema 1)"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("#\n# first note\n# two\n# lines\n"),
+            "{rendered}"
+        );
+        let parsed = Catalog::from_toml_str(&rendered).expect("parses");
+        assert_eq!(parsed, imported.catalog);
+        assert_eq!(
+            only_point(&imported, "a \"quoted\" name", 1, 1).p99_ms,
+            Some(12.345679)
+        );
+        assert!(
+            summary_line(&imported.catalog.variants[1])
+                .starts_with("b: 1 point, batch 2, cores 4, p99 fit")
+        );
+    }
 }
