@@ -51,7 +51,8 @@ fn is_zero(v: &f64) -> bool {
 impl Catalog {
     /// Parses a catalog; the error names the line and column of the first problem.
     pub fn from_toml_str(text: &str) -> Result<Catalog, ModelError> {
-        let catalog: Catalog = toml::from_str(text).map_err(|e| ModelError::Catalog(e.to_string()))?;
+        let catalog: Catalog =
+            toml::from_str(text).map_err(|e| ModelError::Catalog(e.to_string()))?;
         if catalog.schema != CATALOG_SCHEMA {
             return Err(ModelError::Catalog(format!(
                 "schema {} is not supported (this build reads schema {CATALOG_SCHEMA})",
@@ -60,7 +61,10 @@ impl Catalog {
         }
         for (i, v) in catalog.variants.iter().enumerate() {
             if catalog.variants[..i].iter().any(|w| w.name == v.name) {
-                return Err(ModelError::Catalog(format!("variant `{}` appears twice", v.name)));
+                return Err(ModelError::Catalog(format!(
+                    "variant `{}` appears twice",
+                    v.name
+                )));
             }
             v.to_variant()?;
         }
@@ -81,18 +85,30 @@ impl Catalog {
 impl CatalogVariant {
     /// Validates the entry and builds the domain variant with its fitted profile.
     pub fn to_variant(&self) -> Result<Variant, ModelError> {
-        let bad = |problem: String| ModelError::BadVariant { variant: self.name.clone(), problem };
+        let bad = |problem: String| ModelError::BadVariant {
+            variant: self.name.clone(),
+            problem,
+        };
         if self.name.trim().is_empty() {
             return Err(bad("name must not be empty".into()));
         }
         if !self.accuracy.is_finite() {
-            return Err(bad(format!("accuracy must be finite, got {}", self.accuracy)));
+            return Err(bad(format!(
+                "accuracy must be finite, got {}",
+                self.accuracy
+            )));
         }
         if !(self.load_time_s.is_finite() && self.load_time_s >= 0.0) {
-            return Err(bad(format!("load_time_s must be >= 0, got {}", self.load_time_s)));
+            return Err(bad(format!(
+                "load_time_s must be >= 0, got {}",
+                self.load_time_s
+            )));
         }
         if !(self.gpu_mem_mb.is_finite() && self.gpu_mem_mb >= 0.0) {
-            return Err(bad(format!("gpu_mem_mb must be >= 0, got {}", self.gpu_mem_mb)));
+            return Err(bad(format!(
+                "gpu_mem_mb must be >= 0, got {}",
+                self.gpu_mem_mb
+            )));
         }
         let profile = Profile::new(self.points.clone()).map_err(|e| bad(e.to_string()))?;
         Ok(Variant {
@@ -129,16 +145,31 @@ points = [ { batch = 1, cores = 1, p99_ms = 20.0 }, { batch = 4, cores = 2, p99_
     #[test]
     fn reports_position_of_unknown_key() {
         let text = SAMPLE.replace("load_time_s", "load_time");
-        let err = Catalog::from_toml_str(&text).expect_err("unknown key").to_string();
+        let err = Catalog::from_toml_str(&text)
+            .expect_err("unknown key")
+            .to_string();
         assert!(err.contains("line 6"), "{err}");
         assert!(err.contains("load_time"), "{err}");
     }
 
     #[test]
     fn rejects_duplicates_and_bad_schema() {
-        let twice = format!("{SAMPLE}{}", &SAMPLE[SAMPLE.find("[[variant]]").unwrap_or(0)..]);
-        assert!(Catalog::from_toml_str(&twice).expect_err("dup").to_string().contains("twice"));
+        let twice = format!(
+            "{SAMPLE}{}",
+            &SAMPLE[SAMPLE.find("[[variant]]").unwrap_or(0)..]
+        );
+        assert!(
+            Catalog::from_toml_str(&twice)
+                .expect_err("dup")
+                .to_string()
+                .contains("twice")
+        );
         let schema = SAMPLE.replace("schema = 1", "schema = 9");
-        assert!(Catalog::from_toml_str(&schema).expect_err("schema").to_string().contains("schema 9"));
+        assert!(
+            Catalog::from_toml_str(&schema)
+                .expect_err("schema")
+                .to_string()
+                .contains("schema 9")
+        );
     }
 }

@@ -41,7 +41,10 @@ pub struct Pipeline {
 impl Stage {
     /// Checks the stage is usable by the planner.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |problem: &str| ModelError::BadStage { stage: self.name.clone(), problem: problem.to_owned() };
+        let bad = |problem: &str| ModelError::BadStage {
+            stage: self.name.clone(),
+            problem: problem.to_owned(),
+        };
         if self.variants.is_empty() {
             return Err(bad("has no variants"));
         }
@@ -71,12 +74,18 @@ impl Stage {
 impl Pipeline {
     /// Checks the pipeline and all its stages.
     pub fn validate(&self) -> Result<(), ModelError> {
-        let bad = |problem: &str| ModelError::BadPipeline { pipeline: self.name.clone(), problem: problem.to_owned() };
+        let bad = |problem: &str| ModelError::BadPipeline {
+            pipeline: self.name.clone(),
+            problem: problem.to_owned(),
+        };
         if self.stages.is_empty() {
             return Err(bad("has no stages"));
         }
         if !(self.slo_ms.is_finite() && self.slo_ms > 0.0) {
-            return Err(bad(&format!("slo_ms must be positive, got {}", self.slo_ms)));
+            return Err(bad(&format!(
+                "slo_ms must be positive, got {}",
+                self.slo_ms
+            )));
         }
         for stage in &self.stages {
             stage.validate()?;

@@ -34,7 +34,10 @@ impl StagePlan {
 
     /// Cores held by the stage (cores per replica × replicas, over all assignments).
     pub fn cores(&self) -> u64 {
-        self.assignments.iter().map(|a| u64::from(a.cores) * u64::from(a.replicas)).sum()
+        self.assignments
+            .iter()
+            .map(|a| u64::from(a.cores) * u64::from(a.replicas))
+            .sum()
     }
 }
 

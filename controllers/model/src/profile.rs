@@ -117,9 +117,10 @@ pub struct Profile {
     points: Vec<ProfilePoint>,
     p99_fit: Option<LatencyFit>,
     mean_fit: LatencyFit,
-    /// Measured throughput divided by `batch / mean latency` (median over points that have
-    /// both): servers that overlap requests deliver more than the latency alone implies.
-    throughput_efficiency: f64,
+    /// Fit of the effective time per batch, `batch / throughput` (ms), on measured
+    /// throughputs where given and mean latencies elsewhere: servers that overlap requests
+    /// deliver more than latency alone implies, and capacity grows with cores on its own curve.
+    batch_time_fit: LatencyFit,
     batch_range: (u32, u32),
     cores_range: (u32, u32),
 }
@@ -131,43 +132,62 @@ impl Profile {
             return Err(ModelError::EmptyProfile);
         }
         for (index, p) in points.iter().enumerate() {
-            let bad = |problem: &str| ModelError::BadPoint { index, problem: problem.to_owned() };
+            let bad = |problem: &str| ModelError::BadPoint {
+                index,
+                problem: problem.to_owned(),
+            };
             if p.batch == 0 {
                 return Err(bad("batch must be at least 1"));
             }
             if p.cores == 0 {
                 return Err(bad("cores must be at least 1"));
             }
-            for (name, value) in [("p99_ms", p.p99_ms), ("mean_ms", p.mean_ms), ("throughput_rps", p.throughput_rps)] {
+            for (name, value) in [
+                ("p99_ms", p.p99_ms),
+                ("mean_ms", p.mean_ms),
+                ("throughput_rps", p.throughput_rps),
+            ] {
                 if let Some(v) = value
                     && !(v.is_finite() && v > 0.0)
                 {
-                    return Err(bad(&format!("{name} must be a positive finite number, got {v}")));
+                    return Err(bad(&format!(
+                        "{name} must be a positive finite number, got {v}"
+                    )));
                 }
             }
             if p.p99_ms.is_none() && p.mean_ms.is_none() {
                 return Err(bad("needs p99_ms or mean_ms"));
             }
-            if points[..index].iter().any(|q| q.batch == p.batch && q.cores == p.cores) {
-                return Err(bad(&format!("duplicate point batch={} cores={}", p.batch, p.cores)));
+            if points[..index]
+                .iter()
+                .any(|q| q.batch == p.batch && q.cores == p.cores)
+            {
+                return Err(bad(&format!(
+                    "duplicate point batch={} cores={}",
+                    p.batch, p.cores
+                )));
             }
         }
-        let p99_samples: Vec<_> = points.iter().filter_map(|p| Some((p.batch, p.cores, p.p99_ms?))).collect();
+        let p99_samples: Vec<_> = points
+            .iter()
+            .filter_map(|p| Some((p.batch, p.cores, p.p99_ms?)))
+            .collect();
         let mean_samples: Vec<_> = points
             .iter()
             .map(|p| (p.batch, p.cores, p.mean_ms.or(p.p99_ms).unwrap_or(f64::NAN)))
             .collect();
         let p99_fit = LatencyFit::fit(&p99_samples);
         let mean_fit = LatencyFit::fit(&mean_samples).ok_or(ModelError::EmptyProfile)?;
-        let mut ratios: Vec<f64> = points
+        let batch_time_samples: Vec<_> = points
             .iter()
-            .filter_map(|p| {
-                let mean = p.mean_ms.or(p.p99_ms)?;
-                Some(p.throughput_rps? / (f64::from(p.batch) * 1000.0 / mean))
+            .zip(&mean_samples)
+            .map(|(p, &(b, c, mean))| match p.throughput_rps {
+                Some(rps) => (b, c, f64::from(b) * 1000.0 / rps),
+                None => (b, c, mean),
             })
             .collect();
-        ratios.sort_by(f64::total_cmp);
-        let throughput_efficiency = if ratios.is_empty() { 1.0 } else { ratios[ratios.len() / 2] };
+        let batch_time_fit =
+            LatencyFit::fit(&batch_time_samples).ok_or(ModelError::EmptyProfile)?;
         let range = |f: fn(&ProfilePoint) -> u32| {
             let lo = points.iter().map(f).min().unwrap_or(1);
             let hi = points.iter().map(f).max().unwrap_or(1);
@@ -179,7 +199,7 @@ impl Profile {
             points,
             p99_fit,
             mean_fit,
-            throughput_efficiency,
+            batch_time_fit,
         })
     }
 
@@ -200,22 +220,43 @@ impl Profile {
 
     /// Latency and throughput of one replica with batch `batch` on `cores` cores.
     pub fn estimate(&self, batch: u32, cores: u32) -> Estimate {
-        if let Some(p) = self.points.iter().find(|p| p.batch == batch && p.cores == cores) {
+        if let Some(p) = self
+            .points
+            .iter()
+            .find(|p| p.batch == batch && p.cores == cores)
+        {
             let p99_ms = p.p99_ms.or(p.mean_ms).unwrap_or(f64::INFINITY);
             let mean_ms = p.mean_ms.or(p.p99_ms).unwrap_or(f64::INFINITY);
             let throughput_rps = p
                 .throughput_rps
-                .unwrap_or(f64::from(batch) * 1000.0 / mean_ms * self.throughput_efficiency);
-            return Estimate { p99_ms, mean_ms, throughput_rps, source: EstimateSource::Measured };
+                .unwrap_or(f64::from(batch) * 1000.0 / mean_ms);
+            return Estimate {
+                p99_ms,
+                mean_ms,
+                throughput_rps,
+                source: EstimateSource::Measured,
+            };
         }
-        let positive = |v: f64| if v.is_finite() && v > 0.0 { v } else { f64::MIN_POSITIVE.max(1e-6) };
+        let positive = |v: f64| {
+            if v.is_finite() && v > 0.0 {
+                v
+            } else {
+                f64::MIN_POSITIVE.max(1e-6)
+            }
+        };
         let mean_ms = positive(self.mean_fit.latency_ms(batch, cores));
         let p99_ms = match &self.p99_fit {
             Some(fit) => positive(fit.latency_ms(batch, cores)).max(mean_ms),
             None => mean_ms,
         };
-        let throughput_rps = f64::from(batch) * 1000.0 / mean_ms * self.throughput_efficiency;
-        Estimate { p99_ms, mean_ms, throughput_rps, source: self.source_for(batch, cores) }
+        let throughput_rps =
+            f64::from(batch) * 1000.0 / positive(self.batch_time_fit.latency_ms(batch, cores));
+        Estimate {
+            p99_ms,
+            mean_ms,
+            throughput_rps,
+            source: self.source_for(batch, cores),
+        }
     }
 
     fn source_for(&self, batch: u32, cores: u32) -> EstimateSource {
@@ -243,12 +284,24 @@ mod tests {
     use super::*;
 
     fn point(batch: u32, cores: u32, p99: f64) -> ProfilePoint {
-        ProfilePoint { batch, cores, p99_ms: Some(p99), mean_ms: Some(p99 * 0.8), throughput_rps: None }
+        ProfilePoint {
+            batch,
+            cores,
+            p99_ms: Some(p99),
+            mean_ms: Some(p99 * 0.8),
+            throughput_rps: None,
+        }
     }
 
     #[test]
     fn fit_recovers_exact_model() {
-        let truth = LatencyFit { gamma: 40.0, delta: 3.0, epsilon: 20.0, eta: 5.0, rmse_ms: 0.0 };
+        let truth = LatencyFit {
+            gamma: 40.0,
+            delta: 3.0,
+            epsilon: 20.0,
+            eta: 5.0,
+            rmse_ms: 0.0,
+        };
         let samples: Vec<_> = [(1, 1), (2, 1), (4, 2), (8, 4), (1, 4), (8, 1)]
             .iter()
             .map(|&(b, c)| (b, c, truth.latency_ms(b, c)))
@@ -273,8 +326,13 @@ mod tests {
 
     #[test]
     fn estimate_marks_measured_interpolated_extrapolated() {
-        let profile = Profile::new(vec![point(1, 1, 50.0), point(4, 1, 120.0), point(1, 4, 20.0), point(4, 4, 45.0)])
-            .expect("profile");
+        let profile = Profile::new(vec![
+            point(1, 1, 50.0),
+            point(4, 1, 120.0),
+            point(1, 4, 20.0),
+            point(4, 4, 45.0),
+        ])
+        .expect("profile");
         assert_eq!(profile.estimate(4, 1).source, EstimateSource::Measured);
         assert_eq!(profile.estimate(4, 1).p99_ms, 120.0);
         assert_eq!(profile.estimate(2, 2).source, EstimateSource::Interpolated);
@@ -298,11 +356,61 @@ mod tests {
     }
 
     #[test]
+    fn throughput_between_measured_points_follows_measured_capacity() {
+        // Capacity linear in cores (as measured for CPU servers that overlap requests), with
+        // a p99 that says nothing about it: the estimate must follow the capacities.
+        let points = (1..=4)
+            .map(|c| ProfilePoint {
+                batch: 1,
+                cores: c * 2,
+                p99_ms: Some(400.0),
+                mean_ms: None,
+                throughput_rps: Some(10.0 * f64::from(c * 2)),
+            })
+            .collect();
+        let profile = Profile::new(points).expect("profile");
+        let at3 = profile.estimate(1, 3).throughput_rps;
+        assert!((25.0..=35.0).contains(&at3), "3 cores: {at3} rps");
+        let at1 = profile.estimate(1, 1).throughput_rps;
+        assert!(
+            at1 < 15.0,
+            "1 core (extrapolated) must not exceed the trend: {at1} rps"
+        );
+    }
+
+    #[test]
     fn rejects_bad_points() {
         let cases = [
-            (ProfilePoint { batch: 0, cores: 1, p99_ms: Some(1.0), mean_ms: None, throughput_rps: None }, "batch"),
-            (ProfilePoint { batch: 1, cores: 1, p99_ms: Some(f64::NAN), mean_ms: None, throughput_rps: None }, "p99_ms"),
-            (ProfilePoint { batch: 1, cores: 1, p99_ms: None, mean_ms: None, throughput_rps: Some(3.0) }, "needs"),
+            (
+                ProfilePoint {
+                    batch: 0,
+                    cores: 1,
+                    p99_ms: Some(1.0),
+                    mean_ms: None,
+                    throughput_rps: None,
+                },
+                "batch",
+            ),
+            (
+                ProfilePoint {
+                    batch: 1,
+                    cores: 1,
+                    p99_ms: Some(f64::NAN),
+                    mean_ms: None,
+                    throughput_rps: None,
+                },
+                "p99_ms",
+            ),
+            (
+                ProfilePoint {
+                    batch: 1,
+                    cores: 1,
+                    p99_ms: None,
+                    mean_ms: None,
+                    throughput_rps: Some(3.0),
+                },
+                "needs",
+            ),
         ];
         for (p, needle) in cases {
             let err = Profile::new(vec![p]).expect_err("must reject").to_string();
