@@ -56,7 +56,12 @@ pub struct Weights {
 impl Default for Weights {
     fn default() -> Self {
         // InfAdapter's figures: α = 0.05 on accuracy against 20 cores priced at 0.05/20.
-        Weights { alpha: 1.0, beta_per_core: 0.0025, beta_per_gpu_gib: 0.0, gamma_per_cold_start_s: 0.0001 }
+        Weights {
+            alpha: 1.0,
+            beta_per_core: 0.0025,
+            beta_per_gpu_gib: 0.0,
+            gamma_per_cold_start_s: 0.0001,
+        }
     }
 }
 

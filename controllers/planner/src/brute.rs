@@ -1,0 +1,203 @@
+//! Brute force for small instances, as a reference for the tests: enumerates every
+//! combination of configurations straight from the model definitions, without the option
+//! pruning, look-ahead or dominance of the solvers.
+#![doc(hidden)]
+
+use crate::latency::within_capacity;
+use crate::mix::{MixOption, load_interval, optimal_loads};
+use crate::options::{StageOption, make_option};
+use crate::problem::Problem;
+use crate::report::{Selected, build_solution, objective_of};
+use crate::solution::Solution;
+
+/// Replica counts scanned at most (the brute force is for small instances).
+const MAX_SCAN: u32 = 10_000;
+
+/// Smallest replica count within capacity by a linear scan, up to `limit`.
+fn scan_min_replicas(problem: &Problem, throughput_rps: f64, limit: u32) -> Option<u32> {
+    (1..=limit.min(MAX_SCAN))
+        .find(|&n| within_capacity(problem.load_rps, n, throughput_rps, problem.utilisation_cap))
+}
+
+/// Every configuration of stage `k` with the whole load, unfiltered by latency.
+fn raw_options(problem: &Problem, k: usize) -> Vec<StageOption> {
+    let stage = &problem.pipeline.stages[k];
+    let mut out = Vec::new();
+    for v in 0..stage.variants.len() {
+        for &b in &stage.batch_sizes {
+            for &c in &stage.core_options {
+                let Some(probe) = make_option(problem, k, v, b, c, 1, problem.load_rps) else {
+                    continue;
+                };
+                let Some(n_min) =
+                    scan_min_replicas(problem, probe.estimate.throughput_rps, stage.max_replicas)
+                else {
+                    continue;
+                };
+                for n in 1..=stage.max_replicas.min(MAX_SCAN) {
+                    if n >= n_min && n - n_min <= problem.extra_replicas {
+                        out.extend(make_option(problem, k, v, b, c, n, problem.load_rps));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The optimal plan by exhaustive search, or `None` when none is feasible.
+pub fn brute_force(problem: &Problem) -> Option<Solution> {
+    if problem.allow_mix && problem.load_rps > 0.0 {
+        return brute_force_mix(problem);
+    }
+    let stages: Vec<Vec<StageOption>> = (0..problem.pipeline.stages.len())
+        .map(|k| raw_options(problem, k))
+        .collect();
+    let mut best: Option<(f64, Vec<usize>)> = None;
+    let mut index = vec![0usize; stages.len()];
+    if stages.iter().any(Vec::is_empty) {
+        return None;
+    }
+    loop {
+        let chosen: Vec<&StageOption> = index
+            .iter()
+            .enumerate()
+            .map(|(k, &i)| &stages[k][i])
+            .collect();
+        let latency = chosen.iter().fold(0.0, |acc, o| acc + o.latency.total_ms);
+        let cores: u64 = chosen.iter().map(|o| o.cores_used).sum();
+        let gpu = chosen.iter().fold(0.0, |acc, o| acc + o.gpu_mb);
+        let fits = latency <= problem.pipeline.slo_ms
+            && problem
+                .limits
+                .total_cores
+                .is_none_or(|l| cores <= u64::from(l))
+            && problem.limits.gpu_mem_mb.is_none_or(|l| gpu <= l);
+        if fits {
+            let selected: Vec<Vec<Selected>> = chosen
+                .iter()
+                .map(|o| vec![Selected::whole((*o).clone(), problem.load_rps)])
+                .collect();
+            let (objective, _) = objective_of(problem, &selected);
+            if best.as_ref().is_none_or(|(b, _)| objective > *b) {
+                best = Some((objective, index.clone()));
+            }
+        }
+        // Next combination (odometer).
+        let mut k = 0;
+        loop {
+            if k == index.len() {
+                let (_, idx) = best?;
+                let selected = idx
+                    .iter()
+                    .enumerate()
+                    .map(|(k, &i)| vec![Selected::whole(stages[k][i].clone(), problem.load_rps)]);
+                return Some(build_solution(
+                    problem,
+                    selected.collect(),
+                    "brute-force".to_owned(),
+                    Vec::new(),
+                ));
+            }
+            index[k] += 1;
+            if index[k] < stages[k].len() {
+                break;
+            }
+            index[k] = 0;
+            k += 1;
+        }
+    }
+}
+
+/// Mix candidates by their own enumeration: replicas from 1 to what the whole load needs plus
+/// `extra_replicas`, within `max_replicas`, with a non-empty feasible load interval.
+fn raw_mix_options(problem: &Problem) -> Vec<MixOption> {
+    let stage = &problem.pipeline.stages[0];
+    let mut out = Vec::new();
+    for v in 0..stage.variants.len() {
+        for &b in &stage.batch_sizes {
+            for &c in &stage.core_options {
+                let Some(probe) = make_option(problem, 0, v, b, c, 1, problem.load_rps) else {
+                    continue;
+                };
+                let need = scan_min_replicas(problem, probe.estimate.throughput_rps, MAX_SCAN)
+                    .unwrap_or(MAX_SCAN);
+                let top = need
+                    .saturating_add(problem.extra_replicas)
+                    .min(stage.max_replicas)
+                    .min(MAX_SCAN);
+                for n in 1..=top {
+                    let Some(option) = make_option(problem, 0, v, b, c, n, problem.load_rps) else {
+                        continue;
+                    };
+                    if let Some((lo_rps, hi_rps)) = load_interval(problem, &option) {
+                        out.push(MixOption {
+                            option,
+                            lo_rps,
+                            hi_rps,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Exhaustive search over subsets of variants with one option each and the exact optimal
+/// split of the load (a continuous knapsack) for each subset.
+fn brute_force_mix(problem: &Problem) -> Option<Solution> {
+    let options = raw_mix_options(problem);
+    let variants = problem.pipeline.stages[0].variants.len();
+    let per_variant: Vec<Vec<&MixOption>> = (0..variants)
+        .map(|v| options.iter().filter(|m| m.option.variant == v).collect())
+        .collect();
+    let load = problem.load_rps;
+    // choice[v] = 0: variant unused, i > 0: option i − 1 of variant v.
+    let mut choice = vec![0usize; variants];
+    let mut best: Option<(f64, Vec<Selected>)> = None;
+    loop {
+        let set: Vec<&MixOption> = choice
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c > 0)
+            .map(|(v, &c)| per_variant[v][c - 1])
+            .collect();
+        let cores: u64 = set.iter().map(|m| m.option.cores_used).sum();
+        let gpu = set.iter().fold(0.0, |acc, m| acc + m.option.gpu_mb);
+        let fits = problem
+            .limits
+            .total_cores
+            .is_none_or(|l| cores <= u64::from(l))
+            && problem.limits.gpu_mem_mb.is_none_or(|l| gpu <= l);
+        if fits && let Some(loads) = optimal_loads(problem.weights.alpha, &set, load) {
+            let selected: Vec<Selected> = set
+                .iter()
+                .zip(loads)
+                .map(|(m, l)| Selected::part(problem, m.option.clone(), l, load))
+                .collect();
+            let (objective, _) = objective_of(problem, std::slice::from_ref(&selected));
+            if best.as_ref().is_none_or(|(b, _)| objective > *b) {
+                best = Some((objective, selected));
+            }
+        }
+        let mut v = 0;
+        loop {
+            if v == variants {
+                let (_, selected) = best?;
+                return Some(build_solution(
+                    problem,
+                    vec![selected],
+                    "brute-force".to_owned(),
+                    Vec::new(),
+                ));
+            }
+            choice[v] += 1;
+            if choice[v] <= per_variant[v].len() {
+                break;
+            }
+            choice[v] = 0;
+            v += 1;
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The planning model as a mixed-integer programme, solved by branch and bound.
+//!
+//! No mix: a binary `x` per (stage, option) with exactly one per stage, the latency and host
+//! limits as knapsack rows, and the objective Σ (α·accuracy − penalty)·x. In product mode the
+//! accuracy product is linearised exactly: `p_0 = Σ acc·x_0`, and for later stages
+//! `z ≤ x`, `z ≤ p_{k−1}`, `z ≥ p_{k−1} − (1 − x)`, `p_k = Σ acc·z` (valid as accuracies lie
+//! in [0, 1]); the objective is α·p_last − Σ penalty·x.
+//!
+//! Mix (single stage): a binary `x` and a continuous share `s` per option, with
+//! `(lo/λ)·x ≤ s ≤ (hi/λ)·x` where `[lo, hi]` is the load interval on which the option meets
+//! the SLO, at most one option per variant, Σ s = 1, and the objective
+//! Σ α·accuracy·s − Σ penalty·x.
+
+use std::time::Duration;
+
+use crate::linear::{LinearModel, ModelOutcome, Sense, VarKind};
+use crate::mix::{MixOption, mix_options, optimal_loads};
+use crate::options::{StageOption, mix_candidates, stage_load};
+use crate::problem::{AccuracyMode, Problem};
+use crate::report::{Selected, build_solution};
+use crate::solution::{PlanError, Solution};
+
+/// A model with the meaning of its decision variables.
+#[derive(Debug, Clone)]
+pub(crate) struct BuiltModel {
+    pub model: LinearModel,
+    pub kind: ModelKind,
+}
+
+/// What the variables of a built model stand for.
+#[derive(Debug, Clone)]
+pub(crate) enum ModelKind {
+    /// `x[k][o]` is the variable of option `o` of stage `k`.
+    Chain {
+        options: Vec<Vec<StageOption>>,
+        x: Vec<Vec<usize>>,
+    },
+    /// Options of the single stage with their selection and share variables.
+    Mix {
+        options: Vec<MixOption>,
+        x: Vec<usize>,
+        load_rps: f64,
+    },
+}
+
+fn describe(problem: &Problem, o: &StageOption) -> String {
+    let stage = &problem.pipeline.stages[o.stage];
+    format!(
+        "stage `{}` variant `{}` batch {} cores {} replicas {}",
+        stage.name, stage.variants[o.variant].name, o.batch, o.cores, o.replicas
+    )
+}
+
+/// Builds the MILP of `problem` (assumed valid).
+pub(crate) fn build_model(problem: &Problem) -> BuiltModel {
+    if problem.allow_mix && problem.load_rps > 0.0 {
+        build_mix(problem)
+    } else {
+        build_chain(problem, crate::no_mix_options(problem))
+    }
+}
+
+fn build_chain(problem: &Problem, options: Vec<Vec<StageOption>>) -> BuiltModel {
+    let mut m = LinearModel::default();
+    let alpha = problem.weights.alpha;
+    let product = problem.accuracy_mode == AccuracyMode::Product;
+    let mut x: Vec<Vec<usize>> = Vec::with_capacity(options.len());
+    for (k, stage_options) in options.iter().enumerate() {
+        let vars = stage_options
+            .iter()
+            .enumerate()
+            .map(|(i, o)| {
+                let objective = if product {
+                    -o.penalty
+                } else {
+                    alpha * o.accuracy - o.penalty
+                };
+                m.add_var(
+                    format!("x_s{k}_o{i}"),
+                    objective,
+                    (0.0, 1.0),
+                    VarKind::Binary,
+                    describe(problem, o),
+                )
+            })
+            .collect::<Vec<_>>();
+        m.add_row(
+            format!("one_s{k}"),
+            vars.iter().map(|&v| (v, 1.0)).collect(),
+            Sense::Eq,
+            1.0,
+        );
+        x.push(vars);
+    }
+    let all = |f: &dyn Fn(&StageOption) -> f64| -> Vec<(usize, f64)> {
+        options
+            .iter()
+            .zip(&x)
+            .flat_map(|(os, xs)| os.iter().zip(xs).map(|(o, &v)| (v, f(o))))
+            .collect()
+    };
+    m.add_row(
+        "latency".to_owned(),
+        all(&|o| o.latency.total_ms),
+        Sense::Le,
+        problem.pipeline.slo_ms,
+    );
+    if let Some(limit) = problem.limits.total_cores {
+        m.add_row(
+            "host_cores".to_owned(),
+            all(&|o| o.cores_used as f64),
+            Sense::Le,
+            f64::from(limit),
+        );
+    }
+    if let Some(limit) = problem.limits.gpu_mem_mb {
+        m.add_row(
+            "host_gpu_mb".to_owned(),
+            all(&|o| o.gpu_mb),
+            Sense::Le,
+            limit,
+        );
+    }
+    if product {
+        let mut previous: Option<usize> = None;
+        for (k, stage_options) in options.iter().enumerate() {
+            let last = k + 1 == options.len();
+            let p = m.add_var(
+                format!("p_s{k}"),
+                if last { alpha } else { 0.0 },
+                (0.0, 1.0),
+                VarKind::Continuous,
+                format!("accuracy product of stages 0..={k}"),
+            );
+            let mut terms = vec![(p, 1.0)];
+            match previous {
+                None => terms.extend(
+                    stage_options
+                        .iter()
+                        .zip(&x[k])
+                        .map(|(o, &v)| (v, -o.accuracy)),
+                ),
+                Some(prev) => {
+                    for (i, (o, &xv)) in stage_options.iter().zip(&x[k]).enumerate() {
+                        let z = m.add_var(
+                            format!("z_s{k}_o{i}"),
+                            0.0,
+                            (0.0, 1.0),
+                            VarKind::Continuous,
+                            format!("x_s{k}_o{i} · p_s{}", k - 1),
+                        );
+                        m.add_row(
+                            format!("zx_s{k}_o{i}"),
+                            vec![(z, 1.0), (xv, -1.0)],
+                            Sense::Le,
+                            0.0,
+                        );
+                        m.add_row(
+                            format!("zp_s{k}_o{i}"),
+                            vec![(z, 1.0), (prev, -1.0)],
+                            Sense::Le,
+                            0.0,
+                        );
+                        m.add_row(
+                            format!("zl_s{k}_o{i}"),
+                            vec![(z, 1.0), (prev, -1.0), (xv, -1.0)],
+                            Sense::Ge,
+                            -1.0,
+                        );
+                        terms.push((z, -o.accuracy));
+                    }
+                }
+            }
+            m.add_row(format!("prod_s{k}"), terms, Sense::Eq, 0.0);
+            previous = Some(p);
+        }
+    }
+    BuiltModel {
+        model: m,
+        kind: ModelKind::Chain { options, x },
+    }
+}
+
+fn build_mix(problem: &Problem) -> BuiltModel {
+    let load = stage_load(problem);
+    let options = mix_options(problem, mix_candidates(problem, load));
+    let alpha = problem.weights.alpha;
+    let mut m = LinearModel::default();
+    let mut x = Vec::with_capacity(options.len());
+    let mut share = Vec::with_capacity(options.len());
+    for (i, mo) in options.iter().enumerate() {
+        let o = &mo.option;
+        let xv = m.add_var(
+            format!("x_s0_o{i}"),
+            -o.penalty,
+            (0.0, 1.0),
+            VarKind::Binary,
+            describe(problem, o),
+        );
+        let (lo, hi) = (mo.lo_rps / load, mo.hi_rps / load);
+        let sv = m.add_var(
+            format!("s_s0_o{i}"),
+            alpha * o.accuracy,
+            (0.0, hi),
+            VarKind::Continuous,
+            format!("share of the load on x_s0_o{i}, feasible in [{lo}, {hi}]"),
+        );
+        m.add_row(
+            format!("share_hi_o{i}"),
+            vec![(sv, 1.0), (xv, -hi)],
+            Sense::Le,
+            0.0,
+        );
+        m.add_row(
+            format!("share_lo_o{i}"),
+            vec![(sv, 1.0), (xv, -lo)],
+            Sense::Ge,
+            0.0,
+        );
+        x.push(xv);
+        share.push(sv);
+    }
+    let variants = problem.pipeline.stages[0].variants.len();
+    for v in 0..variants {
+        let terms: Vec<(usize, f64)> = options
+            .iter()
+            .zip(&x)
+            .filter(|(mo, _)| mo.option.variant == v)
+            .map(|(_, &xv)| (xv, 1.0))
+            .collect();
+        if terms.len() > 1 {
+            m.add_row(format!("one_variant_v{v}"), terms, Sense::Le, 1.0);
+        }
+    }
+    m.add_row(
+        "load".to_owned(),
+        share.iter().map(|&s| (s, 1.0)).collect(),
+        Sense::Eq,
+        1.0,
+    );
+    if let Some(limit) = problem.limits.total_cores {
+        let terms = options
+            .iter()
+            .zip(&x)
+            .map(|(mo, &xv)| (xv, mo.option.cores_used as f64))
+            .collect();
+        m.add_row("host_cores".to_owned(), terms, Sense::Le, f64::from(limit));
+    }
+    if let Some(limit) = problem.limits.gpu_mem_mb {
+        let terms = options
+            .iter()
+            .zip(&x)
+            .map(|(mo, &xv)| (xv, mo.option.gpu_mb))
+            .collect();
+        m.add_row("host_gpu_mb".to_owned(), terms, Sense::Le, limit);
+    }
+    BuiltModel {
+        model: m,
+        kind: ModelKind::Mix {
+            options,
+            x,
+            load_rps: load,
+        },
+    }
+}
+
+/// Selected assignments from variable values, or why they cannot be used.
+fn decode(
+    problem: &Problem,
+    built: &BuiltModel,
+    values: &[f64],
+) -> Result<Vec<Vec<Selected>>, String> {
+    let on = |v: usize| values[v] > 0.5;
+    match &built.kind {
+        ModelKind::Chain { options, x } => {
+            let load = stage_load(problem);
+            let mut stages = Vec::with_capacity(options.len());
+            let mut latency = 0.0;
+            let (mut cores, mut gpu) = (0u64, 0.0);
+            for (os, xs) in options.iter().zip(x) {
+                let chosen: Vec<usize> = (0..os.len()).filter(|&i| on(xs[i])).collect();
+                let [i] = chosen[..] else {
+                    return Err(format!("{} options chosen for one stage", chosen.len()));
+                };
+                latency += os[i].latency.total_ms;
+                cores += os[i].cores_used;
+                gpu += os[i].gpu_mb;
+                stages.push(vec![Selected::whole(os[i].clone(), load)]);
+            }
+            let over_cores = problem
+                .limits
+                .total_cores
+                .is_some_and(|l| cores > u64::from(l));
+            let over_gpu = problem.limits.gpu_mem_mb.is_some_and(|l| gpu > l);
+            if latency > problem.pipeline.slo_ms || over_cores || over_gpu {
+                return Err("the solver's plan breaks a constraint after rounding".to_owned());
+            }
+            Ok(stages)
+        }
+        ModelKind::Mix {
+            options,
+            x,
+            load_rps,
+            ..
+        } => {
+            let set: Vec<&MixOption> = options
+                .iter()
+                .zip(x)
+                .filter(|(_, xv)| on(**xv))
+                .map(|(mo, _)| mo)
+                .collect();
+            let loads = optimal_loads(problem.weights.alpha, &set, *load_rps).ok_or_else(|| {
+                "the chosen variants cannot carry the load after rounding".to_owned()
+            })?;
+            Ok(vec![
+                set.iter()
+                    .zip(loads)
+                    .map(|(mo, l)| Selected::part(problem, mo.option.clone(), l, *load_rps))
+                    .collect(),
+            ])
+        }
+    }
+}
+
+/// Solves `problem` (assumed valid) with the MILP, falling back to the Pareto-DP on the
+/// no-mix problem when the solver fails or stops at its time limit. `Ok(None)`: infeasible.
+pub fn solve_milp(problem: &Problem) -> Result<Option<Solution>, PlanError> {
+    let built = build_model(problem);
+    if let ModelKind::Chain { options, .. } = &built.kind
+        && options.iter().any(Vec::is_empty)
+    {
+        return Ok(None);
+    }
+    if let ModelKind::Mix { options, .. } = &built.kind
+        && options.is_empty()
+    {
+        return Ok(None);
+    }
+    let limit = Duration::from_millis(problem.time_limit_ms);
+    let fallback =
+        |reason: String, incumbent: Option<Solution>| -> Result<Option<Solution>, PlanError> {
+            let warning = format!(
+                "milp fallback: {reason}; the plan comes from the pareto-dp without variant mixes"
+            );
+            let dp = crate::solve_with_dp(
+                problem,
+                format!("pareto-dp (milp fallback: {reason})"),
+                vec![warning],
+            );
+            Ok(match (dp, incumbent) {
+                (Some(d), Some(i)) => Some(if i.objective > d.objective { i } else { d }),
+                (d, i) => d.or(i),
+            })
+        };
+    match built.model.solve(limit) {
+        ModelOutcome::Infeasible => Ok(None),
+        ModelOutcome::Failed(reason) => fallback(reason, None),
+        ModelOutcome::Solved { values, proven } => match decode(problem, &built, &values) {
+            Err(reason) => fallback(reason, None),
+            Ok(stages) if proven => Ok(Some(build_solution(
+                problem,
+                stages,
+                "milp".to_owned(),
+                Vec::new(),
+            ))),
+            Ok(stages) => {
+                let reason = format!("time limit of {} ms reached", problem.time_limit_ms);
+                let warning = format!(
+                    "milp stopped at its {} ms time limit; the plan may not be optimal",
+                    problem.time_limit_ms
+                );
+                let incumbent = build_solution(
+                    problem,
+                    stages,
+                    "milp (time limit)".to_owned(),
+                    vec![warning],
+                );
+                fallback(reason, Some(incumbent))
+            }
+        },
+    }
+}

@@ -1,0 +1,96 @@
+//! Property tests: on thousands of random small instances the Pareto-DP, the MILP and the
+//! brute force agree on feasibility and on the optimal objective, and every plan respects
+//! the SLO, the capacity of its replicas and the host limits.
+
+mod common;
+
+use common::{assert_respects_constraints, close, random_problem};
+use infadapt_planner::brute::brute_force;
+use infadapt_planner::{PlanError, Problem, Solution, SolverChoice, solve};
+use proptest::prelude::*;
+
+fn compare(
+    problem: &Problem,
+    reference: Option<Solution>,
+    got: Result<Solution, PlanError>,
+) -> Result<(), TestCaseError> {
+    match (reference, got) {
+        (Some(r), Ok(s)) => {
+            prop_assert!(
+                close(r.objective, s.objective),
+                "objective {} ({}) != brute force {}\nplan {:?}\nbrute {:?}",
+                s.objective,
+                s.solver,
+                r.objective,
+                s.plan,
+                r.plan
+            );
+            assert_respects_constraints(problem, &s);
+        }
+        (None, Err(PlanError::Infeasible(_))) => {}
+        (r, s) => prop_assert!(
+            false,
+            "feasibility differs: brute force {:?}, solver {:?}",
+            r.map(|x| x.objective),
+            s
+        ),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn pareto_dp_equals_brute_force(seed in any::<u64>()) {
+        let problem = random_problem(seed, 3);
+        let reference = brute_force(&problem);
+        if let Some(r) = &reference {
+            assert_respects_constraints(&problem, r);
+        }
+        compare(&problem, reference, solve(&problem))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn milp_equals_brute_force(seed in any::<u64>()) {
+        let mut problem = random_problem(seed, 3);
+        problem.solver = SolverChoice::Milp;
+        let reference = brute_force(&problem);
+        let got = solve(&problem);
+        if let Ok(s) = &got {
+            prop_assert!(s.solver == "milp", "solver {}", s.solver);
+        }
+        compare(&problem, reference, got)?;
+    }
+
+    #[test]
+    fn mix_milp_equals_brute_force(seed in any::<u64>()) {
+        let mut problem = random_problem(seed, 1);
+        problem.allow_mix = true;
+        problem.solver = SolverChoice::Auto;
+        let reference = brute_force(&problem);
+        let got = solve(&problem);
+        if let Ok(s) = &got {
+            prop_assert!(s.solver == "milp", "solver {}", s.solver);
+        }
+        compare(&problem, reference, got)?;
+    }
+
+    #[test]
+    fn mix_is_never_worse_than_a_single_variant(seed in any::<u64>()) {
+        let mut problem = random_problem(seed, 1);
+        problem.solver = SolverChoice::ParetoDp;
+        let single = solve(&problem);
+        problem.allow_mix = true;
+        problem.solver = SolverChoice::Milp;
+        let mixed = solve(&problem);
+        if let Ok(single) = single {
+            let mixed = mixed.expect("a single-variant plan is also a mix");
+            prop_assert!(mixed.objective >= single.objective - 1e-6 * single.objective.abs().max(1.0));
+        }
+    }
+}
