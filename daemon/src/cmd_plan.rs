@@ -61,7 +61,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
     match outcome {
         Ok(solution) => {
             if args.json {
-                println!("{}", solution_json(&solution, solve_ms, problem.load_rps, problem.pipeline.slo_ms));
+                crate::outln!("{}", solution_json(&solution, solve_ms, problem.load_rps, problem.pipeline.slo_ms));
             } else {
                 print_table(&solution, solve_ms, problem.load_rps, problem.pipeline.slo_ms);
             }
@@ -79,7 +79,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
                     "max_sustainable_load_rps": why.max_sustainable_load_rps,
                     "min_latency_ms": why.min_latency_ms,
                 });
-                println!("{value}");
+                crate::outln!("{value}");
             }
             eprintln!("error: {}: no feasible plan: {}", args.problem.display(), why.message);
             if let Some(load) = why.max_sustainable_load_rps {
@@ -151,11 +151,11 @@ pub fn solution_json(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: 
 }
 
 fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
-    println!(
+    crate::outln!(
         "plan for {load_rps:.1} rps, SLO {slo_ms:.0} ms: objective {:.6} ({} in {solve_ms:.3} ms)",
         solution.objective, solution.solver
     );
-    println!(
+    crate::outln!(
         "{:<16} {:<24} {:>5} {:>5} {:>8} {:>6} {:>10} {:>6}",
         "stage", "variant", "batch", "cores", "replicas", "share", "latency_ms", "util"
     );
@@ -166,7 +166,7 @@ fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
             } else {
                 (String::new(), String::new())
             };
-            println!(
+            crate::outln!(
                 "{:<16} {:<24} {:>5} {:>5} {:>8} {:>6.3} {:>10} {:>6}",
                 if i == 0 { plan.stage.as_str() } else { "" },
                 a.variant,
@@ -180,15 +180,15 @@ fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
         }
     }
     let t = &solution.terms;
-    println!(
+    crate::outln!(
         "end-to-end latency {:.1} ms; accuracy {:.4}; cores {:.0}; gpu {:.2} GiB; cold start {:.1} s",
         solution.latency_ms, t.accuracy, t.cores, t.gpu_gib, t.cold_start_s
     );
     if !solution.binding.is_empty() {
         let names: Vec<String> = solution.binding.iter().map(|c| format!("{c:?}")).collect();
-        println!("binding: {}", names.join(", "));
+        crate::outln!("binding: {}", names.join(", "));
     }
     for w in &solution.warnings {
-        println!("warning: {w}");
+        crate::outln!("warning: {w}");
     }
 }

@@ -83,7 +83,7 @@ pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<u8> {
             let text =
                 profile_import::render_catalog(&synthetic_header(), &synthetic_video_catalog());
             write_atomically(&args.out, &text)?;
-            println!(
+            crate::outln!(
                 "wrote the synthetic video catalog to {}",
                 args.out.display()
             );
@@ -154,7 +154,7 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
     }
     write_atomically(&args.out, &imported.render())?;
     for variant in &imported.catalog.variants {
-        println!("{}", profile_import::summary_line(variant));
+        crate::outln!("{}", profile_import::summary_line(variant));
     }
     let mut tail = format!(
         "wrote {} variants ({} format) to {}; skipped {} measurements without usable values",
@@ -169,7 +169,7 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
             imported.superseded
         ));
     }
-    println!("{tail}");
+    crate::outln!("{tail}");
     Ok(exit::OK)
 }
 

@@ -7,6 +7,7 @@ pub mod cmd_forecast;
 pub mod cmd_plan;
 pub mod cmd_profiles;
 pub mod exit;
+pub mod output;
 pub mod problem_file;
 pub mod profile_import;
 pub mod tomlread;

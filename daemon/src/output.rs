@@ -1,0 +1,24 @@
+//! Writing command output to stdout without panicking when the reader goes away
+//! (e.g. `infadaptd plan ... | head`).
+
+use std::io;
+
+/// Writes a line to stdout; a closed pipe ends the process quietly, other errors with 1.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
+            $crate::output::stdout_failed(error);
+        }
+    }};
+}
+
+/// Ends the process after stdout failed: quietly for a closed pipe, with 1 otherwise.
+pub fn stdout_failed(error: io::Error) -> ! {
+    if error.kind() == io::ErrorKind::BrokenPipe {
+        std::process::exit(0);
+    }
+    eprintln!("error: cannot write to standard output: {error}");
+    std::process::exit(1);
+}
