@@ -1,0 +1,14 @@
+//! The control loop shared by the daemon and the simulator: observe → forecast → plan →
+//! damp → (apply by the caller) → record. Pure: the caller passes observations and time in
+//! and applies the returned plan through whatever backend it drives.
+//!
+//! A [`Policy`] turns observations into decisions; [`ControlLoop`] is this project's policy
+//! (forecast with a calibrated upper bound, exact planner, stability layer, feedback on the
+//! provisioning headroom). The comparison policies of the evaluation implement the same
+//! trait, so every policy runs in the same harness.
+
+pub mod observation;
+pub mod policy;
+
+pub use observation::{Decision, Observation, StageObservation};
+pub use policy::Policy;
