@@ -55,7 +55,17 @@ pub fn parse_problem(
     read_document(name, text, |_, root| build_problem(root, catalogs))
 }
 
-fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>) -> Option<Problem> {
+pub fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>) -> Option<Problem> {
+    build_problem_with(root, catalogs, true)
+}
+
+/// Builds a problem from a file's root table; with `load_required` false the file gives no
+/// `load_rps` (a scenario sets the load at each decision) and the problem's load is 0.
+pub fn build_problem_with(
+    root: &TableReader<'_, '_>,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    load_required: bool,
+) -> Option<Problem> {
     let mut loaded: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
     let mut load_catalog = |table: &TableReader<'_, '_>, reference: &str| -> Option<Catalog> {
         loaded
@@ -71,7 +81,7 @@ fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> R
     };
     let default_catalog = root.opt_str("catalog").and_then(|c| load_catalog(root, &c));
 
-    let load_rps = root.req_f64("load_rps");
+    let load_rps = if load_required { root.req_f64("load_rps") } else { Some(0.0) };
     if let Some(load) = load_rps
         && load < 0.0
     {
@@ -128,7 +138,11 @@ fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> R
 
     let solver = root.opt_table("solver");
     let current = build_current(root, pipeline.as_ref());
-    let mut problem = Problem::new(pipeline?, load_rps?);
+    // Settings are read and checked even when the pipeline is broken, so that every
+    // problem of the file is reported in one go; the result is then discarded.
+    let incomplete = pipeline.is_none() || load_rps.is_none();
+    let placeholder = || Pipeline { name: String::new(), slo_ms: 1.0, stages: Vec::new() };
+    let mut problem = Problem::new(pipeline.unwrap_or_else(placeholder), load_rps.unwrap_or(0.0));
     if let Some((weights, mode)) = weights {
         problem.weights = weights;
         problem.accuracy_mode = mode;
@@ -139,13 +153,13 @@ fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> R
         apply_solver_settings(&s, &mut problem);
         s.finish();
     }
-    if root.reader().has_problems() {
+    if incomplete || root.reader().has_problems() {
         return None;
     }
     Some(problem)
 }
 
-fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
+pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
     if let Some(method) = s.opt_choice("method", &["auto", "pareto-dp", "milp"]) {
         problem.solver = match method.as_str() {
             "pareto-dp" => SolverChoice::ParetoDp,
@@ -165,7 +179,7 @@ fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
     }
     if let Some(mix) = s.opt_bool("allow_mix") {
         problem.allow_mix = mix;
-        if mix && problem.pipeline.stages.len() != 1 {
+        if mix && problem.pipeline.stages.len() > 1 {
             s.report("allow_mix", "variant mixes are for single-stage pipelines only");
         }
     }
@@ -199,7 +213,7 @@ fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
     }
 }
 
-fn build_pipeline(
+pub fn build_pipeline(
     p: &TableReader<'_, '_>,
     default_catalog: Option<&Catalog>,
     load_catalog: &mut dyn FnMut(&TableReader<'_, '_>, &str) -> Option<Catalog>,
@@ -239,7 +253,7 @@ fn build_pipeline(
     (pipeline.stages.len() == stage_tables.len()).then_some(pipeline)
 }
 
-fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Option<Stage> {
+pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Option<Stage> {
     let name = st.req_str("name");
     let names = st.opt_str_list("variants");
     if names.is_none() && !st.has("variants") {
@@ -300,7 +314,7 @@ fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Option<St
     Some(Stage { name: name?, variants, batch_sizes: batch_sizes?, core_options: core_options?, max_replicas })
 }
 
-fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) -> Option<Plan> {
+pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) -> Option<Plan> {
     let current = root.opt_table("current")?;
     let mut plan = Plan::default();
     for st in current.tables("stage") {
