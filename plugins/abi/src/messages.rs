@@ -1,0 +1,125 @@
+//! The JSON documents that cross the plugin boundary. Every document carries `schema`;
+//! readers accept unknown fields (so a newer minor schema stays readable) and reject a
+//! `schema` major they do not know.
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the JSON message schema.
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn schema() -> u32 {
+    SCHEMA_VERSION
+}
+
+/// What a backend can change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Capabilities {
+    /// Several variants of one stage serving at once with load shares.
+    pub variant_mix: bool,
+    /// Batch size per variant.
+    pub batching: bool,
+    /// Cores per replica.
+    pub cores: bool,
+    /// Placement on GPUs.
+    pub gpu: bool,
+}
+
+/// Answer of `describe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Description {
+    #[serde(default = "schema")]
+    pub schema: u32,
+    pub name: String,
+    pub version: String,
+    #[serde(default)]
+    pub capabilities: Capabilities,
+}
+
+/// One deployed (or planned) variant of a stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssignmentMessage {
+    pub variant: String,
+    pub batch: u32,
+    pub cores: u32,
+    pub replicas: u32,
+    #[serde(default = "one")]
+    pub share: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// A stage of a plan.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StagePlanMessage {
+    pub stage: String,
+    pub assignments: Vec<AssignmentMessage>,
+}
+
+/// A plan as handed to `apply`, and the deployed configuration reported by `observe`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PlanMessage {
+    #[serde(default = "schema")]
+    pub schema: u32,
+    pub stages: Vec<StagePlanMessage>,
+}
+
+/// Per-stage state in an observation.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ObservedStage {
+    pub stage: String,
+    #[serde(default)]
+    pub queue_len: f64,
+    #[serde(default)]
+    pub busy_fraction: f64,
+    #[serde(default)]
+    pub ready_replicas: u32,
+    #[serde(default)]
+    pub starting_replicas: u32,
+}
+
+/// Answer of `observe`: what happened since the previous observe.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct PluginObservation {
+    #[serde(default = "schema")]
+    pub schema: u32,
+    /// Arrival rate of each whole second since the previous observe, oldest first.
+    #[serde(default)]
+    pub arrivals_per_second: Vec<f64>,
+    #[serde(default)]
+    pub completed: u64,
+    #[serde(default)]
+    pub dropped: u64,
+    #[serde(default)]
+    pub slo_misses: u64,
+    #[serde(default)]
+    pub latency_p99_ms: Option<f64>,
+    #[serde(default)]
+    pub stages: Vec<ObservedStage>,
+    /// What the backend runs now (ready replicas).
+    #[serde(default)]
+    pub deployed: PlanMessage,
+}
+
+/// Answer of `apply`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ApplyReport {
+    #[serde(default = "schema")]
+    pub schema: u32,
+    /// Whether anything was changed (false when the backend already matched the plan).
+    pub changed: bool,
+    /// Human-readable steps taken.
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+/// Answer of `health`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthReport {
+    #[serde(default = "schema")]
+    pub schema: u32,
+    pub healthy: bool,
+    #[serde(default)]
+    pub detail: String,
+}
