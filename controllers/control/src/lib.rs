@@ -7,8 +7,13 @@
 //! provisioning headroom). The comparison policies of the evaluation implement the same
 //! trait, so every policy runs in the same harness.
 
+pub mod control_loop;
+pub mod error;
 pub mod observation;
 pub mod policy;
 
+pub use control_loop::{ControlConfig, ControlLoop, ForecastBasis, ForecastSettings, LoadFloor};
+pub use error::ControlError;
+pub use infadapt_damping::{DampingConfig, HeadroomConfig};
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;

@@ -1,1 +1,39 @@
-//! The stability layer: damps planned changes so the control loop does not flap.
+//! The stability layer: damps planned changes so the control loop does not flap, and
+//! corrects the provisioning headroom from what the SLO misses say.
+//!
+//! [`Damper`] takes the planner's proposal and the deployed plan and returns the plan to
+//! apply, with one human-readable line per change it held back:
+//! - **scale-up at once**: an increase the deployed plan needs to carry the planned load is
+//!   never delayed (a variant switch held by the dwell time is replaced by scaling the
+//!   deployed variant when that carries the load);
+//! - **scale-down after a stabilization window**: a stage's capacity only falls to the
+//!   highest capacity recommended within the window (the horizontal autoscaler's
+//!   stabilization-window rule);
+//! - **deadband**: optional changes that keep the variants and cores and move capacity by
+//!   less than a fraction (or a few replicas) are ignored;
+//! - **dwell time**: a stage's variants (or cores per replica) switch at most once per
+//!   `min_dwell_s`;
+//! - **step limits**: optional changes add or remove at most so many replicas per tick;
+//! - **demand floor**: the damped plan always carries the observed demand within the
+//!   utilisation cap; where damping would break this (or the latency SLO), the proposal
+//!   goes through.
+//!
+//! [`lead_time_horizon_s`] gives the forecast horizon that covers the cold start of what a
+//! plan adds. [`HeadroomController`] is the PI feedback on SLO misses and queue growth.
+//!
+//! **Architecture invariant:** no IO, no clocks (time is passed in), no panics on data.
+
+pub mod capacity;
+pub mod config;
+pub mod damper;
+pub mod error;
+pub mod headroom;
+
+pub use capacity::{
+    change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_latency_ms,
+    stage_capacity_rps,
+};
+pub use config::{DampingConfig, HeadroomConfig};
+pub use damper::{Damped, Damper, DampingInput};
+pub use error::DampingError;
+pub use headroom::{HeadroomController, HeadroomSignal};

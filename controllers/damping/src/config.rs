@@ -1,0 +1,207 @@
+//! Settings of the stability layer and of the headroom feedback, with documented defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::DampingError;
+
+/// How the [`crate::Damper`] holds back planned changes. Every field has a default (see
+/// [`DampingConfig::default`]); [`DampingConfig::disabled`] passes every proposal through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DampingConfig {
+    /// `false` passes every proposal through unchanged (the undamped baselines).
+    pub enabled: bool,
+    /// Scale-down stabilization window, seconds: a stage's capacity only falls to the
+    /// highest capacity recommended within this window (the horizontal autoscaler's
+    /// stabilization-window rule). Default 120 s (12 ticks of 10 s): longer than the
+    /// 10-tick no-reversal horizon, so an increase is never undone within 10 ticks.
+    pub stabilization_window_s: f64,
+    /// Relative capacity change of a stage below which an optional change that keeps the
+    /// same variants and cores is ignored (hysteresis). Default 0.1 (10 %).
+    pub deadband_fraction: f64,
+    /// Replica change (per stage, same variants and cores) at or below which an optional
+    /// change is ignored. Default 0 (only the relative deadband applies): on small
+    /// deployments one replica is a large share of the capacity.
+    pub deadband_replicas: u32,
+    /// Minimum time between two variant (or cores-per-replica) switches of one stage,
+    /// seconds. Default 120 s. A switch needed to carry the load is replaced by scaling
+    /// the deployed variant when that carries it, and otherwise let through.
+    pub min_dwell_s: f64,
+    /// Most replicas an *optional* increase may add to one stage per tick (an increase
+    /// needed to carry the load is never limited). `None`: no limit. Default `Some(8)`.
+    pub max_replicas_added_per_tick: Option<u32>,
+    /// Most replicas a decrease may remove from one stage per tick (same variants and
+    /// cores; a variant switch replaces the whole stage). `None`: no limit. Default
+    /// `None`: a decrease only comes after the load has been lower for a whole window, so
+    /// a limit would only spread it over more reconfigurations (and break settling within
+    /// 2 ticks); set it where draining many replicas at once hurts the backend.
+    pub max_replicas_removed_per_tick: Option<u32>,
+}
+
+impl Default for DampingConfig {
+    fn default() -> Self {
+        DampingConfig {
+            enabled: true,
+            stabilization_window_s: 120.0,
+            deadband_fraction: 0.1,
+            deadband_replicas: 0,
+            min_dwell_s: 120.0,
+            max_replicas_added_per_tick: Some(8),
+            max_replicas_removed_per_tick: None,
+        }
+    }
+}
+
+impl DampingConfig {
+    /// No damping at all: the planner's proposal is applied as it is (IPA's behaviour).
+    pub fn disabled() -> Self {
+        DampingConfig {
+            enabled: false,
+            stabilization_window_s: 0.0,
+            deadband_fraction: 0.0,
+            deadband_replicas: 0,
+            min_dwell_s: 0.0,
+            max_replicas_added_per_tick: None,
+            max_replicas_removed_per_tick: None,
+        }
+    }
+
+    /// Only a scale-down delay of `ticks` decisions of `interval_s` seconds: a decrease is
+    /// skipped `ticks` times and applied when it has been recommended `ticks + 1` times in
+    /// a row (InfAdapter's "scale-down skipped up to 4 times" is
+    /// `skip_scale_down(4, 30.0)`). With no history yet (the first tick), a decrease goes
+    /// at once.
+    pub fn skip_scale_down(ticks: u32, interval_s: f64) -> Self {
+        DampingConfig {
+            enabled: true,
+            stabilization_window_s: f64::from(ticks) * interval_s,
+            ..DampingConfig::disabled()
+        }
+    }
+
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), DampingError> {
+        non_negative("stabilization_window_s", self.stabilization_window_s)?;
+        non_negative("min_dwell_s", self.min_dwell_s)?;
+        if !(self.deadband_fraction.is_finite() && (0.0..1.0).contains(&self.deadband_fraction)) {
+            return Err(DampingError::InvalidConfig {
+                field: "deadband_fraction",
+                problem: format!("must be in [0, 1), got {}", self.deadband_fraction),
+            });
+        }
+        for (field, limit) in [
+            (
+                "max_replicas_added_per_tick",
+                self.max_replicas_added_per_tick,
+            ),
+            (
+                "max_replicas_removed_per_tick",
+                self.max_replicas_removed_per_tick,
+            ),
+        ] {
+            if limit == Some(0) {
+                return Err(DampingError::InvalidConfig {
+                    field,
+                    problem: "must be at least 1 (or absent for no limit)".to_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Gains and bounds of the PI controller that corrects the provisioning headroom from
+/// observed SLO misses and queue growth (see [`crate::HeadroomController`]).
+///
+/// The error signal per tick is `e = clamp((miss_rate − target)/target + queue_term,
+/// −1, max_error)`; the headroom is `clamp(1 + kp·e + I, 1, max_headroom)` with the
+/// integrator `I ∈ [0, max_integral]` advanced by `ki·e·Δt`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HeadroomConfig {
+    /// `false` keeps the headroom at 1 (no feedback).
+    pub enabled: bool,
+    /// SLO-miss rate the loop tolerates (misses + drops over finished requests). Default
+    /// 0.01.
+    pub target_miss_rate: f64,
+    /// Proportional gain per unit of normalised error. Default 0.02: a miss rate 5× the
+    /// target (e = 4) adds 8 % at once.
+    pub kp: f64,
+    /// Integral gain per second per unit of error. Default 0.002: at 10-s ticks the
+    /// integrator moves at most `0.002·10·max_error` = 0.08 per tick upwards and 0.02 per
+    /// tick downwards, so it needs ≥ 4 ticks to cross its range, slower than the cold
+    /// starts the plant needs to respond.
+    pub ki: f64,
+    /// Upper clamp of the normalised error. Default 4.
+    pub max_error: f64,
+    /// Queue growth, as a fraction of the window's arrivals, that counts as one unit of
+    /// error. Default 0.02 (2 % of the arrivals left behind in the queues).
+    pub queue_growth_unit: f64,
+    /// Upper bound of the integrator. Default 0.3.
+    pub max_integral: f64,
+    /// Upper bound of the headroom. Default 1.5.
+    pub max_headroom: f64,
+}
+
+impl Default for HeadroomConfig {
+    fn default() -> Self {
+        HeadroomConfig {
+            enabled: true,
+            target_miss_rate: 0.01,
+            kp: 0.02,
+            ki: 0.002,
+            max_error: 4.0,
+            queue_growth_unit: 0.02,
+            max_integral: 0.3,
+            max_headroom: 1.5,
+        }
+    }
+}
+
+impl HeadroomConfig {
+    /// No feedback: the headroom stays 1.
+    pub fn disabled() -> Self {
+        HeadroomConfig {
+            enabled: false,
+            ..HeadroomConfig::default()
+        }
+    }
+
+    /// Checks every value is in range.
+    pub fn validate(&self) -> Result<(), DampingError> {
+        let positive = |field: &'static str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(())
+            } else {
+                Err(DampingError::InvalidConfig {
+                    field,
+                    problem: format!("must be a positive number, got {v}"),
+                })
+            }
+        };
+        positive("target_miss_rate", self.target_miss_rate)?;
+        positive("max_error", self.max_error)?;
+        positive("queue_growth_unit", self.queue_growth_unit)?;
+        non_negative("kp", self.kp)?;
+        non_negative("ki", self.ki)?;
+        non_negative("max_integral", self.max_integral)?;
+        if !(self.max_headroom.is_finite() && self.max_headroom >= 1.0) {
+            return Err(DampingError::InvalidConfig {
+                field: "max_headroom",
+                problem: format!("must be a number ≥ 1, got {}", self.max_headroom),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn non_negative(field: &'static str, value: f64) -> Result<(), DampingError> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(DampingError::InvalidConfig {
+            field,
+            problem: format!("must be a finite number ≥ 0, got {value}"),
+        })
+    }
+}

@@ -1,0 +1,431 @@
+//! Stability properties of the damper on virtual time: data-driven cases and property
+//! tests over random proposal sequences.
+
+use infadapt_damping::{
+    Damper, DampingConfig, DampingInput, lead_time_horizon_s, plan_capacity_rps,
+};
+use infadapt_model::{
+    Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
+};
+use proptest::prelude::*;
+
+const TICK_S: f64 = 10.0;
+const CAP: f64 = 0.8;
+
+/// A variant with a fixed throughput per replica (batch 1, 1 core).
+fn variant(name: &str, throughput_rps: f64, load_time_s: f64) -> Variant {
+    Variant {
+        name: name.to_owned(),
+        accuracy: 0.5,
+        load_time_s,
+        gpu_mem_mb: 0.0,
+        profile: Profile::new(vec![ProfilePoint {
+            batch: 1,
+            cores: 1,
+            p99_ms: Some(10.0),
+            mean_ms: None,
+            throughput_rps: Some(throughput_rps),
+        }])
+        .expect("profile"),
+    }
+}
+
+/// One stage with a fast (10 rps per replica) and a slow (4 rps) variant; the SLO is so
+/// loose that the latency check never binds.
+fn pipeline() -> Pipeline {
+    static PIPELINE: std::sync::OnceLock<Pipeline> = std::sync::OnceLock::new();
+    PIPELINE.get_or_init(build_pipeline).clone()
+}
+
+fn build_pipeline() -> Pipeline {
+    Pipeline {
+        name: "p".to_owned(),
+        slo_ms: 1e9,
+        stages: vec![Stage {
+            name: "s".to_owned(),
+            variants: vec![variant("fast", 10.0, 5.0), variant("slow", 4.0, 15.0)],
+            batch_sizes: vec![1],
+            core_options: vec![1],
+            max_replicas: 10_000,
+        }],
+    }
+}
+
+fn plan(variant: &str, replicas: u32) -> Plan {
+    Plan {
+        stages: vec![StagePlan {
+            stage: "s".to_owned(),
+            assignments: vec![Assignment {
+                variant: variant.to_owned(),
+                batch: 1,
+                cores: 1,
+                replicas,
+                share: 1.0,
+            }],
+        }],
+    }
+}
+
+fn capacity(p: &Plan) -> f64 {
+    static PIPELINE: std::sync::OnceLock<Pipeline> = std::sync::OnceLock::new();
+    plan_capacity_rps(PIPELINE.get_or_init(build_pipeline), p).expect("capacity")
+}
+
+fn variant_of(p: &Plan) -> &str {
+    &p.stages[0].assignments[0].variant
+}
+
+/// One tick: what the planner proposed, for which load, and the observed demand.
+#[derive(Debug, Clone)]
+struct Tick {
+    proposed: Plan,
+    planned_load_rps: f64,
+    demand_rps: f64,
+}
+
+/// A proposal sized by the planner's rule: the fewest replicas that carry `load` at the cap.
+fn sized(variant: &str, load: f64) -> Tick {
+    let per_replica = if variant == "fast" { 10.0 } else { 4.0 };
+    let replicas = ((load / (CAP * per_replica)).ceil() as u32).max(1);
+    Tick {
+        proposed: plan(variant, replicas),
+        planned_load_rps: load,
+        demand_rps: load / 1.2,
+    }
+}
+
+/// Runs the damper over `ticks` (one every 10 s from t = 10) from `initial`; returns the
+/// deployed plan after each tick and the reasons given.
+fn drive(config: DampingConfig, initial: Plan, ticks: &[Tick]) -> (Vec<Plan>, Vec<Vec<String>>) {
+    let pipeline = pipeline();
+    let mut damper = Damper::new(config).expect("config");
+    let mut deployed = initial;
+    let mut plans = Vec::new();
+    let mut reasons = Vec::new();
+    for (i, tick) in ticks.iter().enumerate() {
+        let damped = damper
+            .damp(&DampingInput {
+                now_s: (i as f64 + 1.0) * TICK_S,
+                pipeline: &pipeline,
+                proposed: &tick.proposed,
+                deployed: &deployed,
+                demand_rps: tick.demand_rps,
+                planned_load_rps: tick.planned_load_rps,
+                utilisation_cap: CAP,
+            })
+            .expect("damp");
+        deployed = damped.plan;
+        plans.push(deployed.clone());
+        reasons.push(damped.held_back);
+    }
+    (plans, reasons)
+}
+
+/// Pairs of ticks `(i, j)`, `j ≤ i + within`, where capacity moved one way at `i` and the
+/// other way at `j`.
+fn reversals(initial: &Plan, plans: &[Plan], within: usize) -> Vec<(usize, usize)> {
+    let mut caps = vec![capacity(initial)];
+    caps.extend(plans.iter().map(capacity));
+    let moves: Vec<(usize, f64)> = caps
+        .windows(2)
+        .enumerate()
+        .filter_map(|(i, w)| ((w[1] - w[0]).abs() > 1e-9).then_some((i, (w[1] - w[0]).signum())))
+        .collect();
+    moves
+        .windows(2)
+        .filter(|p| p[0].1 != p[1].1 && p[1].0 - p[0].0 <= within)
+        .map(|p| (p[0].0, p[1].0))
+        .collect()
+}
+
+fn change_ticks(initial: &Plan, plans: &[Plan]) -> Vec<usize> {
+    let mut all = vec![initial.clone()];
+    all.extend(plans.iter().cloned());
+    all.windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] != w[1])
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Data-driven: (name, initial, ticks, expected replicas after each tick, expected
+/// variant after each tick).
+#[test]
+fn damping_cases() {
+    let ups = |n: usize, t: Tick| vec![t; n];
+    struct Case {
+        name: &'static str,
+        initial: Plan,
+        ticks: Vec<Tick>,
+        replicas: Vec<u32>,
+        variants: Vec<&'static str>,
+    }
+    let mut step_down = ups(1, sized("fast", 80.0));
+    step_down.extend(ups(14, sized("fast", 40.0)));
+    let mut dwell = vec![sized("slow", 40.0)];
+    dwell.extend(ups(13, sized("fast", 40.0)));
+    let cases = vec![
+        Case {
+            name: "scale-up is immediate",
+            initial: plan("fast", 5),
+            ticks: ups(3, sized("fast", 80.0)),
+            replicas: vec![10, 10, 10],
+            variants: vec!["fast"; 3],
+        },
+        Case {
+            name: "scale-down waits for the 120 s window, then goes at once",
+            initial: plan("fast", 10),
+            ticks: step_down,
+            // The decrease is first recommended at t = 20; the 80-rps recommendation of
+            // t = 10 leaves the window at t = 140 (tick 13).
+            replicas: [vec![10; 13], vec![5; 2]].concat(),
+            variants: vec!["fast"; 15],
+        },
+        Case {
+            name: "optional increase within the 10 % deadband is ignored",
+            initial: plan("fast", 20),
+            ticks: vec![Tick {
+                proposed: plan("fast", 21),
+                planned_load_rps: 100.0,
+                demand_rps: 90.0,
+            }],
+            replicas: vec![20],
+            variants: vec!["fast"],
+        },
+        Case {
+            name: "optional increase is step-limited",
+            initial: plan("fast", 10),
+            ticks: vec![
+                Tick {
+                    proposed: plan("fast", 30),
+                    planned_load_rps: 60.0,
+                    demand_rps: 60.0,
+                };
+                2
+            ],
+            replicas: vec![18, 26],
+            variants: vec!["fast"; 2],
+        },
+        Case {
+            name: "needed increase is never step-limited",
+            initial: plan("fast", 10),
+            ticks: ups(1, sized("fast", 240.0)),
+            replicas: vec![30],
+            variants: vec!["fast"],
+        },
+        Case {
+            name: "variant switches respect the dwell time",
+            initial: plan("fast", 5),
+            // The switch to `slow` at t = 10 (planned for 40 rps: 13 slow replicas) is an
+            // increase and goes; the switch back is a decrease, held by the dwell time until
+            // t = 130 and by the window until t = 140 (tick 13).
+            ticks: dwell,
+            replicas: [vec![13; 13], vec![5]].concat(),
+            variants: [vec!["slow"; 13], vec!["fast"]].concat(),
+        },
+        Case {
+            name: "never below observed demand even when the proposal is smaller",
+            initial: plan("fast", 10),
+            ticks: vec![Tick {
+                proposed: plan("fast", 2),
+                planned_load_rps: 10.0,
+                demand_rps: 70.0,
+            }],
+            replicas: vec![10],
+            variants: vec!["fast"],
+        },
+    ];
+    for case in cases {
+        let (plans, reasons) = drive(DampingConfig::default(), case.initial.clone(), &case.ticks);
+        let replicas: Vec<u32> = plans
+            .iter()
+            .map(|p| p.stages[0].assignments[0].replicas)
+            .collect();
+        let variants: Vec<&str> = plans.iter().map(variant_of).collect();
+        assert_eq!(
+            replicas, case.replicas,
+            "{}: replicas (reasons {reasons:?})",
+            case.name
+        );
+        assert_eq!(variants, case.variants, "{}: variants", case.name);
+    }
+}
+
+#[test]
+fn dwell_time_holds_a_second_switch_and_scales_instead() {
+    // fast → slow at t = 10 (needed), then at t = 20 the planner wants fast again for a
+    // higher load: the switch is held by the dwell time, and `slow` is scaled to carry it.
+    let ticks = vec![sized("slow", 60.0), sized("fast", 90.0)];
+    let (plans, reasons) = drive(DampingConfig::default(), plan("fast", 2), &ticks);
+    assert_eq!(variant_of(&plans[0]), "slow");
+    assert_eq!(variant_of(&plans[1]), "slow");
+    assert!(capacity(&plans[1]) * CAP >= 90.0);
+    assert!(reasons[1][0].contains("dwell"), "{reasons:?}");
+}
+
+#[test]
+fn disabled_passes_everything_through() {
+    let ticks: Vec<Tick> = [80.0, 10.0, 50.0, 5.0]
+        .iter()
+        .map(|&l| sized("fast", l))
+        .collect();
+    let (plans, reasons) = drive(DampingConfig::disabled(), plan("fast", 3), &ticks);
+    for (tick, plan) in ticks.iter().zip(&plans) {
+        assert_eq!(&tick.proposed, plan);
+    }
+    assert!(reasons.iter().all(Vec::is_empty));
+}
+
+#[test]
+fn infadapter_rule_skips_four_decreases() {
+    let config = DampingConfig::skip_scale_down(4, TICK_S);
+    let mut ticks = vec![sized("fast", 80.0)];
+    ticks.extend(vec![sized("fast", 10.0); 6]);
+    let (plans, _) = drive(config, plan("fast", 10), &ticks);
+    let replicas: Vec<u32> = plans
+        .iter()
+        .map(|p| p.stages[0].assignments[0].replicas)
+        .collect();
+    assert_eq!(replicas, vec![10, 10, 10, 10, 10, 2, 2]);
+}
+
+#[test]
+fn lead_time_covers_interval_and_longest_cold_start() {
+    assert_eq!(lead_time_horizon_s(&pipeline(), 10.0), 25.0);
+    assert_eq!(lead_time_horizon_s(&pipeline(), f64::NAN), 15.0);
+}
+
+#[test]
+fn bad_inputs_are_errors_not_panics() {
+    let pipeline = pipeline();
+    let mut damper = Damper::new(DampingConfig::default()).unwrap();
+    let p = plan("fast", 2);
+    let unknown = plan("nope", 2);
+    for (now, demand, proposed) in [
+        (f64::NAN, 1.0, &p),
+        (10.0, -1.0, &p),
+        (10.0, f64::INFINITY, &p),
+        (10.0, 1.0, &unknown),
+    ] {
+        let result = damper.damp(&DampingInput {
+            now_s: now,
+            pipeline: &pipeline,
+            proposed,
+            deployed: &p,
+            demand_rps: demand,
+            planned_load_rps: 1.0,
+            utilisation_cap: CAP,
+        });
+        assert!(result.is_err());
+    }
+    let bad = DampingConfig {
+        deadband_fraction: 2.0,
+        ..DampingConfig::default()
+    };
+    assert!(Damper::new(bad).is_err());
+}
+
+#[test]
+fn config_round_trips_through_serde_with_defaults() {
+    let config: DampingConfig = serde_json::from_str(r#"{"min_dwell_s": 30}"#).unwrap();
+    assert_eq!(config.min_dwell_s, 30.0);
+    assert_eq!(
+        config.stabilization_window_s,
+        DampingConfig::default().stabilization_window_s
+    );
+    let text = serde_json::to_string(&DampingConfig::disabled()).unwrap();
+    let back: DampingConfig = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, DampingConfig::disabled());
+}
+
+fn tick_strategy() -> impl Strategy<Value = Tick> {
+    (prop::bool::ANY, 1.0f64..200.0, 0.5f64..1.0).prop_map(|(fast, load, demand_share)| {
+        let mut tick = sized(if fast { "fast" } else { "slow" }, load);
+        tick.demand_rps = load * demand_share;
+        tick
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Never below observed demand, and a needed scale-up is never delayed: the damped
+    /// plan always carries max(planned load, demand) within the cap when the proposal does.
+    #[test]
+    fn carries_demand_and_never_delays_scale_up(ticks in prop::collection::vec(tick_strategy(), 1..40)) {
+        let (plans, _) = drive(DampingConfig::default(), plan("fast", 1), &ticks);
+        for (tick, damped) in ticks.iter().zip(&plans) {
+            let needed = tick.planned_load_rps.max(tick.demand_rps);
+            if capacity(&tick.proposed) * CAP >= needed {
+                prop_assert!(capacity(damped) * CAP >= needed - 1e-9,
+                    "damped {} < needed {}", capacity(damped) * CAP, needed);
+            }
+            prop_assert!(capacity(damped) * CAP >= tick.demand_rps.min(capacity(&tick.proposed) * CAP) - 1e-9);
+        }
+    }
+
+    /// An increase is never undone within the stabilization window (12 ticks ≥ 10).
+    #[test]
+    fn no_decrease_within_the_window_after_an_increase(ticks in prop::collection::vec(tick_strategy(), 1..40)) {
+        let initial = plan("fast", 1);
+        let (plans, _) = drive(DampingConfig::default(), initial.clone(), &ticks);
+        let mut caps = vec![capacity(&initial)];
+        caps.extend(plans.iter().map(capacity));
+        for i in 1..caps.len() {
+            if caps[i] > caps[i - 1] + 1e-9 {
+                for j in i + 1..caps.len().min(i + 12) {
+                    prop_assert!(caps[j] >= caps[j - 1] - 1e-9,
+                        "increase at tick {i} undone at tick {j}: {caps:?}");
+                }
+            }
+        }
+    }
+
+    /// Variant switches of a stage are at least `min_dwell_s` apart.
+    #[test]
+    fn switches_respect_the_dwell_time(ticks in prop::collection::vec(tick_strategy(), 1..40)) {
+        let config = DampingConfig::default();
+        let dwell_ticks = (config.min_dwell_s / TICK_S) as usize;
+        let initial = plan("fast", 1);
+        let (plans, _) = drive(config, initial.clone(), &ticks);
+        let mut last_switch: Option<usize> = None;
+        let mut previous = variant_of(&initial).to_owned();
+        for (i, p) in plans.iter().enumerate() {
+            if variant_of(p) != previous {
+                if let Some(last) = last_switch {
+                    prop_assert!(i - last >= dwell_ticks, "switches at {last} and {i}");
+                }
+                last_switch = Some(i);
+                previous = variant_of(p).to_owned();
+            }
+        }
+    }
+
+    /// Constant proposals: no reversal, and at most one change (the first tick, or the
+    /// decrease at the end of the window).
+    #[test]
+    fn constant_load_no_reversal(tick in tick_strategy(), start in 1u32..40, n in 12usize..30) {
+        let initial = plan(variant_of(&tick.proposed), start);
+        let ticks = vec![tick; n];
+        let (plans, _) = drive(DampingConfig::default(), initial.clone(), &ticks);
+        prop_assert!(reversals(&initial, &plans, 10).is_empty());
+        prop_assert!(change_ticks(&initial, &plans).len() <= 1);
+    }
+
+    /// After a step in the load (constant before and after), a step up settles at once
+    /// and a step down settles within 2 ticks of the end of the window.
+    #[test]
+    fn step_settles(variant_fast in prop::bool::ANY, before in 5.0f64..150.0, after in 5.0f64..150.0) {
+        let name = if variant_fast { "fast" } else { "slow" };
+        let first = sized(name, before);
+        let initial = first.proposed.clone();
+        let mut ticks = vec![first; 5];
+        ticks.extend(vec![sized(name, after); 30]);
+        let (plans, _) = drive(DampingConfig::default(), initial.clone(), &ticks);
+        let changes = change_ticks(&initial, &plans);
+        prop_assert!(reversals(&initial, &plans, 10).is_empty());
+        let window_ticks = (DampingConfig::default().stabilization_window_s / TICK_S) as usize;
+        let limit = if after >= before { 5 + 2 } else { 5 + window_ticks + 2 };
+        prop_assert!(changes.iter().all(|&t| t < limit), "changes {changes:?}, limit {limit}");
+    }
+}
