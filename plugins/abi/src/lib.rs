@@ -19,9 +19,10 @@ pub mod sdk;
 use std::ffi::c_void;
 
 pub use messages::{
-    Capabilities, Description, HealthReport, ObservedStage, PluginObservation, SCHEMA_VERSION,
+    ApplyReport, AssignmentMessage, Capabilities, Description, HealthReport, ObservedStage,
+    PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
 };
-pub use sdk::{Backend, BackendError};
+pub use sdk::{Backend, BackendError, BackendInstance};
 
 /// Version of the binary interface. Bumped on any change to [`PluginVTable`]'s layout or
 /// meaning; the host refuses plugins built for another version.

@@ -288,3 +288,27 @@ macro_rules! export_plugin {
         }
     };
 }
+
+/// Object-safe view of a backend instance, as the daemon drives it: implemented for every
+/// in-process [`Backend`] (linked-in plugins) and by the host for loaded libraries.
+pub trait BackendInstance: Send {
+    fn describe(&self) -> Description;
+    fn observe(&mut self) -> Result<PluginObservation, BackendError>;
+    fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError>;
+    fn health(&mut self) -> Result<HealthReport, BackendError>;
+}
+
+impl<B: Backend> BackendInstance for B {
+    fn describe(&self) -> Description {
+        Backend::describe(self)
+    }
+    fn observe(&mut self) -> Result<PluginObservation, BackendError> {
+        Backend::observe(self)
+    }
+    fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {
+        Backend::apply(self, plan)
+    }
+    fn health(&mut self) -> Result<HealthReport, BackendError> {
+        Backend::health(self)
+    }
+}
