@@ -1,0 +1,237 @@
+//! `infadaptd run`: the service (`--config FILE [--dry-run]`) or the embedded demo (`--demo`:
+//! the packaged default on the simulated backend in accelerated virtual time, decisions
+//! printed as they happen and a summary at the end).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Args;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use crate::config::{DEFAULT_CONFIG_PATH, DaemonConfig, HttpListen, load_config, parse_config};
+use crate::service::status::{DecisionRecord, PipelineStatus};
+use crate::service::{self, ServiceOptions};
+use crate::{exit, outln};
+
+/// The packaged default configuration, embedded for the demo.
+const EMBEDDED_CONFIG: &str = include_str!("../../etc/infadaptd.toml");
+const EMBEDDED_CATALOGS: [(&str, &str); 2] = [
+    (
+        "resnet-cpu.toml",
+        include_str!("../../etc/catalogs/resnet-cpu.toml"),
+    ),
+    (
+        "video-synthetic.toml",
+        include_str!("../../etc/catalogs/video-synthetic.toml"),
+    ),
+];
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The configuration file.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Plan, damp, explain and export metrics, but apply nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run the embedded default (simulated backend, synthetic load, accelerated virtual
+    /// time) instead of a configuration file, print decisions and a summary, then exit.
+    #[arg(long)]
+    pub demo: bool,
+    /// With --demo: virtual seconds to simulate.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 1800,
+        requires = "demo"
+    )]
+    pub duration: u32,
+    /// With --demo: virtual seconds per wall second.
+    #[arg(long, default_value_t = 400.0, requires = "demo")]
+    pub speed: f64,
+}
+
+pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+    if args.demo {
+        return run_demo(args);
+    }
+    let config = match load_config(&args.config) {
+        Ok(c) => c,
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            return Ok(exit::USAGE);
+        }
+    };
+    init_logging(&config.daemon.log);
+    let options = ServiceOptions {
+        config,
+        dry_run: args.dry_run,
+        persist_state: !args.dry_run,
+        serve_http: true,
+        speed: 1.0,
+        max_ticks: None,
+        on_decision: None,
+    };
+    runtime()?
+        .block_on(service::run(options))
+        .context("service failed")?;
+    Ok(exit::OK)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Logs to the journal under the service manager, else human-readable to stderr;
+/// `RUST_LOG` overrides the configured filter.
+fn init_logging(default_filter: &str) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    if std::env::var_os("JOURNAL_STREAM").is_some()
+        && let Ok(journald) = tracing_journald::layer()
+    {
+        let _ = tracing_subscriber::registry()
+            .with(filter)
+            .with(journald)
+            .try_init();
+        return;
+    }
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .try_init();
+}
+
+/// The embedded default configuration with its catalogs.
+pub fn embedded_config() -> Result<DaemonConfig, crate::tomlread::Diagnostics> {
+    parse_config(
+        "(embedded) etc/infadaptd.toml",
+        EMBEDDED_CONFIG,
+        Path::new("/"),
+        &mut |reference: &str| {
+            let file = reference.rsplit('/').next().unwrap_or(reference);
+            EMBEDDED_CATALOGS
+                .iter()
+                .find(|(name, _)| *name == file)
+                .ok_or_else(|| format!("no embedded catalog `{reference}`"))
+                .and_then(|(_, text)| {
+                    infadapt_model::Catalog::from_toml_str(text).map_err(|e| e.to_string())
+                })
+        },
+    )
+}
+
+fn describe_plan(plan: &infadapt_model::Plan) -> String {
+    plan.stages
+        .iter()
+        .map(|s| {
+            let parts: Vec<String> = s
+                .assignments
+                .iter()
+                .map(|a| {
+                    let share = if s.assignments.len() > 1 {
+                        format!(" {:.0}%", a.share * 100.0)
+                    } else {
+                        String::new()
+                    };
+                    format!(
+                        "{} b{} {}c×{}{share}",
+                        a.variant, a.batch, a.cores, a.replicas
+                    )
+                })
+                .collect();
+            format!("{}: {}", s.stage, parts.join(" + "))
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+fn print_decision(record: &DecisionRecord) {
+    let d = &record.decision;
+    let mut line = format!(
+        "t={:>5.0}s {:<8} load {:>5.1} rps  forecast {:>5.1} (upper {:>5.1})  p99 {:>6}  plan {}",
+        d.time_s,
+        record.pipeline,
+        record.observed_rps,
+        d.forecast_rps.unwrap_or(0.0),
+        d.upper_rps.unwrap_or(0.0),
+        record
+            .latency_p99_ms
+            .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}ms")),
+        describe_plan(&d.plan),
+    );
+    if record.applied {
+        line.push_str("  [applied]");
+    }
+    if !d.held_back.is_empty() {
+        line.push_str(&format!("  held back: {}", d.held_back.join("; ")));
+    }
+    if let Some(e) = &d.error {
+        line.push_str(&format!("  error: {e}"));
+    }
+    outln!("{line}");
+}
+
+fn print_summary(statuses: &[PipelineStatus], virtual_s: u32) {
+    outln!("\nsummary after {virtual_s} virtual seconds:");
+    for s in statuses {
+        let cores: u64 = s
+            .plan
+            .as_ref()
+            .map_or(0, |p| p.stages.iter().map(|st| st.cores()).sum());
+        outln!(
+            "  {}: {} ticks, {} reconfigurations, {} requests completed, SLO attainment {:.2}%, \
+             {} dropped, final plan {} ({} cores), {} backend errors",
+            s.name,
+            s.ticks,
+            s.reconfigurations,
+            s.completed,
+            s.slo_attainment() * 100.0,
+            s.dropped,
+            s.plan.as_ref().map_or_else(String::new, describe_plan),
+            cores,
+            s.plugin_errors
+        );
+    }
+}
+
+fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
+    if !(args.speed.is_finite() && args.speed >= 1.0) {
+        eprintln!("error: --speed must be at least 1");
+        return Ok(exit::USAGE);
+    }
+    let mut config = embedded_config().map_err(|d| anyhow::anyhow!("{d}"))?;
+    config.daemon.http = HttpListen::Disabled;
+    init_logging("warn");
+    let period = config.daemon.period_s;
+    outln!(
+        "infadaptd demo: the embedded default ({} pipeline, simulated backend, synthetic load), \
+         {} virtual seconds at {}× speed, {period} s control period",
+        config.pipelines.len(),
+        args.duration,
+        args.speed
+    );
+    let ticks = (f64::from(args.duration) / period).floor().max(1.0) as u64;
+    let options = ServiceOptions {
+        config,
+        dry_run: args.dry_run,
+        persist_state: false,
+        serve_http: false,
+        speed: args.speed,
+        max_ticks: Some(ticks),
+        on_decision: Some(Arc::new(print_decision)),
+    };
+    let registry = runtime()?
+        .block_on(service::run(options))
+        .context("demo failed")?;
+    print_summary(&registry.snapshot(), args.duration);
+    Ok(exit::OK)
+}

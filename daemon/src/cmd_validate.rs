@@ -1,0 +1,41 @@
+//! `infadaptd validate --config FILE`: reads and checks a daemon configuration completely
+//! (catalogs, pipelines, backend settings) and lists every problem; exit 0 or 64. Used as
+//! `ExecStartPre` and before a reload.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::config::{DEFAULT_CONFIG_PATH, load_config};
+use crate::{exit, outln};
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The configuration file to check.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
+    match load_config(&args.config) {
+        Ok(config) => {
+            outln!(
+                "{}: ok ({} pipeline{}: {})",
+                args.config.display(),
+                config.pipelines.len(),
+                if config.pipelines.len() == 1 { "" } else { "s" },
+                config
+                    .pipelines
+                    .iter()
+                    .map(|p| format!("{} [{}]", p.name, p.backend.kind))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            Ok(exit::OK)
+        }
+        Err(diagnostics) => {
+            eprintln!("{diagnostics}");
+            Ok(exit::USAGE)
+        }
+    }
+}

@@ -1,0 +1,595 @@
+//! The daemon's configuration file: `[daemon]` settings and `[[pipeline]]` tables (stages,
+//! catalog, SLO, weights, limits, solver, forecaster, damping, backend), read raw with
+//! positions and validated, every problem reported at once as `file:line:col: field: message`.
+//!
+//! ```toml
+//! [daemon]
+//! period_s = 10
+//! [daemon.http]
+//! listen = "127.0.0.1:9187"
+//!
+//! [[pipeline]]
+//! name = "resnet"
+//! catalog = "catalogs/resnet-cpu.toml"   # relative to this file
+//! slo_ms = 750
+//! [[pipeline.stage]]
+//! name = "classify"
+//! variants = ["resnet18", "resnet50"]
+//! [pipeline.backend]
+//! type = "sim"
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use infadapt_control::{ControlConfig, DampingConfig, ForecastBasis, LoadFloor};
+use infadapt_forecast::models::ModelKind;
+use infadapt_model::Catalog;
+use infadapt_planner::{AccuracyMode, HostLimits, Problem, Weights};
+
+use crate::problem_file::{apply_solver_settings, build_pipeline, read_catalog};
+use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
+
+/// Where the packaged configuration is installed.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
+/// Default state directory (overridden by `STATE_DIRECTORY`, then by `state_dir`).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/infadaptd";
+/// Default HTTP listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+/// Name of the backend linked into the daemon.
+pub const SIM_BACKEND: &str = "sim";
+
+/// Where the HTTP API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HttpListen {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+    Disabled,
+}
+
+/// The `[daemon]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonSettings {
+    /// Default control period of every pipeline, seconds.
+    pub period_s: f64,
+    /// Explicit state directory (`state_dir`); see [`DaemonSettings::resolved_state_dir`].
+    pub state_dir: Option<PathBuf>,
+    pub plugin_dirs: Vec<PathBuf>,
+    pub http: HttpListen,
+    /// Log filter when `RUST_LOG` is unset, e.g. `info` or `infadaptd=debug`.
+    pub log: String,
+    /// Seconds a shutdown waits for in-flight applies before exiting anyway.
+    pub grace_s: f64,
+    /// Decisions kept per pipeline for `/v1/decisions`.
+    pub decisions_kept: usize,
+    /// Seconds a backend call may take before it counts as failed.
+    pub backend_timeout_s: f64,
+}
+
+impl Default for DaemonSettings {
+    fn default() -> Self {
+        DaemonSettings {
+            period_s: 10.0,
+            state_dir: None,
+            plugin_dirs: vec![PathBuf::from("/usr/lib/infadaptd/plugins")],
+            http: HttpListen::Tcp(DEFAULT_LISTEN.parse().expect("valid default address")),
+            log: "info".to_owned(),
+            grace_s: 10.0,
+            decisions_kept: 100,
+            backend_timeout_s: 5.0,
+        }
+    }
+}
+
+impl DaemonSettings {
+    /// `state_dir` when set, else `$STATE_DIRECTORY` (its first entry), else the default.
+    pub fn resolved_state_dir(&self) -> PathBuf {
+        if let Some(dir) = &self.state_dir {
+            return dir.clone();
+        }
+        std::env::var("STATE_DIRECTORY")
+            .ok()
+            .and_then(|v| v.split(':').next().map(PathBuf::from))
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR))
+    }
+}
+
+/// The `[pipeline.backend]` table: its `type` and the rest of the table as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackendConfig {
+    pub kind: String,
+    /// The table without `type`, handed to the backend.
+    pub settings: serde_json::Value,
+}
+
+/// One `[[pipeline]]`, ready to build a control loop.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    pub name: String,
+    /// Control settings; `interval_s` is the pipeline's period.
+    pub control: ControlConfig,
+    pub backend: BackendConfig,
+}
+
+/// A whole validated configuration file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DaemonConfig {
+    /// The file it was read from (for reloads and messages).
+    pub path: PathBuf,
+    pub daemon: DaemonSettings,
+    pub pipelines: Vec<PipelineConfig>,
+}
+
+/// Reads and validates a configuration file; catalogs are resolved relative to it.
+pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        file: name.clone(),
+        items: vec![Diagnostic {
+            line: 1,
+            column: 1,
+            field: String::new(),
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut config = parse_config(&name, &text, &base, &mut |reference: &str| {
+        read_catalog(&base.join(reference))
+    })?;
+    config.path = path.to_path_buf();
+    Ok(config)
+}
+
+/// Parses a configuration from text; `base` resolves relative paths, `catalogs` reads a
+/// catalog reference.
+pub fn parse_config(
+    name: &str,
+    text: &str,
+    base: &Path,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Result<DaemonConfig, Diagnostics> {
+    let raw: Option<toml::Table> = toml::from_str(text).ok();
+    let mut config = read_document(name, text, |_, root| {
+        build_config(root, raw.as_ref(), base, catalogs)
+    })?;
+    config.path = PathBuf::from(name);
+    Ok(config)
+}
+
+fn build_config(
+    root: &TableReader<'_, '_>,
+    raw: Option<&toml::Table>,
+    base: &Path,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Option<DaemonConfig> {
+    let daemon = match root.opt_table("daemon") {
+        Some(table) => {
+            let settings = read_daemon(&table, base);
+            table.finish();
+            settings
+        }
+        None => DaemonSettings::default(),
+    };
+    let tables = root.tables("pipeline");
+    if tables.is_empty() {
+        root.report("pipeline", "no [[pipeline]] configured");
+    }
+    let raw_pipelines = raw
+        .and_then(|r| r.get("pipeline"))
+        .and_then(toml::Value::as_array);
+    let mut loaded: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
+    let mut pipelines: Vec<PipelineConfig> = Vec::new();
+    let mut complete = true;
+    for (i, table) in tables.iter().enumerate() {
+        let raw_backend = raw_pipelines
+            .and_then(|p| p.get(i))
+            .and_then(|p| p.get("backend"))
+            .and_then(toml::Value::as_table);
+        let built = read_pipeline(table, &daemon, raw_backend, &mut |t, reference| {
+            loaded
+                .entry(reference.to_owned())
+                .or_insert_with(|| match catalogs(reference) {
+                    Ok(c) => Some(c),
+                    Err(message) => {
+                        t.report("catalog", message);
+                        None
+                    }
+                })
+                .clone()
+        });
+        table.finish();
+        match built {
+            Some(p) => {
+                if pipelines.iter().any(|q| q.name == p.name) {
+                    table.report("name", format!("pipeline `{}` is configured twice", p.name));
+                }
+                pipelines.push(p);
+            }
+            None => complete = false,
+        }
+    }
+    if !complete || root.reader().has_problems() {
+        return None;
+    }
+    Some(DaemonConfig {
+        path: PathBuf::new(),
+        daemon,
+        pipelines,
+    })
+}
+
+fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
+    match table.opt_f64(key) {
+        Some(v) if v > 0.0 => v,
+        Some(v) => {
+            table.report(key, format!("must be > 0, got {v}"));
+            default
+        }
+        None => default,
+    }
+}
+
+fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
+    let defaults = DaemonSettings::default();
+    let period_s = positive(table, "period_s", defaults.period_s);
+    let grace_s = positive(table, "grace_s", defaults.grace_s);
+    let backend_timeout_s = positive(table, "backend_timeout_s", defaults.backend_timeout_s);
+    let state_dir = table.opt_str("state_dir").map(|s| base.join(s));
+    let plugin_dirs = table
+        .opt_str_list("plugin_dirs")
+        .map(|dirs| dirs.iter().map(|d| base.join(d.get_ref())).collect())
+        .unwrap_or(defaults.plugin_dirs);
+    let log = table.opt_str("log").unwrap_or(defaults.log);
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
+        table.report("log", format!("invalid log filter: {e}"));
+    }
+    let decisions_kept = match table.opt_u32("decisions_kept") {
+        Some(0) => {
+            table.report("decisions_kept", "must be at least 1");
+            defaults.decisions_kept
+        }
+        Some(n) => n as usize,
+        None => defaults.decisions_kept,
+    };
+    let http = match table.opt_table("http") {
+        Some(h) => {
+            let listen = h.opt_str("listen");
+            let unix = h.opt_str("unix");
+            let enabled = h.opt_bool("enabled").unwrap_or(true);
+            let http = match (enabled, listen, unix) {
+                (false, _, _) => HttpListen::Disabled,
+                (true, Some(_), Some(_)) => {
+                    h.report("unix", "set either `listen` or `unix`, not both");
+                    defaults.http.clone()
+                }
+                (true, _, Some(path)) => HttpListen::Unix(base.join(path)),
+                (true, Some(addr), None) => match addr.parse::<SocketAddr>() {
+                    Ok(a) => HttpListen::Tcp(a),
+                    Err(_) => {
+                        h.report(
+                            "listen",
+                            format!("`{addr}` is not an address like 127.0.0.1:9187"),
+                        );
+                        defaults.http.clone()
+                    }
+                },
+                (true, None, None) => defaults.http.clone(),
+            };
+            h.finish();
+            http
+        }
+        None => defaults.http,
+    };
+    DaemonSettings {
+        period_s,
+        state_dir,
+        plugin_dirs,
+        http,
+        log,
+        grace_s,
+        decisions_kept,
+        backend_timeout_s,
+    }
+}
+
+type CatalogLoader<'a> = dyn FnMut(&TableReader<'_, '_>, &str) -> Option<Catalog> + 'a;
+
+fn read_pipeline(
+    p: &TableReader<'_, '_>,
+    daemon: &DaemonSettings,
+    raw_backend: Option<&toml::Table>,
+    load_catalog: &mut CatalogLoader<'_>,
+) -> Option<PipelineConfig> {
+    let default_catalog = p.opt_str("catalog").and_then(|c| load_catalog(p, &c));
+    let pipeline = build_pipeline(p, default_catalog.as_ref(), &mut |t, r| load_catalog(t, r));
+    let period_s = positive(p, "period_s", daemon.period_s);
+    let initial_load = match p.opt_f64("initial_load_rps") {
+        Some(v) if v < 0.0 => {
+            p.report("initial_load_rps", format!("must be >= 0, got {v}"));
+            1.0
+        }
+        Some(v) => v,
+        None => 1.0,
+    };
+    let weights = p.opt_table("weights").map(|w| {
+        let weights = read_weights(&w);
+        w.finish();
+        weights
+    });
+    let limits = p.opt_table("limits").map(|l| {
+        let limits = HostLimits {
+            total_cores: l.opt_u32("total_cores"),
+            gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
+        };
+        if limits.total_cores == Some(0) {
+            l.report("total_cores", "must be at least 1");
+        }
+        if limits.gpu_mem_mb.is_some_and(|m| m < 0.0) {
+            l.report("gpu_mem_mb", "must be >= 0");
+        }
+        l.finish();
+        limits
+    });
+    let placeholder = || infadapt_model::Pipeline {
+        name: String::new(),
+        slo_ms: 1.0,
+        stages: Vec::new(),
+    };
+    let complete = pipeline.is_some();
+    let mut problem = Problem::new(pipeline.unwrap_or_else(placeholder), initial_load);
+    if let Some((weights, mode)) = weights {
+        problem.weights = weights;
+        problem.accuracy_mode = mode;
+    }
+    problem.limits = limits.unwrap_or_default();
+    if let Some(s) = p.opt_table("solver") {
+        apply_solver_settings(&s, &mut problem);
+        s.finish();
+    }
+    let mut control = ControlConfig::new(problem);
+    control.interval_s = period_s;
+    if let Some(f) = p.opt_table("forecast") {
+        read_forecast(&f, &mut control);
+        f.finish();
+    }
+    if let Some(d) = p.opt_table("damping") {
+        control.damping = read_damping(&d);
+        d.finish();
+    }
+    let backend = read_backend(p, raw_backend);
+    if complete && let Err(e) = control.validate() {
+        p.report("name", e.to_string());
+    }
+    if !complete {
+        return None;
+    }
+    Some(PipelineConfig {
+        name: control.problem.pipeline.name.clone(),
+        control,
+        backend: backend?,
+    })
+}
+
+fn read_weights(w: &TableReader<'_, '_>) -> (Weights, AccuracyMode) {
+    let defaults = Weights::default();
+    let get = |key: &str, default: f64| match w.opt_f64(key) {
+        Some(v) if v < 0.0 => {
+            w.report(key, format!("must be >= 0, got {v}"));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let weights = Weights {
+        alpha: get("alpha", defaults.alpha),
+        beta_per_core: get("beta_per_core", defaults.beta_per_core),
+        beta_per_gpu_gib: get("beta_per_gpu_gib", defaults.beta_per_gpu_gib),
+        gamma_per_cold_start_s: get("gamma_per_cold_start_s", defaults.gamma_per_cold_start_s),
+    };
+    let mode = match w.opt_choice("accuracy", &["sum", "product"]).as_deref() {
+        Some("product") => AccuracyMode::Product,
+        _ => AccuracyMode::Sum,
+    };
+    (weights, mode)
+}
+
+fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
+    let names: Vec<&str> = ModelKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .filter(|n| *n != "lstm")
+        .collect();
+    if let Some(model) = f.opt_choice("model", &names)
+        && let Ok(kind) = model.parse::<ModelKind>()
+    {
+        control.forecast.model = kind;
+    }
+    if f.has("horizon_s") {
+        control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
+    }
+    if let Some(q) = f.opt_f64("upper_quantile") {
+        if q > 0.0 && q < 1.0 {
+            control.forecast.upper_quantile = Some(q);
+        } else {
+            f.report("upper_quantile", format!("must be in (0, 1), got {q}"));
+        }
+    }
+    match f.opt_choice("basis", &["upper", "point"]).as_deref() {
+        Some("point") => control.forecast.basis = ForecastBasis::Point,
+        Some(_) => control.forecast.basis = ForecastBasis::Upper,
+        None => {}
+    }
+    control.margin = positive(f, "margin", control.margin);
+    match f
+        .opt_choice("floor", &["none", "observed-mean", "observed-peak"])
+        .as_deref()
+    {
+        Some("none") => control.floor = LoadFloor::None,
+        Some("observed-peak") => control.floor = LoadFloor::ObservedPeak,
+        Some(_) => control.floor = LoadFloor::ObservedMean,
+        None => {}
+    }
+}
+
+fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
+    let mut damping = DampingConfig::default();
+    if let Some(enabled) = d.opt_bool("enabled") {
+        if !enabled {
+            damping = DampingConfig::disabled();
+        }
+        damping.enabled = enabled;
+    }
+    let non_negative = |key: &str, default: f64| match d.opt_f64(key) {
+        Some(v) if v < 0.0 => {
+            d.report(key, format!("must be >= 0, got {v}"));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    damping.stabilization_window_s =
+        non_negative("stabilization_window_s", damping.stabilization_window_s);
+    damping.min_dwell_s = non_negative("min_dwell_s", damping.min_dwell_s);
+    if let Some(v) = d.opt_f64("deadband_fraction") {
+        if (0.0..1.0).contains(&v) {
+            damping.deadband_fraction = v;
+        } else {
+            d.report("deadband_fraction", format!("must be in [0, 1), got {v}"));
+        }
+    }
+    if let Some(v) = d.opt_u32("deadband_replicas") {
+        damping.deadband_replicas = v;
+    }
+    for (key, slot) in [
+        (
+            "max_replicas_added_per_tick",
+            &mut damping.max_replicas_added_per_tick,
+        ),
+        (
+            "max_replicas_removed_per_tick",
+            &mut damping.max_replicas_removed_per_tick,
+        ),
+    ] {
+        match d.opt_u32(key) {
+            Some(0) => d.report(key, "must be at least 1 (leave it out for no limit)"),
+            Some(v) => *slot = Some(v),
+            None => {}
+        }
+    }
+    damping
+}
+
+fn read_backend(
+    p: &TableReader<'_, '_>,
+    raw_backend: Option<&toml::Table>,
+) -> Option<BackendConfig> {
+    let Some(table) = p.opt_table("backend") else {
+        if !p.has("backend") {
+            p.report("backend", "missing required table [pipeline.backend]");
+        }
+        return None;
+    };
+    // Only `type` is the daemon's; the other keys belong to the backend, which checks them.
+    let kind = table.req_str("type")?;
+    if kind.is_empty()
+        || !kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        table.report(
+            "type",
+            "a backend name is letters, digits, `-` and `_` only",
+        );
+        return None;
+    }
+    let mut settings = serde_json::Map::new();
+    for (key, value) in raw_backend.into_iter().flatten() {
+        if key != "type" {
+            match serde_json::to_value(value) {
+                Ok(v) => {
+                    settings.insert(key.clone(), v);
+                }
+                Err(e) => table.report(key, format!("cannot be passed to the backend: {e}")),
+            }
+        }
+    }
+    let settings = serde_json::Value::Object(settings);
+    if kind == SIM_BACKEND
+        && let Err(e) = crate::service::sim_backend::SimSettings::from_json(&settings)
+    {
+        table.report("type", format!("sim backend settings: {e}"));
+    }
+    Some(BackendConfig { kind, settings })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<DaemonConfig, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        parse_config("c.toml", text, &dir, &mut |r: &str| {
+            read_catalog(&dir.join(r))
+        })
+        .map_err(|d| d.to_string())
+    }
+
+    const GOOD: &str = r#"
+[daemon]
+period_s = 2
+[daemon.http]
+listen = "127.0.0.1:0"
+[[pipeline]]
+name = "resnet"
+catalog = "catalogs/resnet-cpu.toml"
+slo_ms = 750
+[[pipeline.stage]]
+name = "classify"
+variants = ["resnet18", "resnet50"]
+core_options = [1, 2, 4]
+max_replicas = 10
+[pipeline.damping]
+min_dwell_s = 30
+[pipeline.forecast]
+model = "ewma"
+[pipeline.backend]
+type = "sim"
+seed = 3
+peak_rps = 80
+"#;
+
+    #[test]
+    fn a_good_file_builds_every_pipeline() {
+        let config = parse(GOOD).expect("valid");
+        assert_eq!(config.daemon.period_s, 2.0);
+        let p = &config.pipelines[0];
+        assert_eq!(p.name, "resnet");
+        assert_eq!(p.control.interval_s, 2.0);
+        assert_eq!(p.control.damping.min_dwell_s, 30.0);
+        assert_eq!(p.control.forecast.model, ModelKind::Ewma);
+        assert_eq!(p.backend.kind, "sim");
+        assert_eq!(p.backend.settings["seed"], 3);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = GOOD
+            .replace("period_s = 2", "period_s = -1\nbogus = 1")
+            .replace("slo_ms = 750", "slo_ms = \"fast\"")
+            .replace("min_dwell_s = 30", "min_dwell_s = -3")
+            .replace("seed = 3", "seed = 3\nnot_a_sim_key = 1");
+        let errors = parse(&text).expect_err("invalid");
+        for needle in [
+            "daemon.period_s: must be > 0",
+            "daemon.bogus: unknown field",
+            "pipeline[0].slo_ms: expected a number",
+            "pipeline[0].damping.min_dwell_s: must be >= 0",
+            "not_a_sim_key",
+        ] {
+            assert!(errors.contains(needle), "{needle} missing from:\n{errors}");
+        }
+        assert!(errors.lines().all(|l| l.starts_with("c.toml:")), "{errors}");
+    }
+}

@@ -1,0 +1,326 @@
+//! The service: one task per pipeline, the HTTP API, service-manager notifications, and a
+//! main loop over a closed set of [`Event`]s (signals, timers) in one `select!`.
+//!
+//! SIGHUP re-reads and fully validates the configuration, then restarts only the pipelines
+//! whose configuration changed; on any problem the running configuration stays. SIGTERM or
+//! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
+//! and returns within the grace period; a second signal exits at once.
+
+pub mod backend;
+pub mod convert;
+pub mod http;
+pub mod notify;
+pub mod pipeline;
+pub mod sim_backend;
+pub mod state;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
+use pipeline::{DecisionSink, TaskOptions, run_pipeline};
+use status::Registry;
+
+/// Why the service could not run.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// How to run the service.
+#[derive(Clone)]
+pub struct ServiceOptions {
+    pub config: DaemonConfig,
+    pub dry_run: bool,
+    /// Keep state in the configured state directory (off for the demo).
+    pub persist_state: bool,
+    /// Serve the HTTP API (off for the demo).
+    pub serve_http: bool,
+    /// Virtual seconds per wall second (1 in service).
+    pub speed: f64,
+    /// Every pipeline stops by itself after this many ticks, and then the service (demo).
+    pub max_ticks: Option<u64>,
+    pub on_decision: Option<DecisionSink>,
+}
+
+impl std::fmt::Debug for ServiceOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceOptions")
+            .field("config", &self.config.path)
+            .field("dry_run", &self.dry_run)
+            .field("speed", &self.speed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything the main loop reacts to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Event {
+    Reload,
+    Stop(&'static str),
+    Watchdog,
+    Status,
+}
+
+struct Running {
+    config: PipelineConfig,
+    stop: watch::Sender<bool>,
+    handle: JoinHandle<()>,
+}
+
+/// The running service.
+struct App {
+    options: ServiceOptions,
+    config: DaemonConfig,
+    registry: Registry,
+    pipelines: BTreeMap<String, Running>,
+}
+
+impl App {
+    fn task_options(&self) -> TaskOptions {
+        TaskOptions {
+            dry_run: self.options.dry_run,
+            state_dir: self
+                .options
+                .persist_state
+                .then(|| self.config.daemon.resolved_state_dir()),
+            backend_timeout: Duration::from_secs_f64(self.config.daemon.backend_timeout_s),
+            speed: self.options.speed,
+            on_decision: self.options.on_decision.clone(),
+            max_ticks: self.options.max_ticks,
+        }
+    }
+
+    fn start(&mut self, config: PipelineConfig) {
+        let (stop, stopped) = watch::channel(false);
+        let handle = tokio::spawn(run_pipeline(
+            config.clone(),
+            self.task_options(),
+            self.registry.clone(),
+            stopped,
+        ));
+        self.pipelines.insert(
+            config.name.clone(),
+            Running {
+                config,
+                stop,
+                handle,
+            },
+        );
+    }
+
+    async fn stop_one(&mut self, name: &str) {
+        if let Some(running) = self.pipelines.remove(name) {
+            let _ = running.stop.send(true);
+            let grace = Duration::from_secs_f64(self.config.daemon.grace_s);
+            if tokio::time::timeout(grace, running.handle).await.is_err() {
+                warn!(
+                    pipeline = name,
+                    "pipeline did not stop within the grace period"
+                );
+            }
+        }
+    }
+
+    async fn reload(&mut self) {
+        notify::reloading();
+        let path = self.config.path.clone();
+        info!(config = %path.display(), "reloading configuration");
+        let loaded = tokio::task::spawn_blocking(move || load_config(&path)).await;
+        match loaded {
+            Ok(Ok(new)) => {
+                if new.daemon != self.config.daemon {
+                    warn!("changes to [daemon] take effect after a restart");
+                }
+                let mut changed = Vec::new();
+                for name in self.pipelines.keys().cloned().collect::<Vec<_>>() {
+                    let now = new.pipelines.iter().find(|p| p.name == name);
+                    if now.is_none_or(|p| Some(p) != self.pipelines.get(&name).map(|r| &r.config)) {
+                        self.stop_one(&name).await;
+                        if now.is_none() {
+                            self.registry.remove(&name);
+                            info!(pipeline = %name, "pipeline removed");
+                        }
+                        changed.push(name);
+                    }
+                }
+                for p in &new.pipelines {
+                    if !self.pipelines.contains_key(&p.name) {
+                        info!(pipeline = %p.name, "pipeline (re)started with the new configuration");
+                        self.start(p.clone());
+                    }
+                }
+                let daemon = self.config.daemon.clone();
+                self.config = DaemonConfig { daemon, ..new };
+                info!(restarted = ?changed, "configuration reloaded");
+            }
+            Ok(Err(diagnostics)) => {
+                for line in diagnostics.to_string().lines() {
+                    error!("{line}");
+                }
+                error!("reload rejected; the running configuration stays");
+            }
+            Err(_) => error!("reload panicked; the running configuration stays"),
+        }
+        notify::ready(&self.registry.summary());
+    }
+
+    async fn shutdown(&mut self, why: &str, signals: &mut Signals) {
+        notify::stopping();
+        info!(why, "stopping: finishing in-flight work and saving state");
+        for running in self.pipelines.values() {
+            let _ = running.stop.send(true);
+        }
+        let handles: Vec<JoinHandle<()>> = std::mem::take(&mut self.pipelines)
+            .into_values()
+            .map(|r| r.handle)
+            .collect();
+        let grace = Duration::from_secs_f64(self.config.daemon.grace_s);
+        let all = async {
+            for h in handles {
+                let _ = h.await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(grace, all) => {}
+            _ = signals.term.recv() => { warn!("second signal: exiting now"); std::process::exit(1) }
+            _ = signals.int.recv() => { warn!("second signal: exiting now"); std::process::exit(1) }
+        }
+    }
+}
+
+struct Signals {
+    hup: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+async fn tick_opt(timer: &mut Option<tokio::time::Interval>) {
+    match timer {
+        Some(t) => {
+            t.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs the service until a stop signal (or `run_for`); returns the final registry.
+pub async fn run(options: ServiceOptions) -> Result<Registry, ServiceError> {
+    let mut signals = Signals {
+        hup: signal(SignalKind::hangup()).map_err(ServiceError::Signals)?,
+        term: signal(SignalKind::terminate()).map_err(ServiceError::Signals)?,
+        int: signal(SignalKind::interrupt()).map_err(ServiceError::Signals)?,
+    };
+    let config = options.config.clone();
+    let registry = Registry::new(config.daemon.decisions_kept);
+    if options.serve_http {
+        serve_http(&config.daemon.http, registry.clone()).await?;
+    }
+    let mut app = App {
+        options: options.clone(),
+        config: config.clone(),
+        registry: registry.clone(),
+        pipelines: BTreeMap::new(),
+    };
+    for p in config.pipelines {
+        app.start(p);
+    }
+    notify::ready(&registry.summary());
+    info!(
+        pipelines = app.pipelines.len(),
+        dry_run = options.dry_run,
+        "ready"
+    );
+
+    let mut watchdog = notify::watchdog_interval().map(tokio::time::interval);
+    let status_period =
+        Duration::from_secs_f64((app.config.daemon.period_s / options.speed).clamp(0.05, 10.0));
+    let mut status_timer = tokio::time::interval(status_period);
+    loop {
+        let event = tokio::select! {
+            _ = signals.hup.recv() => Event::Reload,
+            _ = signals.term.recv() => Event::Stop("SIGTERM"),
+            _ = signals.int.recv() => Event::Stop("SIGINT"),
+            _ = tick_opt(&mut watchdog) => Event::Watchdog,
+            _ = status_timer.tick() => Event::Status,
+        };
+        match event {
+            Event::Reload => app.reload().await,
+            Event::Watchdog => notify::watchdog(),
+            Event::Status => {
+                notify::status(&registry.summary());
+                if options.max_ticks.is_some()
+                    && app.pipelines.values().all(|r| r.handle.is_finished())
+                {
+                    app.shutdown("every pipeline ran its ticks", &mut signals)
+                        .await;
+                    break;
+                }
+            }
+            Event::Stop(why) => {
+                app.shutdown(why, &mut signals).await;
+                break;
+            }
+        }
+    }
+    info!("stopped");
+    Ok(registry)
+}
+
+async fn serve_http(listen: &HttpListen, registry: Registry) -> Result<(), ServiceError> {
+    let router = http::router(registry);
+    match listen {
+        HttpListen::Disabled => {}
+        HttpListen::Tcp(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|source| ServiceError::Listen {
+                    address: address.to_string(),
+                    source,
+                })?;
+            let bound = listener
+                .local_addr()
+                .map_or_else(|_| address.to_string(), |a| a.to_string());
+            info!(address = %bound, "HTTP API listening");
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    error!(%error, "HTTP API stopped");
+                }
+            });
+        }
+        HttpListen::Unix(path) => {
+            let _ = std::fs::remove_file(path);
+            let listener =
+                tokio::net::UnixListener::bind(path).map_err(|source| ServiceError::Listen {
+                    address: path.display().to_string(),
+                    source,
+                })?;
+            info!(socket = %path.display(), "HTTP API listening");
+            tokio::spawn(async move {
+                if let Err(error) = axum::serve(listener, router).await {
+                    error!(%error, "HTTP API stopped");
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The state directory a configuration resolves to (for messages).
+pub fn state_dir(config: &DaemonConfig) -> PathBuf {
+    config.daemon.resolved_state_dir()
+}

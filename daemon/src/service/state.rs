@@ -1,0 +1,135 @@
+//! Persisted state per pipeline: the last applied plan, written atomically (temporary file,
+//! fsync, rename, fsync of the directory) so that a crash leaves the old or the new file.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use infadapt_model::{Pipeline, Plan};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Version of the state file format.
+pub const STATE_SCHEMA: u32 = 1;
+
+/// What is kept for one pipeline across restarts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineState {
+    pub schema: u32,
+    pub pipeline: String,
+    /// The plan last applied to the backend.
+    pub plan: Plan,
+    /// Wall-clock time it was saved, seconds since the epoch.
+    pub saved_unix_s: u64,
+}
+
+/// Why state could not be read or written.
+#[derive(Debug, Error)]
+pub enum StateError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: not a state file: {message}")]
+    Format { path: PathBuf, message: String },
+}
+
+/// The state file of `pipeline` in `dir`.
+pub fn state_path(dir: &Path, pipeline: &str) -> PathBuf {
+    let safe: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("pipeline-{safe}.json"))
+}
+
+/// Writes `state` atomically.
+pub fn save(dir: &Path, state: &PipelineState) -> Result<PathBuf, StateError> {
+    let path = state_path(dir, &state.pipeline);
+    let io = |source| StateError::Io {
+        path: path.clone(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(io)?;
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        let mut file = File::create(&tmp).map_err(io)?;
+        file.write_all(&bytes).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    fs::rename(&tmp, &path).map_err(io)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    Ok(path)
+}
+
+/// Reads the state of `pipeline`; `Ok(None)` when there is none.
+pub fn load(dir: &Path, pipeline: &str) -> Result<Option<PipelineState>, StateError> {
+    let path = state_path(dir, pipeline);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    let state: PipelineState = serde_json::from_slice(&bytes).map_err(|e| StateError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if state.schema != STATE_SCHEMA {
+        return Err(StateError::Format {
+            path,
+            message: format!("schema {} (this daemon reads {STATE_SCHEMA})", state.schema),
+        });
+    }
+    Ok(Some(state))
+}
+
+/// Whether `plan` names exactly the stages of `pipeline` and only variants they offer.
+pub fn plan_fits(plan: &Plan, pipeline: &Pipeline) -> bool {
+    plan.stages.len() == pipeline.stages.len()
+        && plan.stages.iter().zip(&pipeline.stages).all(|(p, s)| {
+            p.stage == s.name
+                && !p.assignments.is_empty()
+                && p.assignments
+                    .iter()
+                    .all(|a| s.variant(&a.variant).is_some())
+        })
+}
+
+/// Seconds since the epoch, 0 if the clock is before it.
+pub fn unix_now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_round_trips_atomically() {
+        let dir = std::env::temp_dir().join(format!("infadaptd-state-{}", std::process::id()));
+        let state = PipelineState {
+            schema: STATE_SCHEMA,
+            pipeline: "a/b".into(),
+            plan: Plan::default(),
+            saved_unix_s: 5,
+        };
+        let path = save(&dir, &state).expect("saved");
+        assert!(path.ends_with("pipeline-a_b.json"));
+        assert_eq!(load(&dir, "a/b").expect("read"), Some(state));
+        assert_eq!(load(&dir, "other").expect("read"), None);
+        let _ = fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,407 @@
+//! `infadaptd run` and `validate` as a service: readiness on a notification socket the test
+//! listens on, the HTTP API, a rejected reload that keeps the old configuration, a clean
+//! stop on SIGTERM with state written, and a restart that resumes from it without
+//! reconfiguring the backend. Uses the simulated backend with a 1 s period.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("infadapt-daemon-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
+    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    format!(
+        r#"
+[daemon]
+period_s = 1
+state_dir = "{state}"
+grace_s = 5
+[daemon.http]
+listen = "127.0.0.1:{port}"
+
+[[pipeline]]
+name = "resnet"
+catalog = "{catalog}"
+slo_ms = 750
+initial_load_rps = 30
+[[pipeline.stage]]
+name = "classify"
+variants = ["resnet18", "resnet50"]
+core_options = [1, 2, 4]
+max_replicas = 10
+[pipeline.solver]
+time_limit_ms = 200
+[pipeline.backend]
+type = "sim"
+peak_rps = {peak_rps}
+day_s = 60
+"#,
+        state = state_dir.display(),
+        catalog = catalog.display(),
+    )
+}
+
+/// A running daemon with its stderr collected.
+struct Daemon {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(config: &Path, notify: &Path) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("NOTIFY_SOCKET", notify)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("WATCHDOG_USEC")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start infadaptd");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&log);
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().expect("log");
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().expect("log").clone()
+    }
+
+    fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{name}"), self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for exit; the exit code, or `None` on timeout (the process is then killed).
+    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
+    Some((code, body))
+}
+
+/// Waits until the notification socket has received a message containing `needle`.
+fn wait_notify(socket: &UnixDatagram, needle: &str, timeout: Duration) -> Vec<String> {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while start.elapsed() < timeout {
+        if let Ok(n) = socket.recv(&mut buf) {
+            let message = String::from_utf8_lossy(&buf[..n]).to_string();
+            let done = message.lines().any(|l| l == needle);
+            seen.push(message);
+            if done {
+                return seen;
+            }
+        }
+    }
+    panic!("no {needle} on the notification socket within {timeout:?}; saw {seen:?}");
+}
+
+fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn service_lifecycle_ready_http_reload_stop_and_resume() {
+    let dir = scratch("lifecycle");
+    let state_dir = dir.join("state");
+    let config = dir.join("infadaptd.toml");
+    let port = free_port();
+    std::fs::write(&config, config_text(port, &state_dir, 60)).expect("config");
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+
+    let mut daemon = Daemon::start(&config, &notify_path);
+    wait_notify(&notify, "READY=1", Duration::from_secs(20));
+
+    // The HTTP API answers, and decisions arrive every period.
+    assert!(
+        wait_until(Duration::from_secs(15), || {
+            http_get(port, "/v1/decisions").is_some_and(|(_, b)| b.contains("\"tick\":2"))
+        }),
+        "no decisions; log:\n{}",
+        daemon.log()
+    );
+    let (code, body) = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for metric in [
+        "infadapt_forecast_rps{pipeline=\"resnet\"}",
+        "infadapt_provisioned_rps{pipeline=\"resnet\"}",
+        "infadapt_plan_replicas{pipeline=\"resnet\",stage=\"classify\"",
+        "infadapt_reconfigurations_total{pipeline=\"resnet\"}",
+        "infadapt_degraded{pipeline=\"resnet\"} 0",
+    ] {
+        assert!(body.contains(metric), "{metric} missing from:\n{body}");
+    }
+    let (code, body) = http_get(port, "/v1/status").expect("status");
+    assert_eq!(code, 200);
+    let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");
+    assert_eq!(status["pipelines"][0]["name"], "resnet");
+    assert_eq!(status["pipelines"][0]["state"], "running");
+    assert!(
+        status["pipelines"][0]["plan"]["stages"].is_array(),
+        "{status}"
+    );
+    assert_eq!(http_get(port, "/healthz").expect("healthz").0, 200);
+
+    // A broken configuration is rejected on SIGHUP with every problem; the old one runs on.
+    let broken = config_text(port, &state_dir, 60)
+        .replace("slo_ms = 750", "slo_ms = -5")
+        .replace("max_replicas = 10", "max_replicas = 10\nbogus = true");
+    std::fs::write(&config, broken).expect("broken config");
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_log("reload rejected", Duration::from_secs(10)),
+        "no rejection logged:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("pipeline[0].slo_ms: must be > 0"), "{log}");
+    assert!(
+        log.contains("pipeline[0].stage[0].bogus: unknown field"),
+        "{log}"
+    );
+    wait_notify(&notify, "READY=1", Duration::from_secs(5));
+    let ticks_before = http_get(port, "/v1/status")
+        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
+        .expect("ticks");
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            http_get(port, "/v1/status")
+                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
+                .is_some_and(|t| t > ticks_before)
+        }),
+        "the old configuration stopped ticking after a rejected reload"
+    );
+
+    // SIGTERM: STOPPING, exit 0 in time, state written.
+    std::fs::write(&config, config_text(port, &state_dir, 60)).expect("config");
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    wait_notify(&notify, "STOPPING=1", Duration::from_secs(2));
+    let state_file = state_dir.join("pipeline-resnet.json");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state_file).expect("state written")).expect("JSON");
+    assert_eq!(saved["pipeline"], "resnet");
+    assert!(
+        !saved["plan"]["stages"]
+            .as_array()
+            .expect("stages")
+            .is_empty()
+    );
+
+    // A restart resumes from the saved plan and does not reconfigure the backend for it.
+    let mut daemon = Daemon::start(&config, &notify_path);
+    wait_notify(&notify, "READY=1", Duration::from_secs(20));
+    assert!(
+        daemon.wait_log("resumed", Duration::from_secs(10)),
+        "no resume logged:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(log.contains("saved plan"), "{log}");
+    assert!(
+        !log.contains("reason=\"startup\""),
+        "re-applied at startup:\n{log}"
+    );
+    daemon.signal("INT");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn validate_lists_every_problem_and_exits_64() {
+    let dir = scratch("validate");
+    let config = dir.join("c.toml");
+    let good = config_text(9, &dir, 60);
+    std::fs::write(&config, &good).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bad = good
+        .replace("period_s = 1", "period_s = 0")
+        .replace("listen = \"127.0.0.1:9\"", "listen = \"nowhere\"")
+        .replace(
+            "variants = [\"resnet18\", \"resnet50\"]",
+            "variants = [\"resnet18\", \"resnet9000\"]",
+        )
+        .replace("type = \"sim\"", "type = \"sim\"\nwarp = 9");
+    std::fs::write(&config, bad).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "daemon.period_s: must be > 0",
+        "daemon.http.listen:",
+        "pipeline[0].stage[0].variants: variant `resnet9000` is not in the catalog",
+        "warp",
+    ] {
+        assert!(stderr.contains(needle), "{needle} missing from:\n{stderr}");
+    }
+    let prefix = format!("{}:", config.display());
+    assert!(stderr.lines().all(|l| l.starts_with(&prefix)), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn shipped_daemon_configs_validate() {
+    let mut files = vec![repo_root().join("etc/infadaptd.toml")];
+    for entry in std::fs::read_dir(repo_root().join("etc/examples")).expect("examples") {
+        let path = entry.expect("entry").path();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        if name.starts_with("daemon-") && name.ends_with(".toml") {
+            files.push(path);
+        }
+    }
+    assert!(files.len() >= 2, "{files:?}");
+    for file in files {
+        let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+            .args(["validate", "--config"])
+            .arg(&file)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            file.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn demo_runs_on_the_embedded_default_and_exits_by_itself() {
+    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["run", "--demo", "--duration", "120", "--speed", "2000"])
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("t=   10s resnet"), "{stdout}");
+    assert!(
+        stdout.contains("summary after 120 virtual seconds"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("resnet: 12 ticks"), "{stdout}");
+}
