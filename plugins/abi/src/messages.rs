@@ -58,7 +58,7 @@ pub struct StagePlanMessage {
 }
 
 /// A plan as handed to `apply`, and the deployed configuration reported by `observe`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PlanMessage {
     #[serde(default = "schema")]
     pub schema: u32,
@@ -80,7 +80,7 @@ pub struct ObservedStage {
 }
 
 /// Answer of `observe`: what happened since the previous observe.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginObservation {
     #[serde(default = "schema")]
     pub schema: u32,
@@ -103,7 +103,7 @@ pub struct PluginObservation {
 }
 
 /// Answer of `apply`.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyReport {
     #[serde(default = "schema")]
     pub schema: u32,
@@ -122,4 +122,57 @@ pub struct HealthReport {
     pub healthy: bool,
     #[serde(default)]
     pub detail: String,
+}
+
+// `Default` is written out so that defaults carry the current `schema` (a derived one
+// would say schema 0, which readers refuse).
+
+impl Default for PlanMessage {
+    fn default() -> PlanMessage {
+        PlanMessage {
+            schema: SCHEMA_VERSION,
+            stages: Vec::new(),
+        }
+    }
+}
+
+impl Default for PluginObservation {
+    fn default() -> PluginObservation {
+        PluginObservation {
+            schema: SCHEMA_VERSION,
+            arrivals_per_second: Vec::new(),
+            completed: 0,
+            dropped: 0,
+            slo_misses: 0,
+            latency_p99_ms: None,
+            stages: Vec::new(),
+            deployed: PlanMessage::default(),
+        }
+    }
+}
+
+impl Default for ApplyReport {
+    fn default() -> ApplyReport {
+        ApplyReport {
+            schema: SCHEMA_VERSION,
+            changed: false,
+            actions: Vec::new(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_carry_the_schema_and_unknown_fields_are_ignored() {
+        assert_eq!(PlanMessage::default().schema, SCHEMA_VERSION);
+        assert_eq!(PluginObservation::default().schema, SCHEMA_VERSION);
+        assert_eq!(ApplyReport::default().schema, SCHEMA_VERSION);
+        let read: ApplyReport =
+            serde_json::from_str(r#"{"changed": true, "added_later": [1, 2]}"#).unwrap();
+        assert_eq!(read.schema, SCHEMA_VERSION);
+        assert!(read.changed);
+    }
 }

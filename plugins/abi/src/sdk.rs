@@ -282,6 +282,7 @@ macro_rules! export_plugin {
         };
 
         /// Entry point of the plugin: returns its vtable.
+        #[allow(unsafe_code)]
         #[unsafe(no_mangle)]
         pub extern "C" fn infadapt_plugin_entry() -> *const $crate::PluginVTable {
             &INFADAPT_PLUGIN_VTABLE
