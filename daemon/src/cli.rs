@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_forecast, cmd_plan, cmd_profiles, exit};
+use crate::{cmd_forecast, cmd_plan, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit};
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
 /// cores and replicas under a latency SLO, and applies the plan through backend plugins.
@@ -25,6 +25,12 @@ pub enum Command {
     /// Train, evaluate and compare load forecasters.
     #[command(subcommand)]
     Forecast(cmd_forecast::ForecastCommand),
+    /// Compare autoscaling policies on a simulated host (embedded scenario by default).
+    Simulate(cmd_simulate::SimulateArgs),
+    /// Run the autoscaler service (or, with --demo, the embedded demonstration).
+    Run(cmd_run::RunArgs),
+    /// Check a daemon configuration file and list every problem (exit 64 if any).
+    Validate(cmd_validate::ValidateArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -41,6 +47,9 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => cmd_plan::run(&args),
         Command::Profiles(cmd) => cmd_profiles::run(&cmd),
         Command::Forecast(cmd) => cmd_forecast::run(&cmd),
+        Command::Simulate(args) => cmd_simulate::run(&args),
+        Command::Run(args) => cmd_run::run(&args),
+        Command::Validate(args) => cmd_validate::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -1,0 +1,70 @@
+//! Evaluation harness: runs autoscaling policies, ours and the ones it is compared with,
+//! against the serving simulator on the same workload, and measures SLO violations, latency,
+//! accuracy, cost and how often and how erratically each one reconfigures.
+//!
+//! Pure: no files, no wall clock. [`run_policy`] drives one [`infadapt_control::Policy`] on a
+//! virtual clock; [`policies::build`] makes every compared policy by name for a
+//! [`Scenario`]; [`compare`] runs several on one workload.
+
+pub mod changes;
+pub mod error;
+pub mod harness;
+pub mod policies;
+pub mod scenario;
+
+pub use changes::{ChangeCounter, StageShape, plan_capacity, shapes};
+pub use error::EvalError;
+pub use harness::{
+    DEFAULT_REVERSAL_WINDOW_S, PolicyReport, Progress, RunOptions, TimelinePoint, run_policy,
+    to_observation,
+};
+pub use policies::NAMES;
+pub use scenario::{Scenario, WorkloadStats};
+
+/// Runs the policy `name` on `workload` in `scenario`: the first `scenario.warmup_s`
+/// seconds warm it up, the rest is measured.
+///
+/// # Errors
+///
+/// When the policy cannot be built or the simulator rejects the scenario.
+pub fn evaluate(
+    name: &str,
+    scenario: &Scenario,
+    workload: &[f64],
+    timeline: bool,
+    progress: Option<Progress<'_>>,
+) -> Result<PolicyReport, EvalError> {
+    let warmup = scenario.warmup_s.min(workload.len());
+    let stats = WorkloadStats::of(&workload[warmup..]);
+    let mut policy = policies::build(name, scenario, &stats)?;
+    let options = RunOptions {
+        sim: scenario.sim.clone(),
+        warmup_s: warmup,
+        reversal_window_s: DEFAULT_REVERSAL_WINDOW_S,
+        timeline,
+    };
+    run_policy(
+        policy.as_mut(),
+        &scenario.problem.pipeline,
+        workload,
+        &options,
+        progress,
+    )
+}
+
+/// Runs each policy of `names` in turn (see [`evaluate`]).
+///
+/// # Errors
+///
+/// The first policy that cannot run.
+pub fn compare(
+    names: &[&str],
+    scenario: &Scenario,
+    workload: &[f64],
+    timeline: bool,
+) -> Result<Vec<PolicyReport>, EvalError> {
+    names
+        .iter()
+        .map(|name| evaluate(name, scenario, workload, timeline, None))
+        .collect()
+}

@@ -1,0 +1,242 @@
+//! SVG plots of one policy's run: load, forecast and capacity; latency against the SLO;
+//! the variant of each stage; replicas and cores; all over time.
+
+use std::path::Path;
+
+use infadapt_eval::{PolicyReport, TimelinePoint};
+use infadapt_model::Pipeline;
+use plotters::prelude::*;
+
+const WIDTH: u32 = 1200;
+
+/// A line of the load panel: label, colour and the value it reads from a timeline point.
+type Series = (
+    &'static str,
+    RGBColor,
+    Box<dyn Fn(&TimelinePoint) -> Option<f64>>,
+);
+const PANEL_HEIGHT: u32 = 260;
+
+/// Writes `report`'s timeline as an SVG at `path`.
+pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> anyhow::Result<()> {
+    let panels = 3 + pipeline.stages.len();
+    let height = PANEL_HEIGHT * panels as u32;
+    let root = SVGBackend::new(path, (WIDTH, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let areas = root.split_evenly((panels, 1));
+    let t = &report.timeline;
+    let minutes = |s: f64| s / 60.0;
+    let t_max = t.last().map_or(1.0, |p| minutes(p.time_s)).max(1.0 / 60.0);
+    let title = |what: &str| format!("{} — {what}", report.policy);
+
+    // Load, forecast, provisioned and capacity.
+    let load_max = t
+        .iter()
+        .flat_map(|p| {
+            [
+                p.observed_peak_rps,
+                p.forecast_rps.unwrap_or(0.0),
+                p.upper_rps.unwrap_or(0.0),
+                p.provisioned_rps,
+                p.capacity_rps,
+            ]
+        })
+        .filter(|v| v.is_finite())
+        .fold(1.0f64, f64::max)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&areas[0])
+        .caption(title("load (requests/s)"), ("sans-serif", 18))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..load_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .draw()
+        .map_err(draw_error)?;
+    let series: [Series; 5] = [
+        ("observed mean", BLACK, Box::new(|p| Some(p.observed_rps))),
+        ("forecast", BLUE, Box::new(|p| p.forecast_rps)),
+        ("upper", CYAN, Box::new(|p| p.upper_rps)),
+        (
+            "provisioned",
+            MAGENTA,
+            Box::new(|p| Some(p.provisioned_rps).filter(|v| *v > 0.0)),
+        ),
+        ("capacity", GREEN, Box::new(|p| Some(p.capacity_rps))),
+    ];
+    for (label, color, get) in series {
+        let points: Vec<(f64, f64)> = t
+            .iter()
+            .filter_map(|p| {
+                get(p)
+                    .filter(|v| v.is_finite())
+                    .map(|v| (minutes(p.time_s), v))
+            })
+            .collect();
+        if points.is_empty() {
+            continue;
+        }
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(draw_error)?
+            .label(label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)?;
+
+    // Latency against the SLO.
+    let slo = pipeline.slo_ms;
+    let lat_max = t
+        .iter()
+        .filter_map(|p| p.p99_ms)
+        .fold(slo, f64::max)
+        .min(slo * 5.0)
+        * 1.1;
+    let mut chart = ChartBuilder::on(&areas[1])
+        .caption(
+            title("p99 latency per decision window (ms) vs SLO"),
+            ("sans-serif", 18),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..lat_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .draw()
+        .map_err(draw_error)?;
+    chart
+        .draw_series(LineSeries::new(
+            t.iter()
+                .filter_map(|p| p.p99_ms.map(|l| (minutes(p.time_s), l.min(lat_max)))),
+            RED.stroke_width(2),
+        ))
+        .map_err(draw_error)?;
+    chart
+        .draw_series(LineSeries::new(
+            vec![(0.0, slo), (t_max, slo)],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(draw_error)?;
+
+    // Replicas per stage and cores.
+    let cores_max = t.iter().map(|p| p.cores as f64).fold(1.0f64, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&areas[2])
+        .caption(
+            title("cores held (black) and replicas per stage"),
+            ("sans-serif", 18),
+        )
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..cores_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .draw()
+        .map_err(draw_error)?;
+    chart
+        .draw_series(LineSeries::new(
+            t.iter().map(|p| (minutes(p.time_s), p.cores as f64)),
+            BLACK.stroke_width(2),
+        ))
+        .map_err(draw_error)?;
+    for (k, stage) in pipeline.stages.iter().enumerate() {
+        let color = Palette99::pick(k).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                t.iter().map(|p| {
+                    (
+                        minutes(p.time_s),
+                        f64::from(p.replicas.get(k).copied().unwrap_or(0)),
+                    )
+                }),
+                color.stroke_width(2),
+            ))
+            .map_err(draw_error)?
+            .label(stage.name.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)?;
+
+    // Variant per stage: the index in the stage's variant list (a mix shows its first).
+    for (k, stage) in pipeline.stages.iter().enumerate() {
+        let names: Vec<&str> = stage.variants.iter().map(|v| v.name.as_str()).collect();
+        let levels = names.len().max(1) as f64;
+        let mut chart = ChartBuilder::on(&areas[3 + k])
+            .caption(
+                title(&format!("variant of stage {} (+ marks a mix)", stage.name)),
+                ("sans-serif", 18),
+            )
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(110)
+            .build_cartesian_2d(0.0..t_max, -0.5..levels - 0.5)
+            .map_err(draw_error)?;
+        let label_names = names.clone();
+        chart
+            .configure_mesh()
+            .x_desc("minutes")
+            .y_labels(names.len().max(1))
+            .y_label_formatter(&move |y| {
+                let i = y.round();
+                if (y - i).abs() < 0.01 && i >= 0.0 {
+                    label_names
+                        .get(i as usize)
+                        .map_or_else(String::new, |s| (*s).to_owned())
+                } else {
+                    String::new()
+                }
+            })
+            .draw()
+            .map_err(draw_error)?;
+        let level = |p: &TimelinePoint| -> Option<f64> {
+            let shown = p.variants.get(k)?;
+            let first = shown.split('+').next()?;
+            names.iter().position(|n| *n == first).map(|i| i as f64)
+        };
+        chart
+            .draw_series(LineSeries::new(
+                t.iter()
+                    .filter_map(|p| level(p).map(|l| (minutes(p.time_s), l))),
+                Palette99::pick(k).stroke_width(3),
+            ))
+            .map_err(draw_error)?;
+        chart
+            .draw_series(
+                t.iter()
+                    .filter(|p| p.variants.get(k).is_some_and(|v| v.contains('+')))
+                    .filter_map(|p| {
+                        level(p)
+                            .map(|l| Cross::new((minutes(p.time_s), l), 3, BLACK.stroke_width(1)))
+                    }),
+            )
+            .map_err(draw_error)?;
+    }
+    root.present().map_err(draw_error)?;
+    Ok(())
+}
+
+fn draw_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
+    anyhow::anyhow!("cannot draw the plot: {error}")
+}

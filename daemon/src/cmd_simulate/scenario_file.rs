@@ -1,0 +1,226 @@
+//! Scenario files for `infadaptd simulate`: a problem file without `load_rps` (pipeline,
+//! catalog, weights, limits, solver settings, optional current plan) plus a
+//! `[simulation]` table (seed, warm-up, simulator settings) and a `[workload]` table (the
+//! generated diurnal workload). Read with positions; every problem is reported at once.
+
+use std::path::Path;
+
+use infadapt_eval::Scenario;
+use infadapt_model::Catalog;
+use infadapt_planner::AccuracyMode;
+use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
+
+use crate::problem_file::{build_problem_with, read_catalog};
+use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
+
+/// The scenario shipped in the binary (the project's own synthetic video catalog).
+pub const EMBEDDED_NAME: &str = "embedded:video-pipeline.toml";
+const EMBEDDED_TEXT: &str = include_str!("../../../etc/scenarios/video-pipeline.toml");
+const EMBEDDED_CATALOG_REF: &str = "../catalogs/video-synthetic.toml";
+const EMBEDDED_CATALOG: &str = include_str!("../../../etc/catalogs/video-synthetic.toml");
+
+/// A scenario with its generated-workload settings.
+#[derive(Debug, Clone)]
+pub struct ScenarioFile {
+    pub scenario: Scenario,
+    /// Measured seconds of the generated workload.
+    pub seconds: usize,
+    pub diurnal: DiurnalParams,
+}
+
+/// Reads the embedded default scenario.
+pub fn embedded() -> Result<ScenarioFile, Diagnostics> {
+    parse_scenario(EMBEDDED_NAME, EMBEDDED_TEXT, &mut |reference| {
+        if reference == EMBEDDED_CATALOG_REF {
+            Catalog::from_toml_str(EMBEDDED_CATALOG).map_err(|e| e.to_string().replace('\n', " "))
+        } else {
+            Err(format!(
+                "the embedded scenario has no catalog `{reference}`"
+            ))
+        }
+    })
+}
+
+/// Reads a scenario file; catalogs it names are read relative to it.
+pub fn load_scenario(path: &Path) -> Result<ScenarioFile, Diagnostics> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
+        file: name.clone(),
+        items: vec![Diagnostic {
+            line: 1,
+            column: 1,
+            field: String::new(),
+            message: format!("cannot read file: {e}"),
+        }],
+    })?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse_scenario(&name, &text, &mut |catalog: &str| {
+        read_catalog(&base.join(catalog))
+    })
+}
+
+/// Parses a scenario from text; `catalogs` resolves a catalog reference to its contents.
+pub fn parse_scenario(
+    name: &str,
+    text: &str,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Result<ScenarioFile, Diagnostics> {
+    read_document(name, text, |reader, root| {
+        let problem = build_problem_with(root, catalogs, false);
+        let simulation = root.opt_table("simulation");
+        let (sim, warmup_s) = simulation.as_ref().map_or_else(
+            || (SimConfig::default(), 3600),
+            |s| {
+                let built = build_simulation(s);
+                s.finish();
+                built
+            },
+        );
+        let workload = root.opt_table("workload");
+        let (seconds, diurnal) = workload.as_ref().map_or_else(
+            || (7200, DiurnalParams::default()),
+            |w| {
+                let built = build_workload(w);
+                w.finish();
+                built
+            },
+        );
+        let mut problem = problem?;
+        if reader.has_problems() {
+            return None;
+        }
+        let mut sim = sim;
+        sim.accuracy = match problem.accuracy_mode {
+            AccuracyMode::Sum => AccuracyComposition::Sum,
+            AccuracyMode::Product => AccuracyComposition::Product,
+        };
+        let initial = problem.current.take();
+        Some(ScenarioFile {
+            scenario: Scenario {
+                name: problem.pipeline.name.clone(),
+                problem,
+                initial,
+                sim,
+                warmup_s,
+            },
+            seconds,
+            diurnal,
+        })
+    })
+}
+
+fn positive(t: &TableReader<'_, '_>, key: &str) -> Option<f64> {
+    let v = t.opt_f64(key)?;
+    if v.is_finite() && v > 0.0 {
+        Some(v)
+    } else {
+        t.report(key, format!("must be > 0, got {v}"));
+        None
+    }
+}
+
+fn non_negative(t: &TableReader<'_, '_>, key: &str) -> Option<f64> {
+    let v = t.opt_f64(key)?;
+    if v.is_finite() && v >= 0.0 {
+        Some(v)
+    } else {
+        t.report(key, format!("must be >= 0, got {v}"));
+        None
+    }
+}
+
+fn build_simulation(s: &TableReader<'_, '_>) -> (SimConfig, usize) {
+    let mut sim = SimConfig::default();
+    if let Some(seed) = s.opt_u32("seed") {
+        sim.seed = u64::from(seed);
+    }
+    let warmup = s.opt_u32("warmup_s").unwrap_or(3600) as usize;
+    sim.slo_ms = positive(s, "slo_ms");
+    sim.timeout_ms = positive(s, "timeout_ms");
+    if let Some(v) = non_negative(s, "max_queue_delay_ms") {
+        sim.max_queue_delay_ms = v;
+    }
+    if let Some(v) = s.opt_u32("max_queue_len") {
+        if v == 0 {
+            s.report("max_queue_len", "must be at least 1");
+        } else {
+            sim.max_queue_len = v as usize;
+        }
+    }
+    if let Some(v) = non_negative(s, "noise_scale") {
+        sim.noise_scale = v;
+    }
+    (sim, warmup)
+}
+
+fn build_workload(w: &TableReader<'_, '_>) -> (usize, DiurnalParams) {
+    let mut p = DiurnalParams::default();
+    let seconds = w.opt_u32("seconds").unwrap_or(7200) as usize;
+    if seconds == 0 {
+        w.report("seconds", "must be at least 1");
+    }
+    if let Some(v) = non_negative(w, "trough_rps") {
+        p.trough_rps = v;
+    }
+    if let Some(v) = non_negative(w, "peak_rps") {
+        p.peak_rps = v;
+    }
+    p.day_s = positive(w, "day_s");
+    if let Some(v) = w.opt_f64("peak_at") {
+        if (0.0..=1.0).contains(&v) {
+            p.peak_at = v;
+        } else {
+            w.report("peak_at", format!("must be in [0, 1], got {v}"));
+        }
+    }
+    if let Some(v) = non_negative(w, "wobble") {
+        p.wobble = v;
+    }
+    if let Some(v) = non_negative(w, "noise") {
+        p.noise = v;
+    }
+    if let Some(v) = non_negative(w, "bursts_per_hour") {
+        p.bursts_per_hour = v;
+    }
+    let range = |lo_key: &str, hi_key: &str, default: (f64, f64)| {
+        let lo = non_negative(w, lo_key).unwrap_or(default.0);
+        let hi = non_negative(w, hi_key).unwrap_or(default.1);
+        if lo > hi {
+            w.report(hi_key, format!("must be >= {lo_key} ({lo}), got {hi}"));
+        }
+        (lo, hi)
+    };
+    p.burst_factor = range("burst_factor_min", "burst_factor_max", p.burst_factor);
+    p.burst_duration_s = range("burst_min_s", "burst_max_s", p.burst_duration_s);
+    (seconds, p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_scenario_parses() {
+        let file = embedded().expect("embedded scenario");
+        assert_eq!(file.scenario.problem.pipeline.stages.len(), 3);
+        assert!(file.seconds > 0);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_position() {
+        let text = "catalog = \"c\"\nload_rps = 3\n[pipeline]\nname = \"p\"\nslo_ms = 100\n\
+                    [[pipeline.stage]]\nname = \"s\"\nvariants = [\"a\"]\n\
+                    [simulation]\nnoise_scale = -1\n[workload]\npeak_at = 2\nsecs = 1\n";
+        let err =
+            parse_scenario("x.toml", text, &mut |_| Err("no catalog".into())).expect_err("bad");
+        let shown = err.to_string();
+        for needle in [
+            "x.toml:2:1: load_rps: unknown field",
+            "simulation.noise_scale: must be >= 0",
+            "workload.peak_at: must be in [0, 1]",
+            "workload.secs: unknown field",
+        ] {
+            assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+        }
+    }
+}
