@@ -81,11 +81,9 @@ impl Sanitizer {
             self.report.negative += 1;
             return None;
         }
-        if let Some(last) = self.last_time_s {
-            if t_s <= last {
-                self.report.out_of_order += 1;
-                return None;
-            }
+        if self.last_time_s.is_some_and(|last| t_s <= last) {
+            self.report.out_of_order += 1;
+            return None;
         }
         if rps == 0.0 && self.config.zero_is_gap {
             self.report.zeros_as_gaps += 1;
@@ -95,7 +93,8 @@ impl Sanitizer {
             let jump = t_s - last;
             if jump > 1.5 * self.config.step_s {
                 self.report.gaps += 1;
-                self.report.gap_seconds += (jump - self.config.step_s).round().max(0.0) as u64;
+                let missing = (jump - self.config.step_s).round().max(0.0) as u64;
+                self.report.gap_seconds = self.report.gap_seconds.saturating_add(missing);
             }
         }
         self.last_time_s = Some(t_s);

@@ -126,7 +126,10 @@ mod tests {
 
     #[test]
     fn empty_input_is_an_error() {
-        assert_eq!(parse_trace("\n# only a comment\n"), Err(ForecastError::EmptyTrace));
+        assert_eq!(
+            parse_trace("\n# only a comment\n"),
+            Err(ForecastError::EmptyTrace)
+        );
     }
 
     #[test]

@@ -1,0 +1,324 @@
+//! Model selection by name, a serialisable sum of every forecaster, and `auto`, which
+//! follows whichever candidate had the lowest recent error.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::arima::{ArimaForecaster, ArimaForecasterConfig};
+use crate::baselines::{Ewma, HoltWinters, HoltWintersConfig, LastValue, WindowMax};
+use crate::error::{ForecastError, Result};
+use crate::forecaster::{Forecast, Forecaster, PendingTargets, RollingWindow};
+use crate::lstm::{LstmForecaster, LstmModel};
+use crate::sanitize::{HygieneReport, Sanitizer};
+
+/// The models `infadaptd forecast` knows by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ModelKind {
+    /// ARIMA on bucket means with a learned peak offset.
+    Arima,
+    /// LSTM on bucket maxima and means.
+    Lstm,
+    /// Last value.
+    Naive,
+    /// Maximum of the last window.
+    Max,
+    /// EWMA of the window maximum.
+    Ewma,
+    /// Holt-Winters with a daily season.
+    HoltWinters,
+    /// Best recent candidate.
+    Auto,
+}
+
+impl ModelKind {
+    /// Every kind, in the order of the command-line help.
+    pub const ALL: [Self; 7] = [
+        Self::Arima,
+        Self::Lstm,
+        Self::Naive,
+        Self::Max,
+        Self::Ewma,
+        Self::HoltWinters,
+        Self::Auto,
+    ];
+
+    /// Name on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Arima => "arima",
+            Self::Lstm => "lstm",
+            Self::Naive => "naive",
+            Self::Max => "max",
+            Self::Ewma => "ewma",
+            Self::HoltWinters => "holt-winters",
+            Self::Auto => "auto",
+        }
+    }
+}
+
+impl fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ModelKind {
+    type Err = ForecastError;
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| ForecastError::InvalidConfig(format!("unknown model {s:?}")))
+    }
+}
+
+/// Any single forecaster, as one serialisable type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[allow(clippy::large_enum_variant)]
+pub enum AnyForecaster {
+    /// See [`ArimaForecaster`].
+    Arima(ArimaForecaster),
+    /// See [`LstmForecaster`].
+    Lstm(LstmForecaster),
+    /// See [`LastValue`].
+    Naive(LastValue),
+    /// See [`WindowMax`].
+    Max(WindowMax),
+    /// See [`Ewma`].
+    Ewma(Ewma),
+    /// See [`HoltWinters`].
+    HoltWinters(HoltWinters),
+    /// See [`AutoForecaster`].
+    Auto(AutoForecaster),
+}
+
+macro_rules! dispatch {
+    ($self:expr, $f:ident => $body:expr) => {
+        match $self {
+            AnyForecaster::Arima($f) => $body,
+            AnyForecaster::Lstm($f) => $body,
+            AnyForecaster::Naive($f) => $body,
+            AnyForecaster::Max($f) => $body,
+            AnyForecaster::Ewma($f) => $body,
+            AnyForecaster::HoltWinters($f) => $body,
+            AnyForecaster::Auto($f) => $body,
+        }
+    };
+}
+
+impl Forecaster for AnyForecaster {
+    fn name(&self) -> &str {
+        dispatch!(self, f => f.name())
+    }
+    fn observe(&mut self, t_s: f64, rps: f64) {
+        dispatch!(self, f => f.observe(t_s, rps));
+    }
+    fn forecast(&mut self, now_s: f64, horizon_s: f64) -> Forecast {
+        dispatch!(self, f => f.forecast(now_s, horizon_s))
+    }
+    fn refit_due(&self, now_s: f64) -> bool {
+        dispatch!(self, f => f.refit_due(now_s))
+    }
+    fn refit(&mut self, now_s: f64) -> Result<()> {
+        dispatch!(self, f => f.refit(now_s))
+    }
+    fn hygiene(&self) -> HygieneReport {
+        dispatch!(self, f => f.hygiene())
+    }
+}
+
+/// Builds a forecaster by kind with default settings. `lstm` is required for
+/// [`ModelKind::Lstm`] and joins the `auto` candidates when given.
+pub fn build(kind: ModelKind, horizon_s: f64, lstm: Option<&LstmModel>) -> Result<AnyForecaster> {
+    Ok(match kind {
+        ModelKind::Arima => {
+            AnyForecaster::Arima(ArimaForecaster::new(ArimaForecasterConfig::default()))
+        }
+        ModelKind::Lstm => {
+            let model = lstm.ok_or_else(|| {
+                ForecastError::InvalidConfig("the lstm model needs a trained model file".into())
+            })?;
+            AnyForecaster::Lstm(LstmForecaster::new(model.clone()))
+        }
+        ModelKind::Naive => AnyForecaster::Naive(LastValue::default()),
+        ModelKind::Max => AnyForecaster::Max(WindowMax::new(horizon_s)),
+        ModelKind::Ewma => AnyForecaster::Ewma(Ewma::new(horizon_s, 30.0)),
+        ModelKind::HoltWinters => {
+            AnyForecaster::HoltWinters(HoltWinters::new(HoltWintersConfig::default()))
+        }
+        ModelKind::Auto => {
+            let mut candidates = vec![
+                build(ModelKind::Max, horizon_s, None)?,
+                build(ModelKind::Ewma, horizon_s, None)?,
+                build(ModelKind::HoltWinters, horizon_s, None)?,
+                build(ModelKind::Arima, horizon_s, None)?,
+            ];
+            if lstm.is_some() {
+                candidates.push(build(ModelKind::Lstm, horizon_s, lstm)?);
+            }
+            AnyForecaster::Auto(AutoForecaster::new(candidates, 360))
+        }
+    })
+}
+
+/// Runs every candidate and answers with the one whose recent point forecasts had the
+/// lowest mean absolute error (a rolling backtest over the last `window` forecasts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoForecaster {
+    candidates: Vec<AnyForecaster>,
+    errors: Vec<RollingWindow>,
+    pending: PendingTargets<Vec<f64>>,
+    sanitizer: Sanitizer,
+    chosen: usize,
+}
+
+impl AutoForecaster {
+    /// Chooses among `candidates` (the first is used until errors are known).
+    pub fn new(candidates: Vec<AnyForecaster>, window: usize) -> Self {
+        let errors = candidates
+            .iter()
+            .map(|_| RollingWindow::new(window))
+            .collect();
+        Self {
+            candidates,
+            errors,
+            pending: PendingTargets::new(100_000),
+            sanitizer: Sanitizer::default(),
+            chosen: 0,
+        }
+    }
+
+    /// Name of the candidate currently followed.
+    pub fn chosen(&self) -> &str {
+        self.candidates
+            .get(self.chosen)
+            .map_or("none", |c| c.name())
+    }
+
+    /// Recent mean absolute error of each candidate.
+    pub fn recent_errors(&self) -> Vec<(String, Option<f64>)> {
+        self.candidates
+            .iter()
+            .zip(&self.errors)
+            .map(|(c, e)| (c.name().to_string(), e.mean()))
+            .collect()
+    }
+}
+
+impl Forecaster for AutoForecaster {
+    fn name(&self) -> &str {
+        "auto"
+    }
+
+    fn observe(&mut self, t_s: f64, rps: f64) {
+        for candidate in &mut self.candidates {
+            candidate.observe(t_s, rps);
+        }
+        if let Some((t, v)) = self.sanitizer.accept(t_s, rps) {
+            let errors = &mut self.errors;
+            self.pending.observe(t, v, |points, actual| {
+                for (window, point) in errors.iter_mut().zip(points) {
+                    window.push((point - actual).abs());
+                }
+            });
+        }
+    }
+
+    fn forecast(&mut self, now_s: f64, horizon_s: f64) -> Forecast {
+        let forecasts: Vec<Forecast> = self
+            .candidates
+            .iter_mut()
+            .map(|c| c.forecast(now_s, horizon_s))
+            .collect();
+        self.pending.push(
+            now_s,
+            horizon_s,
+            forecasts.iter().map(|f| f.point).collect(),
+        );
+        let best = self
+            .errors
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.mean().map(|m| (i, m)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((index, _)) = best {
+            self.chosen = index;
+        }
+        forecasts
+            .get(self.chosen)
+            .copied()
+            .unwrap_or(Forecast::sanitized(0.0, 0.0, 0.9))
+    }
+
+    fn refit_due(&self, now_s: f64) -> bool {
+        self.candidates.iter().any(|c| c.refit_due(now_s))
+    }
+
+    fn refit(&mut self, now_s: f64) -> Result<()> {
+        let mut outcome = Ok(());
+        for candidate in &mut self.candidates {
+            if candidate.refit_due(now_s)
+                && let Err(e) = candidate.refit(now_s)
+            {
+                outcome = Err(e);
+            }
+        }
+        outcome
+    }
+
+    fn hygiene(&self) -> HygieneReport {
+        self.sanitizer.hygiene()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in ModelKind::ALL {
+            assert_eq!(kind.as_str().parse::<ModelKind>().unwrap(), kind);
+        }
+        assert!("oracle".parse::<ModelKind>().is_err());
+    }
+
+    #[test]
+    fn lstm_needs_a_model() {
+        assert!(build(ModelKind::Lstm, 60.0, None).is_err());
+        let f = build(ModelKind::Max, 60.0, None).unwrap();
+        assert_eq!(f.name(), "max");
+    }
+
+    #[test]
+    fn auto_follows_the_candidate_with_lower_error() {
+        // On a falling ramp the window maximum lags high; the last value is closer.
+        let candidates = vec![
+            AnyForecaster::Max(WindowMax::new(60.0)),
+            AnyForecaster::Naive(LastValue::default()),
+        ];
+        let mut auto = AutoForecaster::new(candidates, 50);
+        for t in 0..3000 {
+            if t % 10 == 0 {
+                auto.forecast(t as f64, 5.0);
+            }
+            auto.observe(t as f64, 5000.0 - t as f64);
+        }
+        assert_eq!(auto.chosen(), "naive");
+        let errors = auto.recent_errors();
+        assert!(errors[1].1.unwrap() < errors[0].1.unwrap());
+    }
+
+    #[test]
+    fn auto_state_serialises() {
+        let mut auto = build(ModelKind::Auto, 60.0, None).unwrap();
+        for t in 0..100 {
+            auto.observe(t as f64, 10.0 + (t % 3) as f64);
+        }
+        let text = serde_json::to_string(&auto).unwrap();
+        let back: AnyForecaster = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.name(), "auto");
+    }
+}
