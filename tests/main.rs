@@ -1,8 +1,8 @@
 //! Integration tests that run the real infadaptd binary.
 
 mod daemon;
+mod forecast_cli;
 mod plan_cli;
 mod plugins;
 mod profiles_import;
-mod forecast_cli;
 mod simulate_cli;

@@ -11,11 +11,18 @@ fn repo_root() -> PathBuf {
 }
 
 fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd")).args(args).output().expect("run infadaptd")
+    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(args)
+        .output()
+        .expect("run infadaptd")
 }
 
 fn example(name: &str) -> String {
-    repo_root().join("etc/examples").join(name).display().to_string()
+    repo_root()
+        .join("etc/examples")
+        .join(name)
+        .display()
+        .to_string()
 }
 
 fn plan_json(args: &[&str]) -> (Output, Value) {
@@ -24,7 +31,10 @@ fn plan_json(args: &[&str]) -> (Output, Value) {
     let out = infadaptd(&all);
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let value: Value = serde_json::from_str(&text).unwrap_or_else(|e| {
-        panic!("stdout is not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr))
+        panic!(
+            "stdout is not JSON ({e}): {text}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
     });
     (out, value)
 }
@@ -42,37 +52,67 @@ fn every_example_solves_and_respects_capacity_and_slo() {
     let mut seen = 0;
     for entry in std::fs::read_dir(&dir).expect("etc/examples") {
         let path = entry.expect("entry").path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         // `daemon-*.toml` are daemon configs (checked by the daemon tests), not problems.
-        if path.extension().and_then(|e| e.to_str()) != Some("toml") || name.starts_with("daemon-") {
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") || name.starts_with("daemon-")
+        {
             continue;
         }
         seen += 1;
         let (out, v) = plan_json(&["--problem", path.to_str().expect("utf8")]);
-        assert_eq!(out.status.code(), Some(0), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(v["feasible"], true);
         assert!(v["objective"].as_f64().expect("objective").is_finite());
         assert!(v["solve_ms"].as_f64().expect("solve_ms") >= 0.0);
         let slo = v["slo_ms"].as_f64().expect("slo");
-        assert!(v["latency_ms"].as_f64().expect("latency") <= slo + 1e-6, "{v}");
+        assert!(
+            v["latency_ms"].as_f64().expect("latency") <= slo + 1e-6,
+            "{v}"
+        );
         let stages = v["stages"].as_array().expect("stages");
         assert!(!stages.is_empty());
         for stage in stages {
             for key in ["variant", "batch", "cores", "replicas", "share"] {
                 assert!(!stage[key].is_null(), "stage lacks {key}: {stage}");
             }
-            let shares: f64 = stage["assignments"].as_array().expect("assignments").iter().map(|a| a["share"].as_f64().expect("share")).sum();
+            let shares: f64 = stage["assignments"]
+                .as_array()
+                .expect("assignments")
+                .iter()
+                .map(|a| a["share"].as_f64().expect("share"))
+                .sum();
             assert!((shares - 1.0).abs() < 1e-6, "shares must add to 1: {stage}");
-            assert!(stage["utilisation"].as_f64().expect("utilisation") <= 0.8 + 1e-9, "{stage}");
+            assert!(
+                stage["utilisation"].as_f64().expect("utilisation") <= 0.8 + 1e-9,
+                "{stage}"
+            );
         }
     }
-    assert!(seen >= 2, "expected at least two examples in {}", dir.display());
+    assert!(
+        seen >= 2,
+        "expected at least two examples in {}",
+        dir.display()
+    );
 }
 
 #[test]
 fn three_stage_example_plans_every_stage() {
     let (out, v) = plan_json(&["--problem", &example("video-pipeline.toml")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(v["stages"].as_array().expect("stages").len(), 3);
 }
 
@@ -81,7 +121,12 @@ fn more_load_never_needs_fewer_cores() {
     let problem = example("resnet-service.toml");
     let cores = |load: &str| {
         let (out, v) = plan_json(&["--problem", &problem, "--load", load]);
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         v["terms"]["cores"].as_f64().expect("cores")
     };
     let (low, high) = (cores("20"), cores("200"));
@@ -90,16 +135,33 @@ fn more_load_never_needs_fewer_cores() {
 
 #[test]
 fn overload_is_infeasible_with_the_highest_sustainable_load() {
-    let (out, v) = plan_json(&["--problem", &example("resnet-service.toml"), "--load", "100000"]);
+    let (out, v) = plan_json(&[
+        "--problem",
+        &example("resnet-service.toml"),
+        "--load",
+        "100000",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(v["feasible"], false);
-    let max = v["max_sustainable_load_rps"].as_f64().expect("closest feasible load");
+    let max = v["max_sustainable_load_rps"]
+        .as_f64()
+        .expect("closest feasible load");
     assert!(max > 0.0 && max < 100000.0, "{v}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("highest sustainable load"), "{stderr}");
     // The reported load must itself be plannable.
-    let (ok, _) = plan_json(&["--problem", &example("resnet-service.toml"), "--load", &format!("{}", max * 0.99)]);
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let (ok, _) = plan_json(&[
+        "--problem",
+        &example("resnet-service.toml"),
+        "--load",
+        &format!("{}", max * 0.99),
+    ]);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]
@@ -107,7 +169,10 @@ fn slo_below_fastest_variant_names_latency() {
     let text = std::fs::read_to_string(example("resnet-service.toml"))
         .expect("example")
         .replace("slo_ms = 750.0", "slo_ms = 5.0")
-        .replace("../catalogs/", &format!("{}/etc/catalogs/", repo_root().display()));
+        .replace(
+            "../catalogs/",
+            &format!("{}/etc/catalogs/", repo_root().display()),
+        );
     let dir = scratch("slo");
     let file = dir.join("tight.toml");
     std::fs::write(&file, text).expect("write");
@@ -151,7 +216,10 @@ utilisation_cap = 1.5
         format!("{f}:10:1: pipeline.stage[0].colour: unknown field"),
         format!("{f}:12:19: solver.utilisation_cap: must be in (0, 1]"),
     ] {
-        assert!(stderr.contains(&expected), "missing `{expected}` in:\n{stderr}");
+        assert!(
+            stderr.contains(&expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
     }
 }
 
@@ -167,15 +235,28 @@ fn missing_catalog_is_reported_at_the_reference() {
     let out = infadaptd(&["plan", "--problem", file.to_str().expect("utf8")]);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(":1:11: catalog: cannot read catalog"), "{stderr}");
+    assert!(
+        stderr.contains(":1:11: catalog: cannot read catalog"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn export_lp_writes_a_cplex_lp_model() {
     let dir = scratch("lp");
     let lp = dir.join("model.lp");
-    let (out, v) = plan_json(&["--problem", &example("video-pipeline.toml"), "--export-lp", lp.to_str().expect("utf8")]);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, v) = plan_json(&[
+        "--problem",
+        &example("video-pipeline.toml"),
+        "--export-lp",
+        lp.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(v["feasible"], true);
     let text = std::fs::read_to_string(&lp).expect("lp written");
     let lower = text.to_lowercase();

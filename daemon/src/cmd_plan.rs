@@ -32,7 +32,11 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
         Ok(p) => p,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
-            eprintln!("error: {} problem(s) in {}", diagnostics.items.len(), diagnostics.file);
+            eprintln!(
+                "error: {} problem(s) in {}",
+                diagnostics.items.len(),
+                diagnostics.file
+            );
             return Ok(exit::USAGE);
         }
     };
@@ -46,7 +50,8 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
     if let Some(out) = &args.export_lp {
         match infadapt_planner::lp_export::export_lp(&problem) {
             Ok(text) => {
-                std::fs::write(out, text).map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+                std::fs::write(out, text)
+                    .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
             }
             Err(PlanError::InvalidProblem(message)) => {
                 eprintln!("error: {}: {message}", args.problem.display());
@@ -61,9 +66,22 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
     match outcome {
         Ok(solution) => {
             if args.json {
-                crate::outln!("{}", solution_json(&solution, solve_ms, problem.load_rps, problem.pipeline.slo_ms));
+                crate::outln!(
+                    "{}",
+                    solution_json(
+                        &solution,
+                        solve_ms,
+                        problem.load_rps,
+                        problem.pipeline.slo_ms
+                    )
+                );
             } else {
-                print_table(&solution, solve_ms, problem.load_rps, problem.pipeline.slo_ms);
+                print_table(
+                    &solution,
+                    solve_ms,
+                    problem.load_rps,
+                    problem.pipeline.slo_ms,
+                );
             }
             Ok(exit::OK)
         }
@@ -81,7 +99,11 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
                 });
                 crate::outln!("{value}");
             }
-            eprintln!("error: {}: no feasible plan: {}", args.problem.display(), why.message);
+            eprintln!(
+                "error: {}: no feasible plan: {}",
+                args.problem.display(),
+                why.message
+            );
             if let Some(load) = why.max_sustainable_load_rps {
                 eprintln!("  closest feasible: the highest sustainable load is {load:.1} rps");
             }
@@ -99,7 +121,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
 }
 
 /// The `--json` answer: one object with the plan, the objective and its terms.
-pub fn solution_json(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) -> serde_json::Value {
+pub fn solution_json(
+    solution: &Solution,
+    solve_ms: f64,
+    load_rps: f64,
+    slo_ms: f64,
+) -> serde_json::Value {
     let stages: Vec<_> = solution
         .plan
         .stages
@@ -153,16 +180,27 @@ pub fn solution_json(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: 
 fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
     crate::outln!(
         "plan for {load_rps:.1} rps, SLO {slo_ms:.0} ms: objective {:.6} ({} in {solve_ms:.3} ms)",
-        solution.objective, solution.solver
+        solution.objective,
+        solution.solver
     );
     crate::outln!(
         "{:<16} {:<24} {:>5} {:>5} {:>8} {:>6} {:>10} {:>6}",
-        "stage", "variant", "batch", "cores", "replicas", "share", "latency_ms", "util"
+        "stage",
+        "variant",
+        "batch",
+        "cores",
+        "replicas",
+        "share",
+        "latency_ms",
+        "util"
     );
     for (plan, report) in solution.plan.stages.iter().zip(&solution.stages) {
         for (i, a) in plan.assignments.iter().enumerate() {
             let (latency, util) = if i == 0 {
-                (format!("{:.1}", report.latency_ms), format!("{:.2}", report.utilisation))
+                (
+                    format!("{:.1}", report.latency_ms),
+                    format!("{:.2}", report.utilisation),
+                )
             } else {
                 (String::new(), String::new())
             };
@@ -182,7 +220,11 @@ fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
     let t = &solution.terms;
     crate::outln!(
         "end-to-end latency {:.1} ms; accuracy {:.4}; cores {:.0}; gpu {:.2} GiB; cold start {:.1} s",
-        solution.latency_ms, t.accuracy, t.cores, t.gpu_gib, t.cold_start_s
+        solution.latency_ms,
+        t.accuracy,
+        t.cores,
+        t.gpu_gib,
+        t.cold_start_s
     );
     if !solution.binding.is_empty() {
         let names: Vec<String> = solution.binding.iter().map(|c| format!("{c:?}")).collect();

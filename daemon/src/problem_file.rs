@@ -20,7 +20,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use infadapt_model::{Assignment, Catalog, Pipeline, Plan, Stage, StagePlan};
-use infadapt_planner::{AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights};
+use infadapt_planner::{
+    AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights,
+};
 
 use crate::tomlread::{Diagnostics, TableReader, read_document};
 
@@ -37,13 +39,17 @@ pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
         }],
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse_problem(&name, &text, &mut |catalog: &str| read_catalog(&base.join(catalog)))
+    parse_problem(&name, &text, &mut |catalog: &str| {
+        read_catalog(&base.join(catalog))
+    })
 }
 
 /// Reads a catalog file; the error is a one-line message naming the file.
 pub fn read_catalog(path: &Path) -> Result<Catalog, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read catalog {}: {e}", path.display()))?;
-    Catalog::from_toml_str(&text).map_err(|e| format!("catalog {}: {e}", path.display()).replace('\n', " "))
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read catalog {}: {e}", path.display()))?;
+    Catalog::from_toml_str(&text)
+        .map_err(|e| format!("catalog {}: {e}", path.display()).replace('\n', " "))
 }
 
 /// Parses a problem from text; `catalogs` resolves a catalog reference to its contents.
@@ -55,7 +61,10 @@ pub fn parse_problem(
     read_document(name, text, |_, root| build_problem(root, catalogs))
 }
 
-pub fn build_problem(root: &TableReader<'_, '_>, catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>) -> Option<Problem> {
+pub fn build_problem(
+    root: &TableReader<'_, '_>,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Option<Problem> {
     build_problem_with(root, catalogs, true)
 }
 
@@ -81,7 +90,11 @@ pub fn build_problem_with(
     };
     let default_catalog = root.opt_str("catalog").and_then(|c| load_catalog(root, &c));
 
-    let load_rps = if load_required { root.req_f64("load_rps") } else { Some(0.0) };
+    let load_rps = if load_required {
+        root.req_f64("load_rps")
+    } else {
+        Some(0.0)
+    };
     if let Some(load) = load_rps
         && load < 0.0
     {
@@ -123,7 +136,10 @@ pub fn build_problem_with(
     });
 
     let limits = root.opt_table("limits").map(|l| {
-        let limits = HostLimits { total_cores: l.opt_u32("total_cores"), gpu_mem_mb: l.opt_f64("gpu_mem_mb") };
+        let limits = HostLimits {
+            total_cores: l.opt_u32("total_cores"),
+            gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
+        };
         if limits.total_cores == Some(0) {
             l.report("total_cores", "must be at least 1");
         }
@@ -141,8 +157,15 @@ pub fn build_problem_with(
     // Settings are read and checked even when the pipeline is broken, so that every
     // problem of the file is reported in one go; the result is then discarded.
     let incomplete = pipeline.is_none() || load_rps.is_none();
-    let placeholder = || Pipeline { name: String::new(), slo_ms: 1.0, stages: Vec::new() };
-    let mut problem = Problem::new(pipeline.unwrap_or_else(placeholder), load_rps.unwrap_or(0.0));
+    let placeholder = || Pipeline {
+        name: String::new(),
+        slo_ms: 1.0,
+        stages: Vec::new(),
+    };
+    let mut problem = Problem::new(
+        pipeline.unwrap_or_else(placeholder),
+        load_rps.unwrap_or(0.0),
+    );
     if let Some((weights, mode)) = weights {
         problem.weights = weights;
         problem.accuracy_mode = mode;
@@ -180,7 +203,10 @@ pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
     if let Some(mix) = s.opt_bool("allow_mix") {
         problem.allow_mix = mix;
         if mix && problem.pipeline.stages.len() > 1 {
-            s.report("allow_mix", "variant mixes are for single-stage pipelines only");
+            s.report(
+                "allow_mix",
+                "variant mixes are for single-stage pipelines only",
+            );
         }
     }
     if let Some(extra) = s.opt_u32("extra_replicas") {
@@ -194,11 +220,17 @@ pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
         }
     }
     let max_factor = s.opt_f64("max_extrapolation");
-    match s.opt_choice("extrapolation", &["warn", "forbid"]).as_deref() {
+    match s
+        .opt_choice("extrapolation", &["warn", "forbid"])
+        .as_deref()
+    {
         Some("forbid") => {
             problem.extrapolation = ExtrapolationPolicy::Forbid;
             if max_factor.is_some() {
-                s.report("max_extrapolation", "has no effect with extrapolation = \"forbid\"");
+                s.report(
+                    "max_extrapolation",
+                    "has no effect with extrapolation = \"forbid\"",
+                );
             }
         }
         _ => {
@@ -235,7 +267,10 @@ pub fn build_pipeline(
             Some(reference) => load_catalog(st, &reference),
             None => {
                 if default_catalog.is_none() {
-                    st.report("catalog", "no catalog: set `catalog` here or at the top of the file");
+                    st.report(
+                        "catalog",
+                        "no catalog: set `catalog` here or at the top of the file",
+                    );
                 }
                 default_catalog.cloned()
             }
@@ -249,7 +284,11 @@ pub fn build_pipeline(
         st.finish();
         stages.extend(stage);
     }
-    let pipeline = Pipeline { name: name?, slo_ms: slo_ms?, stages };
+    let pipeline = Pipeline {
+        name: name?,
+        slo_ms: slo_ms?,
+        stages,
+    };
     (pipeline.stages.len() == stage_tables.len()).then_some(pipeline)
 }
 
@@ -269,13 +308,21 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
         match catalog.get(entry.get_ref()) {
             Some(cv) => match cv.to_variant() {
                 Ok(v) => {
-                    if variants.iter().any(|w: &infadapt_model::Variant| w.name == v.name) {
-                        st.reader().report(entry.span(), &st.field("variants"), format!("variant `{}` listed twice", v.name));
+                    if variants
+                        .iter()
+                        .any(|w: &infadapt_model::Variant| w.name == v.name)
+                    {
+                        st.reader().report(
+                            entry.span(),
+                            &st.field("variants"),
+                            format!("variant `{}` listed twice", v.name),
+                        );
                     }
                     variants.push(v);
                 }
                 Err(e) => {
-                    st.reader().report(entry.span(), &st.field("variants"), e.to_string());
+                    st.reader()
+                        .report(entry.span(), &st.field("variants"), e.to_string());
                     complete = false;
                 }
             },
@@ -284,7 +331,11 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
                 st.reader().report(
                     entry.span(),
                     &st.field("variants"),
-                    format!("variant `{}` is not in the catalog (it has: {})", entry.get_ref(), known.join(", ")),
+                    format!(
+                        "variant `{}` is not in the catalog (it has: {})",
+                        entry.get_ref(),
+                        known.join(", ")
+                    ),
                 );
                 complete = false;
             }
@@ -311,7 +362,13 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
     if !complete {
         return None;
     }
-    Some(Stage { name: name?, variants, batch_sizes: batch_sizes?, core_options: core_options?, max_replicas })
+    Some(Stage {
+        name: name?,
+        variants,
+        batch_sizes: batch_sizes?,
+        core_options: core_options?,
+        max_replicas,
+    })
 }
 
 pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) -> Option<Plan> {
@@ -319,7 +376,9 @@ pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) ->
     let mut plan = Plan::default();
     for st in current.tables("stage") {
         let name = st.req_str("name");
-        let stage = name.as_deref().and_then(|n| pipeline.and_then(|p| p.stages.iter().find(|s| s.name == n)));
+        let stage = name
+            .as_deref()
+            .and_then(|n| pipeline.and_then(|p| p.stages.iter().find(|s| s.name == n)));
         if let (Some(n), Some(_)) = (&name, pipeline)
             && stage.is_none()
         {
@@ -331,7 +390,10 @@ pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) ->
             if let (Some(v), Some(stage)) = (&variant, stage)
                 && stage.variant(v).is_none()
             {
-                a.report("variant", format!("variant `{v}` is not offered by stage `{}`", stage.name));
+                a.report(
+                    "variant",
+                    format!("variant `{v}` is not offered by stage `{}`", stage.name),
+                );
             }
             let batch = a.req_u32("batch");
             let cores = a.req_u32("cores");
@@ -341,8 +403,16 @@ pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) ->
                 a.report("share", format!("must be in [0, 1], got {share}"));
             }
             a.finish();
-            if let (Some(variant), Some(batch), Some(cores), Some(replicas)) = (variant, batch, cores, replicas) {
-                assignments.push(Assignment { variant, batch, cores, replicas, share });
+            if let (Some(variant), Some(batch), Some(cores), Some(replicas)) =
+                (variant, batch, cores, replicas)
+            {
+                assignments.push(Assignment {
+                    variant,
+                    batch,
+                    cores,
+                    replicas,
+                    share,
+                });
             }
         }
         st.finish();

@@ -36,7 +36,11 @@ impl fmt::Display for Diagnostics {
             if d.field.is_empty() {
                 write!(f, "{}:{}:{}: {}", self.file, d.line, d.column, d.message)?;
             } else {
-                write!(f, "{}:{}:{}: {}: {}", self.file, d.line, d.column, d.field, d.message)?;
+                write!(
+                    f,
+                    "{}:{}:{}: {}: {}",
+                    self.file, d.line, d.column, d.field, d.message
+                )?;
             }
         }
         Ok(())
@@ -55,15 +59,27 @@ pub struct SourceText<'a> {
 
 impl<'a> SourceText<'a> {
     pub fn new(name: impl Into<String>, text: &'a str) -> Self {
-        let line_starts = std::iter::once(0).chain(text.match_indices('\n').map(|(i, _)| i + 1)).collect();
-        SourceText { name: name.into(), text, line_starts }
+        let line_starts = std::iter::once(0)
+            .chain(text.match_indices('\n').map(|(i, _)| i + 1))
+            .collect();
+        SourceText {
+            name: name.into(),
+            text,
+            line_starts,
+        }
     }
 
     /// 1-based line and column of a byte offset.
     pub fn position(&self, offset: usize) -> (usize, usize) {
-        let line = self.line_starts.partition_point(|&start| start <= offset).max(1);
+        let line = self
+            .line_starts
+            .partition_point(|&start| start <= offset)
+            .max(1);
         let start = self.line_starts[line - 1];
-        let column = self.text.get(start..offset.min(self.text.len())).map_or(1, |s| s.chars().count() + 1);
+        let column = self
+            .text
+            .get(start..offset.min(self.text.len()))
+            .map_or(1, |s| s.chars().count() + 1);
         (line, column)
     }
 }
@@ -77,13 +93,21 @@ pub struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     pub fn new(source: SourceText<'a>) -> Self {
-        Reader { source, problems: RefCell::new(Vec::new()) }
+        Reader {
+            source,
+            problems: RefCell::new(Vec::new()),
+        }
     }
 
     /// Records a problem at a byte span.
     pub fn report(&self, span: Range<usize>, field: &str, message: impl Into<String>) {
         let (line, column) = self.source.position(span.start);
-        self.problems.borrow_mut().push(Diagnostic { line, column, field: field.to_owned(), message: message.into() });
+        self.problems.borrow_mut().push(Diagnostic {
+            line,
+            column,
+            field: field.to_owned(),
+            message: message.into(),
+        });
     }
 
     /// Whether any problem was recorded so far.
@@ -99,7 +123,10 @@ impl<'a> Reader<'a> {
         }
         items.sort_by_key(|d| (d.line, d.column));
         items.dedup();
-        Err(Diagnostics { file: self.source.name.clone(), items })
+        Err(Diagnostics {
+            file: self.source.name.clone(),
+            items,
+        })
     }
 
     pub fn file_name(&self) -> &str {
@@ -126,7 +153,12 @@ pub fn read_document<T>(
     reader.finish()?;
     built.ok_or_else(|| Diagnostics {
         file: name.to_owned(),
-        items: vec![Diagnostic { line: 1, column: 1, field: String::new(), message: "file could not be read".into() }],
+        items: vec![Diagnostic {
+            line: 1,
+            column: 1,
+            field: String::new(),
+            message: "file could not be read".into(),
+        }],
     })
 }
 
@@ -147,13 +179,28 @@ fn kind(value: &DeValue<'_>) -> &'static str {
 }
 
 impl<'r, 'i> TableReader<'r, 'i> {
-    fn new(reader: &'r Reader<'r>, table: &'r DeTable<'i>, span: Range<usize>, path: String) -> Self {
-        TableReader { reader, table, span, path, used: RefCell::new(BTreeSet::new()) }
+    fn new(
+        reader: &'r Reader<'r>,
+        table: &'r DeTable<'i>,
+        span: Range<usize>,
+        path: String,
+    ) -> Self {
+        TableReader {
+            reader,
+            table,
+            span,
+            path,
+            used: RefCell::new(BTreeSet::new()),
+        }
     }
 
     /// Dotted path of `key` inside this table.
     pub fn field(&self, key: &str) -> String {
-        if self.path.is_empty() { key.to_owned() } else { format!("{}.{key}", self.path) }
+        if self.path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{}.{key}", self.path)
+        }
     }
 
     /// Span of the table itself (its header, or its first key).
@@ -171,7 +218,10 @@ impl<'r, 'i> TableReader<'r, 'i> {
 
     fn entry(&self, key: &str) -> Option<(Range<usize>, &'r Spanned<DeValue<'i>>)> {
         self.used.borrow_mut().insert(key.to_owned());
-        self.table.iter().find(|(k, _)| k.get_ref().as_ref() == key).map(|(k, v)| (k.span(), v))
+        self.table
+            .iter()
+            .find(|(k, _)| k.get_ref().as_ref() == key)
+            .map(|(k, v)| (k.span(), v))
     }
 
     /// Whether the table has `key` (marks it as known).
@@ -186,7 +236,11 @@ impl<'r, 'i> TableReader<'r, 'i> {
     }
 
     fn missing(&self, key: &str) {
-        self.reader.report(self.span.clone(), &self.field(key), "missing required field");
+        self.reader.report(
+            self.span.clone(),
+            &self.field(key),
+            "missing required field",
+        );
     }
 
     fn wrong_type(&self, key: &str, value: &Spanned<DeValue<'i>>, expected: &str) {
@@ -203,7 +257,11 @@ impl<'r, 'i> TableReader<'r, 'i> {
         match value_f64(value.get_ref()) {
             Some(v) if v.is_finite() => Some(v),
             Some(v) => {
-                self.reader.report(value.span(), &self.field(key), format!("must be a finite number, got {v}"));
+                self.reader.report(
+                    value.span(),
+                    &self.field(key),
+                    format!("must be a finite number, got {v}"),
+                );
                 None
             }
             None => {
@@ -230,7 +288,10 @@ impl<'r, 'i> TableReader<'r, 'i> {
 
     fn as_u32(&self, key: &str, value: &Spanned<DeValue<'i>>) -> Option<u32> {
         match value.get_ref().as_integer() {
-            Some(int) => match i64::from_str_radix(int.as_str(), int.radix()).ok().and_then(|v| u32::try_from(v).ok()) {
+            Some(int) => match i64::from_str_radix(int.as_str(), int.radix())
+                .ok()
+                .and_then(|v| u32::try_from(v).ok())
+            {
                 Some(v) => Some(v),
                 None => {
                     self.reader.report(
@@ -292,7 +353,13 @@ impl<'r, 'i> TableReader<'r, 'i> {
         if choices.contains(&s.as_str()) {
             Some(s)
         } else {
-            self.report(key, format!("unknown value `{s}`, expected one of: {}", choices.join(", ")));
+            self.report(
+                key,
+                format!(
+                    "unknown value `{s}`, expected one of: {}",
+                    choices.join(", ")
+                ),
+            );
             None
         }
     }
@@ -333,7 +400,12 @@ impl<'r, 'i> TableReader<'r, 'i> {
     pub fn opt_table(&self, key: &str) -> Option<TableReader<'r, 'i>> {
         let (key_span, value) = self.entry(key)?;
         match value.get_ref().as_table() {
-            Some(table) => Some(TableReader::new(self.reader, table, key_span, self.field(key))),
+            Some(table) => Some(TableReader::new(
+                self.reader,
+                table,
+                key_span,
+                self.field(key),
+            )),
             None => {
                 self.wrong_type(key, value, "a table");
                 None
@@ -353,7 +425,12 @@ impl<'r, 'i> TableReader<'r, 'i> {
         let mut out = Vec::new();
         for (i, item) in items.iter().enumerate() {
             match item.get_ref().as_table() {
-                Some(table) => out.push(TableReader::new(self.reader, table, item.span(), format!("{}[{i}]", self.field(key)))),
+                Some(table) => out.push(TableReader::new(
+                    self.reader,
+                    table,
+                    item.span(),
+                    format!("{}[{i}]", self.field(key)),
+                )),
                 None => self.wrong_type(key, item, "a table"),
             }
         }
@@ -367,8 +444,14 @@ impl<'r, 'i> TableReader<'r, 'i> {
         for (key, _) in self.table.iter() {
             let name = key.get_ref().as_ref();
             if !used.contains(name) {
-                let hint = closest(name, &known).map(|k| format!(" (did you mean `{k}`?)")).unwrap_or_default();
-                self.reader.report(key.span(), &self.field(name), format!("unknown field{hint}"));
+                let hint = closest(name, &known)
+                    .map(|k| format!(" (did you mean `{k}`?)"))
+                    .unwrap_or_default();
+                self.reader.report(
+                    key.span(),
+                    &self.field(name),
+                    format!("unknown field{hint}"),
+                );
             }
         }
     }
@@ -376,9 +459,13 @@ impl<'r, 'i> TableReader<'r, 'i> {
 
 fn value_f64(value: &DeValue<'_>) -> Option<f64> {
     if let Some(int) = value.as_integer() {
-        return i64::from_str_radix(int.as_str(), int.radix()).ok().map(|v| v as f64);
+        return i64::from_str_radix(int.as_str(), int.radix())
+            .ok()
+            .map(|v| v as f64);
     }
-    value.as_float().and_then(|f| f.as_str().replace('_', "").parse::<f64>().ok())
+    value
+        .as_float()
+        .and_then(|f| f.as_str().replace('_', "").parse::<f64>().ok())
 }
 
 /// The known key nearest to `name` by edit distance, when it is close enough to be a typo.
@@ -449,7 +536,10 @@ mod tests {
         let found = problems("slo_m = 3\n", |root| {
             root.opt_f64("slo_ms");
         });
-        assert_eq!(found, vec!["f.toml:1:1: slo_m: unknown field (did you mean `slo_ms`?)"]);
+        assert_eq!(
+            found,
+            vec!["f.toml:1:1: slo_m: unknown field (did you mean `slo_ms`?)"]
+        );
     }
 
     #[test]
