@@ -1,7 +1,9 @@
 //! `infadaptd run` and `validate` as a service: readiness on a notification socket the test
 //! listens on, the HTTP API, a rejected reload that keeps the old configuration, a clean
 //! stop on SIGTERM with state written, and a restart that resumes from it without
-//! reconfiguring the backend. Uses the simulated backend with a 1 s period.
+//! reconfiguring the backend. Uses the simulated backend with a 1 s period. Then plugin
+//! backends that panic, hang or have the wrong ABI, contained while the simulated pipeline
+//! ticks on.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -404,4 +406,258 @@ fn demo_runs_on_the_embedded_default_and_exits_by_itself() {
         "{stdout}"
     );
     assert!(stdout.contains("resnet: 12 ticks"), "{stdout}");
+}
+
+/// One pipeline of the plugin test: the resnet stage with a name and a backend table.
+fn pipeline_text(name: &str, backend: &str) -> String {
+    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    format!(
+        r#"
+[[pipeline]]
+name = "{name}"
+catalog = "{catalog}"
+slo_ms = 750
+initial_load_rps = 30
+[[pipeline.stage]]
+name = "classify"
+variants = ["resnet18", "resnet50"]
+core_options = [1, 2]
+max_replicas = 6
+[pipeline.solver]
+time_limit_ms = 200
+[pipeline.backend]
+{backend}
+"#,
+        catalog = catalog.display(),
+    )
+}
+
+fn plugin_service_config(port: u16, state_dir: &Path, plugin_dir: &Path) -> String {
+    let mut text = format!(
+        r#"
+[daemon]
+period_s = 1
+state_dir = "{state}"
+plugin_dirs = ["{plugins}"]
+grace_s = 3
+backend_timeout_s = 1
+[daemon.http]
+listen = "127.0.0.1:{port}"
+"#,
+        state = state_dir.display(),
+        plugins = plugin_dir.display(),
+    );
+    text.push_str(&pipeline_text(
+        "steady",
+        "type = \"sim\"\npeak_rps = 60\nday_s = 60",
+    ));
+    text.push_str(&pipeline_text(
+        "panicky",
+        "type = \"misbehave\"\nobserve = \"panic\"",
+    ));
+    text.push_str(&pipeline_text(
+        "stuck",
+        "type = \"misbehave\"\nobserve = \"hang\"\nhang_ms = 60000",
+    ));
+    text.push_str(&pipeline_text("old-abi", "type = \"wrong_abi\""));
+    text
+}
+
+fn status_of(port: u16) -> Option<serde_json::Value> {
+    http_get(port, "/v1/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
+}
+
+fn pipeline_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    status["pipelines"]
+        .as_array()
+        .and_then(|all| all.iter().find(|p| p["name"] == name))
+        .unwrap_or(&serde_json::Value::Null)
+}
+
+/// The value of the metric line starting with `series` (name and labels).
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+}
+
+#[test]
+fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
+    use crate::plugins::{TempDir, WRONG_ABI, compile_c_text, install_rust_plugin};
+    let plugin_dir = TempDir::new("daemon");
+    install_rust_plugin(
+        &plugin_dir,
+        "libinfadapt_plugin_misbehave.so",
+        "libinfadapt_plugin_misbehave.so",
+    );
+    compile_c_text(&plugin_dir, WRONG_ABI, "libwrong_abi.so");
+    let dir = scratch("plugins");
+    let config = dir.join("infadaptd.toml");
+    let port = free_port();
+    let text = plugin_service_config(port, &dir.join("state"), plugin_dir.path());
+
+    // `validate` finds the libraries without loading them, and names a missing one.
+    let missing = text.replace("type = \"wrong_abi\"", "type = \"nosuch\"");
+    std::fs::write(&config, &missing).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("pipeline[3].backend.type: no plugin library for backend `nosuch` in"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("{}:", config.display())),
+        "{stderr}"
+    );
+    std::fs::write(&config, &text).expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["validate", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let notify_path = dir.join("notify.sock");
+    let notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    notify
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let mut daemon = Daemon::start(&config, &notify_path);
+    wait_notify(&notify, "READY=1", Duration::from_secs(20));
+
+    let contained = |status: &serde_json::Value| {
+        let steady = pipeline_status(status, "steady");
+        let kind = |name: &str| pipeline_status(status, name)["plugin"]["degraded"]["kind"].clone();
+        steady["ticks"].as_u64().unwrap_or(0) >= 3
+            && kind("panicky") == "panic"
+            && kind("stuck") == "timeout"
+            && kind("old-abi") == "load"
+    };
+    let mut last = serde_json::Value::Null;
+    let reached = wait_until(Duration::from_secs(12), || {
+        last = status_of(port).unwrap_or(serde_json::Value::Null);
+        contained(&last)
+    });
+    assert!(
+        reached,
+        "not contained as expected:\n{last:#}\nlog:\n{}",
+        daemon.log()
+    );
+
+    // Degraded with the reason, in /v1/status.
+    let steady = pipeline_status(&last, "steady");
+    assert_eq!(steady["degraded"], false, "{steady:#}");
+    assert_eq!(steady["plugin"]["origin"], "linked in");
+    assert_eq!(steady["plugin"]["panics"], 0);
+    let panicky = pipeline_status(&last, "panicky");
+    assert_eq!(panicky["degraded"], true);
+    assert_eq!(panicky["state"], "running");
+    let message = panicky["plugin"]["degraded"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("observe panicked") && message.contains("asked to panic in observe"),
+        "{message}"
+    );
+    assert!(panicky["plugin"]["panics"].as_u64().unwrap_or(0) >= 1);
+    let stuck = pipeline_status(&last, "stuck");
+    assert_eq!(stuck["degraded"], true);
+    assert_eq!(stuck["plugin"]["hung"], true, "{stuck:#}");
+    assert_eq!(stuck["plugin"]["timeouts"], 1, "{stuck:#}");
+    let message = stuck["plugin"]["degraded"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.ends_with("observe timed out after 1 s"),
+        "{message}"
+    );
+    let old = pipeline_status(&last, "old-abi");
+    assert_eq!(old["degraded"], true);
+    let message = old["plugin"]["degraded"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("libwrong_abi.so refused: built for plugin ABI version 99"),
+        "{message}"
+    );
+    assert!(old["plugin"]["create_failures"].as_u64().unwrap_or(0) >= 1);
+
+    // The simulated pipeline keeps ticking.
+    let ticks = steady["ticks"].as_u64().unwrap_or(0);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            status_of(port).is_some_and(|s| {
+                pipeline_status(&s, "steady")["ticks"].as_u64().unwrap_or(0) > ticks
+            })
+        }),
+        "the sim pipeline stopped ticking:\n{}",
+        daemon.log()
+    );
+
+    // And in /metrics.
+    let (code, body) = http_get(port, "/metrics").expect("metrics");
+    assert_eq!(code, 200);
+    for (series, wanted) in [
+        ("infadapt_degraded{pipeline=\"steady\"}", Some(0.0)),
+        ("infadapt_degraded{pipeline=\"panicky\"}", Some(1.0)),
+        ("infadapt_degraded{pipeline=\"stuck\"}", Some(1.0)),
+        ("infadapt_degraded{pipeline=\"old-abi\"}", Some(1.0)),
+        (
+            "infadapt_plugin_timeouts_total{pipeline=\"stuck\"}",
+            Some(1.0),
+        ),
+        ("infadapt_plugin_hung{pipeline=\"stuck\"}", Some(1.0)),
+        (
+            "infadapt_degraded_reason{pipeline=\"panicky\",backend=\"misbehave\",reason=\"panic\"}",
+            Some(1.0),
+        ),
+        (
+            "infadapt_degraded_reason{pipeline=\"old-abi\",backend=\"wrong_abi\",reason=\"load\"}",
+            Some(1.0),
+        ),
+        ("infadapt_plugin_panics_total{pipeline=\"panicky\"}", None),
+        ("infadapt_plugin_errors_total{pipeline=\"old-abi\"}", None),
+        ("infadapt_plugin_calls_total{pipeline=\"steady\"}", None),
+        ("infadapt_tick_seconds_count{pipeline=\"steady\"}", None),
+    ] {
+        let value = metric(&body, series);
+        match wanted {
+            Some(v) => assert_eq!(value, Some(v), "{series} in:\n{body}"),
+            None => assert!(value.is_some_and(|v| v >= 1.0), "{series} in:\n{body}"),
+        }
+    }
+    assert!(
+        !body.contains("infadapt_degraded_reason{pipeline=\"steady\""),
+        "{body}"
+    );
+    let (code, health) = http_get(port, "/healthz").expect("healthz");
+    assert_eq!(code, 200);
+    assert!(
+        health.contains("panicky") && health.contains("stuck"),
+        "{health}"
+    );
+
+    // SIGTERM exits 0 in time although a plugin call still hangs.
+    let stopping = Instant::now();
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    let took = stopping.elapsed();
+    assert!(took < Duration::from_secs(4), "exit took {took:?}");
+    assert!(dir.join("state/pipeline-steady.json").exists());
+    let _ = std::fs::remove_dir_all(dir);
 }

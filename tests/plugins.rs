@@ -23,10 +23,10 @@ fn repo_root() -> PathBuf {
 }
 
 /// A directory removed when dropped; mode 0755 like a real plugin directory.
-struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    fn new(label: &str) -> TempDir {
+    pub(crate) fn new(label: &str) -> TempDir {
         static COUNT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "infadapt-plugins-{label}-{}-{}",
@@ -39,7 +39,7 @@ impl TempDir {
         TempDir(dir)
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 }
@@ -97,7 +97,7 @@ fn rust_plugins_dir() -> &'static Path {
 }
 
 /// Copies a Rust plugin cdylib into `dir` under `file_name`.
-fn install_rust_plugin(dir: &TempDir, built: &str, file_name: &str) -> PathBuf {
+pub(crate) fn install_rust_plugin(dir: &TempDir, built: &str, file_name: &str) -> PathBuf {
     let source = rust_plugins_dir().join(built);
     assert!(source.exists(), "{} was not built", source.display());
     let target = dir.path().join(file_name);
@@ -129,7 +129,7 @@ fn compile_c(dir: &TempDir, source: &Path, file_name: &str) -> PathBuf {
     out
 }
 
-fn compile_c_text(dir: &TempDir, text: &str, file_name: &str) -> PathBuf {
+pub(crate) fn compile_c_text(dir: &TempDir, text: &str, file_name: &str) -> PathBuf {
     let source = dir.path().join(format!("{file_name}.c"));
     std::fs::write(&source, text).expect("write C source");
     compile_c(dir, &source, file_name)
@@ -419,7 +419,7 @@ async fn a_hanging_plugin_times_out_while_others_keep_working() {
     assert_eq!(hanging.stats().timeouts, 1);
 }
 
-const WRONG_ABI: &str = r#"
+pub(crate) const WRONG_ABI: &str = r#"
 #include "infadapt_plugin.h"
 static const InfadaptPluginVTable VTABLE = { .abi_version = 99, .struct_size = sizeof(InfadaptPluginVTable) };
 const InfadaptPluginVTable *infadapt_plugin_entry(void) { return &VTABLE; }

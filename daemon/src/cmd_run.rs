@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -12,7 +13,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{DEFAULT_CONFIG_PATH, DaemonConfig, HttpListen, load_config, parse_config};
-use crate::service::status::{DecisionRecord, PipelineStatus};
+use crate::service::status::{DecisionRecord, PipelineStatus, Registry};
 use crate::service::{self, ServiceOptions};
 use crate::{exit, outln};
 
@@ -66,6 +67,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     init_logging(&config.daemon.log);
+    let grace = Duration::from_secs_f64(config.daemon.grace_s);
     let options = ServiceOptions {
         config,
         dry_run: args.dry_run,
@@ -75,10 +77,22 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         max_ticks: None,
         on_decision: None,
     };
-    runtime()?
-        .block_on(service::run(options))
-        .context("service failed")?;
+    run_service(options, grace).context("service failed")?;
     Ok(exit::OK)
+}
+
+/// Runs the service on a runtime built here and ended with `shutdown_timeout`: a backend
+/// call that hangs holds a blocking thread, and dropping the runtime would wait for it. The
+/// runtime gets what is left of the grace period (at least a moment) to finish.
+fn run_service(options: ServiceOptions, grace: Duration) -> anyhow::Result<Registry> {
+    let runtime = runtime()?;
+    let outcome = runtime.block_on(service::run(options));
+    let left = match &outcome {
+        Ok(stopped) => grace.saturating_sub(stopped.stop_began.elapsed()),
+        Err(_) => grace,
+    };
+    runtime.shutdown_timeout(left.max(Duration::from_millis(100)));
+    Ok(outcome?.registry)
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -229,9 +243,8 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
         max_ticks: Some(ticks),
         on_decision: Some(Arc::new(print_decision)),
     };
-    let registry = runtime()?
-        .block_on(service::run(options))
-        .context("demo failed")?;
+    let grace = Duration::from_secs_f64(options.config.daemon.grace_s);
+    let registry = run_service(options, grace).context("demo failed")?;
     print_summary(&registry.snapshot(), args.duration);
     Ok(exit::OK)
 }

@@ -358,7 +358,7 @@ fn read_pipeline(
         control.damping = read_damping(&d);
         d.finish();
     }
-    let backend = read_backend(p, raw_backend);
+    let backend = read_backend(p, raw_backend, daemon);
     if complete && let Err(e) = control.validate() {
         p.report("name", e.to_string());
     }
@@ -484,6 +484,7 @@ fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
 fn read_backend(
     p: &TableReader<'_, '_>,
     raw_backend: Option<&toml::Table>,
+    daemon: &DaemonSettings,
 ) -> Option<BackendConfig> {
     let Some(table) = p.opt_table("backend") else {
         if !p.has("backend") {
@@ -516,10 +517,39 @@ fn read_backend(
         }
     }
     let settings = serde_json::Value::Object(settings);
-    if kind == SIM_BACKEND
-        && let Err(e) = crate::service::sim_backend::SimSettings::from_json(&settings)
-    {
-        table.report("type", format!("sim backend settings: {e}"));
+    if kind == SIM_BACKEND {
+        if let Err(e) = crate::service::sim_backend::SimSettings::from_json(&settings) {
+            table.report("type", format!("sim backend settings: {e}"));
+        }
+    } else {
+        if settings.get("pipeline").is_some() {
+            table.report(
+                "pipeline",
+                "is passed to the plugin by the daemon (the pipeline's name, SLO and stages); \
+                 leave it out",
+            );
+        }
+        // Only the file's presence is checked here; loading runs code and happens in `run`.
+        if crate::plugin_host::find_plugin_file(&daemon.plugin_dirs, &kind).is_none() {
+            let dirs = if daemon.plugin_dirs.is_empty() {
+                "(no plugin_dirs configured)".to_owned()
+            } else {
+                daemon
+                    .plugin_dirs
+                    .iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            table.report(
+                "type",
+                format!(
+                    "no plugin library for backend `{kind}` in {dirs} (looked for \
+                     libinfadapt_plugin_{kind}.so or lib{kind}.so); `{SIM_BACKEND}` is the \
+                     only backend built in"
+                ),
+            );
+        }
     }
     Some(BackendConfig { kind, settings })
 }

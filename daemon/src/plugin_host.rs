@@ -279,6 +279,19 @@ pub fn plugin_name(path: &Path) -> Option<String> {
     (!stem.is_empty()).then(|| stem.to_owned())
 }
 
+/// The file [`PluginHost::library`] would load for `name`: the first directory holding a
+/// file whose [`plugin_name`] is `name` (the first such file by name). Reads directories
+/// only; loads nothing.
+pub fn find_plugin_file(dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    dirs.iter().find_map(|dir| {
+        let entries = std::fs::read_dir(dir).ok()?;
+        entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| plugin_name(p).as_deref() == Some(name))
+            .min()
+    })
+}
+
 /// Libraries mapped so far, by canonical path; entries are never removed.
 fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedLibrary>>> {
     static LIBRARIES: OnceLock<Mutex<HashMap<PathBuf, Arc<LoadedLibrary>>>> = OnceLock::new();
@@ -388,18 +401,8 @@ impl PluginHost {
         {
             return Ok(lib.clone());
         }
-        for dir in &self.dirs {
-            let Ok(entries) = std::fs::read_dir(dir) else {
-                continue;
-            };
-            let mut paths: Vec<PathBuf> = entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| plugin_name(p).as_deref() == Some(name))
-                .collect();
-            paths.sort();
-            if let Some(path) = paths.first() {
-                return self.load(path);
-            }
+        if let Some(path) = find_plugin_file(&self.dirs, name) {
+            return self.load(&path);
         }
         Err(HostError::NotFound {
             name: name.to_owned(),

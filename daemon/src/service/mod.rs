@@ -6,7 +6,6 @@
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
-pub mod backend;
 pub mod convert;
 pub mod http;
 pub mod notify;
@@ -16,8 +15,10 @@ pub mod state;
 pub mod status;
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt as _;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
@@ -26,6 +27,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
+use crate::plugin_host::PluginHost;
 use pipeline::{DecisionSink, TaskOptions, run_pipeline};
 use status::Registry;
 
@@ -87,7 +89,22 @@ struct App {
     options: ServiceOptions,
     config: DaemonConfig,
     registry: Registry,
+    plugins: Arc<PluginHost>,
     pipelines: BTreeMap<String, Running>,
+}
+
+/// How the service ended.
+#[derive(Debug)]
+pub struct Stopped {
+    /// Every pipeline's final status.
+    pub registry: Registry,
+    /// When stopping began (the grace period runs from here).
+    pub stop_began: Instant,
+}
+
+/// The uid this process runs as (the service user): the owner of `/proc/self`.
+fn own_uid() -> Option<u32> {
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 impl App {
@@ -99,6 +116,7 @@ impl App {
                 .persist_state
                 .then(|| self.config.daemon.resolved_state_dir()),
             backend_timeout: Duration::from_secs_f64(self.config.daemon.backend_timeout_s),
+            plugins: Arc::clone(&self.plugins),
             speed: self.options.speed,
             on_decision: self.options.on_decision.clone(),
             max_ticks: self.options.max_ticks,
@@ -218,8 +236,12 @@ async fn tick_opt(timer: &mut Option<tokio::time::Interval>) {
     }
 }
 
-/// Runs the service until a stop signal (or `run_for`); returns the final registry.
-pub async fn run(options: ServiceOptions) -> Result<Registry, ServiceError> {
+/// Runs the service until a stop signal (or every pipeline ran `max_ticks`).
+///
+/// A backend call that hangs keeps a thread of the blocking pool busy: end the runtime with
+/// `Runtime::shutdown_timeout` (the grace left after [`Stopped::stop_began`]), not by
+/// dropping it, which would wait for that thread.
+pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     let mut signals = Signals {
         hup: signal(SignalKind::hangup()).map_err(ServiceError::Signals)?,
         term: signal(SignalKind::terminate()).map_err(ServiceError::Signals)?,
@@ -230,10 +252,15 @@ pub async fn run(options: ServiceOptions) -> Result<Registry, ServiceError> {
     if options.serve_http {
         serve_http(&config.daemon.http, registry.clone()).await?;
     }
+    let plugins = Arc::new(PluginHost::new(
+        config.daemon.plugin_dirs.clone(),
+        own_uid(),
+    ));
     let mut app = App {
         options: options.clone(),
         config: config.clone(),
         registry: registry.clone(),
+        plugins,
         pipelines: BTreeMap::new(),
     };
     for p in config.pipelines {
@@ -250,7 +277,7 @@ pub async fn run(options: ServiceOptions) -> Result<Registry, ServiceError> {
     let status_period =
         Duration::from_secs_f64((app.config.daemon.period_s / options.speed).clamp(0.05, 10.0));
     let mut status_timer = tokio::time::interval(status_period);
-    loop {
+    let stop_began = loop {
         let event = tokio::select! {
             _ = signals.hup.recv() => Event::Reload,
             _ = signals.term.recv() => Event::Stop("SIGTERM"),
@@ -266,19 +293,24 @@ pub async fn run(options: ServiceOptions) -> Result<Registry, ServiceError> {
                 if options.max_ticks.is_some()
                     && app.pipelines.values().all(|r| r.handle.is_finished())
                 {
+                    let began = Instant::now();
                     app.shutdown("every pipeline ran its ticks", &mut signals)
                         .await;
-                    break;
+                    break began;
                 }
             }
             Event::Stop(why) => {
+                let began = Instant::now();
                 app.shutdown(why, &mut signals).await;
-                break;
+                break began;
             }
         }
-    }
+    };
     info!("stopped");
-    Ok(registry)
+    Ok(Stopped {
+        registry,
+        stop_began,
+    })
 }
 
 async fn serve_http(listen: &HttpListen, registry: Registry) -> Result<(), ServiceError> {

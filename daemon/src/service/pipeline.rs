@@ -1,22 +1,32 @@
 //! One pipeline's control loop as a task: observe through the backend → decide (forecast,
 //! plan, damp) → apply unless dry-run → record, every period, until told to stop. A failing
 //! backend or planner marks this pipeline degraded and never touches the others.
+//!
+//! The backend is a [`GuardedBackend`]: the linked-in simulator for `type = "sim"`, else the
+//! plugin library of that name loaded through the shared [`PluginHost`]. Every call runs on
+//! the blocking pool with the configured time limit; failures put the backend into backoff.
+//! When the library cannot be loaded or the instance cannot be created, the pipeline stays
+//! degraded and retries with a doubling backoff, each attempt at a tick.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infadapt_control::{ControlLoop, Decision, Policy};
-use infadapt_model::Plan;
+use infadapt_model::{CatalogVariant, Plan};
+use infadapt_plugin_abi::BackendInstance;
+use serde_json::json;
 use tokio::sync::watch;
-use tracing::{Instrument, error, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::backend::BackendHandle;
 use super::convert::{observation_from_plugin, plan_to_message};
 use super::sim_backend::SimBackend;
 use super::state::{self, PipelineState, STATE_SCHEMA};
-use super::status::{DecisionRecord, Registry};
+use super::status::{DecisionRecord, DegradedReason, PluginStatus, Registry};
 use crate::config::{PipelineConfig, SIM_BACKEND};
+use crate::plugin_host::{
+    BackendOrigin, CallPolicy, GuardedBackend, HostError, InstanceFactory, PluginHost,
+};
 
 /// Callback for each decision (the demo prints them).
 pub type DecisionSink = Arc<dyn Fn(&DecisionRecord) + Send + Sync>;
@@ -28,6 +38,8 @@ pub struct TaskOptions {
     /// Where state is kept; `None` keeps none.
     pub state_dir: Option<PathBuf>,
     pub backend_timeout: Duration,
+    /// Loads plugin backends (shared by every pipeline).
+    pub plugins: Arc<PluginHost>,
     /// Wall time between ticks divided into the period: 1 in service, more in the demo.
     pub speed: f64,
     pub on_decision: Option<DecisionSink>,
@@ -104,8 +116,16 @@ struct PipelineTask {
     config: PipelineConfig,
     options: TaskOptions,
     registry: Registry,
-    backend: BackendHandle,
+    /// `None` until the backend could be created.
+    backend: Option<GuardedBackend>,
+    creation: Creation,
+    /// The kind of the backend's last failure (for the degraded reason).
+    last_failure: Option<DegradedReason>,
     control: Option<ControlLoop>,
+    /// The plan the task started from (the simulator starts running it).
+    start_plan: Plan,
+    /// Whether a saved plan was found at start.
+    resumed: bool,
     /// The plan the backend was last told to run.
     applied: Plan,
     period_s: f64,
@@ -146,65 +166,246 @@ impl PipelineTask {
             .map_err(|e| e.to_string())?;
         let start_plan = control.initial_plan();
         let period_s = config.control.interval_s;
-        let instance: Box<dyn infadapt_plugin_abi::BackendInstance> =
-            if config.backend.kind == SIM_BACKEND {
-                let step = period_s.round().max(1.0) as u32;
-                Box::new(
-                    SimBackend::new(&pipeline, &start_plan, &config.backend.settings, step)
-                        .map_err(|e| format!("sim backend: {e}"))?,
-                )
-            } else {
-                return Err(format!(
-                    "backend `{}`: loading plugin backends is not available in this build",
-                    config.backend.kind
-                ));
-            };
-        let backend = BackendHandle::new(
-            config.backend.kind.clone(),
-            instance,
-            options.backend_timeout,
-        );
         let mut task = PipelineTask {
             name,
             config,
             options,
             registry,
-            backend,
+            backend: None,
+            creation: Creation::default(),
+            last_failure: None,
             control: Some(control),
             applied: start_plan.clone(),
+            start_plan,
+            resumed: saved.is_some(),
             period_s,
             started: Instant::now(),
             ticks: 0,
         };
-        // Startup reconcile: leave a backend alone that already runs the plan.
-        match task.backend.call("observe", |b| b.observe()).await {
+        task.ensure_backend().await;
+        let plan = task.applied.clone();
+        task.registry.update(&task.name, |s| s.plan = Some(plan));
+        Ok(task)
+    }
+
+    /// The call policy: the configured time limit, and a backoff that starts at one period.
+    fn policy(&self) -> CallPolicy {
+        let period = Duration::from_secs_f64((self.period_s / self.options.speed).max(0.001));
+        CallPolicy {
+            timeout: self.options.backend_timeout,
+            backoff_initial: period,
+            backoff_max: (period * 32).min(Duration::from_secs(300)).max(period),
+        }
+    }
+
+    /// Creates the backend when it does not exist yet and its backoff has passed, then
+    /// reconciles it with the starting plan; whether a backend is there.
+    async fn ensure_backend(&mut self) -> bool {
+        if self.backend.is_some() {
+            return true;
+        }
+        if self.creation.retry_at.is_some_and(|at| Instant::now() < at) {
+            return false;
+        }
+        match self.create_backend().await {
+            Ok(backend) => {
+                info!(
+                    backend = %backend.name(),
+                    origin = %backend.origin(),
+                    "backend created"
+                );
+                self.backend = Some(backend);
+                self.creation = Creation::default();
+                self.last_failure = None;
+                self.reconcile_at_start().await;
+                self.publish_backend();
+                true
+            }
+            Err(failure) => {
+                let policy = self.policy();
+                let doublings = self.creation.consecutive.min(20);
+                let backoff = policy
+                    .backoff_initial
+                    .saturating_mul(1 << doublings)
+                    .min(policy.backoff_max);
+                self.creation.consecutive += 1;
+                self.creation.failures += 1;
+                self.creation.retry_at = Some(Instant::now() + backoff);
+                warn!(
+                    backend = %self.config.backend.kind,
+                    retry_in_s = backoff.as_secs_f64(),
+                    "backend cannot be created; the pipeline is degraded: {}",
+                    failure.message
+                );
+                self.last_failure = Some(failure);
+                self.publish_backend();
+                false
+            }
+        }
+    }
+
+    async fn create_backend(&mut self) -> Result<GuardedBackend, DegradedReason> {
+        let policy = self.policy();
+        let kind = self.config.backend.kind.clone();
+        let failure = |kind: &str, message: String| DegradedReason {
+            kind: kind.to_owned(),
+            message,
+        };
+        if kind == SIM_BACKEND {
+            let pipeline = self.config.control.problem.pipeline.clone();
+            let start = self.start_plan.clone();
+            let settings = self.config.backend.settings.clone();
+            let step = self.period_s.round().max(1.0) as u32;
+            let factory: InstanceFactory = Arc::new(move || {
+                SimBackend::new(&pipeline, &start, &settings, step)
+                    .map(|b| Box::new(b) as Box<dyn BackendInstance>)
+            });
+            let instance = factory().map_err(|e| {
+                failure(
+                    "create",
+                    format!("backend `sim` (linked in): create failed: {}", e.message),
+                )
+            })?;
+            return Ok(
+                GuardedBackend::new(instance, BackendOrigin::Linked, policy).with_factory(factory)
+            );
+        }
+        let host = Arc::clone(&self.options.plugins);
+        let name = kind.clone();
+        // Mapping a library runs its initialisers: off the async threads, within the limit.
+        let loading = tokio::task::spawn_blocking(move || host.library(&name));
+        let library = match tokio::time::timeout(policy.timeout, loading).await {
+            Ok(Ok(Ok(library))) => library,
+            Ok(Ok(Err(e))) => return Err(failure("load", e.to_string())),
+            Ok(Err(_)) => {
+                return Err(failure("load", format!("loading plugin `{kind}` panicked")));
+            }
+            Err(_) => {
+                return Err(failure(
+                    "load",
+                    format!(
+                        "loading plugin `{kind}` did not finish within {:.1} s",
+                        policy.timeout.as_secs_f64()
+                    ),
+                ));
+            }
+        };
+        let config = plugin_config(&self.config).to_string();
+        GuardedBackend::create_plugin(library, config, policy)
+            .await
+            .map_err(|e| failure("create", e.to_string()))
+    }
+
+    /// Startup reconcile: leave a backend alone that already runs the starting plan.
+    async fn reconcile_at_start(&mut self) {
+        let start_plan = self.start_plan.clone();
+        match self.observe().await {
             Ok(observation) => {
                 let deployed = super::convert::message_to_plan(&observation.deployed);
                 if deployed == start_plan {
-                    let origin = if saved.is_some() { "saved" } else { "initial" };
+                    let origin = if self.resumed { "saved" } else { "initial" };
                     info!(
                         origin,
                         "resumed: the backend already runs the {origin} plan; nothing applied"
                     );
-                } else if task.options.dry_run {
+                } else if self.options.dry_run {
                     info!("dry run: the starting plan differs from the backend; not applied");
-                    task.applied = deployed;
+                    self.applied = deployed;
                 } else {
-                    task.apply(&start_plan, "startup").await;
+                    self.apply(&start_plan, "startup").await;
                 }
             }
-            Err(e) => {
-                warn!(error = %e, "backend not observable at startup");
-                task.registry.update(&task.name, |s| {
-                    s.plugin_errors += 1;
-                    s.degraded = true;
-                    s.last_error = Some(e.to_string());
+            Err(e) => warn!(error = %e, "backend not observable at startup"),
+        }
+    }
+
+    /// Observes through the guarded backend, booking the outcome.
+    async fn observe(&mut self) -> Result<infadapt_plugin_abi::PluginObservation, HostError> {
+        let Some(backend) = self.backend.as_mut() else {
+            return Err(self.no_backend(crate::plugin_host::Call::Observe));
+        };
+        let result = backend.observe().await;
+        self.note(result.as_ref().err());
+        result
+    }
+
+    fn no_backend(&self, call: crate::plugin_host::Call) -> HostError {
+        HostError::Unusable {
+            backend: self.config.backend.kind.clone(),
+            origin: BackendOrigin::Linked,
+            call,
+            reason: "the backend has not been created".to_owned(),
+        }
+    }
+
+    /// Remembers the kind of a real failure (refusals keep the previous one) and publishes
+    /// the backend's counters.
+    fn note(&mut self, error: Option<&HostError>) {
+        if let Some(e) = error {
+            let kind = match e {
+                HostError::Panicked { .. } => Some("panic"),
+                HostError::TimedOut { .. } => Some("timeout"),
+                HostError::Failed { .. } => Some("error"),
+                HostError::Unusable { .. } => Some("unusable"),
+                HostError::Hung { .. } | HostError::Backoff { .. } => None,
+                _ => Some("error"),
+            };
+            if let Some(kind) = kind {
+                self.last_failure = Some(DegradedReason {
+                    kind: kind.to_owned(),
+                    message: e.to_string(),
                 });
+            } else {
+                debug!(error = %e, "backend call not attempted");
             }
         }
-        let plan = task.applied.clone();
-        task.registry.update(&task.name, |s| s.plan = Some(plan));
-        Ok(task)
+        self.publish_backend();
+    }
+
+    /// Copies the guard's counters and degraded state into the registry.
+    fn publish_backend(&self) {
+        let mut plugin = PluginStatus {
+            create_failures: self.creation.failures,
+            ..PluginStatus::default()
+        };
+        let degraded = match &self.backend {
+            Some(backend) => {
+                let stats = backend.stats();
+                plugin.origin = backend.origin().to_string();
+                plugin.calls = stats.calls;
+                plugin.errors = stats.errors;
+                plugin.panics = stats.panics;
+                plugin.timeouts = stats.timeouts;
+                plugin.refused = stats.refused;
+                plugin.restarts = stats.restarts;
+                plugin.hung = backend.is_hung();
+                plugin.retry_in_s = stats.degraded.as_ref().map(|d| {
+                    d.retry_at
+                        .saturating_duration_since(Instant::now())
+                        .as_secs_f64()
+                });
+                backend.is_degraded() || plugin.hung
+            }
+            None => {
+                plugin.retry_in_s = self
+                    .creation
+                    .retry_at
+                    .map(|at| at.saturating_duration_since(Instant::now()).as_secs_f64());
+                true
+            }
+        };
+        if degraded {
+            plugin.degraded = self.last_failure.clone();
+        }
+        let last_error = plugin.degraded.as_ref().map(|d| d.message.clone());
+        self.registry.update(&self.name, |s| {
+            s.plugin_errors = plugin.failures();
+            s.degraded = degraded;
+            if last_error.is_some() {
+                s.last_error = last_error;
+            }
+            s.plugin = plugin;
+        });
     }
 
     /// Seconds since start: wall time in service, tick count × period when accelerated.
@@ -218,7 +419,12 @@ impl PipelineTask {
 
     async fn apply(&mut self, plan: &Plan, reason: &str) -> Option<Vec<String>> {
         let message = plan_to_message(plan);
-        match self.backend.call("apply", move |b| b.apply(&message)).await {
+        let result = match self.backend.as_mut() {
+            Some(backend) => backend.apply(&message).await,
+            None => Err(self.no_backend(crate::plugin_host::Call::Apply)),
+        };
+        self.note(result.as_ref().err());
+        match result {
             Ok(report) => {
                 self.applied = plan.clone();
                 if report.changed {
@@ -228,7 +434,6 @@ impl PipelineTask {
                 let applied = plan.clone();
                 self.registry.update(&self.name, |s| {
                     s.plan = Some(applied);
-                    s.degraded = false;
                     if changed {
                         s.reconfigurations += 1;
                     }
@@ -237,12 +442,7 @@ impl PipelineTask {
                 Some(report.actions)
             }
             Err(e) => {
-                warn!(error = %e, reason, "apply failed; will retry next period");
-                self.registry.update(&self.name, |s| {
-                    s.plugin_errors += 1;
-                    s.degraded = true;
-                    s.last_error = Some(e.to_string());
-                });
+                info!(error = %e, reason, "plan not applied; will retry next period");
                 None
             }
         }
@@ -251,18 +451,27 @@ impl PipelineTask {
     async fn tick(&mut self) {
         self.ticks += 1;
         let tick = self.ticks;
+        let started = Instant::now();
         let span = info_span!("tick", tick);
-        async {
-            let observation = match self.backend.call("observe", |b| b.observe()).await {
+        self.tick_inner(tick).instrument(span).await;
+        let seconds = started.elapsed().as_secs_f64();
+        self.registry.update(&self.name, |s| {
+            s.ticks = tick;
+            s.tick_times.record(seconds);
+        });
+    }
+
+    async fn tick_inner(&mut self, tick: u64) {
+        {
+            if !self.ensure_backend().await {
+                return;
+            }
+            let observation = match self.observe().await {
                 Ok(o) => o,
                 Err(e) => {
-                    warn!(error = %e, "observe failed; keeping the current plan");
-                    self.registry.update(&self.name, |s| {
-                        s.ticks = tick;
-                        s.plugin_errors += 1;
-                        s.degraded = true;
-                        s.last_error = Some(e.to_string());
-                    });
+                    if !matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
+                        info!(error = %e, "no observation; keeping the current plan");
+                    }
                     return;
                 }
             };
@@ -318,7 +527,6 @@ impl PipelineTask {
             };
             let planner_error = record.decision.error.clone();
             self.registry.update(&self.name, |s| {
-                s.ticks = tick;
                 s.completed += observation.completed;
                 s.dropped += observation.dropped;
                 s.slo_misses += observation.slo_misses;
@@ -332,11 +540,9 @@ impl PipelineTask {
             }
             self.registry.record(record);
         }
-        .instrument(span)
-        .await;
     }
 
-    async fn persist(&self) {
+    async fn persist(&mut self) {
         let Some(dir) = self.options.state_dir.clone() else {
             return;
         };
@@ -352,4 +558,55 @@ impl PipelineTask {
             Err(_) => warn!("saving state panicked"),
         }
     }
+}
+
+/// When the backend could not be created: how often, and when to try again.
+#[derive(Debug, Default)]
+struct Creation {
+    /// Failures since the start (a counter).
+    failures: u64,
+    /// Failures since the last success (sets the backoff).
+    consecutive: u32,
+    retry_at: Option<Instant>,
+}
+
+/// The config a plugin backend is created with: the `[pipeline.backend]` table (without
+/// `type`) as a JSON object, plus `pipeline`: its name, SLO and stages, each variant written
+/// out as a catalog entry (name, accuracy, load time, GPU memory, profile points).
+pub fn plugin_config(config: &PipelineConfig) -> serde_json::Value {
+    let pipeline = &config.control.problem.pipeline;
+    let stages: Vec<serde_json::Value> = pipeline
+        .stages
+        .iter()
+        .map(|stage| {
+            let variants: Vec<CatalogVariant> = stage
+                .variants
+                .iter()
+                .map(|v| CatalogVariant {
+                    name: v.name.clone(),
+                    accuracy: v.accuracy,
+                    load_time_s: v.load_time_s,
+                    gpu_mem_mb: v.gpu_mem_mb,
+                    source: String::new(),
+                    points: v.profile.points().to_vec(),
+                })
+                .collect();
+            json!({
+                "name": stage.name,
+                "variants": variants,
+                "batch_sizes": stage.batch_sizes,
+                "core_options": stage.core_options,
+                "max_replicas": stage.max_replicas,
+            })
+        })
+        .collect();
+    let mut table = match &config.backend.settings {
+        serde_json::Value::Object(map) => map.clone(),
+        _ => serde_json::Map::new(),
+    };
+    table.insert(
+        "pipeline".to_owned(),
+        json!({ "name": pipeline.name, "slo_ms": pipeline.slo_ms, "stages": stages }),
+    );
+    serde_json::Value::Object(table)
 }

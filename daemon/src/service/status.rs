@@ -24,6 +24,123 @@ pub struct DecisionRecord {
     pub decision: Decision,
 }
 
+/// Why a pipeline's backend is degraded.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DegradedReason {
+    /// `load` (the library was not found or refused), `create`, `panic`, `timeout`, `error`
+    /// or `unusable`.
+    pub kind: String,
+    /// The full error, naming the backend and the call.
+    pub message: String,
+}
+
+/// How the guarded calls to a pipeline's backend went (from the plugin host's counters).
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct PluginStatus {
+    /// `linked in` or `plugin PATH`; empty until the backend exists.
+    pub origin: String,
+    pub calls: u64,
+    /// Calls that returned an error status (panics and timeouts not included).
+    pub errors: u64,
+    pub panics: u64,
+    pub timeouts: u64,
+    /// Calls not attempted because of backoff or a hung call.
+    pub refused: u64,
+    /// Instances recreated after a panic.
+    pub restarts: u64,
+    /// Failed attempts to load the library or create the instance.
+    pub create_failures: u64,
+    /// A timed-out call is still running.
+    pub hung: bool,
+    pub degraded: Option<DegradedReason>,
+    /// Seconds until the next attempt while degraded.
+    pub retry_in_s: Option<f64>,
+}
+
+impl PluginStatus {
+    /// Every failure: errors, panics, timeouts and failed creations.
+    pub fn failures(&self) -> u64 {
+        self.errors + self.panics + self.timeouts + self.create_failures
+    }
+}
+
+/// Upper bounds of the tick duration histogram, seconds.
+pub const TICK_BUCKETS_S: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Recent tick durations kept for quantiles.
+const TICKS_KEPT: usize = 512;
+
+/// Durations of whole ticks (observe, decide, apply, record).
+#[derive(Debug, Clone, Default)]
+pub struct TickTimes {
+    /// Cumulative counts per [`TICK_BUCKETS_S`] bound.
+    pub buckets: [u64; TICK_BUCKETS_S.len()],
+    pub count: u64,
+    pub sum_s: f64,
+    recent: VecDeque<f64>,
+}
+
+/// Quantiles of the recent tick durations, milliseconds.
+#[derive(Debug, Clone, Serialize, Default, PartialEq)]
+pub struct TickSummary {
+    pub count: u64,
+    /// Ticks the quantiles are computed over (the newest ones).
+    pub window: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl TickTimes {
+    /// Books one tick.
+    pub fn record(&mut self, seconds: f64) {
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        for (bound, count) in TICK_BUCKETS_S.iter().zip(self.buckets.iter_mut()) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+        self.count += 1;
+        self.sum_s += seconds;
+        self.recent.push_back(seconds);
+        while self.recent.len() > TICKS_KEPT {
+            self.recent.pop_front();
+        }
+    }
+
+    /// p50, p99 and max of the newest ticks (nearest rank).
+    pub fn summary(&self) -> TickSummary {
+        let mut sorted: Vec<f64> = self.recent.iter().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let rank = |q: f64| -> f64 {
+            if sorted.is_empty() {
+                return 0.0;
+            }
+            let index = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len()) - 1;
+            sorted[index] * 1000.0
+        };
+        TickSummary {
+            count: self.count,
+            window: sorted.len(),
+            p50_ms: rank(0.5),
+            p99_ms: rank(0.99),
+            max_ms: sorted.last().map_or(0.0, |s| s * 1000.0),
+        }
+    }
+}
+
+impl Serialize for TickTimes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.summary().serialize(serializer)
+    }
+}
+
 /// The live state of one pipeline.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PipelineStatus {
@@ -39,8 +156,13 @@ pub struct PipelineStatus {
     #[serde(skip)]
     pub decisions: VecDeque<DecisionRecord>,
     pub ticks: u64,
+    /// How long ticks take (in JSON: quantiles of the recent ones).
+    pub tick_times: TickTimes,
     pub reconfigurations: u64,
+    /// Backend calls that failed, panicked or timed out, and failed creations.
     pub plugin_errors: u64,
+    /// The guarded backend calls in detail.
+    pub plugin: PluginStatus,
     pub planner_errors: u64,
     pub degraded: bool,
     pub last_error: Option<String>,
@@ -254,10 +376,40 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         per(&|s| Some(s.reconfigurations as f64)),
     );
     gauge(
-        "infadapt_plugin_errors_total",
-        "Backend calls that failed, timed out or panicked.",
+        "infadapt_plugin_calls_total",
+        "Backend calls attempted.",
         "counter",
-        per(&|s| Some(s.plugin_errors as f64)),
+        per(&|s| Some(s.plugin.calls as f64)),
+    );
+    gauge(
+        "infadapt_plugin_errors_total",
+        "Backend calls that returned an error, and failed loads or creations.",
+        "counter",
+        per(&|s| Some((s.plugin.errors + s.plugin.create_failures) as f64)),
+    );
+    gauge(
+        "infadapt_plugin_panics_total",
+        "Backend calls that panicked.",
+        "counter",
+        per(&|s| Some(s.plugin.panics as f64)),
+    );
+    gauge(
+        "infadapt_plugin_timeouts_total",
+        "Backend calls that ran past the time limit.",
+        "counter",
+        per(&|s| Some(s.plugin.timeouts as f64)),
+    );
+    gauge(
+        "infadapt_plugin_refused_total",
+        "Backend calls not attempted while backing off or while a call hangs.",
+        "counter",
+        per(&|s| Some(s.plugin.refused as f64)),
+    );
+    gauge(
+        "infadapt_plugin_restarts_total",
+        "Backend instances recreated after a panic.",
+        "counter",
+        per(&|s| Some(s.plugin.restarts as f64)),
     );
     gauge(
         "infadapt_planner_errors_total",
@@ -270,6 +422,34 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "1 while the pipeline's backend is failing.",
         "gauge",
         per(&|s| Some(f64::from(u8::from(s.degraded || s.state == "failed")))),
+    );
+    gauge(
+        "infadapt_plugin_hung",
+        "1 while a timed-out backend call is still running.",
+        "gauge",
+        per(&|s| Some(f64::from(u8::from(s.plugin.hung)))),
+    );
+    gauge(
+        "infadapt_degraded_reason",
+        "1 for the kind of failure a degraded pipeline's backend last had \
+         (load, create, panic, timeout, error, unusable).",
+        "gauge",
+        statuses
+            .iter()
+            .filter_map(|s| {
+                s.plugin.degraded.as_ref().map(|d| {
+                    (
+                        format!(
+                            "pipeline=\"{}\",backend=\"{}\",reason=\"{}\"",
+                            escape(&s.name),
+                            escape(&s.backend),
+                            escape(&d.kind)
+                        ),
+                        1.0,
+                    )
+                })
+            })
+            .collect(),
     );
     let mut plan_rows = Vec::new();
     for s in statuses {
@@ -295,5 +475,57 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "gauge",
         plan_rows,
     );
+    let _ = writeln!(
+        out,
+        "# HELP infadapt_tick_seconds Duration of a whole tick (observe, decide, apply, record).\n\
+         # TYPE infadapt_tick_seconds histogram"
+    );
+    for s in statuses {
+        let name = escape(&s.name);
+        for (bound, count) in TICK_BUCKETS_S.iter().zip(s.tick_times.buckets) {
+            let _ = writeln!(
+                out,
+                "infadapt_tick_seconds_bucket{{pipeline=\"{name}\",le=\"{bound}\"}} {count}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "infadapt_tick_seconds_bucket{{pipeline=\"{name}\",le=\"+Inf\"}} {}\n\
+             infadapt_tick_seconds_sum{{pipeline=\"{name}\"}} {}\n\
+             infadapt_tick_seconds_count{{pipeline=\"{name}\"}} {}",
+            s.tick_times.count, s.tick_times.sum_s, s.tick_times.count
+        );
+    }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tick_times_give_quantiles_and_a_cumulative_histogram() {
+        let mut times = TickTimes::default();
+        for ms in 1..=100 {
+            times.record(f64::from(ms) / 1000.0);
+        }
+        times.record(f64::NAN);
+        let summary = times.summary();
+        assert_eq!((summary.count, summary.window), (101, 101));
+        assert_eq!(summary.p99_ms, 99.0);
+        assert_eq!(summary.max_ms, 100.0);
+        let status = PipelineStatus {
+            name: "p".into(),
+            tick_times: times,
+            ..PipelineStatus::default()
+        };
+        let text = render_metrics(&[status]);
+        for line in [
+            "infadapt_tick_seconds_bucket{pipeline=\"p\",le=\"0.05\"} 51",
+            "infadapt_tick_seconds_bucket{pipeline=\"p\",le=\"+Inf\"} 101",
+            "infadapt_tick_seconds_count{pipeline=\"p\"} 101",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+    }
 }

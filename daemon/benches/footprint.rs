@@ -1,0 +1,220 @@
+//! Footprint of the service: starts the real (optimised) `infadaptd` with three pipelines on
+//! the simulated backend and the HTTP API on, then prints resident memory (VmRSS, VmHWM from
+//! `/proc/PID/status`), the p99 tick duration (from `/v1/status`) and the CPU share over a
+//! quiet window (utime + stime from `/proc/PID/stat`), once at a 1 s period and once at the
+//! default 10 s period. Targets: RSS ≤ 25 MB, tick p99 ≤ 50 ms, idle CPU ≤ 1 %.
+//!
+//! Run with `cargo bench -p infadaptd --bench footprint` (about 45 s; `FOOTPRINT_WINDOW_S`
+//! changes the CPU window, default 10). Under `cargo test` it only says so and returns.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RSS_TARGET_MB: f64 = 25.0;
+const TICK_P99_TARGET_MS: f64 = 50.0;
+const IDLE_CPU_TARGET_PERCENT: f64 = 1.0;
+const PIPELINES: usize = 3;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The packaged default's `[[pipeline]]`, `PIPELINES` times under different names.
+fn config_text(port: u16, period_s: u32, state_dir: &Path) -> String {
+    let packaged = std::fs::read_to_string(repo_root().join("etc/infadaptd.toml"))
+        .expect("read etc/infadaptd.toml");
+    let start = packaged
+        .find("[[pipeline]]")
+        .expect("the packaged default has a pipeline");
+    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let pipeline = packaged[start..].replace(
+        "\"catalogs/resnet-cpu.toml\"",
+        &format!("\"{}\"", catalog.display()),
+    );
+    let mut text = format!(
+        "[daemon]\nperiod_s = {period_s}\nstate_dir = \"{}\"\nlog = \"warn\"\n\
+         [daemon.http]\nlisten = \"127.0.0.1:{port}\"\n\n",
+        state_dir.display()
+    );
+    for i in 0..PIPELINES {
+        text.push_str(&pipeline.replace("name = \"resnet\"", &format!("name = \"resnet-{i}\"")));
+        text.push('\n');
+    }
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
+}
+
+/// `VmRSS` and `VmHWM` in MB.
+fn memory_mb(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(f64::NAN, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// utime + stime of the process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name is in parentheses and may contain spaces: count after the last `)`.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let number = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    number(11) + number(12)
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Worst p99 tick duration over the pipelines and the ticks counted, from `/v1/status`.
+fn tick_p99_ms(port: u16) -> (f64, u64) {
+    let status: serde_json::Value = http_get(port, "/v1/status")
+        .and_then(|b| serde_json::from_str(&b).ok())
+        .unwrap_or_default();
+    let pipelines = status["pipelines"].as_array().cloned().unwrap_or_default();
+    let p99 = pipelines
+        .iter()
+        .filter_map(|p| p["tick_times"]["p99_ms"].as_f64())
+        .fold(0.0, f64::max);
+    let ticks = pipelines
+        .iter()
+        .filter_map(|p| p["tick_times"]["count"].as_u64())
+        .sum();
+    (p99, ticks)
+}
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "ok" } else { "OVER TARGET" }
+}
+
+fn measure(period_s: u32, warm_up: Duration, window: Duration) {
+    let dir = std::env::temp_dir().join(format!(
+        "infadapt-footprint-{}-{period_s}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let port = free_port();
+    let config = dir.join("infadaptd.toml");
+    std::fs::write(&config, config_text(port, period_s, &dir.join("state"))).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start infadaptd");
+    let daemon = Running(child);
+    let pid = daemon.0.id();
+    let started = Instant::now();
+    while http_get(port, "/healthz").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the daemon did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(warm_up.saturating_sub(started.elapsed()));
+
+    let hz = clock_ticks_per_second();
+    let before = cpu_ticks(pid);
+    let window_start = Instant::now();
+    std::thread::sleep(window);
+    let cpu_s = cpu_ticks(pid).saturating_sub(before) as f64 / hz;
+    let cpu_percent = 100.0 * cpu_s / window_start.elapsed().as_secs_f64();
+    let (rss, hwm) = memory_mb(pid);
+    let (p99, ticks) = tick_p99_ms(port);
+
+    println!(
+        "{PIPELINES} sim pipelines, period {period_s} s, HTTP on ({:.0} s warm-up, {:.0} s window):",
+        warm_up.as_secs_f64(),
+        window.as_secs_f64()
+    );
+    println!(
+        "  RSS {rss:.1} MB (peak {hwm:.1} MB)   target <= {RSS_TARGET_MB} MB   {}",
+        verdict(hwm <= RSS_TARGET_MB)
+    );
+    println!(
+        "  tick p99 {p99:.1} ms over {ticks} ticks   target <= {TICK_P99_TARGET_MS} ms   {}",
+        verdict(p99 <= TICK_P99_TARGET_MS)
+    );
+    let cpu_target = if period_s >= 10 {
+        verdict(cpu_percent <= IDLE_CPU_TARGET_PERCENT)
+    } else {
+        "(target applies at a 10 s period)"
+    };
+    println!(
+        "  CPU {cpu_percent:.2} % ({cpu_s:.2} s in {:.0} s)   target <= {IDLE_CPU_TARGET_PERCENT} %   {cpu_target}",
+        window_start.elapsed().as_secs_f64()
+    );
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("footprint: run it with `cargo bench -p infadaptd --bench footprint`");
+        return;
+    }
+    let window = Duration::from_secs_f64(
+        std::env::var("FOOTPRINT_WINDOW_S")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v: &f64| *v > 0.0)
+            .unwrap_or(10.0),
+    );
+    measure(1, Duration::from_secs(5), window);
+    // The first tick comes one period after the start: warm up past it.
+    measure(10, Duration::from_secs(12), window);
+}
