@@ -90,9 +90,9 @@ fn bisect(mut good: f64, mut bad: f64, ok: impl Fn(f64) -> bool) -> f64 {
     good
 }
 
-/// All mix options with a non-empty feasible load interval.
+/// All mix options with a non-empty feasible load interval, less the dominated ones.
 pub fn mix_options(problem: &Problem, candidates: Vec<StageOption>) -> Vec<MixOption> {
-    candidates
+    let feasible: Vec<MixOption> = candidates
         .into_iter()
         .filter_map(|option| {
             let (lo_rps, hi_rps) = load_interval(problem, &option)?;
@@ -102,6 +102,39 @@ pub fn mix_options(problem: &Problem, candidates: Vec<StageOption>) -> Vec<MixOp
                 hi_rps,
             })
         })
+        .collect();
+    drop_dominated(problem, feasible)
+}
+
+/// Removes every option that another option of the same variant dominates: a load interval
+/// at least as wide on both ends, no more penalty, and no more of any limited resource.
+/// Exact: a mix using the dominated option can use the dominating one with the same share
+/// (same accuracy, since the variant is the same) at no higher cost. Ties keep the first.
+fn drop_dominated(problem: &Problem, options: Vec<MixOption>) -> Vec<MixOption> {
+    let cores_limited = problem.limits.total_cores.is_some();
+    let gpu_limited = problem.limits.gpu_mem_mb.is_some();
+    let dominates = |a: &MixOption, b: &MixOption| {
+        a.option.variant == b.option.variant
+            && a.lo_rps <= b.lo_rps
+            && a.hi_rps >= b.hi_rps
+            && a.option.penalty <= b.option.penalty
+            && (!cores_limited || a.option.cores_used <= b.option.cores_used)
+            && (!gpu_limited || a.option.gpu_mb <= b.option.gpu_mb)
+    };
+    let keep: Vec<bool> = options
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            !options
+                .iter()
+                .enumerate()
+                .any(|(j, a)| j != i && dominates(a, b) && (!dominates(b, a) || j < i))
+        })
+        .collect();
+    options
+        .into_iter()
+        .zip(keep)
+        .filter_map(|(o, k)| k.then_some(o))
         .collect()
 }
 
