@@ -278,6 +278,11 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&state_file).expect("state written")).expect("JSON");
     assert_eq!(saved["pipeline"], "resnet");
+    assert!(saved["clock_s"].as_f64().expect("loop clock saved") > 0.0);
+    assert!(
+        saved["forecaster"].is_object(),
+        "forecaster state saved: {saved}"
+    );
     assert!(
         !saved["plan"]["stages"]
             .as_array()
@@ -295,6 +300,10 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
     );
     let log = daemon.log();
     assert!(log.contains("saved plan"), "{log}");
+    assert!(
+        log.contains("restored the forecaster's state"),
+        "forecaster not restored:\n{log}"
+    );
     assert!(
         !log.contains("reason=\"startup\""),
         "re-applied at startup:\n{log}"

@@ -202,7 +202,7 @@ impl ControlConfig {
 }
 
 /// The forecaster of the loop, with or without conformal calibration.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 enum LoopForecaster {
     Plain(Box<AnyForecaster>),
     Calibrated(Box<Calibrated<AnyForecaster>>),
@@ -297,6 +297,41 @@ impl ControlLoop {
     /// The current multiplicative headroom of the feedback loop.
     pub fn headroom(&self) -> f64 {
         self.headroom.headroom()
+    }
+
+    /// The forecaster's learned state (history, fitted parameters, calibration residuals)
+    /// as JSON, so that a restarted daemon does not start forecasting from nothing.
+    pub fn forecaster_state(&self) -> Result<serde_json::Value, ControlError> {
+        serde_json::to_value(&self.forecaster).map_err(|e| {
+            ControlError::InvalidConfig(format!("cannot encode forecaster state: {e}"))
+        })
+    }
+
+    /// Restores a state saved by [`ControlLoop::forecaster_state`]. Refused (and nothing
+    /// changed) when it was saved by another kind of forecaster than the configured one.
+    pub fn restore_forecaster_state(
+        &mut self,
+        state: serde_json::Value,
+    ) -> Result<(), ControlError> {
+        let mut restored: LoopForecaster = serde_json::from_value(state).map_err(|e| {
+            ControlError::InvalidConfig(format!("saved forecaster state is unreadable: {e}"))
+        })?;
+        let same_kind = matches!(
+            (&self.forecaster, &restored),
+            (LoopForecaster::Plain(_), LoopForecaster::Plain(_))
+                | (LoopForecaster::Calibrated(_), LoopForecaster::Calibrated(_))
+        );
+        let (configured, saved) = (
+            self.forecaster.as_dyn().name().to_owned(),
+            restored.as_dyn().name().to_owned(),
+        );
+        if !same_kind || configured != saved {
+            return Err(ControlError::InvalidConfig(format!(
+                "saved forecaster state is for `{saved}`, the pipeline now uses `{configured}`"
+            )));
+        }
+        self.forecaster = restored;
+        Ok(())
     }
 
     /// The last forecaster refit error, if the last refit failed.

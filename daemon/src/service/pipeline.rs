@@ -130,6 +130,8 @@ struct PipelineTask {
     applied: Plan,
     period_s: f64,
     started: Instant,
+    /// Loop clock at start: the saved clock plus the downtime when resuming, else 0.
+    clock_offset_s: f64,
     ticks: u64,
 }
 
@@ -143,7 +145,7 @@ impl PipelineTask {
         let pipeline = config.control.problem.pipeline.clone();
         let saved = match &options.state_dir {
             Some(dir) => match state::load(dir, &name) {
-                Ok(Some(s)) if state::plan_fits(&s.plan, &pipeline) => Some(s.plan),
+                Ok(Some(s)) if state::plan_fits(&s.plan, &pipeline) => Some(s),
                 Ok(Some(_)) => {
                     warn!("saved plan does not fit the configured pipeline; ignoring it");
                     None
@@ -157,13 +159,28 @@ impl PipelineTask {
             None => None,
         };
         let mut control_config = config.control.clone();
-        if let Some(plan) = &saved {
-            control_config.initial_plan = Some(plan.clone());
+        if let Some(s) = &saved {
+            control_config.initial_plan = Some(s.plan.clone());
         }
-        let control = tokio::task::spawn_blocking(move || ControlLoop::new(control_config))
+        let mut control = tokio::task::spawn_blocking(move || ControlLoop::new(control_config))
             .await
             .map_err(|_| "building the control loop panicked".to_owned())?
             .map_err(|e| e.to_string())?;
+        // The loop's clock continues across restarts so that the restored forecaster sees the
+        // downtime as a gap rather than time running backwards.
+        let mut clock_offset_s = 0.0;
+        if let Some(s) = &saved {
+            let downtime = state::unix_now_s().saturating_sub(s.saved_unix_s) as f64;
+            if s.clock_s.is_finite() && s.clock_s >= 0.0 {
+                clock_offset_s = s.clock_s + downtime;
+            }
+            if let Some(forecaster) = s.forecaster.clone() {
+                match control.restore_forecaster_state(forecaster) {
+                    Ok(()) => info!("restored the forecaster's state"),
+                    Err(e) => warn!(error = %e, "not restoring the forecaster's state"),
+                }
+            }
+        }
         let start_plan = control.initial_plan();
         let period_s = config.control.interval_s;
         let mut task = PipelineTask {
@@ -180,6 +197,7 @@ impl PipelineTask {
             resumed: saved.is_some(),
             period_s,
             started: Instant::now(),
+            clock_offset_s,
             ticks: 0,
         };
         task.ensure_backend().await;
@@ -410,11 +428,12 @@ impl PipelineTask {
 
     /// Seconds since start: wall time in service, tick count × period when accelerated.
     fn now_s(&self) -> f64 {
-        if self.options.speed > 1.0 {
+        let since_start = if self.options.speed > 1.0 {
             self.ticks as f64 * self.period_s
         } else {
             self.started.elapsed().as_secs_f64()
-        }
+        };
+        self.clock_offset_s + since_start
     }
 
     async fn apply(&mut self, plan: &Plan, reason: &str) -> Option<Vec<String>> {
@@ -551,6 +570,17 @@ impl PipelineTask {
             pipeline: self.name.clone(),
             plan: self.applied.clone(),
             saved_unix_s: state::unix_now_s(),
+            clock_s: self.now_s(),
+            forecaster: self
+                .control
+                .as_ref()
+                .and_then(|c| match c.forecaster_state() {
+                    Ok(v) => Some(v),
+                    Err(e) => {
+                        warn!(error = %e, "cannot save the forecaster's state");
+                        None
+                    }
+                }),
         };
         match tokio::task::spawn_blocking(move || state::save(&dir, &state)).await {
             Ok(Ok(_)) => {}

@@ -1,4 +1,4 @@
-//! Persisted state per pipeline: the last applied plan, written atomically (temporary file,
+//! Persisted state per pipeline: the last applied plan and the forecaster, written atomically (temporary file,
 //! fsync, rename, fsync of the directory) so that a crash leaves the old or the new file.
 
 use std::fs::{self, File};
@@ -21,6 +21,13 @@ pub struct PipelineState {
     pub plan: Plan,
     /// Wall-clock time it was saved, seconds since the epoch.
     pub saved_unix_s: u64,
+    /// The loop's own clock when saved (seconds); a restart continues from here plus the
+    /// wall time that passed, so the forecaster sees the downtime as a gap.
+    #[serde(default)]
+    pub clock_s: f64,
+    /// The forecaster's learned state, when it could be encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecaster: Option<serde_json::Value>,
 }
 
 /// Why state could not be read or written.
@@ -125,6 +132,8 @@ mod tests {
             pipeline: "a/b".into(),
             plan: Plan::default(),
             saved_unix_s: 5,
+            clock_s: 120.0,
+            forecaster: Some(serde_json::json!({"kind": "test"})),
         };
         let path = save(&dir, &state).expect("saved");
         assert!(path.ends_with("pipeline-a_b.json"));
