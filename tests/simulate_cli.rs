@@ -154,6 +154,13 @@ fn one_policy_and_plots() {
         svg.starts_with("<svg") && svg.contains("latency"),
         "not a plot"
     );
+    let timeline: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("hpa.json")).expect("hpa.json written"))
+            .expect("timeline is JSON");
+    assert!(
+        timeline.as_array().is_some_and(|points| !points.is_empty()),
+        "timeline points"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -150,8 +150,12 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
         match outcome {
             Ok(report) => {
                 if let Some(dir) = &args.plot {
-                    let path = dir.join(format!("{}.svg", name.replace('+', "-plus")));
+                    let stem = name.replace('+', "-plus");
+                    let path = dir.join(format!("{stem}.svg"));
                     plot::write_svg(&path, &report, &file.scenario.problem.pipeline)?;
+                    let path = dir.join(format!("{stem}.json"));
+                    std::fs::write(&path, serde_json::to_vec(&report.timeline)?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 }
                 reports.push(report);
             }

@@ -538,14 +538,9 @@ impl ArimaModel {
         poly.iter().skip(1).map(|c| -c).collect()
     }
 
-    /// Forecasts `steps` values after `series` with standard errors. Residuals are
-    /// rebuilt from the last stretch of the series.
-    pub fn forecast(&self, series: &[f64], steps: usize) -> ArimaPath {
-        let d = self.order.d;
-        let (p, q) = (self.ar.len(), self.ma.len());
-        let tail_len = series.len().min(256 + d + p);
-        let tail = &series[series.len() - tail_len..];
-        let w = difference(tail, d);
+    /// One-step residuals of the differenced series `w` (zero for the first `p`).
+    fn residuals(&self, w: &[f64]) -> Vec<f64> {
+        let p = self.ar.len();
         let mut e = vec![0.0; w.len()];
         for t in p..w.len() {
             let mut et = w[t] - self.mean;
@@ -559,6 +554,39 @@ impl ArimaModel {
             }
             e[t] = if et.is_finite() { et } else { 0.0 };
         }
+        e
+    }
+
+    /// Whether the last `recent` one-step residuals of the model on `series` have drifted
+    /// away from zero: their mean exceeds `z` standard errors. The residual variance is
+    /// the fitted one or, when larger, `level_variance` (the sampling noise of a bucket
+    /// mean at the recent level). A model whose mean no longer matches the series (a
+    /// level shift it reverts from) leaves such a run of one-sided residuals.
+    pub fn drifted(&self, series: &[f64], recent: usize, z: f64, level_variance: f64) -> bool {
+        let d = self.order.d;
+        let p = self.ar.len();
+        let recent = recent.max(1);
+        let tail_len = series.len().min(256 + d + p);
+        if tail_len < recent + d + p {
+            return false;
+        }
+        let w = difference(&series[series.len() - tail_len..], d);
+        let e = self.residuals(&w);
+        let last = &e[e.len() - recent..];
+        let mean = last.iter().sum::<f64>() / recent as f64;
+        let variance = self.sigma2.max(level_variance).max(1e-12);
+        mean.abs() > z * (variance / recent as f64).sqrt()
+    }
+
+    /// Forecasts `steps` values after `series` with standard errors. Residuals are
+    /// rebuilt from the last stretch of the series.
+    pub fn forecast(&self, series: &[f64], steps: usize) -> ArimaPath {
+        let d = self.order.d;
+        let (p, q) = (self.ar.len(), self.ma.len());
+        let tail_len = series.len().min(256 + d + p);
+        let tail = &series[series.len() - tail_len..];
+        let w = difference(tail, d);
+        let e = self.residuals(&w);
         // Forecast the differenced series, then integrate.
         let mut w_ext = w.clone();
         let mut e_ext = e.clone();
@@ -618,6 +646,7 @@ impl ArimaModel {
 
 /// Options of [`ArimaForecaster`].
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ArimaForecasterConfig {
     /// Bucket length in seconds; the model runs on bucket means.
     pub bucket_s: f64,
@@ -625,8 +654,19 @@ pub struct ArimaForecasterConfig {
     pub fit_window: usize,
     /// Buckets needed before the first fit.
     pub min_fit: usize,
-    /// Seconds between refits.
+    /// Seconds between scheduled refits.
     pub refit_every_s: f64,
+    /// Recent buckets whose mean one-step residual is tested for a level shift. A model
+    /// fitted on a steady stretch reverts to that stretch's mean; when the load moves away
+    /// from it, waiting for the next scheduled refit would leave the forecast at the old
+    /// level for hours, so a level shift makes a refit due at once (on the same window,
+    /// which now holds the shift).
+    pub shift_buckets: usize,
+    /// A level shift is a mean one-step residual of the last `shift_buckets` beyond
+    /// `shift_z` standard errors. `0` (or a non-finite value) turns shift refits off.
+    pub shift_z: f64,
+    /// Least time between two refits triggered by level shifts, seconds.
+    pub shift_min_gap_s: f64,
     /// Order grid and optimiser limits.
     pub fit: ArimaFitConfig,
     /// Normal quantile of the model's own prediction interval (1.2816 for 90 %).
@@ -640,6 +680,9 @@ impl Default for ArimaForecasterConfig {
             fit_window: 8640,
             min_fit: 360,
             refit_every_s: 6.0 * 3600.0,
+            shift_buckets: 6,
+            shift_z: 4.0,
+            shift_min_gap_s: 60.0,
             fit: ArimaFitConfig::default(),
             interval_z: 1.2816,
         }
@@ -726,6 +769,26 @@ impl ArimaForecaster {
         Some((level, upper))
     }
 
+    /// Whether the model in use no longer matches the recent level (see
+    /// [`ArimaForecasterConfig::shift_z`]).
+    pub fn level_shifted(&self) -> bool {
+        let (Some(model), z) = (&self.model, self.config.shift_z) else {
+            return false;
+        };
+        if !(z.is_finite() && z > 0.0) {
+            return false;
+        }
+        let recent = self.config.shift_buckets.max(1);
+        let n = self.buckets.len();
+        if n < recent {
+            return false;
+        }
+        let level = self.buckets[n - recent..].iter().sum::<f64>() / recent as f64;
+        // Bucket means of Poisson arrivals vary by level / bucket length.
+        let level_variance = level.max(0.0) / self.config.bucket_s;
+        model.drifted(self.window(), recent, z, level_variance)
+    }
+
     fn steps(&self, horizon_s: f64) -> usize {
         (finite_non_negative(horizon_s) / self.config.bucket_s)
             .ceil()
@@ -787,7 +850,11 @@ impl Forecaster for ArimaForecaster {
         }
         match self.last_fit_s {
             None => true,
-            Some(last) => now_s - last >= self.config.refit_every_s,
+            Some(last) => {
+                let since = now_s - last;
+                since >= self.config.refit_every_s
+                    || (since >= self.config.shift_min_gap_s && self.level_shifted())
+            }
         }
     }
 
@@ -942,5 +1009,40 @@ mod tests {
         let fc = f.forecast(3000.0, 60.0);
         assert!(fc.point > 45.0 && fc.point < 80.0, "{fc:?}");
         assert!(fc.upper >= fc.point);
+    }
+
+    #[test]
+    fn level_shift_after_a_steady_stretch_triggers_a_refit() {
+        // One hour of white noise around 5 fits a constant-mean model; the load then
+        // jumps to 30. A model that reverts to the old mean must be refitted within
+        // minutes, not at the next 6-h schedule.
+        let run = |shift_z: f64| {
+            let mut f = ArimaForecaster::new(ArimaForecasterConfig {
+                shift_z,
+                ..Default::default()
+            });
+            let mut seed = 7u64;
+            let mut fits = 0;
+            let mut last = None;
+            for t in 0..4200 {
+                let level = if t < 3600 { 5.0 } else { 30.0 };
+                f.observe(t as f64, level + 2.0 * noise(&mut seed));
+                let now = (t + 1) as f64;
+                if (t + 1) % 10 == 0 {
+                    if f.refit_due(now) {
+                        f.refit(now).unwrap();
+                        fits += 1;
+                    }
+                    last = Some(f.forecast(now, 20.0));
+                }
+            }
+            (fits, last.unwrap())
+        };
+        let (fits, followed) = run(4.0);
+        assert!(fits >= 2, "{fits}");
+        assert!(followed.point > 25.0, "{followed:?}");
+        let (fits, stale) = run(0.0);
+        assert_eq!(fits, 1);
+        assert!(stale.point < followed.point, "{stale:?} vs {followed:?}");
     }
 }
