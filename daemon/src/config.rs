@@ -26,9 +26,11 @@ use std::path::{Path, PathBuf};
 use infadapt_control::{ControlConfig, DampingConfig, ForecastBasis, LoadFloor};
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::Catalog;
-use infadapt_planner::{AccuracyMode, HostLimits, Problem, Weights};
+use infadapt_planner::Problem;
 
-use crate::problem_file::{apply_solver_settings, build_pipeline, read_catalog};
+use crate::problem_file::{
+    apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
+};
 use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
 
 /// Where the packaged configuration is installed.
@@ -313,25 +315,8 @@ fn read_pipeline(
         Some(v) => v,
         None => 1.0,
     };
-    let weights = p.opt_table("weights").map(|w| {
-        let weights = read_weights(&w);
-        w.finish();
-        weights
-    });
-    let limits = p.opt_table("limits").map(|l| {
-        let limits = HostLimits {
-            total_cores: l.opt_u32("total_cores"),
-            gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
-        };
-        if limits.total_cores == Some(0) {
-            l.report("total_cores", "must be at least 1");
-        }
-        if limits.gpu_mem_mb.is_some_and(|m| m < 0.0) {
-            l.report("gpu_mem_mb", "must be >= 0");
-        }
-        l.finish();
-        limits
-    });
+    let weights = p.opt_table("weights").map(|w| read_weights(&w));
+    let limits = p.opt_table("limits").map(|l| read_limits(&l));
     let placeholder = || infadapt_model::Pipeline {
         name: String::new(),
         slo_ms: 1.0,
@@ -370,29 +355,6 @@ fn read_pipeline(
         control,
         backend: backend?,
     })
-}
-
-fn read_weights(w: &TableReader<'_, '_>) -> (Weights, AccuracyMode) {
-    let defaults = Weights::default();
-    let get = |key: &str, default: f64| match w.opt_f64(key) {
-        Some(v) if v < 0.0 => {
-            w.report(key, format!("must be >= 0, got {v}"));
-            default
-        }
-        Some(v) => v,
-        None => default,
-    };
-    let weights = Weights {
-        alpha: get("alpha", defaults.alpha),
-        beta_per_core: get("beta_per_core", defaults.beta_per_core),
-        beta_per_gpu_gib: get("beta_per_gpu_gib", defaults.beta_per_gpu_gib),
-        gamma_per_cold_start_s: get("gamma_per_cold_start_s", defaults.gamma_per_cold_start_s),
-    };
-    let mode = match w.opt_choice("accuracy", &["sum", "product"]).as_deref() {
-        Some("product") => AccuracyMode::Product,
-        _ => AccuracyMode::Sum,
-    };
-    (weights, mode)
 }
 
 fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {

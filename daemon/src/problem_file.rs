@@ -111,46 +111,8 @@ pub fn build_problem_with(
         built
     });
 
-    let weights = root.opt_table("weights").map(|w| {
-        let defaults = Weights::default();
-        let get = |key: &str, default: f64| match w.opt_f64(key) {
-            Some(v) if v < 0.0 => {
-                w.report(key, format!("must be >= 0, got {v}"));
-                default
-            }
-            Some(v) => v,
-            None => default,
-        };
-        let weights = Weights {
-            alpha: get("alpha", defaults.alpha),
-            beta_per_core: get("beta_per_core", defaults.beta_per_core),
-            beta_per_gpu_gib: get("beta_per_gpu_gib", defaults.beta_per_gpu_gib),
-            gamma_per_cold_start_s: get("gamma_per_cold_start_s", defaults.gamma_per_cold_start_s),
-        };
-        let mode = match w.opt_choice("accuracy", &["sum", "product"]).as_deref() {
-            Some("product") => AccuracyMode::Product,
-            _ => AccuracyMode::Sum,
-        };
-        w.finish();
-        (weights, mode)
-    });
-
-    let limits = root.opt_table("limits").map(|l| {
-        let limits = HostLimits {
-            total_cores: l.opt_u32("total_cores"),
-            gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
-        };
-        if limits.total_cores == Some(0) {
-            l.report("total_cores", "must be at least 1");
-        }
-        if let Some(mem) = limits.gpu_mem_mb
-            && mem < 0.0
-        {
-            l.report("gpu_mem_mb", format!("must be >= 0, got {mem}"));
-        }
-        l.finish();
-        limits
-    });
+    let weights = root.opt_table("weights").map(|w| read_weights(&w));
+    let limits = root.opt_table("limits").map(|l| read_limits(&l));
 
     let solver = root.opt_table("solver");
     let current = build_current(root, pipeline.as_ref());
@@ -180,6 +142,49 @@ pub fn build_problem_with(
         return None;
     }
     Some(problem)
+}
+
+/// Reads a `[weights]` table (objective weights, accuracy composition) and checks it.
+pub fn read_weights(w: &TableReader<'_, '_>) -> (Weights, AccuracyMode) {
+    let defaults = Weights::default();
+    let get = |key: &str, default: f64| match w.opt_f64(key) {
+        Some(v) if v < 0.0 => {
+            w.report(key, format!("must be >= 0, got {v}"));
+            default
+        }
+        Some(v) => v,
+        None => default,
+    };
+    let weights = Weights {
+        alpha: get("alpha", defaults.alpha),
+        beta_per_core: get("beta_per_core", defaults.beta_per_core),
+        beta_per_gpu_gib: get("beta_per_gpu_gib", defaults.beta_per_gpu_gib),
+        gamma_per_cold_start_s: get("gamma_per_cold_start_s", defaults.gamma_per_cold_start_s),
+    };
+    let mode = match w.opt_choice("accuracy", &["sum", "product"]).as_deref() {
+        Some("product") => AccuracyMode::Product,
+        _ => AccuracyMode::Sum,
+    };
+    w.finish();
+    (weights, mode)
+}
+
+/// Reads a `[limits]` table (host cores and GPU memory) and checks it.
+pub fn read_limits(l: &TableReader<'_, '_>) -> HostLimits {
+    let limits = HostLimits {
+        total_cores: l.opt_u32("total_cores"),
+        gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
+    };
+    if limits.total_cores == Some(0) {
+        l.report("total_cores", "must be at least 1");
+    }
+    if let Some(mem) = limits.gpu_mem_mb
+        && mem < 0.0
+    {
+        l.report("gpu_mem_mb", format!("must be >= 0, got {mem}"));
+    }
+    l.finish();
+    limits
 }
 
 pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
