@@ -334,7 +334,16 @@ impl CostFunction for CssProblem<'_> {
     type Param = DVector<f64>;
     type Output = f64;
     fn cost(&self, x: &Self::Param) -> std::result::Result<f64, argmin::core::Error> {
-        Ok(self.evaluate(x.as_slice()).0)
+        let cost = self.evaluate(x.as_slice()).0;
+        if cost.is_finite() {
+            Ok(cost)
+        } else {
+            // Stops the solver (the fit falls back to its start) rather than letting the
+            // line search chase a NaN forever.
+            Err(argmin::core::Error::msg(
+                "non-finite conditional sum of squares",
+            ))
+        }
     }
 }
 
@@ -342,7 +351,12 @@ impl Gradient for CssProblem<'_> {
     type Param = DVector<f64>;
     type Gradient = DVector<f64>;
     fn gradient(&self, x: &Self::Param) -> std::result::Result<DVector<f64>, argmin::core::Error> {
-        Ok(DVector::from_vec(self.evaluate(x.as_slice()).1))
+        let gradient = self.evaluate(x.as_slice()).1;
+        if gradient.iter().all(|g| g.is_finite()) {
+            Ok(DVector::from_vec(gradient))
+        } else {
+            Err(argmin::core::Error::msg("non-finite gradient"))
+        }
     }
 }
 
@@ -401,6 +415,13 @@ impl ArimaModel {
         }
         let w_mean = w.iter().sum::<f64>() / w.len() as f64;
         let variance = w.iter().map(|x| (x - w_mean).powi(2)).sum::<f64>() / w.len() as f64;
+        // Values so large that their squares overflow make every cost infinite or NaN, on
+        // which the line search never terminates: refuse them instead of fitting.
+        if !(w_mean.is_finite() && variance.is_finite()) {
+            return Err(ForecastError::InvalidConfig(
+                "series values are too large to fit".into(),
+            ));
+        }
         let problem = CssProblem {
             w: &w,
             p,
@@ -880,6 +901,22 @@ mod tests {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         ((*seed >> 11) as f64 / (1u64 << 53) as f64) - 0.5
+    }
+
+    #[test]
+    fn overflowing_series_is_refused_not_chased() {
+        // Squares of these overflow: the fit must answer (with an error), not loop.
+        let mut series = ar1(0.5, 200);
+        for (i, x) in series.iter_mut().enumerate() {
+            *x = if i % 3 == 0 { 1e300 } else { *x * 1e299 };
+        }
+        for order in [
+            ArimaOrder { p: 1, d: 0, q: 0 },
+            ArimaOrder { p: 1, d: 1, q: 1 },
+        ] {
+            assert!(ArimaModel::fit_order(&series, order, 4, 30).is_err());
+        }
+        assert!(ArimaModel::fit_auto(&series, &ArimaFitConfig::default()).is_err());
     }
 
     fn ar1(phi: f64, n: usize) -> Vec<f64> {
