@@ -1,18 +1,23 @@
-//! The simulated backend linked into the daemon: drives [`HostSim`] through the plugin
-//! interface ([`BackendInstance`]), one control period of synthetic load per `observe`.
+//! The simulated backend linked into the daemon: the `plugins/sim` backend (the same code
+//! the cdylib exports) driven through [`BackendInstance`], one control period of synthetic
+//! load per `observe`, configured from the daemon's `[pipeline.backend]` keys.
 //!
 //! It starts running the plan the daemon starts from (as a real backend keeps running
 //! across a daemon restart), so a restarted daemon finds it already matching.
 
-use infadapt_model::{Pipeline, Plan};
+use infadapt_model::{CatalogVariant, Pipeline, Plan};
 use infadapt_plugin_abi::{
-    ApplyReport, BackendError, BackendInstance, Capabilities, Description, HealthReport,
-    ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
+    ApplyReport, Backend, BackendError, BackendInstance, Description, HealthReport, PlanMessage,
+    PluginObservation,
 };
-use infadapt_sim::{DiurnalParams, HostSim, SimConfig, synthetic_diurnal};
+use infadapt_plugin_sim::{
+    ManualClock, PipelineSpec, SimBackend as LinkedSim, SimPluginConfig, StageSpec, VariantSpec,
+    WorkloadSpec,
+};
+use infadapt_sim::{DiurnalParams, SimConfig, synthetic_diurnal};
 use serde::Deserialize;
 
-use super::convert::{message_to_plan, plan_to_message};
+use super::convert::plan_to_message;
 
 /// The `[pipeline.backend]` keys of `type = "sim"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -74,13 +79,13 @@ impl SimSettings {
     }
 }
 
-/// A simulated host serving one pipeline.
+/// A simulated host serving one pipeline: the `plugins/sim` backend linked in, on a clock
+/// that moves one control period per `observe`.
 #[derive(Debug)]
 pub struct SimBackend {
-    host: HostSim,
-    rates: Vec<f64>,
+    inner: LinkedSim,
+    clock: ManualClock,
     step_s: u32,
-    second: usize,
 }
 
 impl SimBackend {
@@ -96,93 +101,74 @@ impl SimBackend {
         let rates = settings
             .workload(settings.day_s.max(1) as usize)
             .map_err(BackendError::invalid)?;
-        let host = HostSim::new(pipeline, start, SimConfig::with_seed(settings.seed))
-            .map_err(|e| BackendError::invalid(e.to_string()))?;
+        let step_s = step_s.max(1);
+        let config = SimPluginConfig {
+            pipeline: pipeline_spec(pipeline),
+            catalog: None,
+            initial: Some(plan_to_message(start)),
+            workload: WorkloadSpec::Rates(rates),
+            speed: 1.0,
+            seed: settings.seed,
+            max_catch_up_s: u64::from(step_s),
+            sim: Some(SimConfig::with_seed(settings.seed)),
+        };
+        let clock = ManualClock::new();
+        let inner = LinkedSim::from_config(config, Box::new(clock.clone()))?;
         Ok(SimBackend {
-            host,
-            rates,
-            step_s: step_s.max(1),
-            second: 0,
+            inner,
+            clock,
+            step_s,
         })
+    }
+}
+
+/// The pipeline as the sim plugin's config spells it, variants written out inline.
+fn pipeline_spec(pipeline: &Pipeline) -> PipelineSpec {
+    PipelineSpec {
+        name: pipeline.name.clone(),
+        slo_ms: pipeline.slo_ms,
+        stages: pipeline
+            .stages
+            .iter()
+            .map(|stage| StageSpec {
+                name: stage.name.clone(),
+                variants: stage
+                    .variants
+                    .iter()
+                    .map(|v| {
+                        VariantSpec::Inline(CatalogVariant {
+                            name: v.name.clone(),
+                            accuracy: v.accuracy,
+                            load_time_s: v.load_time_s,
+                            gpu_mem_mb: v.gpu_mem_mb,
+                            source: String::new(),
+                            points: v.profile.points().to_vec(),
+                        })
+                    })
+                    .collect(),
+                batch_sizes: stage.batch_sizes.clone(),
+                core_options: stage.core_options.clone(),
+                max_replicas: stage.max_replicas,
+            })
+            .collect(),
     }
 }
 
 impl BackendInstance for SimBackend {
     fn describe(&self) -> Description {
-        Description {
-            schema: SCHEMA_VERSION,
-            name: "sim".to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            capabilities: Capabilities {
-                variant_mix: true,
-                batching: true,
-                cores: true,
-                gpu: true,
-            },
-        }
+        Backend::describe(&self.inner)
     }
 
     fn observe(&mut self) -> Result<PluginObservation, BackendError> {
-        for _ in 0..self.step_s {
-            let rate = self.rates[self.second % self.rates.len()];
-            self.host.step_second(rate);
-            self.second += 1;
-        }
-        let o = self.host.observe();
-        Ok(PluginObservation {
-            schema: SCHEMA_VERSION,
-            arrivals_per_second: o
-                .arrivals_per_second
-                .iter()
-                .map(|&a| f64::from(a))
-                .collect(),
-            completed: o.completed,
-            dropped: o.dropped,
-            slo_misses: o.slo_misses,
-            latency_p99_ms: o.latency_p99_ms,
-            stages: o
-                .stages
-                .iter()
-                .map(|s| ObservedStage {
-                    stage: s.stage.clone(),
-                    queue_len: s.queue_len as f64,
-                    busy_fraction: s.busy_fraction,
-                    ready_replicas: s.ready_replicas,
-                    starting_replicas: s.starting_replicas,
-                })
-                .collect(),
-            deployed: plan_to_message(&o.target),
-        })
+        self.clock.advance(f64::from(self.step_s));
+        Backend::observe(&mut self.inner)
     }
 
     fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {
-        let report = self
-            .host
-            .apply(&message_to_plan(plan))
-            .map_err(|e| BackendError::invalid(e.to_string()))?;
-        let actions = report
-            .stages
-            .iter()
-            .filter(|s| s.changed())
-            .map(|s| {
-                format!(
-                    "{}: +{} -{} replicas",
-                    s.stage, s.replicas_started, s.replicas_stopped
-                )
-            })
-            .collect();
-        Ok(ApplyReport {
-            schema: SCHEMA_VERSION,
-            changed: report.changed(),
-            actions,
-        })
+        Backend::apply(&mut self.inner, plan)
     }
 
     fn health(&mut self) -> Result<HealthReport, BackendError> {
-        Ok(HealthReport {
-            schema: SCHEMA_VERSION,
-            healthy: true,
-            detail: format!("simulated, t = {:.0} s", self.host.now_s()),
-        })
+        Backend::health(&mut self.inner)
     }
 }
