@@ -1,59 +1,11 @@
 //! Conversions between the plugin ABI's JSON messages and the control loop's types.
 
 use infadapt_control::{Observation, StageObservation};
-use infadapt_model::{Assignment, Plan, StagePlan};
-use infadapt_plugin_abi::{
-    AssignmentMessage, PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
-};
+use infadapt_plugin_abi::PluginObservation;
 
-/// A plan as handed to a backend's `apply`.
-pub fn plan_to_message(plan: &Plan) -> PlanMessage {
-    PlanMessage {
-        schema: SCHEMA_VERSION,
-        stages: plan
-            .stages
-            .iter()
-            .map(|s| StagePlanMessage {
-                stage: s.stage.clone(),
-                assignments: s
-                    .assignments
-                    .iter()
-                    .map(|a| AssignmentMessage {
-                        variant: a.variant.clone(),
-                        batch: a.batch,
-                        cores: a.cores,
-                        replicas: a.replicas,
-                        share: a.share,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-/// A plan reported by a backend.
-pub fn message_to_plan(message: &PlanMessage) -> Plan {
-    Plan {
-        stages: message
-            .stages
-            .iter()
-            .map(|s| StagePlan {
-                stage: s.stage.clone(),
-                assignments: s
-                    .assignments
-                    .iter()
-                    .map(|a| Assignment {
-                        variant: a.variant.clone(),
-                        batch: a.batch,
-                        cores: a.cores,
-                        replicas: a.replicas,
-                        share: a.share,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
+// The model ↔ message conversion lives with the linked-in simulator backend, which needs
+// it too (the ABI crate itself knows no domain types): one copy serves both.
+pub use infadapt_plugin_sim::{plan_from_message as message_to_plan, plan_to_message};
 
 /// The control loop's view of a backend observation taken at `time_s`.
 pub fn observation_from_plugin(message: &PluginObservation, time_s: f64) -> Observation {
@@ -83,6 +35,7 @@ pub fn observation_from_plugin(message: &PluginObservation, time_s: f64) -> Obse
 #[cfg(test)]
 mod tests {
     use super::*;
+    use infadapt_model::{Assignment, Plan, StagePlan};
 
     #[test]
     fn plans_round_trip_through_messages() {
