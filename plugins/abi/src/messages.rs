@@ -100,6 +100,50 @@ pub struct PluginObservation {
     /// What the backend runs now (ready replicas).
     #[serde(default)]
     pub deployed: PlanMessage,
+    /// Where requests for each deployed variant can be sent (read by the daemon's router).
+    /// Empty for backends that take traffic some other way.
+    #[serde(default)]
+    pub endpoints: Vec<EndpointMessage>,
+}
+
+/// Wire protocol an endpoint speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointProtocol {
+    /// `POST {url}` with a KServe v2 JSON inference request (`/v2/models/M/infer`).
+    KserveV2,
+    /// `POST {url}` with an opaque body, answered with an opaque body
+    /// (TorchServe-style `/predictions/M`, or a bare worker process).
+    RawHttp,
+}
+
+/// Whether an endpoint may receive new requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointState {
+    /// Serving: the router may send new requests.
+    #[default]
+    Ready,
+    /// Being removed: no new requests; in-flight ones finish before the backend removes it.
+    Draining,
+    /// Not ready yet (loading, cold start): no requests.
+    Starting,
+}
+
+/// One place requests for a variant of a stage go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointMessage {
+    pub stage: String,
+    pub variant: String,
+    /// Full URL a request is POSTed to.
+    pub url: String,
+    pub protocol: EndpointProtocol,
+    #[serde(default)]
+    pub state: EndpointState,
+    /// Relative capacity of this endpoint among the variant's endpoints (for example its
+    /// replica count); the router splits a variant's share by these weights.
+    #[serde(default = "one")]
+    pub weight: f64,
 }
 
 /// Answer of `apply`.
@@ -147,6 +191,7 @@ impl Default for PluginObservation {
             latency_p99_ms: None,
             stages: Vec::new(),
             deployed: PlanMessage::default(),
+            endpoints: Vec::new(),
         }
     }
 }
@@ -174,5 +219,25 @@ mod tests {
             serde_json::from_str(r#"{"changed": true, "added_later": [1, 2]}"#).unwrap();
         assert_eq!(read.schema, SCHEMA_VERSION);
         assert!(read.changed);
+    }
+
+    #[test]
+    fn endpoints_default_to_ready_with_weight_one_and_old_observations_still_read() {
+        let read: PluginObservation = serde_json::from_str(
+            r#"{"schema": 1, "endpoints": [{"stage": "s", "variant": "v",
+                "url": "http://127.0.0.1:1/v2/models/v/infer", "protocol": "kserve-v2"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(read.endpoints.len(), 1);
+        assert_eq!(read.endpoints[0].state, EndpointState::Ready);
+        assert_eq!(read.endpoints[0].weight, 1.0);
+        let old: PluginObservation = serde_json::from_str(r#"{"schema": 1}"#).unwrap();
+        assert!(old.endpoints.is_empty());
+        assert!(
+            serde_json::from_str::<EndpointMessage>(
+                r#"{"stage": "s", "variant": "v", "url": "u", "protocol": "grpc"}"#
+            )
+            .is_err()
+        );
     }
 }

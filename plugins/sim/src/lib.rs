@@ -516,6 +516,7 @@ fn observation_message(observation: SimObservation) -> PluginObservation {
         latency_p99_ms: observation.latency_p99_ms,
         stages,
         deployed,
+        endpoints: Vec::new(),
     }
 }
 
