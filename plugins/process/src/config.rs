@@ -118,7 +118,13 @@ impl Reader {
         }
     }
 
-    fn seconds(&mut self, table: &Map<String, Value>, path: &str, key: &str, default: f64) -> Duration {
+    fn seconds(
+        &mut self,
+        table: &Map<String, Value>,
+        path: &str,
+        key: &str,
+        default: f64,
+    ) -> Duration {
         match table.get(key) {
             None => Duration::from_secs_f64(default),
             Some(v) => match v.as_f64() {
@@ -126,7 +132,10 @@ impl Reader {
                     Duration::from_secs_f64(x)
                 }
                 _ => {
-                    self.report(&join(path, key), "must be a number of seconds from 0 to 86400");
+                    self.report(
+                        &join(path, key),
+                        "must be a number of seconds from 0 to 86400",
+                    );
                     Duration::from_secs_f64(default)
                 }
             },
@@ -233,7 +242,10 @@ fn pipeline_variants(reader: &mut Reader, pipeline: &Map<String, Value>) -> Vec<
             .unwrap_or("")
             .to_owned();
         let Some(variants) = stage.get("variants").and_then(Value::as_array) else {
-            reader.report(&format!("pipeline.stages[{i}].variants"), "missing or not a list");
+            reader.report(
+                &format!("pipeline.stages[{i}].variants"),
+                "missing or not a list",
+            );
             continue;
         };
         for variant in variants {
@@ -245,7 +257,10 @@ fn pipeline_variants(reader: &mut Reader, pipeline: &Map<String, Value>) -> Vec<
                         .and_then(Value::as_str)
                         .unwrap_or("")
                         .to_owned(),
-                    entry.get("gpu_mem_mb").and_then(Value::as_f64).unwrap_or(0.0),
+                    entry
+                        .get("gpu_mem_mb")
+                        .and_then(Value::as_f64)
+                        .unwrap_or(0.0),
                 ),
                 _ => (String::new(), 0.0),
             };
@@ -273,11 +288,16 @@ impl ProcessConfig {
             problems: Vec::new(),
         };
         let Some(top) = value.as_object() else {
-            return Err(ProcessError::Config(vec!["the config must be a JSON object".into()]));
+            return Err(ProcessError::Config(vec![
+                "the config must be a JSON object".into(),
+            ]));
         };
         reader.unknown_keys(top, "", TOP_KEYS);
         let empty = Map::new();
-        let pipeline = top.get("pipeline").and_then(Value::as_object).unwrap_or(&empty);
+        let pipeline = top
+            .get("pipeline")
+            .and_then(Value::as_object)
+            .unwrap_or(&empty);
         let pipeline_name = pipeline
             .get("name")
             .and_then(Value::as_str)
@@ -373,7 +393,10 @@ impl ProcessConfig {
         let restart_backoff = reader.seconds(top, "", "restart_backoff_s", 1.0);
         let restart_backoff_max = reader.seconds(top, "", "restart_backoff_max_s", 60.0);
         if restart_backoff_max < restart_backoff {
-            reader.report("restart_backoff_max_s", "must not be below restart_backoff_s");
+            reader.report(
+                "restart_backoff_max_s",
+                "must not be below restart_backoff_s",
+            );
         }
         let on_exit = match top.get("on_exit").map(|v| v.as_str()) {
             None | Some(Some("stop")) => OnExit::Stop,
@@ -402,20 +425,23 @@ impl ProcessConfig {
                     }
                 }
             }
-            None => reader.report("variants", "required: one table per variant with its `command`"),
+            None => reader.report(
+                "variants",
+                "required: one table per variant with its `command`",
+            ),
             Some(_) => reader.report("variants", "must be a table of variant tables"),
         }
         for p in &planned {
             if top.get("variants").is_some_and(Value::is_object) && !variants.contains_key(&p.name)
             {
-                let written = top
-                    .get("variants")
-                    .and_then(|v| v.get(&p.name))
-                    .is_some();
+                let written = top.get("variants").and_then(|v| v.get(&p.name)).is_some();
                 if !written {
                     reader.report(
                         &format!("variants.{}", p.name),
-                        format!("missing: stage `{}` may be planned with this variant", p.stage),
+                        format!(
+                            "missing: stage `{}` may be planned with this variant",
+                            p.stage
+                        ),
                     );
                 }
             }
@@ -458,8 +484,10 @@ fn read_variant(
     reader.unknown_keys(entry, path, VARIANT_KEYS);
     let command: Vec<String> = match entry.get("command") {
         Some(Value::Array(items)) if !items.is_empty() => {
-            let strings: Option<Vec<String>> =
-                items.iter().map(|i| i.as_str().map(str::to_owned)).collect();
+            let strings: Option<Vec<String>> = items
+                .iter()
+                .map(|i| i.as_str().map(str::to_owned))
+                .collect();
             match strings {
                 Some(s) if !s[0].is_empty() => s,
                 _ => {
@@ -480,7 +508,10 @@ fn read_variant(
             Vec::new()
         }
         Some(_) => {
-            reader.report(&join(path, "command"), "must be a non-empty list of strings");
+            reader.report(
+                &join(path, "command"),
+                "must be a non-empty list of strings",
+            );
             Vec::new()
         }
     };
@@ -522,7 +553,10 @@ fn read_variant(
         Some(Some("preferred")) => GpuUse::Preferred,
         Some(Some("required")) => GpuUse::Required,
         Some(_) => {
-            reader.report(&join(path, "gpu"), "must be \"none\", \"preferred\" or \"required\"");
+            reader.report(
+                &join(path, "gpu"),
+                "must be \"none\", \"preferred\" or \"required\"",
+            );
             GpuUse::None
         }
     };
@@ -531,7 +565,10 @@ fn read_variant(
         Some(v) => match v.as_f64() {
             Some(x) if x.is_finite() && x >= 0.0 => x,
             _ => {
-                reader.report(&join(path, "gpu_mem_mb"), "must be a number of MiB, 0 or more");
+                reader.report(
+                    &join(path, "gpu_mem_mb"),
+                    "must be a number of MiB, 0 or more",
+                );
                 0.0
             }
         },
@@ -632,6 +669,9 @@ mod tests {
         assert_eq!(c.variants["a"].gpu_mem_mb, 1500.0);
         assert!(c.wants_gpu());
         config["variants"]["a"]["gpu_mem_mb"] = json!(700);
-        assert_eq!(ProcessConfig::from_json(&config).unwrap().variants["a"].gpu_mem_mb, 700.0);
+        assert_eq!(
+            ProcessConfig::from_json(&config).unwrap().variants["a"].gpu_mem_mb,
+            700.0
+        );
     }
 }

@@ -61,9 +61,8 @@ use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointState};
 use infadapt_plugin_abi::{
-    ApplyReport, AssignmentMessage, Backend, BackendError, Capabilities, Description,
-    HealthReport, ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
-    StagePlanMessage,
+    ApplyReport, AssignmentMessage, Backend, BackendError, Capabilities, Description, HealthReport,
+    ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
 };
 use nix::sys::signal::Signal;
 
@@ -293,7 +292,9 @@ impl ProcessBackend {
             );
             if !same_boot || !system::is_same_live_process(record.pid, record.start_ticks) {
                 self.counters.stale += 1;
-                self.event(format!("{label} is gone; forgotten"));
+                self.event(format!(
+                    "{label} is gone (or its PID now belongs to another process); forgotten"
+                ));
                 continue;
             }
             let readiness_timeout = self
@@ -701,7 +702,10 @@ impl ProcessBackend {
                     killed: false,
                 } if now.duration_since(since) >= self.config.stop_timeout => {
                     let _ = system::signal_worker(worker.pid, Signal::SIGKILL);
-                    worker.phase = Phase::Stopping { since, killed: true };
+                    worker.phase = Phase::Stopping {
+                        since,
+                        killed: true,
+                    };
                     changes.push(format!(
                         "{} did not stop within {:.1} s of SIGTERM; SIGKILL sent",
                         worker.label(),
@@ -924,7 +928,10 @@ impl ProcessBackend {
                     continue;
                 };
                 if a.replicas > MAX_REPLICAS {
-                    problems.push(format!("{at}: {} replicas (at most {MAX_REPLICAS})", a.replicas));
+                    problems.push(format!(
+                        "{at}: {} replicas (at most {MAX_REPLICAS})",
+                        a.replicas
+                    ));
                 }
                 if a.cores == 0 || a.batch == 0 {
                     problems.push(format!("{at}: cores and batch must be at least 1"));
@@ -999,7 +1006,9 @@ impl ProcessBackend {
                 .filter(|w| &w.stage == stage && matches!(w.phase, Phase::Ready { .. }))
             {
                 match groups.iter_mut().find(|a| {
-                    a.variant == worker.variant && a.batch == worker.batch && a.cores == worker.cores
+                    a.variant == worker.variant
+                        && a.batch == worker.batch
+                        && a.cores == worker.cores
                 }) {
                     Some(a) => a.replicas += 1,
                     None => groups.push(AssignmentMessage {
@@ -1099,7 +1108,10 @@ fn retire(worker: &mut Worker, now: Instant, changes: &mut Vec<String>) {
                 since: now,
                 killed: false,
             };
-            changes.push(format!("{} not needed before it was ready; SIGTERM sent", worker.label()));
+            changes.push(format!(
+                "{} not needed before it was ready; SIGTERM sent",
+                worker.label()
+            ));
         }
         Phase::Ready { .. } => {
             worker.phase = Phase::Draining { since: now };
@@ -1130,7 +1142,10 @@ fn target_path(state_path: &std::path::Path) -> PathBuf {
     state_path.with_extension("target.json")
 }
 
-fn write_target(state_path: &std::path::Path, target: Option<&PlanMessage>) -> Result<(), ProcessError> {
+fn write_target(
+    state_path: &std::path::Path,
+    target: Option<&PlanMessage>,
+) -> Result<(), ProcessError> {
     let path = target_path(state_path);
     let Some(target) = target else {
         return Ok(());
@@ -1213,12 +1228,19 @@ impl Backend for ProcessBackend {
         let now = Instant::now();
         let changes = self.step(now);
         self.pending_events.extend(changes);
-        let count = |name: &str| self.workers.iter().filter(|w| w.phase.name() == name).count();
+        let count = |name: &str| {
+            self.workers
+                .iter()
+                .filter(|w| w.phase.name() == name)
+                .count()
+        };
         let crash_looping: Vec<String> = self
             .backoff
             .iter()
             .filter(|(_, b)| b.failures >= 3)
-            .map(|((stage, variant), b)| format!("{stage}/{variant} failed {} times in a row", b.failures))
+            .map(|((stage, variant), b)| {
+                format!("{stage}/{variant} failed {} times in a row", b.failures)
+            })
             .collect();
         let mut detail = format!(
             "{} ready, {} starting, {} draining, {} stopping; {} started, {} crashed, {} adopted",

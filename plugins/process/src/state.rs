@@ -97,8 +97,7 @@ pub fn write(path: &Path, state: &StateFile) -> Result<(), ProcessError> {
     file.write_all(&text)
         .and_then(|()| file.sync_all())
         .map_err(|e| state_error(path, format!("cannot write {}: {e}", temporary.display())))?;
-    std::fs::rename(&temporary, path)
-        .map_err(|e| state_error(path, format!("cannot replace: {e}")))
+    std::fs::rename(&temporary, path).map_err(|e| state_error(path, format!("cannot replace: {e}")))
 }
 
 #[cfg(test)]
@@ -107,7 +106,8 @@ mod tests {
 
     #[test]
     fn a_state_file_round_trips_and_garbage_is_named() {
-        let dir = std::env::temp_dir().join(format!("infadapt-process-state-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("infadapt-process-state-{}", std::process::id()));
         let path = state_path(&dir, "p");
         let state = StateFile {
             schema: STATE_SCHEMA,

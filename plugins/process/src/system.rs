@@ -110,7 +110,11 @@ pub fn pin(pid: i32, cpus: &[usize]) -> Result<(), String> {
         .map_err(|e| format!("cannot pin pid {pid} to CPUs {cpus:?}: {e}"))?;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
-            if let Some(tid) = task.file_name().to_str().and_then(|t| t.parse::<i32>().ok()) {
+            if let Some(tid) = task
+                .file_name()
+                .to_str()
+                .and_then(|t| t.parse::<i32>().ok())
+            {
                 // A thread that ended meanwhile is fine.
                 let _ = sched_setaffinity(Pid::from_raw(tid), &set);
             }
@@ -130,7 +134,9 @@ pub fn thread_cpus(pid: i32) -> Vec<Vec<usize>> {
             continue;
         };
         if let Some(line) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
-            all.push(parse_cpu_list(line.trim_start_matches("Cpus_allowed_list:").trim()));
+            all.push(parse_cpu_list(
+                line.trim_start_matches("Cpus_allowed_list:").trim(),
+            ));
         }
     }
     all
@@ -225,7 +231,9 @@ mod tests {
         drop(listener);
         let checker = HealthChecker::new(Duration::from_millis(300));
         let started = std::time::Instant::now();
-        let error = checker.check(&format!("http://127.0.0.1:{port}/healthz")).unwrap_err();
+        let error = checker
+            .check(&format!("http://127.0.0.1:{port}/healthz"))
+            .unwrap_err();
         assert!(error.contains(&port.to_string()), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }

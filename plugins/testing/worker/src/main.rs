@@ -247,12 +247,27 @@ mod tests {
 
     #[test]
     fn arguments_are_read_and_mistakes_named() {
-        let s = parse_args(args("--port 2000 --work 7 --variant r18 --ready-after-ms 50")).unwrap();
+        let s = parse_args(args(
+            "--port 2000 --work 7 --variant r18 --ready-after-ms 50",
+        ))
+        .unwrap();
         assert_eq!((s.port, s.work, s.variant.as_str()), (2000, 7, "r18"));
         assert_eq!(s.ready_after, Duration::from_millis(50));
-        assert!(parse_args(args("--work 7")).unwrap_err().contains("--port is required"));
-        assert!(parse_args(args("--port x")).unwrap_err().contains("--port: `x`"));
-        assert!(parse_args(args("--port 1 --bogus")).unwrap_err().contains("`--bogus`"));
+        assert!(
+            parse_args(args("--work 7"))
+                .unwrap_err()
+                .contains("--port is required")
+        );
+        assert!(
+            parse_args(args("--port x"))
+                .unwrap_err()
+                .contains("--port: `x`")
+        );
+        assert!(
+            parse_args(args("--port 1 --bogus"))
+                .unwrap_err()
+                .contains("`--bogus`")
+        );
     }
 
     #[test]
