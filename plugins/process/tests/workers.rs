@@ -658,3 +658,148 @@ fn bad_configs_and_plans_are_refused_with_the_key_named() {
         error.message
     );
 }
+
+#[test]
+fn switching_variant_and_cores_is_make_before_break_under_load() {
+    let dir = Scratch::new("switch");
+    let mut settings = config(dir.path(), (21310, 21359), 200_000);
+    settings["pipeline"]["stages"][0]["variants"] = json!(["w", "big"]);
+    let mut big = settings["variants"]["w"].clone();
+    big["command"][6] = json!("400000");
+    settings["variants"]["big"] = big;
+    let mut backend = ProcessBackend::create(settings).expect("create");
+    Backend::apply(&mut backend, &plan(2, 1)).expect("apply w×2");
+    observe_until(
+        &mut backend,
+        None,
+        Duration::from_secs(20),
+        "w ready",
+        |o, _| ready_count(o) == 2,
+    );
+    let old: Vec<i32> = backend.workers().iter().map(|w| w.pid).collect();
+    let load = Load::start(3, Duration::from_secs(60));
+    observe_until(
+        &mut backend,
+        Some(&load),
+        Duration::from_secs(5),
+        "serving",
+        |_, _| load.ok.load(Ordering::SeqCst) >= 10,
+    );
+
+    let switched: PlanMessage = serde_json::from_value(json!({ "stages": [{ "stage": "s",
+        "assignments": [{ "variant": "big", "batch": 1, "cores": 2, "replicas": 1 }] }] }))
+    .expect("plan");
+    Backend::apply(&mut backend, &switched).expect("apply big×1 on 2 cores");
+    let began = Instant::now();
+    let mut fewest_ready = usize::MAX;
+    let mut old_drained_before_new_ready = false;
+    loop {
+        let observation = Backend::observe(&mut backend).expect("observe");
+        load.route(&observation);
+        fewest_ready = fewest_ready.min(ready_count(&observation));
+        let new_ready = observation
+            .endpoints
+            .iter()
+            .any(|e| e.variant == "big" && e.state == EndpointState::Ready);
+        let old_leaving = observation
+            .endpoints
+            .iter()
+            .any(|e| e.variant == "w" && e.state == EndpointState::Draining);
+        if old_leaving && !new_ready {
+            old_drained_before_new_ready = true;
+        }
+        let workers = backend.workers();
+        if workers.len() == 1 && workers[0].variant == "big" && new_ready {
+            break;
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(30),
+            "no switch: {workers:?} {:?}",
+            backend.recent_events()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let (ok, failed, failures, _) = load.finish();
+    assert_eq!(failed, 0, "{ok} ok, failures: {failures:?}");
+    assert!(fewest_ready >= 1, "a moment without a ready endpoint");
+    assert!(
+        !old_drained_before_new_ready,
+        "old workers drained before the new one was ready"
+    );
+    let new = &backend.workers()[0];
+    assert_eq!(
+        (new.cores, new.cpus.len()),
+        (2, 2.min(system::allowed_cpus().len()))
+    );
+    assert!(system::thread_cpus(new.pid).iter().all(|m| m == &new.cpus));
+    assert!(
+        old.iter().all(|&p| process_state(p).is_none()),
+        "old workers not reaped"
+    );
+    let observed = Backend::observe(&mut backend).expect("observe");
+    assert_eq!(observed.deployed, switched);
+}
+
+#[test]
+fn workers_that_never_get_ready_or_cannot_start_are_retried_with_backoff_and_reported() {
+    let dir = Scratch::new("retry");
+    let mut settings = config(dir.path(), (21360, 21399), 10_000);
+    settings["restart_backoff_s"] = json!(0.2);
+    settings["restart_backoff_max_s"] = json!(0.4);
+    settings["pipeline"]["stages"] = json!([
+        { "name": "s", "variants": ["w"] },
+        { "name": "t", "variants": ["missing"] }
+    ]);
+    settings["variants"]["w"]["command"]
+        .as_array_mut()
+        .expect("command")
+        .extend([json!("--ready-after-ms"), json!("60000")]);
+    settings["variants"]["w"]["readiness_timeout_s"] = json!(0.5);
+    settings["variants"]["missing"] = json!({ "command": ["/nonexistent/infadapt-worker"] });
+    let mut backend = ProcessBackend::create(settings).expect("create");
+    let both: PlanMessage = serde_json::from_value(json!({ "stages": [
+        { "stage": "s", "assignments": [{ "variant": "w", "batch": 1, "cores": 1, "replicas": 1 }] },
+        { "stage": "t", "assignments": [{ "variant": "missing", "batch": 1, "cores": 1, "replicas": 1 }] }
+    ] }))
+    .expect("plan");
+    let report = Backend::apply(&mut backend, &both).expect("apply");
+    assert!(
+        report.actions.iter().any(|a| a
+            .contains("t/missing: cannot start worker: cannot run `/nonexistent/infadapt-worker`")),
+        "{report:?}"
+    );
+    let seen = observe_until(
+        &mut backend,
+        None,
+        Duration::from_secs(20),
+        "two readiness timeouts",
+        |o, b| {
+            assert_eq!(
+                ready_count(o),
+                0,
+                "a worker that is not ready was reported ready"
+            );
+            b.counters().crashes >= 2
+        },
+    );
+    assert!(
+        seen.stages
+            .iter()
+            .all(|s| s.ready_replicas == 0 && s.starting_replicas == 1),
+        "{seen:?}"
+    );
+    let events = backend.recent_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("not ready within 0.5 s") && e.contains("killed")),
+        "{events:?}"
+    );
+    let health = Backend::health(&mut backend).expect("health");
+    assert!(!health.healthy, "{health:?}");
+    assert!(health.detail.contains("t/missing failed"), "{health:?}");
+    let pids: Vec<i32> = backend.workers().iter().map(|w| w.pid).collect();
+    drop(backend);
+    assert!(pids.iter().all(|&p| process_state(p).is_none()));
+}
