@@ -40,6 +40,8 @@ pub struct VariantConfig {
     pub command: Vec<String>,
     pub health_url: String,
     pub url: String,
+    /// Where the worker's request counters are read (`served`, `in_flight`), if anywhere.
+    pub stats_url: Option<String>,
     pub readiness_timeout: Duration,
     pub env: BTreeMap<String, String>,
     pub working_dir: Option<PathBuf>,
@@ -90,6 +92,7 @@ const VARIANT_KEYS: &[&str] = &[
     "command",
     "health_url",
     "url",
+    "stats_url",
     "readiness_timeout_s",
     "env",
     "working_dir",
@@ -524,7 +527,12 @@ fn read_variant(
     let url = reader
         .string(entry, path, "url")
         .unwrap_or_else(|| "http://{host}:{port}/infer".to_owned());
-    for (key, text) in [("health_url", &health_url), ("url", &url)] {
+    let stats_url = reader.string(entry, path, "stats_url");
+    let mut urls = vec![("health_url", &health_url), ("url", &url)];
+    if let Some(stats) = &stats_url {
+        urls.push(("stats_url", stats));
+    }
+    for (key, text) in urls {
         reader.template(&join(path, key), text);
         if !text.starts_with("http://") {
             reader.report(&join(path, key), "must start with http://");
@@ -580,6 +588,7 @@ fn read_variant(
         command,
         health_url,
         url,
+        stats_url,
         readiness_timeout,
         env,
         working_dir,

@@ -27,6 +27,7 @@
 //! | `variants.NAME.command` | required | program and arguments (no shell), with placeholders |
 //! | `variants.NAME.health_url` | `"http://{host}:{port}/healthz"` | a worker is `ready` once this answers 2xx |
 //! | `variants.NAME.url` | `"http://{host}:{port}/infer"` | the endpoint the router sends requests to (`raw-http`) |
+//! | `variants.NAME.stats_url` | none | JSON `{"served": N, "in_flight": M}` (cumulative answered requests, requests in flight): observe reports completed requests, arrivals and queue length from it |
 //! | `variants.NAME.readiness_timeout_s` | 60 | a worker not ready by then is killed and restarted |
 //! | `variants.NAME.env` | none | extra environment, with placeholders |
 //! | `variants.NAME.working_dir` | the daemon's | working directory of the worker |
@@ -44,8 +45,10 @@
 //! to SIGTERM after `drain_s` and SIGKILL after `stop_timeout_s`. Replicas whose variant,
 //! batch, cores or command changed are replaced make-before-break: the old ones drain once
 //! the stage's new workers are all ready. Workers are reported as endpoints (`starting`,
-//! `ready`, `draining`); only ready ones count as deployed. The backend sees no traffic, so
-//! observations carry no arrival or latency figures (the router measures those).
+//! `ready`, `draining`); only ready ones count as deployed. The backend sees no traffic
+//! itself: with a `stats_url` it reports the requests its workers answered (as completed
+//! requests and arrivals, assuming none dropped) and those in flight (as queue length);
+//! latency percentiles are the router's to measure.
 
 mod config;
 mod error;
@@ -127,6 +130,11 @@ struct Worker {
     argv: Vec<String>,
     url: String,
     health_url: String,
+    stats_url: Option<String>,
+    /// The worker's `served` counter when last read; `None` until the first read of an
+    /// adopted worker (whose earlier requests were counted by the previous daemon).
+    served_seen: Option<u64>,
+    stats_error_reported: bool,
     readiness_timeout: Duration,
     phase: Phase,
     /// Our child (reaped through it); `None` for a worker adopted from a previous daemon.
@@ -218,6 +226,7 @@ pub struct ProcessBackend {
     counters: Counters,
     last_written: Option<StateFile>,
     detached: bool,
+    last_observe: Option<Instant>,
 }
 
 impl std::fmt::Debug for ProcessBackend {
@@ -266,6 +275,7 @@ impl ProcessBackend {
             counters: Counters::default(),
             last_written: None,
             detached: false,
+            last_observe: None,
         };
         if backend.config.wants_gpu()
             && let Some(reason) = backend.gpus.unavailable_reason()
@@ -311,6 +321,18 @@ impl ProcessBackend {
                 "draining" | "stopping" => Phase::Draining { since: now },
                 _ => Phase::Starting { since: now },
             };
+            let stats_url = self.config.variants.get(&record.variant).and_then(|v| {
+                let values = self.placeholder_values(
+                    &record.stage,
+                    &record.variant,
+                    record.batch,
+                    record.cores,
+                    &record.cpus,
+                    record.gpu,
+                    record.port,
+                );
+                v.stats_url.as_ref().map(|t| render(t, &values))
+            });
             self.counters.adopted += 1;
             self.event(format!("{label} adopted ({})", phase.name()));
             self.workers.push(Worker {
@@ -327,6 +349,9 @@ impl ProcessBackend {
                 argv: record.argv,
                 url: record.url,
                 health_url: record.health_url,
+                stats_url,
+                served_seen: None,
+                stats_error_reported: false,
                 readiness_timeout,
                 phase,
                 child: None,
@@ -892,6 +917,9 @@ impl ProcessBackend {
             argv,
             url: render(&variant.url, &values),
             health_url: render(&variant.health_url, &values),
+            stats_url: variant.stats_url.as_ref().map(|t| render(t, &values)),
+            served_seen: Some(0),
+            stats_error_reported: false,
             readiness_timeout: variant.readiness_timeout,
             phase: Phase::Starting { since: now },
             child: Some(child),
@@ -959,6 +987,78 @@ impl ProcessBackend {
         } else {
             Err(ProcessError::Plan(problems.join("; ")))
         }
+    }
+
+    /// Reads the request counters of the workers that have a `stats_url` (in parallel):
+    /// requests answered since the previous read, and requests in flight per stage.
+    fn read_counters(&mut self) -> (u64, BTreeMap<String, f64>) {
+        let targets: Vec<(usize, String)> = self
+            .workers
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| {
+                !matches!(
+                    w.phase,
+                    Phase::Starting { .. } | Phase::Stopping { killed: true, .. }
+                )
+            })
+            .filter_map(|(i, w)| w.stats_url.clone().map(|u| (i, u)))
+            .collect();
+        let checker = &self.checker;
+        let results: Vec<(usize, Result<serde_json::Value, String>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = targets
+                    .iter()
+                    .map(|(i, url)| (*i, scope.spawn(move || checker.get_json(url))))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|(i, h)| {
+                        let answer = h
+                            .join()
+                            .unwrap_or_else(|_| Err("stats read panicked".to_owned()));
+                        (i, answer)
+                    })
+                    .collect()
+            });
+        let mut completed = 0;
+        let mut in_flight: BTreeMap<String, f64> = BTreeMap::new();
+        let mut problems = Vec::new();
+        for (index, answer) in results {
+            let worker = &mut self.workers[index];
+            let counters = answer.and_then(|json| {
+                let served = json["served"]
+                    .as_u64()
+                    .ok_or("`served` is missing or not a whole number")?;
+                let busy = json["in_flight"].as_f64().unwrap_or(0.0);
+                if !busy.is_finite() || busy < 0.0 {
+                    return Err("`in_flight` is not a count".to_owned());
+                }
+                Ok((served, busy))
+            });
+            match counters {
+                Ok((served, busy)) => {
+                    completed += match worker.served_seen {
+                        Some(seen) if served >= seen => served - seen,
+                        // The counter went back: the worker restarted its count.
+                        Some(_) => served,
+                        None => 0,
+                    };
+                    worker.served_seen = Some(served);
+                    *in_flight.entry(worker.stage.clone()).or_default() += busy;
+                }
+                Err(error) => {
+                    if !worker.stats_error_reported {
+                        worker.stats_error_reported = true;
+                        problems.push(format!("{}: stats unreadable: {error}", worker.label()));
+                    }
+                }
+            }
+        }
+        for problem in problems {
+            self.event(problem);
+        }
+        (completed, in_flight)
     }
 
     fn observation(&self, now: Instant) -> PluginObservation {
@@ -1201,7 +1301,20 @@ impl Backend for ProcessBackend {
         let now = Instant::now();
         let changes = self.step(now);
         self.pending_events.extend(changes);
-        Ok(self.observation(now))
+        let counted = self.workers.iter().any(|w| w.stats_url.is_some());
+        let (completed, in_flight) = self.read_counters();
+        let mut observation = self.observation(now);
+        for stage in &mut observation.stages {
+            stage.queue_len = in_flight.get(&stage.stage).copied().unwrap_or(0.0);
+        }
+        if counted && let Some(previous) = self.last_observe {
+            let seconds = now.duration_since(previous).as_secs_f64().max(1e-3);
+            let whole = (seconds.round() as usize).max(1);
+            observation.completed = completed;
+            observation.arrivals_per_second = vec![completed as f64 / seconds; whole];
+        }
+        self.last_observe = Some(now);
+        Ok(observation)
     }
 
     fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {

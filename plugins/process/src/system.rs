@@ -184,6 +184,25 @@ impl HealthChecker {
         }
     }
 
+    /// The JSON document `url` answers with (2xx, at most 64 KiB).
+    pub fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+        let mut response = self
+            .agent
+            .get(url)
+            .call()
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !response.status().is_success() {
+            return Err(format!("{url} answered {}", response.status()));
+        }
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 * 1024)
+            .read_to_string()
+            .map_err(|e| format!("{url}: {e}"))?;
+        serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
+    }
+
     /// `Ok` when `url` answers 2xx; otherwise what went wrong.
     pub fn check(&self, url: &str) -> Result<(), String> {
         match self.agent.get(url).call() {

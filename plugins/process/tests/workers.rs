@@ -103,6 +103,7 @@ fn config(dir: &Path, ports: (u16, u16), work: u32) -> serde_json::Value {
         "variants": { "w": {
             "command": [built().worker.display().to_string(), "--port", "{port}",
                         "--variant", "{variant}", "--work", work.to_string()],
+            "stats_url": "http://{host}:{port}/stats",
             "readiness_timeout_s": 20
         } }
     })
@@ -186,6 +187,8 @@ struct Load {
     failures: Arc<Mutex<Vec<String>>>,
     served_by: Arc<Mutex<std::collections::BTreeSet<i64>>>,
     clients: Vec<std::thread::JoinHandle<()>>,
+    /// Requests the backend's observations counted as completed.
+    reported: AtomicU64,
 }
 
 impl Load {
@@ -198,6 +201,7 @@ impl Load {
             failures: Arc::default(),
             served_by: Arc::default(),
             clients: Vec::new(),
+            reported: AtomicU64::new(0),
         };
         for client in 0..clients {
             let (ready, stop, ok, failed, failures, served_by) = (
@@ -261,6 +265,8 @@ impl Load {
             .map(|e| e.url.clone())
             .collect();
         *self.ready.lock().expect("ready") = urls;
+        self.reported
+            .fetch_add(observation.completed, Ordering::SeqCst);
     }
 
     /// Stops the clients; (ok, failed, failure texts, pids that answered).
@@ -400,13 +406,23 @@ fn scaling_one_three_one_under_load_fails_no_request() {
         |o, b| ready_count(o) == 1 && b.workers().len() == 1,
     );
     std::thread::sleep(Duration::from_millis(500));
+    // One more observation counts what the survivor served since the last one.
+    load.route(&Backend::observe(&mut backend).expect("observe"));
+    let reported = load.reported.load(Ordering::SeqCst);
     let (ok, failed, failures, served_by) = load.finish();
     eprintln!(
-        "scale 1-3-1 under load: {ok} requests ok, {failed} failed, {served_by} workers served"
+        "scale 1-3-1 under load: {ok} requests ok, {failed} failed, {served_by} workers served, \
+         {reported} counted by observe"
     );
     assert_eq!(failed, 0, "{ok} ok, failures: {failures:?}");
     assert!(ok >= 30, "only {ok} requests served");
     assert!(served_by >= 3, "only {served_by} workers served requests");
+    // The workers' counters reach the observations: all but what stopped workers served
+    // after their last read (at most the last 100 ms before each stop).
+    assert!(
+        reported <= ok && reported as f64 >= 0.8 * ok as f64,
+        "observations counted {reported} of {ok} requests"
+    );
 
     let survivor = backend.workers()[0].pid;
     for pid in all_pids.iter().filter(|&&p| p != survivor) {
@@ -644,6 +660,35 @@ fn bad_configs_and_plans_are_refused_with_the_key_named() {
         error.message
     );
     assert!(backend.workers().is_empty());
+
+    // Garbage from a stats URL is reported once, naming the worker and the URL; the worker
+    // keeps serving.
+    let mut garbage = config(dir.path(), (21300, 21309), 10_000);
+    garbage["variants"]["w"]["stats_url"] = json!("http://{host}:{port}/healthz");
+    drop(backend);
+    let mut backend = ProcessBackend::create(garbage).expect("create");
+    Backend::apply(&mut backend, &plan(1, 1)).expect("apply");
+    observe_until(
+        &mut backend,
+        None,
+        Duration::from_secs(20),
+        "ready",
+        |o, _| ready_count(o) == 1,
+    );
+    for _ in 0..3 {
+        let observed = Backend::observe(&mut backend).expect("observe");
+        assert_eq!(observed.completed, 0);
+    }
+    let complaints: Vec<String> = backend
+        .recent_events()
+        .into_iter()
+        .filter(|e| e.contains("stats unreadable"))
+        .collect();
+    assert_eq!(complaints.len(), 1, "{complaints:?}");
+    assert!(
+        complaints[0].contains("/healthz: not JSON") && complaints[0].contains("s/w: worker pid"),
+        "{complaints:?}"
+    );
 
     // A state file that is not one is named, not ignored.
     std::fs::write(dir.path().join("state/process-p.json"), "garbage").expect("write");
