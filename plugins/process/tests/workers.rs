@@ -848,3 +848,62 @@ fn workers_that_never_get_ready_or_cannot_start_are_retried_with_backoff_and_rep
     drop(backend);
     assert!(pids.iter().all(|&p| process_state(p).is_none()));
 }
+
+#[test]
+fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
+    let dir = Scratch::new("stubborn");
+    let mut settings = config(dir.path(), (21400, 21409), 10_000);
+    settings["drain_s"] = json!(0.2);
+    settings["stop_timeout_s"] = json!(0.5);
+    settings["variants"]["w"]["command"]
+        .as_array_mut()
+        .expect("command")
+        .push(json!("--ignore-sigterm"));
+    let mut backend = ProcessBackend::create(settings).expect("create");
+    Backend::apply(&mut backend, &plan(1, 1)).expect("apply 1");
+    observe_until(
+        &mut backend,
+        None,
+        Duration::from_secs(20),
+        "ready",
+        |o, _| ready_count(o) == 1,
+    );
+    let pid = backend.workers()[0].pid;
+    let report = Backend::apply(&mut backend, &plan(0, 1)).expect("apply 0");
+    assert!(
+        report.actions.iter().any(|a| a.contains("draining")),
+        "{report:?}"
+    );
+    let began = Instant::now();
+    let mut actions = Vec::new();
+    while !backend.workers().is_empty() {
+        assert!(
+            began.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            backend.workers()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        actions.extend(
+            Backend::apply(&mut backend, &plan(0, 1))
+                .expect("apply")
+                .actions,
+        );
+    }
+    let stopped_after = began.elapsed();
+    assert!(
+        actions.iter().any(|a| a.contains("SIGTERM sent")),
+        "{actions:?}"
+    );
+    assert!(
+        actions
+            .iter()
+            .any(|a| a.contains("did not stop within 0.5 s of SIGTERM; SIGKILL sent")),
+        "{actions:?}"
+    );
+    assert!(
+        stopped_after >= Duration::from_millis(700),
+        "{stopped_after:?}"
+    );
+    assert_eq!(process_state(pid), None, "not reaped");
+    assert_eq!(backend.counters().crashes, 0);
+}

@@ -2,11 +2,12 @@
 //! CPU work for every `POST /infer` (`--work` rounds of a hash loop, on the blocking pool so
 //! it runs on the cores the worker is pinned to), answers `GET /healthz` once it is ready
 //! (after `--ready-after-ms`, standing in for a model load), counts requests on
-//! `GET /stats`, and on SIGTERM stops accepting, finishes the requests in flight and exits 0.
+//! `GET /stats`, and on SIGTERM stops accepting, finishes the requests in flight and exits 0
+//! (or, with `--ignore-sigterm`, goes on serving: a worker that needs SIGKILL).
 //!
 //! ```text
 //! infadapt-test-worker --port 20001 [--work 200000] [--variant NAME] [--ready-after-ms 0]
-//!                      [--host 127.0.0.1]
+//!                      [--host 127.0.0.1] [--ignore-sigterm]
 //! ```
 
 use std::net::SocketAddr;
@@ -27,11 +28,12 @@ struct Settings {
     work: u64,
     variant: String,
     ready_after: Duration,
+    ignore_sigterm: bool,
 }
 
 fn usage() -> String {
     "usage: infadapt-test-worker --port PORT [--work ROUNDS] [--variant NAME] \
-     [--ready-after-ms MS] [--host ADDR]"
+     [--ready-after-ms MS] [--host ADDR] [--ignore-sigterm]"
         .to_owned()
 }
 
@@ -41,6 +43,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String
     let mut work: u64 = 200_000;
     let mut variant = "worker".to_owned();
     let mut ready_after = Duration::ZERO;
+    let mut ignore_sigterm = false;
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let mut value = || {
@@ -63,6 +66,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String
                     .map_err(|_| format!("--work: `{text}` is not a whole number"))?;
             }
             "--variant" => variant = value()?,
+            "--ignore-sigterm" => ignore_sigterm = true,
             "--ready-after-ms" => {
                 let text = value()?;
                 let ms: u64 = text
@@ -80,6 +84,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String
         work,
         variant,
         ready_after,
+        ignore_sigterm,
     })
 }
 
@@ -170,9 +175,18 @@ async fn stop_signal(worker: Arc<Worker>) {
             return std::future::pending().await;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        if !worker.settings.ignore_sigterm {
+            break;
+        }
+        eprintln!(
+            "infadapt-test-worker {}: ignoring the stop signal",
+            worker.settings.port
+        );
     }
     worker.stopping.store(true, Ordering::SeqCst);
     eprintln!(
@@ -253,6 +267,12 @@ mod tests {
         .unwrap();
         assert_eq!((s.port, s.work, s.variant.as_str()), (2000, 7, "r18"));
         assert_eq!(s.ready_after, Duration::from_millis(50));
+        assert!(!s.ignore_sigterm);
+        assert!(
+            parse_args(args("--port 1 --ignore-sigterm"))
+                .unwrap()
+                .ignore_sigterm
+        );
         assert!(
             parse_args(args("--work 7"))
                 .unwrap_err()
