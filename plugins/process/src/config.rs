@@ -375,7 +375,7 @@ impl ProcessConfig {
             }
         };
         let drain = reader.seconds(top, "", "drain_s", 5.0);
-        let stop_timeout = reader.seconds(top, "", "stop_timeout_s", 10.0);
+        let stop_timeout = reader.seconds(top, "", "stop_timeout_s", 5.0);
         let health_timeout = reader.seconds(top, "", "health_timeout_s", 0.5);
         if health_timeout.is_zero() || health_timeout > Duration::from_secs(2) {
             reader.report(

@@ -19,7 +19,7 @@
 //! | `port_range` | `[20000, 20999]` | ports handed out to workers, never two at once |
 //! | `cpus` | the daemon's own CPUs | CPUs workers are pinned to |
 //! | `drain_s` | 5 | a worker the plan no longer wants is `draining` this long before SIGTERM |
-//! | `stop_timeout_s` | 10 | SIGKILL this long after SIGTERM |
+//! | `stop_timeout_s` | 5 | SIGKILL this long after SIGTERM (keep it below the daemon's `grace_s`) |
 //! | `health_timeout_s` | 0.5 | limit of one health check (above 0, at most 2) |
 //! | `unhealthy_after` | 3 | failed health checks in a row that make a ready worker be replaced |
 //! | `restart_backoff_s`, `restart_backoff_max_s` | 1, 60 | delay before restarting a crashed variant, doubled per crash in a row |
@@ -1178,6 +1178,9 @@ impl ProcessBackend {
                 killed: false,
             };
         }
+        // Recorded at once: an instance created meanwhile (a reload whose stop outlasted
+        // the daemon's grace period) adopts them as leaving, not as serving.
+        let _ = self.save();
         let mut killed = false;
         while !self.workers.is_empty() {
             self.reap(Instant::now());

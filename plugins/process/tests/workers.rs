@@ -907,3 +907,42 @@ fn a_worker_that_ignores_sigterm_is_killed_after_the_stop_timeout() {
     assert_eq!(process_state(pid), None, "not reaped");
     assert_eq!(backend.counters().crashes, 0);
 }
+
+#[test]
+fn with_on_exit_keep_a_destroyed_instance_leaves_its_workers_to_the_next() {
+    let dir = Scratch::new("keep");
+    let mut keep = config(dir.path(), (21410, 21419), 10_000);
+    keep["on_exit"] = json!("keep");
+    let mut first = ProcessBackend::create(keep.clone()).expect("create");
+    Backend::apply(&mut first, &plan(1, 1)).expect("apply");
+    observe_until(
+        &mut first,
+        None,
+        Duration::from_secs(20),
+        "ready",
+        |o, _| ready_count(o) == 1,
+    );
+    let pid = first.workers()[0].pid;
+    drop(first);
+    assert_eq!(
+        process_state(pid).map(|s| s != 'Z'),
+        Some(true),
+        "stopped despite keep"
+    );
+
+    // The next instance (here with the default `on_exit = "stop"`) adopts it, and stops it
+    // when it is destroyed.
+    let mut second =
+        ProcessBackend::create(config(dir.path(), (21410, 21419), 10_000)).expect("create");
+    assert_eq!(second.counters().adopted, 1);
+    observe_until(
+        &mut second,
+        None,
+        Duration::from_secs(10),
+        "adopted",
+        |o, _| ready_count(o) == 1,
+    );
+    assert_eq!(second.workers()[0].pid, pid);
+    drop(second);
+    assert_eq!(process_state(pid), None, "not stopped and reaped");
+}
