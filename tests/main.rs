@@ -4,5 +4,6 @@ mod daemon;
 mod forecast_cli;
 mod plan_cli;
 mod plugins;
+mod process;
 mod profiles_import;
 mod simulate_cli;
