@@ -70,14 +70,30 @@ pub(crate) struct Daemon {
 
 impl Daemon {
     pub(crate) fn start(config: &Path, notify: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        Daemon::start_with_watchdog(config, notify, None)
+    }
+
+    /// Starts the daemon; `watchdog_usec` sets the watchdog interval the service manager
+    /// would ask for.
+    pub(crate) fn start_with_watchdog(
+        config: &Path,
+        notify: &Path,
+        watchdog_usec: Option<u64>,
+    ) -> Daemon {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
+        command
             .args(["run", "--config"])
             .arg(config)
             .env("NOTIFY_SOCKET", notify)
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
             .env_remove("JOURNAL_STREAM")
-            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID");
+        match watchdog_usec {
+            Some(usec) => command.env("WATCHDOG_USEC", usec.to_string()),
+            None => command.env_remove("WATCHDOG_USEC"),
+        };
+        let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -316,6 +332,51 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         daemon.log()
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_service_manager_that_stops_reading_notifications_does_not_stall_the_daemon() {
+    let dir = scratch("notify-stall");
+    let state_dir = dir.join("state");
+    let config = dir.join("infadaptd.toml");
+    let port = free_port();
+    std::fs::write(&config, config_text(port, &state_dir, 60)).expect("config");
+    let notify_path = dir.join("notify.sock");
+    // Bound but never read: with a 2 ms watchdog (a keep-alive every millisecond) the
+    // socket's queue is full within a second, and a blocking send would stop everything.
+    let _notify = UnixDatagram::bind(&notify_path).expect("notify socket");
+    let mut daemon = Daemon::start_with_watchdog(&config, &notify_path, Some(2_000));
+    let tick = |port| {
+        http_get(port, "/v1/status")
+            .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .and_then(|status| status["pipelines"][0]["ticks"].as_u64())
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || tick(port)
+            .is_some_and(|t| t >= 2)),
+        "the daemon did not start ticking; log:\n{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let before = tick(port).expect("status answers");
+    assert!(
+        wait_until(Duration::from_secs(10), || tick(port)
+            .is_some_and(|t| t >= before + 2)),
+        "ticks stopped at {before} while notifications were not read; log:\n{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("not reading notifications"),
+        "{}",
+        daemon.log()
+    );
 }
 
 #[test]
