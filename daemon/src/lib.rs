@@ -15,5 +15,6 @@ pub mod output;
 pub mod plugin_host;
 pub mod problem_file;
 pub mod profile_import;
+pub mod router;
 pub mod service;
 pub mod tomlread;
