@@ -11,6 +11,7 @@ pub mod cmd_simulate;
 pub mod cmd_validate;
 pub mod config;
 pub mod exit;
+pub mod loadgen;
 pub mod output;
 pub mod plugin_host;
 pub mod problem_file;

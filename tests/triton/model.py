@@ -1,7 +1,8 @@
 """Test model for infadapt's Triton tests: real CPU work that grows with the variant.
 
-Each batch runs `work_rounds` products of a `work_n` x `work_n` matrix (set in the model
-config's parameters), then answers every request with its input plus the checksum's sign.
+Every request in a batch costs `work_rounds` products of a `work_n` x `work_n` matrix (set in
+the model config's parameters), so latency and capacity grow with the variant; a batch saves
+only the per-call overhead. Each answer is the input plus one.
 """
 import json
 
@@ -19,12 +20,12 @@ class TritonPythonModel:
         self.matrix = (rng.standard_normal((self.n, self.n)) / self.n).astype(np.float32)
 
     def execute(self, requests):
-        work = self.matrix
-        for _ in range(self.rounds):
-            work = np.tanh(work @ self.matrix)
-        bump = np.float32(1.0 if float(work.sum()) >= -1e30 else 0.0)
         responses = []
         for request in requests:
+            work = self.matrix
+            for _ in range(self.rounds):
+                work = np.tanh(work @ self.matrix)
+            bump = np.float32(1.0 if float(work.sum()) >= -1e30 else 0.0)
             data = pb_utils.get_input_tensor_by_name(request, "INPUT0").as_numpy()
             out = pb_utils.Tensor("OUTPUT0", (data + bump).astype(np.float32))
             responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
