@@ -2,7 +2,8 @@
 //! here from the venv that `tests/triton/install.sh` creates. The servers run one at a time
 //! (2-core machines); a missing venv or a server that cannot start fails the test.
 
-mod plugin;
+mod e2e;
+pub(crate) mod plugin;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -227,6 +228,11 @@ impl TritonServer {
         server
     }
 
+    /// A handle for looking at a running server from another thread (never stops it).
+    pub(crate) fn view(http_port: u16) -> ServerView {
+        ServerView { http_port }
+    }
+
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.http_port)
     }
@@ -253,28 +259,6 @@ impl TritonServer {
             None,
         ))
         .expect("model config")
-    }
-
-    /// Model name → state from the repository index.
-    pub(crate) fn index(&self) -> Vec<(String, String)> {
-        let answer = json_of(http(
-            "POST",
-            self.http_port,
-            "/v2/repository/index",
-            Some(&json!({})),
-        ))
-        .expect("index");
-        answer
-            .as_array()
-            .expect("index list")
-            .iter()
-            .map(|e| {
-                (
-                    e["name"].as_str().unwrap_or("").to_owned(),
-                    e["state"].as_str().unwrap_or("").to_owned(),
-                )
-            })
-            .collect()
     }
 
     pub(crate) fn state_of(&self, model: &str) -> String {
@@ -311,6 +295,53 @@ impl Drop for TritonServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A read-only look at a server by its port.
+pub(crate) struct ServerView {
+    pub http_port: u16,
+}
+
+/// What the tests read from a server.
+pub(crate) trait Served {
+    fn http_port(&self) -> u16;
+
+    /// Model name → state from the repository index.
+    fn index(&self) -> Vec<(String, String)> {
+        let answer = json_of(http(
+            "POST",
+            self.http_port(),
+            "/v2/repository/index",
+            Some(&json!({})),
+        ))
+        .unwrap_or(Value::Null);
+        answer
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .map(|e| {
+                        (
+                            e["name"].as_str().unwrap_or("").to_owned(),
+                            e["state"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+impl Served for ServerView {
+    fn http_port(&self) -> u16 {
+        self.http_port
+    }
+}
+
+impl Served for TritonServer {
+    fn http_port(&self) -> u16 {
+        self.http_port
     }
 }
 
