@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cmd_forecast;
 pub mod cmd_plan;
+pub mod cmd_profile;
 pub mod cmd_profiles;
 pub mod cmd_run;
 pub mod cmd_simulate;

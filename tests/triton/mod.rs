@@ -4,6 +4,7 @@
 
 mod e2e;
 pub(crate) mod plugin;
+mod profile;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
