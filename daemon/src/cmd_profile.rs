@@ -88,9 +88,9 @@ impl Cell {
     fn capacity(&self, slo_ms: f64) -> Option<(f64, loadgen::Summary)> {
         self.steps
             .iter()
-            .filter(|(_, s)| s.failed == 0 && s.sent > 0 && s.p99_ms <= slo_ms)
+            .rev()
+            .find(|(_, s)| s.failed == 0 && s.sent > 0 && s.p99_ms <= slo_ms)
             .map(|(r, s)| (*r, *s))
-            .last()
     }
 }
 
@@ -105,7 +105,7 @@ fn check(args: &ProfileArgs) -> anyhow::Result<()> {
             args.duration_s
         ));
     }
-    if args.batch.iter().any(|&b| b == 0) || args.instances.iter().any(|&n| n == 0) {
+    if args.batch.contains(&0) || args.instances.contains(&0) {
         problems.push("--batch and --instances take counts >= 1".to_owned());
     }
     if args.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
@@ -284,7 +284,8 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
                         summary.p50_ms,
                         summary.p99_ms
                     );
-                    let over = summary.failed > 0 || !(summary.p99_ms <= args.slo_ms);
+                    let within = summary.p99_ms <= args.slo_ms;
+                    let over = summary.failed > 0 || !within;
                     steps.push((rate, summary));
                     if over {
                         break;

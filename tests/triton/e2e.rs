@@ -118,6 +118,13 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
+/// (variant or model, batch, replicas or instances), sorted.
+type Deployment = Vec<(String, u64, u64)>;
+
+/// One plan the daemon held: the plan, first and last sample time, whether the server was
+/// seen running it.
+type Stretch = (Deployment, f64, f64, bool);
+
 /// One look at the daemon's plan and the server's models.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -359,7 +366,7 @@ timeout_ms = 10000
     let all = loadgen::summarize(&records, 0.0, rates.len() as f64, SLO_MS);
     let steady = loadgen::summarize(&records, 20.0, rates.len() as f64, SLO_MS);
     // Stretches of one plan and whether the server was seen running it.
-    let mut stretches: Vec<(Vec<(String, u64, u64)>, f64, f64, bool)> = Vec::new();
+    let mut stretches: Vec<Stretch> = Vec::new();
     for s in &samples {
         match stretches.last_mut() {
             Some((plan, _, end, seen)) if *plan == s.plan => {

@@ -341,6 +341,22 @@ fn triton_plugin_reports_down_silent_and_lying_servers_clearly() {
     assert_eq!(error.code, STATUS_UNAVAILABLE, "{}", error.message);
     assert!(error.message.contains("within 0.4 s"), "{}", error.message);
 
+    // The budget of one call bounds all its requests together.
+    let mut budgeted = create(config(
+        &url,
+        None,
+        json!({"timeout_ms": 3000, "call_budget_ms": 600}),
+    ))
+    .expect("create");
+    let started = Instant::now();
+    let error = budgeted.observe().unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(error.code, STATUS_UNAVAILABLE, "{}", error.message);
+
     // Lying: 200 with HTML where JSON belongs.
     let (url, _liar) = fake_server(Some(
         "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 15\r\nconnection: close\r\n\r\n<html>hi</html>",

@@ -81,23 +81,23 @@ impl Client {
         })
     }
 
-    /// GETs `url`; the answer text of a 2xx status.
-    pub fn get_text(&self, url: &str) -> Result<String, TritonError> {
+    /// GETs `url` within `timeout`; the answer text of a 2xx status.
+    pub fn get_text(&self, url: &str, timeout: Duration) -> Result<String, TritonError> {
         let mut request = self.agent.get(url);
         for (name, value) in &self.headers {
             request = request.header(name, value);
         }
         let response = request
             .config()
-            .timeout_global(Some(self.timeout))
+            .timeout_global(Some(timeout))
             .build()
             .call();
-        finish("GET", url, self.timeout, response)
+        finish("GET", url, timeout, response)
     }
 
     /// GETs `url` and parses the answer as JSON.
-    pub fn get_json(&self, url: &str) -> Result<Value, TritonError> {
-        let text = self.get_text(url)?;
+    pub fn get_json(&self, url: &str, timeout: Duration) -> Result<Value, TritonError> {
+        let text = self.get_text(url, timeout)?;
         parse_json("GET", url, &text)
     }
 

@@ -15,6 +15,7 @@
 //! | `inference_url` | `url` | base URL given to the router for `/v2/models/M/infer` |
 //! | `models` | `{}` | variant name → Triton model name, for variants whose model is named differently |
 //! | `timeout_ms` | 2000 | limit for each ordinary call (index, config, metrics, health, unload) |
+//! | `call_budget_ms` | 4000 | limit for all the HTTP calls of one `observe`, `apply` or `health` together (keep it under the daemon's `backend_timeout_s`) |
 //! | `load_timeout_s` | 120 | limit for one model load (loads run on a background thread) |
 //! | `drain_s` | 10 | how long a variant that left the plan is reported `draining` before it is unloaded |
 //! | `queue_delay_us` | 1000 | the dynamic batcher's `max_queue_delay_microseconds` for batching models |
@@ -102,6 +103,7 @@ pub struct Settings {
     pub inference_url: String,
     pub models: BTreeMap<String, String>,
     pub timeout: Duration,
+    pub call_budget: Duration,
     pub load_timeout: Duration,
     pub drain: Duration,
     pub queue_delay_us: u64,
@@ -118,6 +120,7 @@ const KNOWN_KEYS: &[&str] = &[
     "inference_url",
     "models",
     "timeout_ms",
+    "call_budget_ms",
     "load_timeout_s",
     "drain_s",
     "queue_delay_us",
@@ -245,6 +248,7 @@ impl Settings {
                 Err(_) => Duration::ZERO,
             };
         let timeout = duration("timeout_ms", 2000.0, 1000.0);
+        let call_budget = duration("call_budget_ms", 4000.0, 1000.0);
         let load_timeout = duration("load_timeout_s", 120.0, 1.0);
         let drain = duration("drain_s", 10.0, 1.0);
         let retry = duration("retry_s", 5.0, 1.0);
@@ -299,6 +303,7 @@ impl Settings {
             metrics_url,
             models,
             timeout,
+            call_budget,
             load_timeout,
             drain,
             queue_delay_us,
@@ -356,6 +361,8 @@ pub struct TritonBackend {
     desired: Option<PlanMessage>,
     counters: metrics::CounterTracker,
     last_observe: Option<Instant>,
+    /// When the current plugin call's HTTP budget runs out.
+    deadline: Instant,
 }
 
 impl TritonBackend {
@@ -369,7 +376,28 @@ impl TritonBackend {
             desired: None,
             counters: metrics::CounterTracker::default(),
             last_observe: None,
+            deadline: Instant::now(),
         })
+    }
+
+    /// Starts the HTTP budget of one plugin call.
+    fn begin_call(&mut self) {
+        self.deadline = Instant::now() + self.settings.call_budget;
+    }
+
+    /// The limit for the next request: `timeout_ms`, cut to what the call has left.
+    fn limit(&self, call: &str) -> Result<Duration, TritonError> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(50) {
+            return Err(TritonError::Timeout {
+                call: format!(
+                    "{call} (the call's budget of {} ms was spent)",
+                    self.settings.call_budget.as_millis()
+                ),
+                seconds: self.settings.call_budget.as_secs_f64(),
+            });
+        }
+        Ok(left.min(self.settings.timeout))
     }
 
     fn url(&self, path: &str) -> String {
@@ -379,9 +407,9 @@ impl TritonBackend {
     /// Model name → state from the repository index (`READY`, `UNLOADING`, …).
     fn index(&self) -> Result<HashMap<String, String>, TritonError> {
         let url = self.url("/v2/repository/index");
-        let answer = self
-            .client
-            .post_json(&url, Some(&json!({})), self.settings.timeout)?;
+        let answer =
+            self.client
+                .post_json(&url, Some(&json!({})), self.limit(&format!("POST {url}"))?)?;
         let entries = answer.as_array().ok_or_else(|| TritonError::Protocol {
             call: format!("POST {url}"),
             detail: "the repository index is not a list".into(),
@@ -407,8 +435,9 @@ impl TritonBackend {
     }
 
     fn model_config(&self, model: &str) -> Result<Value, TritonError> {
+        let url = self.url(&format!("/v2/models/{model}/config"));
         self.client
-            .get_json(&self.url(&format!("/v2/models/{model}/config")))
+            .get_json(&url, self.limit(&format!("GET {url}"))?)
     }
 
     /// Starts loading `model` (with `config` as the full override, or from the repository)
@@ -576,8 +605,11 @@ impl TritonBackend {
                     if since.elapsed() >= self.settings.drain && !self.job_running(&entry.model) {
                         let url =
                             self.url(&format!("/v2/repository/models/{}/unload", entry.model));
-                        self.client
-                            .post(&url, Some(&json!({})), self.settings.timeout)?;
+                        self.client.post(
+                            &url,
+                            Some(&json!({})),
+                            self.limit(&format!("POST {url}"))?,
+                        )?;
                         actions.push(format!(
                             "{}: {}: unloaded `{}` after draining {:.1} s",
                             entry.stage,
@@ -693,6 +725,7 @@ impl TritonBackend {
     /// Reconciles and reports, for tests and the `profile` command: each managed variant's
     /// endpoint as of now.
     pub fn endpoints(&mut self) -> Result<Vec<EndpointMessage>, TritonError> {
+        self.begin_call();
         let mut actions = Vec::new();
         let seen = self.reconcile(&mut actions)?;
         Ok(seen.iter().map(|s| self.endpoint(s)).collect())
@@ -735,7 +768,9 @@ impl TritonBackend {
             }
         }
         if let Some(metrics_url) = self.settings.metrics_url.clone() {
-            let text = self.client.get_text(&metrics_url)?;
+            let text = self
+                .client
+                .get_text(&metrics_url, self.limit(&format!("GET {metrics_url}"))?)?;
             let scrape = metrics::parse(&text);
             if scrape.samples == 0 && !text.trim().is_empty() {
                 return Err(TritonError::Protocol {
@@ -821,11 +856,13 @@ impl Backend for TritonBackend {
     }
 
     fn observe(&mut self) -> Result<PluginObservation, BackendError> {
+        self.begin_call();
         Ok(self.observe_inner()?)
     }
 
     fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {
         self.check_plan(plan)?;
+        self.begin_call();
         self.desired = Some(plan.clone());
         let mut actions = Vec::new();
         self.reconcile(&mut actions)?;
@@ -839,8 +876,15 @@ impl Backend for TritonBackend {
     fn health(&mut self) -> Result<HealthReport, BackendError> {
         // `ready` is false while any loaded model is not (strict readiness), which is normal
         // during a switch: liveness decides, readiness goes into the detail.
-        let live = self.client.get_text(&self.url("/v2/health/live"));
-        let ready = self.client.get_text(&self.url("/v2/health/ready"));
+        self.begin_call();
+        let live_url = self.url("/v2/health/live");
+        let ready_url = self.url("/v2/health/ready");
+        let live = self
+            .limit(&format!("GET {live_url}"))
+            .and_then(|t| self.client.get_text(&live_url, t));
+        let ready = self
+            .limit(&format!("GET {ready_url}"))
+            .and_then(|t| self.client.get_text(&ready_url, t));
         let mut detail = match (&live, &ready) {
             (Ok(_), Ok(_)) => String::from("server live and ready"),
             (Ok(_), Err(e)) => format!("server live, not ready: {e}"),
