@@ -257,7 +257,7 @@ total_cores = 2
 model = "ewma"
 [pipeline.damping]
 stabilization_window_s = 6
-min_dwell_s = 9
+min_dwell_s = 15
 [pipeline.backend]
 type = "triton"
 url = "{url}"
@@ -392,6 +392,15 @@ timeout_ms = 10000
         "e2e: steady part (from 20 s): {} requests, p99 {:.1} ms, SLO attainment {:.3}",
         steady.sent, steady.p99_ms, steady.slo_attainment
     );
+    let mut windows = String::new();
+    for from in (0..rates.len()).step_by(10) {
+        let w = loadgen::summarize(&records, from as f64, (from + 10) as f64, SLO_MS);
+        windows.push_str(&format!(
+            " [{from}s {:.0}rps p99 {:.0}ms {:.2}]",
+            w.offered_rps, w.p99_ms, w.slo_attainment
+        ));
+    }
+    eprintln!("e2e: per 10 s (offered, p99, attainment):{windows}");
     for (plan, from, to, seen) in &stretches {
         eprintln!(
             "e2e: plan {plan:?} for {:.1} s (from {:.1} s) — server seen running it: {seen}",
