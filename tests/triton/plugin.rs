@@ -281,12 +281,17 @@ fn triton_plugin_scales_batches_switches_and_survives_counter_resets() {
     server.infer("small").expect("small still serves");
 }
 
-/// A TCP server that answers every connection with `answer` (or never answers).
-fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle<()>) {
+/// Requests a fake server received, as text.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// A TCP server that answers every connection with `answer` (or never answers), keeping
+/// what it was sent.
+fn fake_server(answer: Option<&'static str>) -> (String, Received) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
     let url = format!("http://{}", listener.local_addr().expect("addr"));
-    let handle = std::thread::spawn(move || {
-        listener.set_nonblocking(false).ok();
+    let received = Received::default();
+    let log = std::sync::Arc::clone(&received);
+    std::thread::spawn(move || {
         let started = Instant::now();
         let mut held = Vec::new();
         while started.elapsed() < Duration::from_secs(8) {
@@ -297,7 +302,10 @@ fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle
             stream
                 .set_read_timeout(Some(Duration::from_millis(300)))
                 .ok();
-            let _ = stream.read(&mut buf);
+            let n = stream.read(&mut buf).unwrap_or(0);
+            log.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).into_owned());
             match answer {
                 Some(text) => {
                     let _ = stream.write_all(text.as_bytes());
@@ -309,7 +317,7 @@ fn fake_server(answer: Option<&'static str>) -> (String, std::thread::JoinHandle
             }
         }
     });
-    (url, handle)
+    (url, received)
 }
 
 #[test]
@@ -358,11 +366,21 @@ fn triton_plugin_reports_down_silent_and_lying_servers_clearly() {
     assert_eq!(error.code, STATUS_UNAVAILABLE, "{}", error.message);
 
     // Lying: 200 with HTML where JSON belongs.
-    let (url, _liar) = fake_server(Some(
+    let (url, received) = fake_server(Some(
         "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 15\r\nconnection: close\r\n\r\n<html>hi</html>",
     ));
-    let mut liar = create(config(&url, None, json!({}))).expect("create");
+    let mut liar = create(config(
+        &url,
+        None,
+        json!({"headers": {"Authorization": "Bearer s3cret", "X-Tenant": "a"}}),
+    ))
+    .expect("create");
     let error = liar.observe().unwrap_err();
+    // The configured headers went out with the call.
+    let sent = received.lock().unwrap().join("\n").to_ascii_lowercase();
+    assert!(sent.contains("authorization: bearer s3cret"), "{sent}");
+    assert!(sent.contains("x-tenant: a"), "{sent}");
+    assert!(!error.message.contains("s3cret"), "{}", error.message);
     assert!(error.message.contains("not JSON"), "{}", error.message);
     assert!(
         error.message.starts_with("triton: POST"),
@@ -391,4 +409,23 @@ fn triton_plugin_reports_down_silent_and_lying_servers_clearly() {
     for needle in ["`url`", "drain_s", "colour", "Bad Header"] {
         assert!(message.contains(needle), "{needle}: {message}");
     }
+    // A CA file that is missing or not PEM is refused at create, naming the key.
+    let not_pem = std::env::temp_dir().join(format!("infadapt-not-pem-{}", std::process::id()));
+    std::fs::write(&not_pem, "hello").expect("file");
+    for path in [
+        not_pem.display().to_string(),
+        "/nonexistent/ca.pem".to_owned(),
+    ] {
+        let refused = create(config(
+            "https://127.0.0.1:1",
+            None,
+            json!({"tls_ca_file": path}),
+        ));
+        let Err(HostError::Failed { code, message, .. }) = refused else {
+            panic!("a bad tls_ca_file was accepted");
+        };
+        assert_eq!(code, STATUS_INVALID_INPUT);
+        assert!(message.contains("tls_ca_file"), "{message}");
+    }
+    let _ = std::fs::remove_file(&not_pem);
 }

@@ -4,7 +4,8 @@
 //! is served.
 //!
 //! Built as a `cdylib` (`libinfadapt_plugin_triton.so`, loaded for `type = "triton"`) and
-//! as an `rlib` (tests drive [`TritonBackend`] directly).
+//! as an `rlib` (for programs that link the backend in; such a program must not also
+//! link another plugin's rlib, since each exports the same C entry symbol).
 //!
 //! # Config (the `[pipeline.backend]` table, as JSON)
 //!
@@ -720,15 +721,6 @@ impl TritonBackend {
         } else {
             Err(TritonError::Plan(problems.join("; ")))
         }
-    }
-
-    /// Reconciles and reports, for tests and the `profile` command: each managed variant's
-    /// endpoint as of now.
-    pub fn endpoints(&mut self) -> Result<Vec<EndpointMessage>, TritonError> {
-        self.begin_call();
-        let mut actions = Vec::new();
-        let seen = self.reconcile(&mut actions)?;
-        Ok(seen.iter().map(|s| self.endpoint(s)).collect())
     }
 
     fn observe_inner(&mut self) -> Result<PluginObservation, TritonError> {
