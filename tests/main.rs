@@ -7,3 +7,4 @@ mod plugins;
 mod process;
 mod profiles_import;
 mod simulate_cli;
+mod triton;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_forecast, cmd_plan, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit};
+use crate::{
+    cmd_forecast, cmd_plan, cmd_profile, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit,
+};
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
 /// cores and replicas under a latency SLO, and applies the plan through backend plugins.
@@ -19,6 +21,9 @@ pub struct Cli {
 pub enum Command {
     /// Solve one planning problem (TOML) and print the chosen configuration.
     Plan(cmd_plan::PlanArgs),
+    /// Measure variants on a real backend (batch × instances sweep under open-loop Poisson
+    /// load) and write a profile catalog.
+    Profile(cmd_profile::ProfileArgs),
     /// Manage profile catalogs.
     #[command(subcommand)]
     Profiles(cmd_profiles::ProfilesCommand),
@@ -49,6 +54,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Plan(args) => cmd_plan::run(&args),
+        Command::Profile(args) => cmd_profile::run(&args),
         Command::Profiles(cmd) => cmd_profiles::run(&cmd),
         Command::Forecast(cmd) => cmd_forecast::run(&cmd),
         Command::Simulate(args) => cmd_simulate::run(&args),

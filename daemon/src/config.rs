@@ -17,6 +17,9 @@
 //! variants = ["resnet18", "resnet50"]
 //! [pipeline.backend]
 //! type = "sim"
+//! [pipeline.router]                      # optional: one stable endpoint for clients
+//! listen = "127.0.0.1:8080"
+//! timeout_ms = 10000
 //! ```
 
 use std::collections::BTreeMap;
@@ -31,6 +34,7 @@ use infadapt_planner::Problem;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
+use crate::router::RouterSettings;
 use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
 
 /// Where the packaged configuration is installed.
@@ -113,6 +117,8 @@ pub struct PipelineConfig {
     /// Control settings; `interval_s` is the pipeline's period.
     pub control: ControlConfig,
     pub backend: BackendConfig,
+    /// `[pipeline.router]`: the request router in front of the backend, when configured.
+    pub router: Option<RouterSettings>,
 }
 
 /// A whole validated configuration file.
@@ -206,6 +212,28 @@ fn build_config(
             Some(p) => {
                 if pipelines.iter().any(|q| q.name == p.name) {
                     table.report("name", format!("pipeline `{}` is configured twice", p.name));
+                }
+                if let Some(router) = &p.router {
+                    let taken = pipelines.iter().find(|q| {
+                        q.router
+                            .as_ref()
+                            .is_some_and(|r| r.listen == router.listen && router.listen.port() != 0)
+                    });
+                    if let Some(q) = taken {
+                        table.report(
+                            "router.listen",
+                            format!(
+                                "{} is already the router of pipeline `{}`",
+                                router.listen, q.name
+                            ),
+                        );
+                    }
+                    if daemon.http == HttpListen::Tcp(router.listen) && router.listen.port() != 0 {
+                        table.report(
+                            "router.listen",
+                            format!("{} is the daemon's HTTP API address", router.listen),
+                        );
+                    }
                 }
                 pipelines.push(p);
             }
@@ -344,6 +372,11 @@ fn read_pipeline(
         d.finish();
     }
     let backend = read_backend(p, raw_backend, daemon);
+    let router = p.opt_table("router").and_then(|r| {
+        let settings = read_router(&r);
+        r.finish();
+        settings
+    });
     if complete && let Err(e) = control.validate() {
         p.report("name", e.to_string());
     }
@@ -354,6 +387,49 @@ fn read_pipeline(
         name: control.problem.pipeline.name.clone(),
         control,
         backend: backend?,
+        router,
+    })
+}
+
+/// Default limit for one forwarded request.
+pub const DEFAULT_ROUTER_TIMEOUT_MS: u32 = 10_000;
+/// Default largest request body the router accepts.
+pub const DEFAULT_ROUTER_MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
+
+fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
+    let listen = match r.req_str("listen") {
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(address) => Some(address),
+            Err(_) => {
+                r.report(
+                    "listen",
+                    format!("`{text}` is not an address like 127.0.0.1:8080"),
+                );
+                None
+            }
+        },
+        None => None,
+    };
+    let timeout_ms = match r.opt_u32("timeout_ms") {
+        Some(0) => {
+            r.report("timeout_ms", "must be at least 1");
+            DEFAULT_ROUTER_TIMEOUT_MS
+        }
+        Some(ms) => ms,
+        None => DEFAULT_ROUTER_TIMEOUT_MS,
+    };
+    let max_body_bytes = match r.opt_u32("max_body_bytes") {
+        Some(n) if n < 1024 => {
+            r.report("max_body_bytes", format!("must be at least 1024, got {n}"));
+            DEFAULT_ROUTER_MAX_BODY_BYTES
+        }
+        Some(n) => n,
+        None => DEFAULT_ROUTER_MAX_BODY_BYTES,
+    };
+    Some(RouterSettings {
+        listen: listen?,
+        timeout: std::time::Duration::from_millis(u64::from(timeout_ms)),
+        max_body_bytes: max_body_bytes as usize,
     })
 }
 
@@ -563,6 +639,14 @@ peak_rps = 80
         assert_eq!(p.control.forecast.model, ModelKind::Ewma);
         assert_eq!(p.backend.kind, "sim");
         assert_eq!(p.backend.settings["seed"], 3);
+        assert_eq!(p.router, None);
+        let routed = parse(&format!(
+            "{GOOD}[pipeline.router]\nlisten = \"127.0.0.1:8080\"\n"
+        ))
+        .expect("valid");
+        let router = routed.pipelines[0].router.as_ref().expect("router");
+        assert_eq!(router.listen.port(), 8080);
+        assert_eq!(router.timeout.as_millis(), 10_000);
     }
 
     #[test]
@@ -571,7 +655,8 @@ peak_rps = 80
             .replace("period_s = 2", "period_s = -1\nbogus = 1")
             .replace("slo_ms = 750", "slo_ms = \"fast\"")
             .replace("min_dwell_s = 30", "min_dwell_s = -3")
-            .replace("seed = 3", "seed = 3\nnot_a_sim_key = 1");
+            .replace("seed = 3", "seed = 3\nnot_a_sim_key = 1")
+            + "[pipeline.router]\nlisten = \"localhost\"\ntimeout_ms = 0\ncolour = 1\n";
         let errors = parse(&text).expect_err("invalid");
         for needle in [
             "daemon.period_s: must be > 0",
@@ -579,6 +664,9 @@ peak_rps = 80
             "pipeline[0].slo_ms: expected a number",
             "pipeline[0].damping.min_dwell_s: must be >= 0",
             "not_a_sim_key",
+            "pipeline[0].router.listen: `localhost` is not an address",
+            "pipeline[0].router.timeout_ms: must be at least 1",
+            "pipeline[0].router.colour: unknown field",
         ] {
             assert!(errors.contains(needle), "{needle} missing from:\n{errors}");
         }

@@ -103,7 +103,7 @@ pub struct Stopped {
 }
 
 /// The uid this process runs as (the service user): the owner of `/proc/self`.
-fn own_uid() -> Option<u32> {
+pub(crate) fn own_uid() -> Option<u32> {
     std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 

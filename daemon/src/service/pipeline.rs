@@ -7,6 +7,11 @@
 //! the blocking pool with the configured time limit; failures put the backend into backoff.
 //! When the library cannot be loaded or the instance cannot be created, the pipeline stays
 //! degraded and retries with a doubling backoff, each attempt at a tick.
+//!
+//! With `[pipeline.router]` the task also runs the pipeline's request router: every
+//! observation refreshes its endpoints, every apply its load shares, and every tick takes
+//! its measurements (arrivals per second, completions, failures, SLO misses, p99), which
+//! replace the backend's in the observation the control loop sees.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,6 +20,7 @@ use std::time::{Duration, Instant};
 use infadapt_control::{ControlLoop, Decision, Policy};
 use infadapt_model::{CatalogVariant, Plan};
 use infadapt_plugin_abi::BackendInstance;
+use infadapt_plugin_abi::messages::EndpointMessage;
 use serde_json::json;
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span, warn};
@@ -27,6 +33,7 @@ use crate::config::{PipelineConfig, SIM_BACKEND};
 use crate::plugin_host::{
     BackendOrigin, CallPolicy, GuardedBackend, HostError, InstanceFactory, PluginHost,
 };
+use crate::router::Router;
 
 /// Callback for each decision (the demo prints them).
 pub type DecisionSink = Arc<dyn Fn(&DecisionRecord) + Send + Sync>;
@@ -73,7 +80,36 @@ pub async fn run_pipeline(
             s.dry_run = options.dry_run;
             s.period_s = config.control.interval_s;
         });
-        let mut task = match PipelineTask::start(config, options, registry.clone()).await {
+        let router = match &config.router {
+            Some(settings) => match crate::router::bind(settings).await {
+                Ok(listener) => {
+                    let pipeline = &config.control.problem.pipeline;
+                    let router = Router::new(
+                        &pipeline.name,
+                        pipeline.slo_ms,
+                        pipeline.stages.iter().map(|s| s.name.clone()).collect(),
+                        settings.timeout,
+                    );
+                    tokio::spawn(router.clone().serve(
+                        listener,
+                        settings.max_body_bytes,
+                        stop.clone(),
+                    ));
+                    Some(router)
+                }
+                Err(message) => {
+                    error!(error = %message, "pipeline cannot start; the others keep running");
+                    registry.update(&name, |s| {
+                        s.state = "failed".to_owned();
+                        s.last_error = Some(message);
+                    });
+                    let _ = stop.wait_for(|s| *s).await;
+                    return;
+                }
+            },
+            None => None,
+        };
+        let mut task = match PipelineTask::start(config, options, registry.clone(), router).await {
             Ok(task) => task,
             Err(message) => {
                 error!(error = %message, "pipeline cannot start; the others keep running");
@@ -129,6 +165,10 @@ struct PipelineTask {
     /// The plan the backend was last told to run.
     applied: Plan,
     period_s: f64,
+    /// The request router in front of the backend, when configured.
+    router: Option<Router>,
+    /// The endpoints the backend reported last (the router's table is built from them).
+    endpoints: Vec<EndpointMessage>,
     started: Instant,
     /// Loop clock at start: the saved clock plus the downtime when resuming, else 0.
     clock_offset_s: f64,
@@ -140,6 +180,7 @@ impl PipelineTask {
         config: PipelineConfig,
         options: TaskOptions,
         registry: Registry,
+        router: Option<Router>,
     ) -> Result<PipelineTask, String> {
         let name = config.name.clone();
         let pipeline = config.control.problem.pipeline.clone();
@@ -196,6 +237,8 @@ impl PipelineTask {
             start_plan,
             resumed: saved.is_some(),
             period_s,
+            router,
+            endpoints: Vec::new(),
             started: Instant::now(),
             clock_offset_s,
             ticks: 0,
@@ -344,6 +387,10 @@ impl PipelineTask {
         };
         let result = backend.observe().await;
         self.note(result.as_ref().err());
+        if let (Ok(observation), Some(router)) = (&result, &self.router) {
+            self.endpoints = observation.endpoints.clone();
+            router.update(&self.applied, &self.endpoints);
+        }
         result
     }
 
@@ -446,6 +493,9 @@ impl PipelineTask {
         match result {
             Ok(report) => {
                 self.applied = plan.clone();
+                if let Some(router) = &self.router {
+                    router.update(plan, &self.endpoints);
+                }
                 if report.changed {
                     info!(reason, actions = ?report.actions, "applied");
                 }
@@ -494,7 +544,20 @@ impl PipelineTask {
                     return;
                 }
             };
-            let observation = observation_from_plugin(&observation, self.now_s());
+            let mut observation = observation_from_plugin(&observation, self.now_s());
+            if let Some(router) = &self.router {
+                // Clients come in through the router: its measurements are the load.
+                let window = router.take_window();
+                observation.window_s = window.arrivals_per_second.len() as f64;
+                observation.arrivals_per_second = window.arrivals_per_second;
+                observation.completed = window.completed;
+                observation.dropped = window.failed;
+                observation.slo_misses = window.slo_misses;
+                observation.latency_p99_ms = window.latency_p99_ms;
+                let counters = router.counters();
+                self.registry
+                    .update(&self.name, |s| s.router = Some(counters));
+            }
             let Some(mut control) = self.control.take() else {
                 return;
             };

@@ -169,6 +169,8 @@ pub struct PipelineStatus {
     pub completed: u64,
     pub slo_misses: u64,
     pub dropped: u64,
+    /// The pipeline's request router, when it has one.
+    pub router: Option<crate::router::RouterCounters>,
 }
 
 impl PipelineStatus {
@@ -353,6 +355,45 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "gauge",
         per(&|s| Some(s.slo_attainment())),
     );
+    for (name, help, value) in [
+        (
+            "infadapt_router_requests_total",
+            "Requests the pipeline's router received.",
+            (|c| c.requests) as fn(&crate::router::RouterCounters) -> u64,
+        ),
+        (
+            "infadapt_router_failed_total",
+            "Router requests answered with an error.",
+            |c| c.failed,
+        ),
+        (
+            "infadapt_router_retries_total",
+            "Router requests retried on another endpoint after a failure.",
+            |c| c.retries,
+        ),
+        (
+            "infadapt_router_slo_misses_total",
+            "Router requests that failed or took longer than the SLO.",
+            |c| c.slo_misses,
+        ),
+        (
+            "infadapt_router_ready_endpoints",
+            "Endpoints the router currently sends requests to.",
+            |c| c.ready_endpoints,
+        ),
+    ] {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        gauge(
+            name,
+            help,
+            kind,
+            per(&|s| s.router.as_ref().map(|c| value(c) as f64)),
+        );
+    }
     gauge(
         "infadapt_plan_cores",
         "Cores held by the current plan.",

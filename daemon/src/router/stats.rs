@@ -1,0 +1,127 @@
+//! The router's measurement window: arrivals counted per whole second, latencies,
+//! completions, failures and SLO misses since the control loop last took them.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+/// What the router saw between two `take`s.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouterWindow {
+    /// Arrivals in each whole second that ended since the previous take, oldest first.
+    pub arrivals_per_second: Vec<f64>,
+    pub completed: u64,
+    pub failed: u64,
+    pub slo_misses: u64,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// Most latencies kept per window (a uniform thinning keeps the p99 honest beyond that).
+const MAX_LATENCIES: usize = 200_000;
+
+#[derive(Debug)]
+pub struct Window {
+    origin: Instant,
+    /// The first second not yet handed out.
+    next_second: u64,
+    arrivals: BTreeMap<u64, u64>,
+    latencies_ms: Vec<f64>,
+    completed: u64,
+    failed: u64,
+    slo_misses: u64,
+}
+
+impl Window {
+    pub fn new(origin: Instant) -> Window {
+        Window {
+            origin,
+            next_second: 0,
+            arrivals: BTreeMap::new(),
+            latencies_ms: Vec::new(),
+            completed: 0,
+            failed: 0,
+            slo_misses: 0,
+        }
+    }
+
+    fn second(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.origin).as_secs()
+    }
+
+    pub fn arrival(&mut self, at: Instant) {
+        let second = self.second(at).max(self.next_second);
+        *self.arrivals.entry(second).or_insert(0) += 1;
+    }
+
+    pub fn finished(&mut self, ok: bool, missed: bool, latency_ms: f64) {
+        if ok {
+            self.completed += 1;
+            if self.latencies_ms.len() < MAX_LATENCIES {
+                self.latencies_ms.push(latency_ms);
+            }
+        } else {
+            self.failed += 1;
+        }
+        if missed {
+            self.slo_misses += 1;
+        }
+    }
+
+    /// Hands out the seconds that ended before `now` and everything finished so far.
+    pub fn take(&mut self, now: Instant) -> RouterWindow {
+        let current = self.second(now);
+        let arrivals_per_second: Vec<f64> = (self.next_second..current)
+            .map(|s| self.arrivals.remove(&s).unwrap_or(0) as f64)
+            .collect();
+        self.next_second = self.next_second.max(current);
+        let mut latencies = std::mem::take(&mut self.latencies_ms);
+        let latency_p99_ms = if latencies.is_empty() {
+            None
+        } else {
+            latencies.sort_by(f64::total_cmp);
+            let rank = ((latencies.len() as f64) * 0.99).ceil() as usize;
+            Some(latencies[rank.clamp(1, latencies.len()) - 1])
+        };
+        RouterWindow {
+            arrivals_per_second,
+            completed: std::mem::take(&mut self.completed),
+            failed: std::mem::take(&mut self.failed),
+            slo_misses: std::mem::take(&mut self.slo_misses),
+            latency_p99_ms,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn seconds_are_handed_out_once_and_whole() {
+        let t0 = Instant::now();
+        let mut w = Window::new(t0);
+        for ms in [10, 20, 900, 1500, 3100] {
+            w.arrival(t0 + Duration::from_millis(ms));
+        }
+        for latency in 1..=100 {
+            w.finished(true, latency > 95, latency as f64);
+        }
+        w.finished(false, true, 5.0);
+        let first = w.take(t0 + Duration::from_millis(3200));
+        assert_eq!(first.arrivals_per_second, vec![3.0, 1.0, 0.0]);
+        assert_eq!(first.completed, 100);
+        assert_eq!(first.failed, 1);
+        assert_eq!(first.slo_misses, 6);
+        assert_eq!(first.latency_p99_ms, Some(99.0));
+        let second = w.take(t0 + Duration::from_millis(4100));
+        assert_eq!(second.arrivals_per_second, vec![1.0]);
+        assert_eq!(second.completed, 0);
+        assert_eq!(second.latency_p99_ms, None);
+        // A take within the same second hands out nothing twice.
+        assert!(
+            w.take(t0 + Duration::from_millis(4200))
+                .arrivals_per_second
+                .is_empty()
+        );
+    }
+}
