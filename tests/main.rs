@@ -6,3 +6,4 @@ mod plan_cli;
 mod plugins;
 mod profiles_import;
 mod simulate_cli;
+mod torchserve;

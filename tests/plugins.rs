@@ -55,7 +55,7 @@ fn own_uid(dir: &Path) -> u32 {
     std::fs::metadata(dir).expect("stat").uid()
 }
 
-fn host_for(dir: &TempDir) -> PluginHost {
+pub(crate) fn host_for(dir: &TempDir) -> PluginHost {
     PluginHost::new(vec![dir.path().to_owned()], None)
         .with_allowed_owners(vec![own_uid(dir.path())])
 }
@@ -84,7 +84,8 @@ fn rust_plugins_dir() -> &'static Path {
             .current_dir(repo_root())
             .env("CARGO_TARGET_DIR", &target_dir)
             .args(["build", "--quiet", "-p", "infadapt-plugin-sim"])
-            .args(["-p", "infadapt-plugin-misbehave"]);
+            .args(["-p", "infadapt-plugin-misbehave"])
+            .args(["-p", "infadapt-plugin-torchserve"]);
         if profile != "debug" {
             command.args(["--profile", &profile]);
         }

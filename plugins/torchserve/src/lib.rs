@@ -208,6 +208,9 @@ impl TorchServeBackend {
                     .ok_or_else(|| garbage("a model without `modelName`"))?;
                 names.push(name.to_owned());
             }
+            if models.is_empty() {
+                return Ok(names);
+            }
             token = match answer.get("nextPageToken") {
                 Some(Value::String(t)) if !t.is_empty() => Some(t.clone()),
                 Some(Value::Number(n)) => Some(n.to_string()),

@@ -1,0 +1,5 @@
+//! Tests against a real TorchServe (the plugin's Rust-API tests live with the plugin, in
+//! `plugins/torchserve/tests`): the plugin built as a cdylib and driven through the C ABI.
+
+mod abi;
+pub mod fixture;
