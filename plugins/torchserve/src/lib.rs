@@ -763,3 +763,245 @@ impl Backend for TorchServeBackend {
 }
 
 infadapt_plugin_abi::export_plugin!(TorchServeBackend);
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    use serde_json::json;
+
+    use super::*;
+
+    /// What a fake server does with a request for a path.
+    #[derive(Clone, Copy)]
+    enum Reply {
+        Json(&'static str),
+        Text(&'static str),
+        /// Bytes that are not HTTP at all.
+        Raw(&'static [u8]),
+        /// Reads the request and never answers.
+        Silent,
+    }
+
+    /// A loopback server that answers by path prefix (first match) on its own thread;
+    /// it lives as long as the test process.
+    fn fake_server(routes: Vec<(&'static str, Reply)>) -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let routes = routes.clone();
+                std::thread::spawn(move || serve(stream, &routes));
+            }
+        });
+        port
+    }
+
+    fn serve(mut stream: TcpStream, routes: &[(&str, Reply)]) {
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut request_line = String::new();
+        if reader.read_line(&mut request_line).is_err() {
+            return;
+        }
+        loop {
+            let mut line = String::new();
+            match reader.read_line(&mut line) {
+                Ok(0) | Err(_) => break,
+                Ok(_) if line == "\r\n" => break,
+                Ok(_) => {}
+            }
+        }
+        let path = request_line.split_whitespace().nth(1).unwrap_or("/");
+        let reply = routes
+            .iter()
+            .find(|(prefix, _)| path.starts_with(prefix))
+            .map(|(_, r)| *r)
+            .unwrap_or(Reply::Text("not found"));
+        let http = |content_type: &str, body: &str| {
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let bytes = match reply {
+            Reply::Json(body) => http("application/json", body).into_bytes(),
+            Reply::Text(body) => http("text/plain", body).into_bytes(),
+            Reply::Raw(bytes) => bytes.to_vec(),
+            Reply::Silent => {
+                std::thread::sleep(Duration::from_secs(30));
+                return;
+            }
+        };
+        let _ = stream.write_all(&bytes);
+    }
+
+    fn config_for(port: u16, timeout_ms: u64) -> Value {
+        json!({
+            "management_url": format!("http://127.0.0.1:{port}"),
+            "inference_url": format!("http://127.0.0.1:{port}"),
+            "metrics_url": format!("http://127.0.0.1:{port}/metrics"),
+            "request_timeout_ms": timeout_ms,
+            "pipeline": { "name": "p", "stages": [{ "name": "s", "variants": ["small"] }] }
+        })
+    }
+
+    fn create_error(config: Value) -> BackendError {
+        match <TorchServeBackend as Backend>::create(config) {
+            Ok(_) => panic!("create should fail"),
+            Err(e) => e,
+        }
+    }
+
+    const MODELS: Reply = Reply::Json(r#"{"models": [{"modelName": "small--r0"}]}"#);
+    const SMALL_R0: Reply = Reply::Json(
+        r#"[{"modelName": "small--r0", "batchSize": 2, "maxBatchDelay": 20,
+             "workers": [{"id": "9000", "status": "READY"}],
+             "jobQueueStatus": {"pendingRequests": 3}}]"#,
+    );
+    const METRICS: Reply = Reply::Text(
+        "ts_inference_requests_total{model_name=\"small--r0\",model_version=\"default\",} 5.0\n",
+    );
+
+    #[test]
+    fn a_server_that_is_down_is_unavailable_and_named() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let err = create_error(config_for(port, 500));
+        assert_eq!(err.code, infadapt_plugin_abi::STATUS_UNAVAILABLE);
+        assert!(
+            err.message.starts_with(&format!(
+                "GET http://127.0.0.1:{port}/models?limit=100 (list models): server unreachable"
+            )),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn a_slow_server_times_out_within_the_request_limit() {
+        let port = fake_server(vec![("/", Reply::Silent)]);
+        let started = Instant::now();
+        let err = create_error(config_for(port, 300));
+        let waited = started.elapsed();
+        assert_eq!(err.code, infadapt_plugin_abi::STATUS_UNAVAILABLE);
+        assert!(
+            err.message
+                .ends_with("(list models): no answer within 300 ms"),
+            "{}",
+            err.message
+        );
+        assert!(
+            waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn garbage_answers_are_errors_that_name_the_call() {
+        let cases: Vec<(Vec<(&'static str, Reply)>, &str)> = vec![
+            (
+                vec![("/", Reply::Raw(b"\x00\x01 definitely not http\r\n\r\n"))],
+                "(list models): not a valid HTTP answer",
+            ),
+            (
+                vec![("/", Reply::Text("<html>oops</html>"))],
+                "(list models): answer is not JSON",
+            ),
+            (
+                vec![("/models", Reply::Json(r#"{"items": []}"#))],
+                "(list models): answer has no `models` list",
+            ),
+            (
+                vec![
+                    ("/models?", MODELS),
+                    ("/models/small--r0", Reply::Json(r#"{"oops": 1}"#)),
+                ],
+                "GET http://127.0.0.1:PORT/models/small--r0 (describe model): answer is not a \
+                 list of model versions",
+            ),
+            (
+                vec![
+                    ("/models?", MODELS),
+                    ("/models/small--r0", Reply::Json(r#"[{"batchSize": 0}]"#)),
+                ],
+                "(describe model): no valid `batchSize`",
+            ),
+            (
+                vec![
+                    ("/models?", MODELS),
+                    ("/models/small--r0", SMALL_R0),
+                    (
+                        "/metrics",
+                        Reply::Text("<html><body>502 Bad Gateway</body></html>"),
+                    ),
+                ],
+                "GET http://127.0.0.1:PORT/metrics (read metrics): not Prometheus text (line 1:",
+            ),
+        ];
+        for (routes, expected) in cases {
+            let port = fake_server(routes);
+            let err = create_error(config_for(port, 2000));
+            let expected = expected.replace("PORT", &port.to_string());
+            assert_eq!(
+                err.code,
+                infadapt_plugin_abi::STATUS_ERROR,
+                "{}",
+                err.message
+            );
+            assert!(
+                err.message.contains(&expected),
+                "`{expected}` not in `{}`",
+                err.message
+            );
+        }
+    }
+
+    #[test]
+    fn adopted_replicas_and_counters_come_from_the_server() {
+        let port = fake_server(vec![
+            ("/models?", MODELS),
+            ("/models/small--r0", SMALL_R0),
+            ("/metrics", METRICS),
+            ("/ping", Reply::Json(r#"{"status": "Healthy"}"#)),
+        ]);
+        let mut backend =
+            <TorchServeBackend as Backend>::create(config_for(port, 2000)).expect("create");
+        let observation = Backend::observe(&mut backend).expect("observe");
+        assert_eq!(observation.deployed.stages[0].assignments.len(), 1);
+        let adopted = &observation.deployed.stages[0].assignments[0];
+        assert_eq!((adopted.batch, adopted.replicas), (2, 1));
+        assert_eq!(observation.stages[0].queue_len, 3.0);
+        assert_eq!(observation.stages[0].ready_replicas, 1);
+        // The counters seen at create are the baseline, not new traffic.
+        assert_eq!(observation.completed, 0);
+        assert_eq!(observation.endpoints.len(), 1);
+        assert_eq!(
+            observation.endpoints[0].url,
+            format!("http://127.0.0.1:{port}/predictions/small--r0")
+        );
+        let health = Backend::health(&mut backend).expect("health");
+        assert!(health.healthy, "{health:?}");
+        // A plan for a variant the pipeline lacks changes nothing and says why.
+        let plan: PlanMessage = serde_json::from_value(json!({ "stages": [{ "stage": "s",
+            "assignments": [{ "variant": "big", "batch": 0, "cores": 1, "replicas": 1 }] }] }))
+        .expect("plan");
+        let err = Backend::apply(&mut backend, &plan).expect_err("invalid plan");
+        assert_eq!(err.code, infadapt_plugin_abi::STATUS_INVALID_INPUT);
+        assert!(
+            err.message.contains("unknown variant `big`"),
+            "{}",
+            err.message
+        );
+        assert!(
+            err.message.contains("batch must be at least 1"),
+            "{}",
+            err.message
+        );
+    }
+}
