@@ -211,13 +211,13 @@ impl TorchServe {
                     return;
                 }
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!(
-                        "TorchServe exited during startup ({status}):\n{}",
-                        self.log_tail()
-                    );
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                panic!(
+                    "TorchServe exited during startup ({status}):\n{}",
+                    self.log_tail()
+                );
             }
             assert!(
                 started.elapsed() < limit,

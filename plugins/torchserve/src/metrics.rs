@@ -82,10 +82,10 @@ fn parse_line(line: &str) -> Result<Sample, String> {
     let value =
         parse_value(value_text).ok_or_else(|| format!("value `{value_text}` is not a number"))?;
     // An optional timestamp may follow; anything more is wrong.
-    if let Some(timestamp) = fields.next() {
-        if timestamp.parse::<i64>().is_err() {
-            return Err(format!("unexpected `{timestamp}` after the value"));
-        }
+    if let Some(timestamp) = fields.next()
+        && timestamp.parse::<i64>().is_err()
+    {
+        return Err(format!("unexpected `{timestamp}` after the value"));
     }
     if fields.next().is_some() {
         return Err("unexpected text after the timestamp".into());
@@ -108,7 +108,10 @@ fn parse_value(text: &str) -> Option<f64> {
 
 /// Reads `key="value",key="value",}` (trailing comma allowed) and returns the labels and
 /// the text after the closing brace.
-fn parse_labels(mut text: &str) -> Result<(Vec<(String, String)>, &str), String> {
+/// Label pairs in the order written.
+type Labels = Vec<(String, String)>;
+
+fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start();
