@@ -17,14 +17,14 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("infadapt-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -63,13 +63,13 @@ day_s = 60
 }
 
 /// A running daemon with its stderr collected.
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl Daemon {
-    fn start(config: &Path, notify: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path, notify: &Path) -> Daemon {
         let mut child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
             .args(["run", "--config"])
             .arg(config)
@@ -95,7 +95,7 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
 
@@ -110,7 +110,7 @@ impl Daemon {
         false
     }
 
-    fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
             .status()
@@ -119,7 +119,7 @@ impl Daemon {
     }
 
     /// Waits for exit; the exit code, or `None` on timeout (the process is then killed).
-    fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let start = Instant::now();
         while start.elapsed() < timeout {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -142,7 +142,7 @@ impl Drop for Daemon {
     }
 }
 
-fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -472,11 +472,14 @@ listen = "127.0.0.1:{port}"
     text
 }
 
-fn status_of(port: u16) -> Option<serde_json::Value> {
+pub(crate) fn status_of(port: u16) -> Option<serde_json::Value> {
     http_get(port, "/v1/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
 }
 
-fn pipeline_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn pipeline_status<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+) -> &'a serde_json::Value {
     status["pipelines"]
         .as_array()
         .and_then(|all| all.iter().find(|p| p["name"] == name))
