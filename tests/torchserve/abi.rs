@@ -85,4 +85,22 @@ fn torchserve_plugin_through_the_c_abi_adopts_replicas_after_recreate() {
         .expect_err("unknown variant");
     assert!(err.message.contains("unknown variant `huge`"), "{err:?}");
     assert_eq!(err.code, infadapt_plugin_abi::STATUS_INVALID_INPUT);
+    drop(second);
+
+    // An archive the server does not have: the registration's refusal names the call.
+    let mut broken_config = server.backend_config(&[SMALL], DRAIN_S);
+    broken_config["archives"] = serde_json::json!({ "small": "no-such-archive.mar" });
+    let mut broken = library
+        .create(&broken_config.to_string())
+        .expect("create with a missing archive");
+    let err = broken
+        .apply(&plan(&[("small", 2, 2, 1.0)]))
+        .expect_err("the server refuses the archive");
+    assert_eq!(err.code, infadapt_plugin_abi::STATUS_ERROR, "{err:?}");
+    assert!(
+        err.message.contains("(register replica): answered status"),
+        "{err:?}"
+    );
+    assert!(err.message.contains("no-such-archive.mar"), "{err:?}");
+    assert_eq!(server.registered(), vec!["small--r0".to_owned()]);
 }
