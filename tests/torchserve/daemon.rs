@@ -1,8 +1,9 @@
 //! The real `infadaptd` binary with `type = "torchserve"` (the plugin loaded from
-//! `plugin_dirs`) against a real TorchServe: a load that rises and falls makes the daemon
-//! plan 1 → 3+ → 1 replicas, and the registrations on the server follow each plan. The load
-//! goes to the first replica, which the plugin keeps through every scale-down (spreading
-//! it over the endpoints is the router's job; the plugin tests cover that).
+//! `plugin_dirs`) against a real TorchServe, under a compressed, scaled replay of the IPA
+//! "bursty" window of the Twitter trace: the daemon plans 1 → 3 → 1 replicas as the burst
+//! comes and goes, every plan it holds is seen running on the server, and no request fails.
+//! The load goes to the first replica, which the plugin keeps through every scale-down
+//! (spreading it over the endpoints is the router's job; the plugin tests cover that).
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
@@ -12,7 +13,7 @@ use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointS
 use infadapt_plugin_abi::{PlanMessage, PluginObservation};
 use serde_json::{Value, json};
 
-use super::fixture::{Load, LoadReport, SMALL, TorchServe, assert_no_failures};
+use super::fixture::{Load, SMALL, TorchServe, assert_no_failures};
 use crate::daemon::{Daemon, free_port, pipeline_status, scratch, status_of};
 use crate::plugins::{TempDir, install_rust_plugin};
 
@@ -159,25 +160,42 @@ fn wait_converged(
     }
 }
 
-/// Sends `rate_rps` to the first replica until the plan and the server agree as `wanted`
-/// says; returns the replica count, the load's report and how long it took.
-fn load_until(
-    server: &TorchServe,
-    daemon: &Daemon,
-    port: u16,
-    rate_rps: f64,
-    phase: &str,
-    wanted: impl Fn(u64) -> bool,
-) -> (u64, LoadReport, Duration) {
-    let load = Load::start(rate_rps, &first_replica(server));
-    let started = Instant::now();
-    let converged = wait_converged(server, daemon, port, phase, wanted);
-    let took = started.elapsed();
-    (converged, load.finish(), took)
+/// Trace seconds averaged into one replayed second.
+const COMPRESSION: usize = 20;
+/// Peak of the replayed load: three replicas' worth.
+const PEAK_RPS: f64 = 36.0;
+
+/// The IPA "bursty" window, `COMPRESSION` trace seconds per replayed second, scaled to
+/// `PEAK_RPS` (60 replayed seconds: about 7 requests/s, a burst to 36, back to 7).
+fn replay_rates() -> Vec<f64> {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/twitter-trace");
+    let index: Value = serde_json::from_str(
+        &std::fs::read_to_string(data.join("experiment_slices_index.json"))
+            .expect("the trace slice index in ../shared/data"),
+    )
+    .expect("slice index is JSON");
+    let slice = &index["ipa_bursty"];
+    let start = slice["start"].as_u64().expect("start") as usize;
+    let end = slice["end"].as_u64().expect("end") as usize;
+    let text = std::fs::read_to_string(data.join("rps-per-second-days00-16.txt"))
+        .expect("the Twitter trace in ../shared/data");
+    let window: Vec<f64> = text
+        .lines()
+        .skip(start)
+        .take(end - start)
+        .map(|l| l.trim().parse::<f64>().expect("a rate per line"))
+        .collect();
+    assert_eq!(window.len(), end - start);
+    let compressed: Vec<f64> = window
+        .chunks(COMPRESSION)
+        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
+        .collect();
+    let peak = compressed.iter().copied().fold(0.0, f64::max);
+    compressed.iter().map(|r| r * PEAK_RPS / peak).collect()
 }
 
 #[test]
-fn daemon_with_the_torchserve_plugin_follows_the_load() {
+fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
     let server = TorchServe::start(&[SMALL]);
     let plugins = TempDir::new("torchserve-daemon");
     install_rust_plugin(
@@ -200,25 +218,65 @@ fn daemon_with_the_torchserve_plugin_follows_the_load() {
     });
     let mut daemon = Daemon::start(&config, &notify);
 
-    // The starting plan (4 requests/s: one replica) is applied, and holds under that load.
+    // The starting plan (4 requests/s: one replica) is applied.
     assert_eq!(
         wait_converged(&server, &daemon, port, "start", |n| n == 1),
         1
     );
-    let load = Load::start(4.0, &first_replica(&server));
-    std::thread::sleep(Duration::from_secs(4));
-    let low = load.finish();
-    assert_eq!(planned_replicas(port), Some(1));
-    assert_eq!(server.registered(), vec!["small--r0".to_owned()]);
 
-    // 30 requests/s needs three replicas of 12 requests/s.
-    let (peak, high, up_took) = load_until(&server, &daemon, port, 30.0, "scale-up", |n| n >= 3);
-    assert!(peak <= 4, "planned {peak} replicas for 30 requests/s");
+    // The replay, sampling the daemon's plan and the server every half second.
+    let rates = replay_rates();
+    let load = Load::replay(rates.clone(), &first_replica(&server));
+    let started = Instant::now();
+    let mut samples: Vec<Sample> = Vec::new();
+    while started.elapsed() < Duration::from_secs(rates.len() as u64 + 8) {
+        let at_s = started.elapsed().as_secs_f64();
+        if let Some(planned) = planned_replicas(port) {
+            samples.push(Sample {
+                at_s,
+                planned,
+                registered: server.registered().len() as u64,
+                ready: ready_registrations(&server) as u64,
+            });
+        }
+        // Done once the burst has come and gone and one replica has run for 5 s.
+        let peaked = samples.iter().any(|s| s.planned >= 3);
+        let settled = samples.len() >= 10
+            && samples[samples.len() - 10..]
+                .iter()
+                .all(|s| s.planned == 1 && s.running());
+        if peaked && settled {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let report = load.finish();
+    let timeline: Vec<String> = samples.iter().map(Sample::line).collect();
+    let timeline = timeline.join("\n");
 
-    // Back to 4 requests/s: one replica again, the others drained and unregistered.
-    let (end, after, down_took) = load_until(&server, &daemon, port, 4.0, "scale-down", |n| n == 1);
-    assert_eq!(end, 1);
+    // Every plan held for 4 s or more was seen running: all its replicas registered and
+    // ready, nothing else registered.
+    let stretches = stretches(&samples);
+    for stretch in &stretches {
+        assert!(
+            stretch.to_s - stretch.from_s < 4.0 || stretch.ran,
+            "{stretch:?} never ran:\n{timeline}\ndaemon log:\n{}",
+            daemon.log()
+        );
+    }
+    let peak = stretches.iter().map(|s| s.planned).max().unwrap_or(0);
+    assert!(
+        (3..=4).contains(&peak),
+        "the burst (36 requests/s, 12 per replica) should need 3 replicas:\n{timeline}"
+    );
+    let last = stretches.last().expect("samples");
+    assert!(
+        last.planned == 1 && last.ran,
+        "back to one replica after the burst:\n{timeline}"
+    );
     assert_eq!(server.registered(), vec!["small--r0".to_owned()]);
+    let expected: f64 = rates.iter().sum();
+    assert_no_failures(&report, (expected * 0.9) as u64);
 
     let status = status_of(port).expect("status");
     let pipeline = pipeline_status(&status, "images");
@@ -226,20 +284,70 @@ fn daemon_with_the_torchserve_plugin_follows_the_load() {
     assert_eq!(pipeline["degraded"], false, "{pipeline}");
     assert_eq!(pipeline["plugin_errors"], 0, "{pipeline}");
     assert!(
-        pipeline["completed"].as_u64().unwrap_or(0) > 0,
+        pipeline["completed"].as_u64().unwrap_or(0) > report.ok / 2,
         "the daemon saw the requests: {pipeline}"
     );
-    for (report, phase) in [(&low, "start"), (&high, "peak"), (&after, "end")] {
-        assert!(report.failures.is_empty(), "{phase}: {:?}", report.failures);
-    }
-    assert_no_failures(&high, 30);
 
     daemon.signal("TERM");
     assert_eq!(daemon.wait_exit(Duration::from_secs(10)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+    let plans: Vec<String> = stretches
+        .iter()
+        .map(|s| format!("{} ({:.1}-{:.1} s)", s.planned, s.from_s, s.to_s))
+        .collect();
     eprintln!(
-        "daemon + torchserve: 1 → {peak} replicas in {up_took:?}, back to 1 in {down_took:?}; \
-         {} requests, 0 failed",
-        low.ok + high.ok + after.ok
+        "daemon + torchserve trace replay: plans {}; {} requests, 0 failed",
+        plans.join(" → "),
+        report.ok
     );
+}
+
+/// One look at the daemon's plan and the server.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    at_s: f64,
+    planned: u64,
+    registered: u64,
+    ready: u64,
+}
+
+impl Sample {
+    fn line(&self) -> String {
+        format!(
+            "{:5.1} s: plan {} replicas, {} registered, {} ready",
+            self.at_s, self.planned, self.registered, self.ready
+        )
+    }
+
+    fn running(&self) -> bool {
+        self.registered == self.planned && self.ready == self.planned
+    }
+}
+
+/// A stretch of samples with one planned replica count, and whether it was seen running.
+#[derive(Debug, Clone, Copy)]
+struct Stretch {
+    planned: u64,
+    from_s: f64,
+    to_s: f64,
+    ran: bool,
+}
+
+fn stretches(samples: &[Sample]) -> Vec<Stretch> {
+    let mut out: Vec<Stretch> = Vec::new();
+    for sample in samples {
+        match out.last_mut() {
+            Some(last) if last.planned == sample.planned => {
+                last.to_s = sample.at_s;
+                last.ran |= sample.running();
+            }
+            _ => out.push(Stretch {
+                planned: sample.planned,
+                from_s: sample.at_s,
+                to_s: sample.at_s,
+                ran: sample.running(),
+            }),
+        }
+    }
+    out
 }

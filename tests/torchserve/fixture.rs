@@ -416,7 +416,15 @@ pub struct Load {
 }
 
 impl Load {
+    /// A constant rate.
     pub fn start(rate_rps: f64, observation: &PluginObservation) -> Load {
+        Load::replay(vec![rate_rps], observation)
+    }
+
+    /// Rates per second, one after another; the last one holds until `finish`. Each
+    /// second's requests are spread evenly over it (fractions carry over).
+    pub fn replay(rates_rps: Vec<f64>, observation: &PluginObservation) -> Load {
+        assert!(!rates_rps.is_empty(), "no rates to replay");
         let routes = Arc::new(Mutex::new(Routes::from_observation(observation)));
         let stop = Arc::new(AtomicBool::new(false));
         let report = Arc::new(Mutex::new(LoadReport::default()));
@@ -468,26 +476,46 @@ impl Load {
             let report = Arc::clone(&report);
             let in_flight = Arc::clone(&in_flight);
             std::thread::spawn(move || {
-                let interval = Duration::from_secs_f64(1.0 / rate_rps);
                 let started = Instant::now();
                 let mut n: u64 = 0;
-                while !stop.load(Ordering::SeqCst) {
-                    let due = started + interval * n as u32;
-                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                let mut carried = 0.0;
+                'seconds: for second in 0.. {
+                    let rate = rates_rps[second.min(rates_rps.len() - 1)].max(0.0);
+                    carried += rate;
+                    let count = carried.floor();
+                    carried -= count;
+                    let count = count as u32;
+                    let second_start = started + Duration::from_secs(second as u64);
+                    for k in 0..count {
+                        if stop.load(Ordering::SeqCst) {
+                            break 'seconds;
+                        }
+                        let due =
+                            second_start + Duration::from_secs_f64(f64::from(k) / f64::from(count));
+                        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                            std::thread::sleep(wait);
+                        }
+                        let target = routes.lock().expect("routes").pick(n).map(str::to_owned);
+                        match target {
+                            Some(url) => {
+                                in_flight.fetch_add(1, Ordering::SeqCst);
+                                report.lock().expect("report").sent += 1;
+                                if jobs.send(url).is_err() {
+                                    break 'seconds;
+                                }
+                            }
+                            None => report.lock().expect("report").unroutable += 1,
+                        }
+                        n += 1;
+                    }
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    if let Some(wait) = (second_start + Duration::from_secs(1))
+                        .checked_duration_since(Instant::now())
+                    {
                         std::thread::sleep(wait);
                     }
-                    let target = routes.lock().expect("routes").pick(n).map(str::to_owned);
-                    match target {
-                        Some(url) => {
-                            in_flight.fetch_add(1, Ordering::SeqCst);
-                            report.lock().expect("report").sent += 1;
-                            if jobs.send(url).is_err() {
-                                return;
-                            }
-                        }
-                        None => report.lock().expect("report").unroutable += 1,
-                    }
-                    n += 1;
                 }
                 drop(jobs);
                 for worker in workers {
