@@ -18,6 +18,7 @@ pub const KEYS: &[&str] = &[
     "max_batch_delay_ms",
     "drain_s",
     "request_timeout_ms",
+    "call_budget_ms",
     "response_timeout_s",
     "max_replicas_per_variant",
 ];
@@ -43,6 +44,8 @@ pub struct Config {
     pub drain: Duration,
     /// Time limit of each HTTP request.
     pub request_timeout: Duration,
+    /// Time all the requests of one plugin call may take together.
+    pub call_budget: Duration,
     /// `response_timeout` of every registration, seconds (TorchServe's default when absent).
     pub response_timeout_s: Option<u64>,
     /// Most replicas a plan may ask of one variant.
@@ -91,6 +94,7 @@ impl Config {
         let drain_s = number_key(table, "drain_s", 10.0, 0.0, 3600.0, &mut problems);
         let request_timeout_ms =
             int_key(table, "request_timeout_ms", 2000, 10, 60_000, &mut problems);
+        let call_budget_ms = int_key(table, "call_budget_ms", 4000, 10, 600_000, &mut problems);
         let response_timeout_s = table
             .get("response_timeout_s")
             .map(|_| int_key(table, "response_timeout_s", 120, 1, 86_400, &mut problems));
@@ -147,6 +151,7 @@ impl Config {
             max_batch_delay_ms,
             drain: Duration::from_secs_f64(drain_s),
             request_timeout: Duration::from_millis(request_timeout_ms),
+            call_budget: Duration::from_millis(call_budget_ms),
             response_timeout_s,
             max_replicas_per_variant,
             stage_of,
@@ -313,6 +318,7 @@ mod tests {
         assert_eq!(config.drain, Duration::from_secs(10));
         assert_eq!(config.max_batch_delay_ms, 20);
         assert_eq!(config.response_timeout_s, None);
+        assert_eq!(config.call_budget, Duration::from_secs(4));
     }
 
     #[test]

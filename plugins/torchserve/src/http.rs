@@ -1,7 +1,9 @@
 //! The plugin's HTTP client: one `ureq` agent (rustls with the `ring` provider), a time
-//! limit on every request, and errors that name the call and the URL.
+//! limit on every request, a time budget for all the requests of one plugin call, and
+//! errors that name the call and the URL.
 
-use std::time::Duration;
+use std::cell::Cell;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -13,11 +15,14 @@ const BODY_LIMIT: u64 = 8 * 1024 * 1024;
 /// How many characters of an unexpected answer an error message quotes.
 const QUOTED_CHARS: usize = 200;
 
-/// A blocking HTTP client with one time limit for every request.
+/// A blocking HTTP client with one time limit for every request and an optional deadline
+/// shared by the requests of one plugin call.
 #[derive(Debug, Clone)]
 pub struct Client {
     agent: ureq::Agent,
     timeout: Duration,
+    /// End of the current plugin call's budget, with the budget's length.
+    deadline: Cell<Option<(Instant, Duration)>>,
 }
 
 /// What a server answered: status and body text.
@@ -59,25 +64,84 @@ impl Client {
         Client {
             agent: ureq::Agent::new_with_config(config),
             timeout,
+            deadline: Cell::new(None),
+        }
+    }
+
+    /// Starts a plugin call: its requests together may take at most `budget` from now (each
+    /// still at most the per-request limit), so that the call returns before the daemon's
+    /// time limit for it.
+    pub fn start_call(&self, budget: Duration) {
+        self.deadline.set(Some((Instant::now() + budget, budget)));
+    }
+
+    /// The limit for the next request, or the budget error when none is left.
+    fn next_limit(
+        &self,
+        method: Method,
+        url: &str,
+        call: &str,
+    ) -> Result<Duration, TorchServeError> {
+        let Some((deadline, budget)) = self.deadline.get() else {
+            return Ok(self.timeout);
+        };
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(1) {
+            return Err(TorchServeError::Budget {
+                call: describe(method, url, call),
+                budget_ms: budget.as_millis() as u64,
+            });
+        }
+        Ok(left.min(self.timeout))
+    }
+
+    /// The budget note for a timeout after `limit` (empty when the request limit applied).
+    fn budget_note(&self, limit: Duration) -> String {
+        match self.deadline.get() {
+            Some((_, budget)) if limit < self.timeout => format!(
+                " (what was left of the call's {} ms budget)",
+                budget.as_millis()
+            ),
+            _ => String::new(),
         }
     }
 
     /// Sends one request without a body; `call` says what it is for (used in errors).
     pub fn send(&self, method: Method, url: &str, call: &str) -> Result<Answer, TorchServeError> {
+        let limit = self.next_limit(method, url, call)?;
         let result = match method {
-            Method::Get => self.agent.get(url).call(),
-            Method::Delete => self.agent.delete(url).call(),
+            Method::Get => self
+                .agent
+                .get(url)
+                .config()
+                .timeout_global(Some(limit))
+                .build()
+                .call(),
+            Method::Delete => self
+                .agent
+                .delete(url)
+                .config()
+                .timeout_global(Some(limit))
+                .build()
+                .call(),
             // TorchServe answers 500 to an empty body declared as JSON: send none at all.
-            Method::Post => self.agent.post(url).send_empty(),
+            Method::Post => self
+                .agent
+                .post(url)
+                .config()
+                .timeout_global(Some(limit))
+                .build()
+                .send_empty(),
         };
-        let mut response = result.map_err(|e| self.transport_error(method, url, call, e))?;
+        let mut response = result
+            .map_err(|e| transport_error(method, url, call, limit, self.budget_note(limit), e))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
             .with_config()
             .limit(BODY_LIMIT)
             .read_to_string()
-            .map_err(|e| self.transport_error(method, url, call, e))?;
+            .map_err(|e| transport_error(method, url, call, limit, self.budget_note(limit), e))?;
         Ok(Answer { status, body })
     }
 
@@ -105,35 +169,35 @@ impl Client {
         let body = self.expect_ok(Method::Get, url, call)?;
         parse_json(&body, Method::Get, url, call)
     }
+}
 
-    fn transport_error(
-        &self,
-        method: Method,
-        url: &str,
-        call: &str,
-        error: ureq::Error,
-    ) -> TorchServeError {
-        let call = describe(method, url, call);
-        match error {
-            ureq::Error::Timeout(_) => TorchServeError::Timeout {
-                call,
-                limit_ms: self.timeout.as_millis() as u64,
-            },
-            ureq::Error::Io(e) => TorchServeError::Unreachable {
-                call,
-                detail: e.to_string(),
-            },
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
-                TorchServeError::Unreachable {
-                    call,
-                    detail: error.to_string(),
-                }
-            }
-            other => TorchServeError::Garbage {
-                call,
-                detail: format!("not a valid HTTP answer: {other}"),
-            },
-        }
+fn transport_error(
+    method: Method,
+    url: &str,
+    call: &str,
+    limit: Duration,
+    note: String,
+    error: ureq::Error,
+) -> TorchServeError {
+    let call = describe(method, url, call);
+    match error {
+        ureq::Error::Timeout(_) => TorchServeError::Timeout {
+            call,
+            limit_ms: limit.as_millis() as u64,
+            note,
+        },
+        ureq::Error::Io(e) => TorchServeError::Unreachable {
+            call,
+            detail: e.to_string(),
+        },
+        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TorchServeError::Unreachable {
+            call,
+            detail: error.to_string(),
+        },
+        other => TorchServeError::Garbage {
+            call,
+            detail: format!("not a valid HTTP answer: {other}"),
+        },
     }
 }
 

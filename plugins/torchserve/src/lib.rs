@@ -37,6 +37,7 @@
 //! | `max_batch_delay_ms` | 20 | `max_batch_delay` of every registration |
 //! | `drain_s` | 10 | seconds a draining replica keeps running after it was reported draining; longer than the slowest request |
 //! | `request_timeout_ms` | 2000 | time limit of every HTTP request |
+//! | `call_budget_ms` | 4000 | time all the requests of one plugin call may take together (keep it below the daemon's `backend_timeout_s`) |
 //! | `response_timeout_s` | server default | `response_timeout` of every registration |
 //! | `max_replicas_per_variant` | 32 | plans asking for more are refused |
 //!
@@ -87,8 +88,14 @@ pub enum TorchServeError {
     Plan(String),
     #[error("{call}: server unreachable: {detail}")]
     Unreachable { call: String, detail: String },
-    #[error("{call}: no answer within {limit_ms} ms")]
-    Timeout { call: String, limit_ms: u64 },
+    #[error("{call}: no answer within {limit_ms} ms{note}")]
+    Timeout {
+        call: String,
+        limit_ms: u64,
+        note: String,
+    },
+    #[error("{call}: not sent, the call's {budget_ms} ms time budget is spent")]
+    Budget { call: String, budget_ms: u64 },
     #[error("{call}: answered status {status}: {body}")]
     Status {
         call: String,
@@ -104,9 +111,9 @@ impl From<TorchServeError> for BackendError {
         let message = error.to_string();
         match error {
             TorchServeError::Config(_) | TorchServeError::Plan(_) => BackendError::invalid(message),
-            TorchServeError::Unreachable { .. } | TorchServeError::Timeout { .. } => {
-                BackendError::unavailable(message)
-            }
+            TorchServeError::Unreachable { .. }
+            | TorchServeError::Timeout { .. }
+            | TorchServeError::Budget { .. } => BackendError::unavailable(message),
             TorchServeError::Status { .. } | TorchServeError::Garbage { .. } => {
                 BackendError::failed(message)
             }
@@ -148,6 +155,7 @@ impl TorchServeBackend {
     /// baseline.
     pub fn new(config: Config) -> Result<TorchServeBackend, TorchServeError> {
         let client = Client::new(config.request_timeout);
+        client.start_call(config.call_budget);
         let mut backend = TorchServeBackend {
             config,
             client,
@@ -470,6 +478,7 @@ impl TorchServeBackend {
     /// Reconciles the server towards `plan` (idempotent).
     pub fn apply_plan(&mut self, plan: &PlanMessage) -> Result<ApplyReport, TorchServeError> {
         self.check_plan(plan)?;
+        self.client.start_call(self.config.call_budget);
         for stage in &plan.stages {
             for a in &stage.assignments {
                 self.shares.insert(a.variant.clone(), a.share);
@@ -489,6 +498,7 @@ impl TorchServeBackend {
     /// Follows up on the plan (replicas that became ready, drains that finished) and
     /// reports what happened since the previous observation.
     pub fn observe_server(&mut self) -> Result<PluginObservation, TorchServeError> {
+        self.client.start_call(self.config.call_budget);
         self.refresh(false)?;
         self.follow_target()?;
         let now = Instant::now();
@@ -702,6 +712,7 @@ impl TorchServeBackend {
 
     /// Whether the inference API answers `/ping` healthy, with a summary of the replicas.
     pub fn check_health(&mut self) -> Result<HealthReport, TorchServeError> {
+        self.client.start_call(self.config.call_budget);
         let url = format!("{}/ping", self.config.inference_url);
         let answer = self.client.send(Method::Get, &url, "ping")?;
         let document = http::parse_json(&answer.body, Method::Get, &url, "ping")?;
@@ -783,6 +794,8 @@ mod tests {
         Raw(&'static [u8]),
         /// Reads the request and never answers.
         Silent,
+        /// Answers JSON after a delay in milliseconds.
+        Late(u64, &'static str),
     }
 
     /// A loopback server that answers by path prefix (first match) on its own thread;
@@ -833,6 +846,10 @@ mod tests {
             Reply::Silent => {
                 std::thread::sleep(Duration::from_secs(30));
                 return;
+            }
+            Reply::Late(ms, body) => {
+                std::thread::sleep(Duration::from_millis(ms));
+                http("application/json", body).into_bytes()
             }
         };
         let _ = stream.write_all(&bytes);
@@ -898,6 +915,40 @@ mod tests {
         );
         assert!(
             waited >= Duration::from_millis(300) && waited < Duration::from_secs(3),
+            "{waited:?}"
+        );
+    }
+
+    #[test]
+    fn one_call_stops_when_its_time_budget_is_spent() {
+        let port = fake_server(vec![
+            (
+                "/models?",
+                Reply::Late(200, r#"{"models": [{"modelName": "small--r0"}]}"#),
+            ),
+            ("/models/small--r0", Reply::Silent),
+        ]);
+        let mut config = config_for(port, 2000);
+        config["call_budget_ms"] = json!(600);
+        let started = Instant::now();
+        let err = create_error(config);
+        let waited = started.elapsed();
+        assert_eq!(
+            err.code,
+            infadapt_plugin_abi::STATUS_UNAVAILABLE,
+            "{} after {waited:?}",
+            err.message
+        );
+        assert!(
+            err.message.contains("(describe model): no answer within")
+                && err
+                    .message
+                    .ends_with("(what was left of the call's 600 ms budget)"),
+            "{}",
+            err.message
+        );
+        assert!(
+            waited >= Duration::from_millis(600) && waited < Duration::from_millis(1500),
             "{waited:?}"
         );
     }
