@@ -17,7 +17,7 @@ pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("infadapt-daemon-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -537,7 +537,10 @@ pub(crate) fn status_of(port: u16) -> Option<serde_json::Value> {
     http_get(port, "/v1/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
 }
 
-fn pipeline_status<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+pub(crate) fn pipeline_status<'a>(
+    status: &'a serde_json::Value,
+    name: &str,
+) -> &'a serde_json::Value {
     status["pipelines"]
         .as_array()
         .and_then(|all| all.iter().find(|p| p["name"] == name))

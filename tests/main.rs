@@ -1,5 +1,7 @@
 //! Integration tests that run the real infadaptd binary.
 
+use std::sync::{Mutex, MutexGuard};
+
 mod daemon;
 mod forecast_cli;
 mod plan_cli;
@@ -7,4 +9,12 @@ mod plugins;
 mod process;
 mod profiles_import;
 mod simulate_cli;
+mod torchserve;
 mod triton;
+
+/// Real servers (Triton, TorchServe) saturate two cores: the tests that start one take this
+/// lock, so only one runs at a time whichever suite it belongs to.
+pub(crate) fn one_real_server_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -85,7 +85,8 @@ fn rust_plugins_dir() -> &'static Path {
             .env("CARGO_TARGET_DIR", &target_dir)
             .args(["build", "--quiet", "-p", "infadapt-plugin-sim"])
             .args(["-p", "infadapt-plugin-misbehave"])
-            .args(["-p", "infadapt-plugin-triton"]);
+            .args(["-p", "infadapt-plugin-triton"])
+            .args(["-p", "infadapt-plugin-torchserve"]);
         if profile != "debug" {
             command.args(["--profile", &profile]);
         }

@@ -9,16 +9,14 @@ mod profile;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-/// One Triton server at a time.
-static ONE_SERVER: Mutex<()> = Mutex::new(());
-
+/// One real server at a time (shared with the TorchServe tests).
 pub(crate) fn serial() -> MutexGuard<'static, ()> {
-    ONE_SERVER.lock().unwrap_or_else(|p| p.into_inner())
+    crate::one_real_server_at_a_time()
 }
 
 /// A test model variant: each batch does `rounds` products of an `n`×`n` matrix.
