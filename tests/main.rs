@@ -1,5 +1,6 @@
 //! Integration tests that run the real infadaptd binary.
 
+mod assets_cli;
 mod daemon;
 mod forecast_cli;
 mod plan_cli;

@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::{cmd_forecast, cmd_plan, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit};
+use crate::{
+    cmd_assets, cmd_forecast, cmd_plan, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit,
+};
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
 /// cores and replicas under a latency SLO, and applies the plan through backend plugins.
@@ -31,6 +33,9 @@ pub enum Command {
     Run(cmd_run::RunArgs),
     /// Check a daemon configuration file and list every problem (exit 64 if any).
     Validate(cmd_validate::ValidateArgs),
+    /// Write the man pages and shell completions (used when building packages).
+    #[command(hide = true)]
+    GenerateAssets(cmd_assets::AssetsArgs),
 }
 
 /// Parses arguments, runs the command and maps its outcome to an exit code.
@@ -54,6 +59,7 @@ pub fn main() -> ExitCode {
         Command::Simulate(args) => cmd_simulate::run(&args),
         Command::Run(args) => cmd_run::run(&args),
         Command::Validate(args) => cmd_validate::run(&args),
+        Command::GenerateAssets(args) => cmd_assets::run(&args),
     };
     match result {
         Ok(code) => ExitCode::from(code),
