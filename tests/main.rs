@@ -3,6 +3,7 @@
 mod assets_cli;
 mod daemon;
 mod forecast_cli;
+mod packaging;
 mod plan_cli;
 mod plugins;
 mod profiles_import;
