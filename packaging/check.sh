@@ -9,8 +9,9 @@
 #   3. the .deb installs (service user, state directory, unit enabled but not started),
 #      `systemd-analyze verify` is clean, the installed `infadaptd validate` accepts the
 #      installed configuration as the service user, the installed daemon starts as that
-#      user, answers /healthz and writes state; a reinstall (upgrade) keeps an edited
-#      configuration; remove keeps configuration and state; purge removes both;
+#      user, answers /healthz and writes state; an upgrade (to a repacked newer revision
+#      with a changed default configuration) keeps an edited configuration; remove keeps
+#      configuration and state; purge removes both;
 #   4. the .rpm unpacks into a throwaway root whose `infadaptd validate` accepts its config.
 # Every failure prints what differs and exits 1. Usage: packaging/check.sh [PACKAGE_DIR]
 set -euo pipefail
@@ -165,7 +166,7 @@ check_exposure "infadaptd.service + process-gpu.conf" "$(exposure "$WORK/root")"
 step "install the .deb"
 [ "$(id -u)" -eq 0 ] || fail "installing the .deb needs root"
 if [ -n "$(dpkg_status)" ]; then
-    fail "infadaptd is already installed (or its configuration is left) on this machine; this check installs and purges it, so it runs only where it is absent"
+    fail "infadaptd is already installed (or its configuration is left) on this machine; this check installs and purges it, so it runs only where it is absent (dpkg -P infadaptd)"
 fi
 dpkg -i "$DEB"
 getent passwd infadaptd >/dev/null || fail "the service user infadaptd was not created"
@@ -261,11 +262,26 @@ state_files=$(find /var/lib/infadaptd -type f | wc -l)
 echo "stopped with 0, $state_files state file(s)"
 
 step "upgrade keeps an edited configuration"
+# A newer revision of the package whose default configuration changed, made by repacking
+# this one: dpkg must keep the operator's file and put the new default beside it.
+dpkg-deb -R "$DEB" "$WORK/next"
+sed -i 's/^Version: .*/&+next/' "$WORK/next/DEBIAN/control"
+echo "# a changed default" >>"$WORK/next/etc/infadaptd/infadaptd.toml"
+(cd "$WORK/next" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z |
+    xargs -0 md5sum >DEBIAN/md5sums)
+dpkg-deb --root-owner-group -b "$WORK/next" "$WORK/next.deb" >/dev/null
+old_version=$(dpkg-query -W -f '${Version}' infadaptd)
 echo "# edited by the operator" >>/etc/infadaptd/infadaptd.toml
-dpkg -i "$DEB"
-grep -q '^# edited by the operator$' /etc/infadaptd/infadaptd.toml || fail "reinstalling lost the edit to the configuration"
-[ "$(find /var/lib/infadaptd -type f | wc -l)" -eq "$state_files" ] || fail "reinstalling changed the state"
-[ -L /etc/systemd/system/multi-user.target.wants/infadaptd.service ] || fail "reinstalling disabled the unit"
+dpkg -i --force-confdef --force-confold "$WORK/next.deb"
+new_version=$(dpkg-query -W -f '${Version}' infadaptd)
+[ "$new_version" = "$old_version+next" ] || fail "upgrade from $old_version gave $new_version"
+grep -q '^# edited by the operator$' /etc/infadaptd/infadaptd.toml || fail "the upgrade lost the edit to the configuration"
+grep -q '^# a changed default$' /etc/infadaptd/infadaptd.toml.dpkg-dist ||
+    fail "the upgrade did not leave the new default as /etc/infadaptd/infadaptd.toml.dpkg-dist"
+[ "$(find /var/lib/infadaptd -type f | wc -l)" -eq "$state_files" ] || fail "the upgrade changed the state"
+[ -L /etc/systemd/system/multi-user.target.wants/infadaptd.service ] || fail "the upgrade disabled the unit"
+getent passwd infadaptd >/dev/null || fail "the upgrade lost the service user"
+echo "$old_version -> $new_version: edit kept, new default in .dpkg-dist"
 
 step "remove keeps configuration and state"
 dpkg -r infadaptd
