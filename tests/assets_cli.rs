@@ -62,10 +62,7 @@ fn generates_a_man_page_per_command_and_three_completions() {
     }
 
     let top = read(&out_dir.join("man/infadaptd.1"));
-    assert!(
-        top.starts_with(".ie \\n(.g .ds Aq") || top.contains(".TH infadaptd 1"),
-        "{top}"
-    );
+    assert!(top.contains("\n.TH infadaptd 1 "), "{top}");
     for section in ["FILES", "SIGNALS", "EXIT STATUS", "SEE ALSO"] {
         assert!(
             top.contains(&format!(".SH \"{section}\"")) || top.contains(&format!(".SH {section}")),

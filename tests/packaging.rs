@@ -7,6 +7,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -102,7 +103,11 @@ fn source_names(source: &str) -> Vec<String> {
 }
 
 fn generated_man_pages() -> Vec<String> {
-    let dir = std::env::temp_dir().join(format!("infadapt-packaging-{}", std::process::id()));
+    // Tests run in parallel in one process: each call gets its own directory.
+    static CALLS: AtomicUsize = AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, Ordering::Relaxed);
+    let dir =
+        std::env::temp_dir().join(format!("infadapt-packaging-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
         .arg("generate-assets")
