@@ -135,6 +135,15 @@ rpm -qp --scripts "$RPM" >"$WORK/rpm.scripts"
 for scriptlet in preinstall postinstall preuninstall postuninstall; do
     grep -q "^$scriptlet scriptlet" "$WORK/rpm.scripts" || fail ".rpm has no $scriptlet scriptlet"
 done
+# what the scripts call is declared
+depends=$(dpkg-deb -f "$DEB" Depends)
+for need in adduser init-system-helpers; do
+    [[ ", $depends," == *", $need"[,\ ]* ]] || fail ".deb does not depend on $need (Depends: $depends)"
+done
+rpm_requires=$(rpm -qp --requires "$RPM")
+for need in /usr/sbin/useradd /usr/sbin/groupadd /bin/sh; do
+    grep -qx "$need" <<<"$rpm_requires" || fail ".rpm does not require $need"
+done
 for script in packaging/rpm/*.sh; do
     sh -n "$script" || fail "$script: shell syntax error"
 done
