@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Checks the packages packaging/build.sh made. Run it as root on a throwaway machine or
 # container: it INSTALLS, upgrades, removes and purges the .deb on this machine (and
-# refuses to start if infadaptd is already installed here).
+# refuses to start if infadaptd is already installed here), and installs and erases the
+# .rpm with `rpm` (removing the infadaptd user in between).
 #   1. the .deb and .rpm hold exactly the files of packaging/expected-files.txt, with their
 #      modes, and exactly its `config` files as conffiles;
 #   2. the unit scores 2.0 or less in `systemd-analyze security --offline=yes`, alone and
@@ -12,7 +13,9 @@
 #      user, answers /healthz and writes state; an upgrade (to a repacked newer revision
 #      with a changed default configuration) keeps an edited configuration; remove keeps
 #      configuration and state; purge removes both;
-#   4. the .rpm unpacks into a throwaway root whose `infadaptd validate` accepts its config.
+#   4. the .rpm installs with its scriptlets (user, state directory, unit enabled and not
+#      started), passes `rpm --verify`, its `infadaptd validate` accepts its configuration;
+#      erasing it disables the unit and keeps the edited configuration as .rpmsave.
 # Every failure prints what differs and exits 1. Usage: packaging/check.sh [PACKAGE_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -174,7 +177,7 @@ check_exposure "infadaptd.service + process-gpu.conf" "$(exposure "$WORK/root")"
 # ---------------------------------------------------------------------------------------
 step "install the .deb"
 [ "$(id -u)" -eq 0 ] || fail "installing the .deb needs root"
-if [ -n "$(dpkg_status)" ]; then
+if [ -n "$(dpkg_status)" ] || rpm -q infadaptd >/dev/null 2>&1; then
     fail "infadaptd is already installed (or its configuration is left) on this machine; this check installs and purges it, so it runs only where it is absent (dpkg -P infadaptd)"
 fi
 dpkg -i "$DEB"
@@ -313,18 +316,39 @@ done
 echo "purged"
 
 # ---------------------------------------------------------------------------------------
-step "unpack the .rpm into a throwaway root"
-rpm_root=$WORK/rpmroot
-rpm --root "$rpm_root" --initdb
-rpm --root "$rpm_root" --install --nodeps --noscripts "$RPM"
-rpm --root "$rpm_root" --verify --nodeps infadaptd || fail "rpm --verify in the throwaway root"
-rpm_validate=$("$rpm_root/usr/bin/infadaptd" validate --config "$rpm_root/etc/infadaptd/infadaptd.toml" 2>&1) ||
+step "install and erase the .rpm (its scriptlets run on this machine)"
+# The .deb's purge keeps the service user (the Debian habit); remove it so that the .rpm's
+# %pre has to create it. Dependencies are not checked: this is not an RPM distribution.
+userdel infadaptd 2>/dev/null || true
+groupdel infadaptd 2>/dev/null || true
+rpm_flags=(--nodeps)
+if rpm --help 2>&1 | grep -q -- '--force-debian'; then
+    rpm_flags+=(--force-debian) # Debian's rpm refuses to install without it
+fi
+rpm --install "${rpm_flags[@]}" "$RPM"
+getent passwd infadaptd >/dev/null || fail ".rpm %pre did not create the service user"
+[ "$(stat -c '%U:%G %a' /var/lib/infadaptd)" = "infadaptd:infadaptd 750" ] ||
+    fail ".rpm: /var/lib/infadaptd is $(stat -c '%U:%G %a' /var/lib/infadaptd), expected infadaptd:infadaptd 750"
+[ -L /etc/systemd/system/multi-user.target.wants/infadaptd.service ] || fail ".rpm %post did not enable the unit"
+if pgrep -x -u infadaptd infadaptd >/dev/null; then
+    fail "infadaptd is running after the .rpm install (it must be enabled, not started)"
+fi
+rpm --verify --nodeps infadaptd || fail "rpm --verify infadaptd"
+rpm_validate=$(runuser -u infadaptd -- /usr/bin/infadaptd validate 2>&1) ||
     fail "the .rpm's infadaptd validate rejects its configuration: $rpm_validate"
 echo "$rpm_validate"
-echo "# edited by the operator" >>"$rpm_root/etc/infadaptd/infadaptd.toml"
-rpm --root "$rpm_root" --erase --noscripts infadaptd
-[ -f "$rpm_root/etc/infadaptd/infadaptd.toml.rpmsave" ] ||
+echo "# edited by the operator" >>/etc/infadaptd/infadaptd.toml
+rpm --erase "${rpm_flags[@]}" infadaptd
+[ ! -e /usr/bin/infadaptd ] || fail "erasing the .rpm left /usr/bin/infadaptd"
+[ ! -e /etc/systemd/system/multi-user.target.wants/infadaptd.service ] || fail ".rpm %preun did not disable the unit"
+grep -q '^# edited by the operator$' /etc/infadaptd/infadaptd.toml.rpmsave ||
     fail "erasing the .rpm did not keep the edited configuration as .rpmsave"
-[ ! -e "$rpm_root/usr/bin/infadaptd" ] || fail "erasing the .rpm left /usr/bin/infadaptd"
+[ -d /var/lib/infadaptd ] || fail "erasing the .rpm removed the state directory"
+rpm -q infadaptd >/dev/null 2>&1 && fail "rpm still knows infadaptd after erase"
+# What RPM leaves by design (edited configuration, state) and the user go by hand.
+rm -rf /etc/infadaptd /var/lib/infadaptd
+userdel infadaptd 2>/dev/null || true
+groupdel infadaptd 2>/dev/null || true
+echo "installed, enabled, validated, erased"
 
 echo "packages OK"
