@@ -1,6 +1,5 @@
 //! `infadaptd generate-assets DIR`: the man pages and shell completions the packages ship,
-//! generated from the real command line (the man pages leave the hidden command out; the
-//! static completion scripts clap writes list hidden commands too).
+//! generated from the real command line; neither offers `generate-assets` itself.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -91,6 +90,34 @@ fn generates_a_man_page_per_command_and_three_completions() {
         );
     }
     let _ = std::fs::remove_dir_all(&out_dir);
+}
+
+#[test]
+fn is_not_in_the_help_but_has_its_own() {
+    let help = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .arg("--help")
+        .output()
+        .expect("run");
+    assert!(!String::from_utf8_lossy(&help.stdout).contains("generate-assets"));
+    let own = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["generate-assets", "--help"])
+        .output()
+        .expect("run");
+    assert_eq!(own.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&own.stdout);
+    assert!(
+        text.contains("Usage: infadaptd generate-assets <DIR>"),
+        "{text}"
+    );
+    let missing = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .arg("generate-assets")
+        .output()
+        .expect("run");
+    assert_eq!(
+        missing.status.code(),
+        Some(64),
+        "a missing DIR is a usage error"
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! `infadaptd generate-assets DIR` (hidden, used by the package build): writes the man pages
-//! and the bash, zsh and fish completions, all generated from the command-line definition.
+//! `infadaptd generate-assets DIR` (the package build's helper, parsed apart from the public
+//! command line so that nothing it writes offers it): writes the man pages and the bash, zsh
+//! and fish completions, all generated from the command-line definition.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -58,7 +59,8 @@ pub fn write_assets(out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 /// One page for `command` (`infadaptd.1`, `infadaptd-run.1`, `infadaptd-profiles-import.1`,
-/// ...) and, recursively, for each of its visible subcommands. The top-level page also
+/// ...) and, recursively, for each of its visible subcommands (hidden developer commands
+/// such as `profiles synth` get none). The top-level page also
 /// gets FILES, SIGNALS, EXIT STATUS and SEE ALSO sections.
 fn write_man_pages(
     command: clap::Command,
