@@ -2,8 +2,10 @@
 
 use std::sync::{Mutex, MutexGuard};
 
+mod assets_cli;
 mod daemon;
 mod forecast_cli;
+mod packaging;
 mod plan_cli;
 mod plugins;
 mod process;

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd_forecast, cmd_plan, cmd_profile, cmd_profiles, cmd_run, cmd_simulate, cmd_validate, exit,
+    cmd_assets, cmd_forecast, cmd_plan, cmd_profile, cmd_profiles, cmd_run, cmd_simulate,
+    cmd_validate, exit,
 };
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
@@ -38,28 +39,51 @@ pub enum Command {
     Validate(cmd_validate::ValidateArgs),
 }
 
+/// `infadaptd generate-assets DIR`, the package build's helper. It is parsed apart from
+/// [`Cli`] so that the man pages and completions it writes from `Cli` do not offer it.
+#[derive(Debug, Parser)]
+#[command(
+    name = "infadaptd generate-assets",
+    bin_name = "infadaptd generate-assets",
+    version,
+    about = "Write the man pages and shell completions (used when building packages)"
+)]
+struct AssetsCli {
+    #[command(flatten)]
+    args: cmd_assets::AssetsArgs,
+}
+
+/// The name of the packaging helper command (first argument).
+pub const GENERATE_ASSETS: &str = "generate-assets";
+
+/// Parses with `P`, or says why not and gives the exit code (0 for `--help`/`--version`).
+fn parse<P: Parser>(args: impl Iterator<Item = std::ffi::OsString>) -> Result<P, u8> {
+    P::try_parse_from(args).map_err(|err| {
+        let code = if err.use_stderr() {
+            exit::USAGE
+        } else {
+            exit::OK
+        };
+        let _ = err.print();
+        code
+    })
+}
+
 /// Parses arguments, runs the command and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(err) => {
-            let code = if err.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = err.print();
-            return ExitCode::from(code);
+    let is_assets = std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == GENERATE_ASSETS);
+    let result = if is_assets {
+        match parse::<AssetsCli>(std::env::args_os().skip(1)) {
+            Ok(assets) => cmd_assets::run(&assets.args),
+            Err(code) => return ExitCode::from(code),
         }
-    };
-    let result = match cli.command {
-        Command::Plan(args) => cmd_plan::run(&args),
-        Command::Profile(args) => cmd_profile::run(&args),
-        Command::Profiles(cmd) => cmd_profiles::run(&cmd),
-        Command::Forecast(cmd) => cmd_forecast::run(&cmd),
-        Command::Simulate(args) => cmd_simulate::run(&args),
-        Command::Run(args) => cmd_run::run(&args),
-        Command::Validate(args) => cmd_validate::run(&args),
+    } else {
+        match parse::<Cli>(std::env::args_os()) {
+            Ok(cli) => dispatch(cli.command),
+            Err(code) => return ExitCode::from(code),
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -67,5 +91,17 @@ pub fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::from(exit::FAILURE)
         }
+    }
+}
+
+fn dispatch(command: Command) -> anyhow::Result<u8> {
+    match command {
+        Command::Plan(args) => cmd_plan::run(&args),
+        Command::Profile(args) => cmd_profile::run(&args),
+        Command::Profiles(cmd) => cmd_profiles::run(&cmd),
+        Command::Forecast(cmd) => cmd_forecast::run(&cmd),
+        Command::Simulate(args) => cmd_simulate::run(&args),
+        Command::Run(args) => cmd_run::run(&args),
+        Command::Validate(args) => cmd_validate::run(&args),
     }
 }

@@ -3,6 +3,7 @@
 //! the controllers it calls are pure.
 
 pub mod cli;
+pub mod cmd_assets;
 pub mod cmd_forecast;
 pub mod cmd_plan;
 pub mod cmd_profile;
