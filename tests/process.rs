@@ -366,26 +366,9 @@ fn trace_window(start: usize, buckets: usize, span: usize, peak: f64) -> Vec<f64
     means.iter().map(|m| m * peak / highest).collect()
 }
 
-/// Ready endpoints from the backend's state file (the router's view), refreshed every
-/// 100 ms until `stop`.
-fn follow_endpoints(
-    dir: PathBuf,
-    ready: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Some(workers) = recorded_workers(&dir) {
-                let urls: Vec<String> = workers
-                    .iter()
-                    .filter(|w| w["state"] == "ready")
-                    .filter_map(|w| w["url"].as_str().map(str::to_owned))
-                    .collect();
-                *ready.lock().expect("ready") = urls;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    })
+/// Requests the replay sends for `rates` (at least one per second).
+fn sent_total(rates: &[f64]) -> f64 {
+    rates.iter().map(|r| r.round().max(1.0)).sum()
 }
 
 /// POSTs to `url` with a 10 s limit; the status code.
@@ -420,7 +403,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     use std::sync::{Arc, Mutex};
 
     // 20 minutes of the bursty IPA window, 30 s per replayed second, peak 36 requests/s:
-    // about 7/s, a burst to 36/s, back to 7/s, in 40 s.
+    // about 7/s, a burst to 36/s, back to 7/s, in 40 s, sent through the daemon's router.
     let rates = trace_window(1_301_160, 40, 30, 36.0);
     let dir = Scratch::new("trace");
     let plugins = dir.path().join("plugins");
@@ -430,6 +413,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     std::fs::copy(&built().plugin, &installed).expect("install plugin");
     std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let http_port = free_port();
+    let router_port = free_port();
     let text = daemon_config(dir.path(), http_port, &plugins)
         .replace("initial_load_rps = 30", "initial_load_rps = 7")
         .replace("port_range = [21400, 21449]", "port_range = [21450, 21499]")
@@ -441,7 +425,8 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
             "[pipeline.solver]",
             "[pipeline.forecast]\nmodel = \"max\"\nhorizon_s = 3\nbasis = \"point\"\nfloor = \"none\"\n\
              [pipeline.damping]\nstabilization_window_s = 4\nmin_dwell_s = 0\n[pipeline.solver]",
-        );
+        )
+        + &format!("[pipeline.router]\nlisten = \"127.0.0.1:{router_port}\"\n");
     let config = dir.path().join("infadaptd.toml");
     std::fs::write(&config, text).expect("config");
     let notify = dir.path().join("notify.sock");
@@ -456,12 +441,17 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
         daemon.log()
     );
 
-    let ready: Arc<Mutex<Vec<String>>> = Arc::default();
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+        }),
+        "the router never became ready; log:\n{}",
+        daemon.log()
+    );
+    let url = format!("http://127.0.0.1:{router_port}/v2/models/bare/infer");
     let stop = Arc::new(AtomicBool::new(false));
-    let follower = follow_endpoints(dir.path().to_owned(), Arc::clone(&ready), Arc::clone(&stop));
     let ok = Arc::new(AtomicU64::new(0));
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();
-    let unroutable = Arc::new(AtomicU64::new(0));
     let (plan_seen, live_seen) = (
         Arc::new(Mutex::new(Vec::new())),
         Arc::new(Mutex::new(Vec::new())),
@@ -489,7 +479,6 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     std::thread::sleep(Duration::from_millis(300));
     let began = Instant::now();
     let mut requests = Vec::new();
-    let mut turn = 0usize;
     for (second, rate) in rates.iter().enumerate() {
         let count = rate.round().max(1.0) as u32;
         for k in 0..count {
@@ -497,16 +486,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
             if let Some(wait) = due.checked_sub(began.elapsed()) {
                 std::thread::sleep(wait);
             }
-            let url = {
-                let ready = ready.lock().expect("ready");
-                turn += 1;
-                (!ready.is_empty()).then(|| ready[turn % ready.len()].clone())
-            };
-            let Some(url) = url else {
-                unroutable.fetch_add(1, Ordering::SeqCst);
-                continue;
-            };
-            let (ok, failures) = (Arc::clone(&ok), Arc::clone(&failures));
+            let (url, ok, failures) = (url.clone(), Arc::clone(&ok), Arc::clone(&failures));
             requests.push(std::thread::spawn(move || match post(&url) {
                 Ok(200) => {
                     ok.fetch_add(1, Ordering::SeqCst);
@@ -525,18 +505,35 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
         planned_replicas(http_port).is_some_and(|r| live_workers(dir.path()).len() as u64 == r)
     });
     stop.store(true, Ordering::SeqCst);
-    follower.join().expect("follower");
     sampler.join().expect("sampler");
+    // The router's totals reach /metrics with the next tick.
+    let router_total = |metrics: &str, name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    let mut metrics = String::new();
+    let counted = wait_until(Duration::from_secs(10), || {
+        metrics = crate::daemon::http_get(http_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        router_total(&metrics, "infadapt_router_requests_total") == Some(sent_total(&rates))
+    });
+    let router_total = |name: &str| router_total(&metrics, name);
     let plans = plan_seen.lock().expect("plans").clone();
     let live = live_seen.lock().expect("live").clone();
     let failures = failures.lock().expect("f").clone();
-    let sent: f64 = rates.iter().map(|r| r.round().max(1.0)).sum();
+    let sent = sent_total(&rates);
     eprintln!(
-        "trace replay: {sent} requests in {replay_s:.1} s, {} ok, {} failed, {} unroutable; \
-         planned replicas {}; ready workers {} (4 samples/s)",
+        "trace replay through the router: {sent} requests in {replay_s:.1} s, {} ok, {} failed \
+         (router: {:?} requests, {:?} retries); planned replicas {}; ready workers {} \
+         (4 samples/s)",
         ok.load(Ordering::SeqCst),
         failures.len(),
-        unroutable.load(Ordering::SeqCst),
+        router_total("infadapt_router_requests_total"),
+        router_total("infadapt_router_retries_total"),
         runs(&plans),
         runs(&live)
     );
@@ -547,12 +544,13 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
         daemon.log()
     );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
-    assert_eq!(
-        unroutable.load(Ordering::SeqCst),
-        0,
-        "moments without a ready worker"
-    );
     assert_eq!(ok.load(Ordering::SeqCst) as f64, sent);
+    assert_eq!(
+        router_total("infadapt_router_failed_total"),
+        Some(0.0),
+        "{metrics}"
+    );
+    assert!(counted, "the router did not count every request: {metrics}");
     let most = plans.iter().copied().max().unwrap_or(0);
     assert!(most >= 2, "the burst never scaled the plan up: {plans:?}");
     assert!(
