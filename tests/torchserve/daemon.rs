@@ -2,16 +2,16 @@
 //! `plugin_dirs`) against a real TorchServe, under a compressed, scaled replay of the IPA
 //! "bursty" window of the Twitter trace: the daemon plans 1 → 3 → 1 replicas as the burst
 //! comes and goes, every plan it holds is seen running on the server, and no request fails.
-//! The load goes to the first replica, which the plugin keeps through every scale-down
-//! (spreading it over the endpoints is the router's job; the plugin tests cover that).
+//! The load goes through the daemon's router, which spreads it over the ready replicas and
+//! stops sending to a replica the plugin drains before it is unregistered.
 
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use infadapt_plugin_abi::PluginObservation;
 use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointState};
-use infadapt_plugin_abi::{PlanMessage, PluginObservation};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::fixture::{Load, SMALL, TorchServe, assert_no_failures};
 use crate::daemon::{Daemon, free_port, pipeline_status, scratch, status_of};
@@ -27,7 +27,13 @@ load_time_s = 1.0
 points = [ { batch = 1, cores = 1, p99_ms = 40.0, throughput_rps = 15.0 } ]
 "#;
 
-fn daemon_config(dir: &Path, port: u16, plugins: &Path, server: &TorchServe) -> String {
+fn daemon_config(
+    dir: &Path,
+    port: u16,
+    router_port: u16,
+    plugins: &Path,
+    server: &TorchServe,
+) -> String {
     format!(
         r#"
 [daemon]
@@ -61,6 +67,8 @@ inference_url = "http://127.0.0.1:{inference}"
 metrics_url = "http://127.0.0.1:{metrics}/metrics"
 drain_s = 1.0
 max_batch_delay_ms = 10
+[pipeline.router]
+listen = "127.0.0.1:{router_port}"
 "#,
         state = dir.join("state").display(),
         plugins = plugins.display(),
@@ -71,22 +79,19 @@ max_batch_delay_ms = 10
     )
 }
 
-/// An observation whose only ready endpoint is the first replica.
-fn first_replica(server: &TorchServe) -> PluginObservation {
-    let mut deployed: PlanMessage = serde_json::from_value(json!({ "stages": [{
+/// An observation whose only ready endpoint is the daemon's router, so that the test's
+/// sender plays a client of the pipeline.
+fn through_router(router_port: u16) -> PluginObservation {
+    let deployed = serde_json::from_value(serde_json::json!({ "schema": 1, "stages": [{
         "stage": "classify", "assignments": [{ "variant": "small", "batch": 1, "cores": 1,
         "replicas": 1, "share": 1.0 }] }] }))
     .expect("plan");
-    deployed.schema = 1;
     PluginObservation {
         deployed,
         endpoints: vec![EndpointMessage {
             stage: "classify".into(),
             variant: "small".into(),
-            url: format!(
-                "http://127.0.0.1:{}/predictions/small--r0",
-                server.inference_port
-            ),
+            url: format!("http://127.0.0.1:{router_port}/v2/models/images/infer"),
             protocol: EndpointProtocol::RawHttp,
             state: EndpointState::Ready,
             weight: 1.0,
@@ -206,9 +211,13 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
     let dir = scratch("torchserve");
     std::fs::write(dir.join("catalog.toml"), CATALOG).expect("write catalog");
     let port = free_port();
+    let router_port = free_port();
     let config = dir.join("infadaptd.toml");
-    std::fs::write(&config, daemon_config(&dir, port, plugins.path(), &server))
-        .expect("write config");
+    std::fs::write(
+        &config,
+        daemon_config(&dir, port, router_port, plugins.path(), &server),
+    )
+    .expect("write config");
     let notify = dir.join("notify.sock");
     let notifications = UnixDatagram::bind(&notify).expect("notify socket");
     // Read every notification: a full socket buffer would block the daemon's sends.
@@ -224,9 +233,18 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
         1
     );
 
+    // Clients start once the router has a ready endpoint.
+    assert!(
+        crate::daemon::wait_until(Duration::from_secs(20), || {
+            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+        }),
+        "the router never became ready; log:\n{}",
+        daemon.log()
+    );
+
     // The replay, sampling the daemon's plan and the server every half second.
     let rates = replay_rates();
-    let load = Load::replay(rates.clone(), &first_replica(&server));
+    let load = Load::replay(rates.clone(), &through_router(router_port));
     let started = Instant::now();
     let mut samples: Vec<Sample> = Vec::new();
     while started.elapsed() < Duration::from_secs(rates.len() as u64 + 8) {
@@ -280,6 +298,15 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
 
     let status = status_of(port).expect("status");
     let pipeline = pipeline_status(&status, "images");
+    let metrics = crate::daemon::http_get(port, "/metrics")
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let failed = metrics
+        .lines()
+        .find(|l| l.starts_with("infadapt_router_failed_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert_eq!(failed, Some(0.0), "router failures:\n{metrics}");
     assert_eq!(pipeline["backend"], "torchserve", "{pipeline}");
     assert_eq!(pipeline["degraded"], false, "{pipeline}");
     assert_eq!(pipeline["plugin_errors"], 0, "{pipeline}");
