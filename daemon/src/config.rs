@@ -20,6 +20,7 @@
 //! [pipeline.router]                      # optional: one stable endpoint for clients
 //! listen = "127.0.0.1:8080"
 //! timeout_ms = 10000
+//! ready_wait_ms = 5000
 //! ```
 
 use std::collections::BTreeMap;
@@ -393,6 +394,8 @@ fn read_pipeline(
 
 /// Default limit for one forwarded request.
 pub const DEFAULT_ROUTER_TIMEOUT_MS: u32 = 10_000;
+/// Default time a router request waits for a ready endpoint before a 503.
+pub const DEFAULT_ROUTER_READY_WAIT_MS: u32 = 5_000;
 /// Default largest request body the router accepts.
 pub const DEFAULT_ROUTER_MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
 
@@ -426,10 +429,14 @@ fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
         Some(n) => n,
         None => DEFAULT_ROUTER_MAX_BODY_BYTES,
     };
+    let ready_wait_ms = r
+        .opt_u32("ready_wait_ms")
+        .unwrap_or(DEFAULT_ROUTER_READY_WAIT_MS);
     Some(RouterSettings {
         listen: listen?,
         timeout: std::time::Duration::from_millis(u64::from(timeout_ms)),
         max_body_bytes: max_body_bytes as usize,
+        ready_wait: std::time::Duration::from_millis(u64::from(ready_wait_ms)),
     })
 }
 

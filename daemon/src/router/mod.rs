@@ -51,6 +51,9 @@ pub struct RouterSettings {
     pub timeout: Duration,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// How long a request waits for a ready endpoint when its stage has none (a first
+    /// deployment still loading, the only worker restarting) before it is refused with 503.
+    pub ready_wait: Duration,
 }
 
 /// Where one stage's requests can go.
@@ -96,6 +99,9 @@ struct Inner {
     totals: Totals,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
+    ready_wait: Duration,
+    /// Woken whenever the routing table changes.
+    routes_changed: tokio::sync::Notify,
     /// State of the xorshift generator that picks targets.
     pick: AtomicU64,
 }
@@ -125,7 +131,15 @@ struct Failure {
 }
 
 impl Router {
-    pub fn new(pipeline: &str, slo_ms: f64, stages: Vec<String>, timeout: Duration) -> Router {
+    /// A router for `stages` with `timeout` per forwarded request; a request whose stage
+    /// has no ready endpoint waits up to `ready_wait` for one.
+    pub fn new(
+        pipeline: &str,
+        slo_ms: f64,
+        stages: Vec<String>,
+        timeout: Duration,
+        ready_wait: Duration,
+    ) -> Router {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
         connector.set_nodelay(true);
@@ -147,6 +161,8 @@ impl Router {
                 totals: Totals::default(),
                 client,
                 timeout,
+                ready_wait,
+                routes_changed: tokio::sync::Notify::new(),
                 pick: AtomicU64::new(seed),
             }),
         }
@@ -185,6 +201,8 @@ impl Router {
         if *routes != table {
             debug!(pipeline = %self.inner.pipeline, routes = ?table, "routes updated");
             *routes = table;
+            drop(routes);
+            self.inner.routes_changed.notify_waiters();
         }
     }
 
@@ -360,14 +378,36 @@ impl Router {
         })
     }
 
+    /// Like [`Router::pick`], but waits until `deadline` for the routing table to offer
+    /// a target.
+    async fn pick_waiting(
+        &self,
+        stage: usize,
+        exclude: &[String],
+        deadline: tokio::time::Instant,
+    ) -> Option<Target> {
+        loop {
+            // Registered before the check, so that an update in between still wakes it.
+            let changed = self.inner.routes_changed.notified();
+            if let Some(target) = self.pick(stage, exclude) {
+                return Some(target);
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.pick(stage, exclude);
+            }
+        }
+    }
+
     /// Forwards `body` to one endpoint of `stage`, retrying once elsewhere when that can help.
+    /// A stage without a ready endpoint is waited for up to `ready_wait`.
     async fn forward(
         &self,
         stage: usize,
         body: Bytes,
     ) -> Result<(Bytes, EndpointProtocol), Failure> {
         let mut tried = Vec::new();
-        let Some(first) = self.pick(stage, &tried) else {
+        let deadline = tokio::time::Instant::now() + self.inner.ready_wait;
+        let Some(first) = self.pick_waiting(stage, &tried, deadline).await else {
             return Err(Failure {
                 status: StatusCode::SERVICE_UNAVAILABLE,
                 message: format!("stage `{}` has no ready endpoint", self.inner.stages[stage]),
@@ -378,7 +418,7 @@ impl Router {
             Ok(answer) => Ok((answer, first.protocol)),
             Err(failure) if failure.retryable => {
                 tried.push(first.url.clone());
-                let Some(second) = self.pick(stage, &tried) else {
+                let Some(second) = self.pick_waiting(stage, &tried, deadline).await else {
                     return Err(failure);
                 };
                 self.inner.totals.retries.fetch_add(1, Ordering::Relaxed);

@@ -130,7 +130,13 @@ async fn call(port: u16, model: &str, x: f64) -> (u16, Value) {
 async fn shares_split_the_load_and_unplanned_ready_variants_cover_a_loading_one() {
     let (a, hits_a) = fake(Behaviour::AddOne(1.0)).await;
     let (b, hits_b) = fake(Behaviour::AddOne(1.0)).await;
-    let router = Router::new("p", 1000.0, vec!["s".into()], Duration::from_secs(2));
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
     router.update(
         &plan(&[("s", &[("a", 0.75), ("b", 0.25)])]),
         &[
@@ -185,7 +191,13 @@ async fn shares_split_the_load_and_unplanned_ready_variants_cover_a_loading_one(
 async fn a_request_to_a_vanished_variant_is_retried_once_elsewhere() {
     let (gone, hits_gone) = fake(Behaviour::Gone).await;
     let (fine, hits_fine) = fake(Behaviour::AddOne(1.0)).await;
-    let router = Router::new("p", 1000.0, vec!["s".into()], Duration::from_secs(2));
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
     router.update(
         &plan(&[("s", &[("old", 1.0)])]),
         &[
@@ -217,6 +229,47 @@ async fn a_request_to_a_vanished_variant_is_retried_once_elsewhere() {
 }
 
 #[tokio::test]
+async fn a_request_waits_for_a_ready_endpoint_up_to_the_ready_wait() {
+    let (fine, hits) = fake(Behaviour::AddOne(1.0)).await;
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::from_millis(1500),
+    );
+    let (port, _stop) = serve(&router).await;
+    // Nothing ready yet: the request is held, and served once an endpoint becomes ready.
+    let waiting = tokio::spawn(async move { call(port, "p", 1.0).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "the request was not held");
+    router.update(
+        &plan(&[("s", &[("v", 1.0)])]),
+        &[endpoint("s", "v", &fine, EndpointState::Ready)],
+    );
+    let (status, answer) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+
+    // Nothing becomes ready in time: 503 after the wait, not before.
+    router.update(&plan(&[("s", &[("v", 1.0)])]), &[]);
+    let started = std::time::Instant::now();
+    let (status, answer) = call(port, "p", 1.0).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap()
+            .contains("no ready endpoint")
+    );
+}
+
+#[tokio::test]
 async fn stages_chain_outputs_into_inputs_by_position() {
     let (first, _) = fake(Behaviour::AddOne(1.0)).await;
     let (second, hits) = fake(Behaviour::AddOne(10.0)).await;
@@ -225,6 +278,7 @@ async fn stages_chain_outputs_into_inputs_by_position() {
         1000.0,
         vec!["detect".into(), "classify".into()],
         Duration::from_secs(2),
+        Duration::ZERO,
     );
     router.update(
         &plan(&[("detect", &[("d", 1.0)]), ("classify", &[("c", 1.0)])]),
@@ -243,7 +297,13 @@ async fn stages_chain_outputs_into_inputs_by_position() {
 #[tokio::test]
 async fn clients_get_clear_errors_for_unknown_models_no_endpoints_and_timeouts() {
     let (slow, _) = fake(Behaviour::Slow).await;
-    let router = Router::new("p", 100.0, vec!["s".into()], Duration::from_millis(300));
+    let router = Router::new(
+        "p",
+        100.0,
+        vec!["s".into()],
+        Duration::from_millis(300),
+        Duration::ZERO,
+    );
     let (port, _stop) = serve(&router).await;
     let (status, answer) = call(port, "other", 1.0).await;
     assert_eq!(status, 404);

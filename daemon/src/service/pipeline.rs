@@ -89,6 +89,7 @@ pub async fn run_pipeline(
                         pipeline.slo_ms,
                         pipeline.stages.iter().map(|s| s.name.clone()).collect(),
                         settings.timeout,
+                        settings.ready_wait,
                     );
                     tokio::spawn(router.clone().serve(
                         listener,
