@@ -10,6 +10,7 @@ mod plan_cli;
 mod plugins;
 mod process;
 mod profiles_import;
+mod replay;
 mod simulate_cli;
 mod torchserve;
 mod triton;

@@ -345,27 +345,6 @@ fn runs(series: &[u64]) -> String {
     out.join(" ")
 }
 
-/// Requests per second of a window of the Twitter trace: `buckets` means of `span` seconds
-/// from `start`, scaled so that the highest is `peak`.
-fn trace_window(start: usize, buckets: usize, span: usize, peak: f64) -> Vec<f64> {
-    let path = repo_root().join("../shared/data/twitter-trace/rps-per-second-days00-16.txt");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("the trace {} is needed: {e}", path.display()));
-    let values: Vec<f64> = text
-        .lines()
-        .skip(start)
-        .take(buckets * span)
-        .map(|l| l.trim().parse::<f64>().expect("a rate per line"))
-        .collect();
-    assert_eq!(values.len(), buckets * span, "trace too short");
-    let means: Vec<f64> = values
-        .chunks(span)
-        .map(|c| c.iter().sum::<f64>() / span as f64)
-        .collect();
-    let highest = means.iter().copied().fold(0.0, f64::max);
-    means.iter().map(|m| m * peak / highest).collect()
-}
-
 /// Requests the replay sends for `rates` (at least one per second).
 fn sent_total(rates: &[f64]) -> f64 {
     rates.iter().map(|r| r.round().max(1.0)).sum()
@@ -404,7 +383,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
 
     // 20 minutes of the bursty IPA window, 30 s per replayed second, peak 36 requests/s:
     // about 7/s, a burst to 36/s, back to 7/s, in 40 s, sent through the daemon's router.
-    let rates = trace_window(1_301_160, 40, 30, 36.0);
+    let rates = crate::replay::bursty_window(30, 36.0);
     let dir = Scratch::new("trace");
     let plugins = dir.path().join("plugins");
     std::fs::create_dir_all(&plugins).expect("plugin dir");

@@ -173,30 +173,7 @@ const PEAK_RPS: f64 = 36.0;
 /// The IPA "bursty" window, `COMPRESSION` trace seconds per replayed second, scaled to
 /// `PEAK_RPS` (60 replayed seconds: about 7 requests/s, a burst to 36, back to 7).
 fn replay_rates() -> Vec<f64> {
-    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/twitter-trace");
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(data.join("experiment_slices_index.json"))
-            .expect("the trace slice index in ../shared/data"),
-    )
-    .expect("slice index is JSON");
-    let slice = &index["ipa_bursty"];
-    let start = slice["start"].as_u64().expect("start") as usize;
-    let end = slice["end"].as_u64().expect("end") as usize;
-    let text = std::fs::read_to_string(data.join("rps-per-second-days00-16.txt"))
-        .expect("the Twitter trace in ../shared/data");
-    let window: Vec<f64> = text
-        .lines()
-        .skip(start)
-        .take(end - start)
-        .map(|l| l.trim().parse::<f64>().expect("a rate per line"))
-        .collect();
-    assert_eq!(window.len(), end - start);
-    let compressed: Vec<f64> = window
-        .chunks(COMPRESSION)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect();
-    let peak = compressed.iter().copied().fold(0.0, f64::max);
-    compressed.iter().map(|r| r * PEAK_RPS / peak).collect()
+    crate::replay::bursty_window(COMPRESSION, PEAK_RPS)
 }
 
 #[test]

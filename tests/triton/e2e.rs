@@ -5,7 +5,7 @@
 //! plans (variants and instance counts), that no request fails across the switches, and
 //! reports the SLO attainment of the steady part.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -77,38 +77,9 @@ points = [
 ]
 "#;
 
-fn shared_data() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")
-}
-
 /// The IPA bursty window, `COMPRESSION` seconds per replayed second, scaled to `PEAK_RPS`.
 fn replay_rates() -> Vec<f64> {
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(shared_data().join("twitter-trace/experiment_slices_index.json"))
-            .expect("the trace slice index in ../shared/data"),
-    )
-    .expect("slice index is JSON");
-    let slice = &index["ipa_bursty"];
-    let (start, end) = (
-        slice["start"].as_u64().expect("start") as usize,
-        slice["end"].as_u64().expect("end") as usize,
-    );
-    let text =
-        std::fs::read_to_string(shared_data().join("twitter-trace/rps-per-second-days00-16.txt"))
-            .expect("the Twitter trace in ../shared/data");
-    let window: Vec<f64> = text
-        .lines()
-        .skip(start)
-        .take(end - start)
-        .map(|l| l.trim().parse::<f64>().expect("a rate per line"))
-        .collect();
-    assert_eq!(window.len(), end - start);
-    let compressed: Vec<f64> = window
-        .chunks(COMPRESSION)
-        .map(|c| c.iter().sum::<f64>() / c.len() as f64)
-        .collect();
-    let peak = compressed.iter().copied().fold(0.0, f64::max);
-    compressed.iter().map(|r| r * PEAK_RPS / peak).collect()
+    crate::replay::bursty_window(COMPRESSION, PEAK_RPS)
 }
 
 fn unix_now() -> f64 {
