@@ -530,6 +530,10 @@ listen = "127.0.0.1:{port}"
         "type = \"misbehave\"\nobserve = \"hang\"\nhang_ms = 60000",
     ));
     text.push_str(&pipeline_text("old-abi", "type = \"wrong_abi\""));
+    text.push_str(&pipeline_text(
+        "gpus",
+        "type = \"misbehave\"\ngpu_mem_mb = 2500",
+    ));
     text
 }
 
@@ -626,6 +630,16 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
         "not contained as expected:\n{last:#}\nlog:\n{}",
         daemon.log()
     );
+
+    // A backend that reports its GPUs bounds that pipeline's plans by their memory.
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status_of(port)
+                .is_some_and(|s| pipeline_status(&s, "gpus")["gpu_mem_limit_mb"] == 2500.0)
+        }),
+        "the reported GPU memory is not the pipeline's limit:\n{last:#}"
+    );
+    assert!(pipeline_status(&last, "steady")["gpu_mem_limit_mb"].is_null());
 
     // Degraded with the reason, in /v1/status.
     let steady = pipeline_status(&last, "steady");

@@ -663,6 +663,7 @@ impl LoadedLibrary {
                 name: self.name.clone(),
                 version: String::new(),
                 capabilities: Default::default(),
+                gpu_mem_mb: None,
             },
         };
         // On failure `instance` is dropped, which destroys the handle.
@@ -1295,6 +1296,7 @@ mod tests {
                 name: "scripted".into(),
                 version: "0".into(),
                 capabilities: Default::default(),
+                gpu_mem_mb: None,
             }
         }
         fn observe(&mut self) -> Result<PluginObservation, BackendError> {

@@ -294,6 +294,20 @@ impl ControlLoop {
         self.horizon_s
     }
 
+    /// Plans from now on within `available_mb` of GPU memory as well as any configured limit
+    /// (the smaller of the two applies), for a backend that reports what its GPUs hold.
+    /// A value that is not a positive number is ignored. Returns the limit in force.
+    pub fn limit_gpu_memory(&mut self, available_mb: f64) -> Option<f64> {
+        let limits = &mut self.config.problem.limits;
+        if available_mb.is_finite() && available_mb > 0.0 {
+            limits.gpu_mem_mb = Some(match limits.gpu_mem_mb {
+                Some(configured) => configured.min(available_mb),
+                None => available_mb,
+            });
+        }
+        limits.gpu_mem_mb
+    }
+
     /// The current multiplicative headroom of the feedback loop.
     pub fn headroom(&self) -> f64 {
         self.headroom.headroom()
@@ -649,6 +663,37 @@ mod tests {
         let decision = policy.decide(&o);
         assert!(decision.provisioned_rps.is_finite());
         assert!(!decision.plan.stages.is_empty());
+    }
+
+    #[test]
+    fn a_reported_gpu_memory_limit_bounds_the_plans() {
+        // Each replica needs 1000 MB of GPU memory; 2500 MB hold two.
+        let mut gpu_pipeline = pipeline(500.0);
+        for variant in &mut gpu_pipeline.stages[0].variants {
+            variant.gpu_mem_mb = 1000.0;
+        }
+        let mut policy =
+            ControlLoop::new(ControlConfig::new(Problem::new(gpu_pipeline, 10.0))).expect("builds");
+        assert_eq!(
+            policy.limit_gpu_memory(f64::NAN),
+            None,
+            "garbage is ignored"
+        );
+        assert_eq!(policy.limit_gpu_memory(2500.0), Some(2500.0));
+        assert_eq!(
+            policy.limit_gpu_memory(4000.0),
+            Some(2500.0),
+            "the smaller applies"
+        );
+        let decision = policy.decide(&observation(10.0, 400.0, plan(1)));
+        let replicas: u32 = decision.plan.stages[0]
+            .assignments
+            .iter()
+            .map(|a| a.replicas)
+            .sum();
+        assert!(replicas <= 2, "{:?}", decision.plan);
+        // Sized for what two replicas of the fast variant carry at the cap, not for 400 rps.
+        assert!(decision.provisioned_rps <= 2.0 * 50.0, "{decision:?}");
     }
 
     #[test]

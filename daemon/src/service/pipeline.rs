@@ -276,6 +276,18 @@ impl PipelineTask {
                     origin = %backend.origin(),
                     "backend created"
                 );
+                if let (Some(reported), Some(control)) =
+                    (backend.description().gpu_mem_mb, self.control.as_mut())
+                {
+                    let limit = control.limit_gpu_memory(reported);
+                    info!(
+                        reported_mb = reported,
+                        limit_mb = ?limit,
+                        "the backend's GPUs bound the plans"
+                    );
+                    self.registry
+                        .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
+                }
                 self.backend = Some(backend);
                 self.creation = Creation::default();
                 self.last_failure = None;

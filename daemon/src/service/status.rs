@@ -171,6 +171,8 @@ pub struct PipelineStatus {
     pub dropped: u64,
     /// The pipeline's request router, when it has one.
     pub router: Option<crate::router::RouterCounters>,
+    /// GPU memory the plans stay within, MiB, once the backend reported its GPUs.
+    pub gpu_mem_limit_mb: Option<f64>,
 }
 
 impl PipelineStatus {

@@ -33,6 +33,11 @@ pub struct Description {
     pub version: String,
     #[serde(default)]
     pub capabilities: Capabilities,
+    /// GPU memory the backend can place replicas on, MiB, when it knows (a driver was
+    /// found). The daemon plans within it (and within `[limits] gpu_mem_mb` when both are
+    /// set). Added in schema 1 as an optional field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_mem_mb: Option<f64>,
 }
 
 /// One deployed (or planned) variant of a stage.

@@ -1297,6 +1297,12 @@ impl Backend for ProcessBackend {
                 cores: true,
                 gpu: self.gpus.unavailable_reason().is_none(),
             },
+            gpu_mem_mb: self
+                .gpus
+                .list()
+                .ok()
+                .map(|gpus| gpus.iter().map(|g| g.total_mb).sum::<f64>())
+                .filter(|mb| mb.is_finite() && *mb > 0.0),
         }
     }
 

@@ -562,6 +562,7 @@ impl Backend for SimBackend {
                 cores: true,
                 gpu: false,
             },
+            gpu_mem_mb: None,
         }
     }
 

@@ -757,6 +757,7 @@ impl Backend for TorchServeBackend {
                 cores: false,
                 gpu: false,
             },
+            gpu_mem_mb: None,
         }
     }
 

@@ -844,6 +844,7 @@ impl Backend for TritonBackend {
                 cores: false,
                 gpu: false,
             },
+            gpu_mem_mb: None,
         }
     }
 

@@ -1,8 +1,9 @@
 //! A test plugin that misbehaves on request, so tests can prove the host contains it.
 //!
 //! Config: `{"observe": "ok" | "panic" | "error" | "hang" | "hang_once", "hang_ms": 2000,
-//! "create": "ok" | "panic"}`. `hang` sleeps `hang_ms` in every observe, `hang_once` only in
+//! "create": "ok" | "panic", "gpu_mem_mb": 4096}`. `hang` sleeps `hang_ms` in every observe, `hang_once` only in
 //! the first; `panic` panics inside the plugin (the SDK turns it into `STATUS_PANIC`).
+//! `gpu_mem_mb` is reported by `describe` as the GPU memory the backend offers.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub struct Misbehave {
     hang: Duration,
     observed: u64,
     last_plan: PlanMessage,
+    gpu_mem_mb: Option<f64>,
 }
 
 impl Backend for Misbehave {
@@ -42,6 +44,7 @@ impl Backend for Misbehave {
             ),
             observed: 0,
             last_plan: PlanMessage::default(),
+            gpu_mem_mb: config.get("gpu_mem_mb").and_then(serde_json::Value::as_f64),
         })
     }
 
@@ -51,6 +54,7 @@ impl Backend for Misbehave {
             name: "misbehave".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             capabilities: Default::default(),
+            gpu_mem_mb: self.gpu_mem_mb,
         }
     }
 
