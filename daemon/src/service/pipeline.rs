@@ -592,6 +592,12 @@ impl PipelineTask {
                     let mut config = self.config.control.clone();
                     config.initial_plan = Some(self.applied.clone());
                     self.control = ControlLoop::new(config).ok();
+                    // The rebuilt loop keeps planning within the backend's GPU memory.
+                    if let (Some(control), Some(backend)) = (self.control.as_mut(), &self.backend)
+                        && let Some(reported) = backend.description().gpu_mem_mb
+                    {
+                        control.limit_gpu_memory(reported);
+                    }
                     self.registry.update(&self.name, |s| s.planner_errors += 1);
                     return;
                 }
