@@ -60,9 +60,9 @@ pub(crate) fn host_for(dir: &TempDir) -> PluginHost {
         .with_allowed_owners(vec![own_uid(dir.path())])
 }
 
-/// Builds the Rust plugin cdylibs once (a no-op when fresh) into the target directory of
-/// this test binary and returns its profile directory.
-fn rust_plugins_dir() -> &'static Path {
+/// Builds the Rust plugin cdylibs and the test worker once (a no-op when fresh) into the
+/// target directory of this test binary and returns its profile directory.
+pub(crate) fn rust_plugins_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let exe = std::env::current_exe().expect("current exe");
@@ -86,7 +86,9 @@ fn rust_plugins_dir() -> &'static Path {
             .args(["build", "--quiet", "-p", "infadapt-plugin-sim"])
             .args(["-p", "infadapt-plugin-misbehave"])
             .args(["-p", "infadapt-plugin-triton"])
-            .args(["-p", "infadapt-plugin-torchserve"]);
+            .args(["-p", "infadapt-plugin-torchserve"])
+            .args(["-p", "infadapt-plugin-process"])
+            .args(["-p", "infadapt-test-worker"]);
         if profile != "debug" {
             command.args(["--profile", &profile]);
         }

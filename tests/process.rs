@@ -23,35 +23,7 @@ struct Built {
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary in <target>/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_owned();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile name")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut command = Command::new(&cargo);
-        command
-            .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--quiet", "-p", "infadapt-test-worker"])
-            .args(["-p", "infadapt-plugin-process"]);
-        if profile != "debug" {
-            command.args(["--profile", &profile]);
-        }
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run `{cargo} build` for the worker: {e}"));
-        assert!(
-            status.success(),
-            "building the worker and the process plugin failed"
-        );
+        let profile_dir = crate::plugins::rust_plugins_dir();
         let built = Built {
             worker: profile_dir.join("infadapt-test-worker"),
             plugin: profile_dir.join("libinfadapt_plugin_process.so"),
