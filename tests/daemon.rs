@@ -379,17 +379,22 @@ fn a_service_manager_that_stops_reading_notifications_does_not_stall_the_daemon(
     );
 }
 
+/// Runs `infadaptd validate --config FILE`.
+fn run_validate(config: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["validate", "--config"])
+        .arg(config)
+        .output()
+        .expect("run infadaptd validate")
+}
+
 #[test]
 fn validate_lists_every_problem_and_exits_64() {
     let dir = scratch("validate");
     let config = dir.join("c.toml");
     let good = config_text(9, &dir, 60);
     std::fs::write(&config, &good).expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = run_validate(&config);
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -406,11 +411,7 @@ fn validate_lists_every_problem_and_exits_64() {
         )
         .replace("type = \"sim\"", "type = \"sim\"\nwarp = 9");
     std::fs::write(&config, bad).expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = run_validate(&config);
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
@@ -442,11 +443,7 @@ fn shipped_daemon_configs_validate() {
     }
     assert!(files.len() >= 2, "{files:?}");
     for file in files {
-        let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-            .args(["validate", "--config"])
-            .arg(&file)
-            .output()
-            .expect("run");
+        let out = run_validate(&file);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -575,11 +572,7 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
     // `validate` finds the libraries without loading them, and names a missing one.
     let missing = text.replace("type = \"wrong_abi\"", "type = \"nosuch\"");
     std::fs::write(&config, &missing).expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = run_validate(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(64), "{stderr}");
     assert!(
@@ -592,11 +585,7 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
         "{stderr}"
     );
     std::fs::write(&config, &text).expect("config");
-    let out = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["validate", "--config"])
-        .arg(&config)
-        .output()
-        .expect("run");
+    let out = run_validate(&config);
     assert_eq!(
         out.status.code(),
         Some(0),
