@@ -440,7 +440,7 @@ fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
     })
 }
 
-fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
+pub(crate) fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
     let names: Vec<&str> = ModelKind::ALL
         .iter()
         .map(|k| k.as_str())
@@ -453,6 +453,16 @@ fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
     }
     if f.has("horizon_s") {
         control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
+    }
+    if let Some(v) = f.opt_f64("smoothing_s") {
+        if v.is_finite() && v >= 1.0 {
+            control.forecast.smoothing_s = v;
+        } else {
+            f.report(
+                "smoothing_s",
+                format!("must be at least 1 (second), got {v}"),
+            );
+        }
     }
     if let Some(q) = f.opt_f64("upper_quantile") {
         if q > 0.0 && q < 1.0 {
@@ -478,7 +488,7 @@ fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
     }
 }
 
-fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
+pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
     let mut damping = DampingConfig::default();
     if let Some(enabled) = d.opt_bool("enabled") {
         if !enabled {

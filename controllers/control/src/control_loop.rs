@@ -4,6 +4,8 @@
 //! The same type expresses the published baselines where they fit (see
 //! [`ControlConfig::ipa`] and [`ControlConfig::infadapter`]).
 
+use std::collections::VecDeque;
+
 use infadapt_damping::{
     Damper, DampingConfig, DampingInput, HeadroomConfig, HeadroomController, HeadroomSignal,
     change_cold_start_s, lead_time_horizon_s, plan_capacity_rps,
@@ -55,6 +57,14 @@ pub struct ForecastSettings {
     /// `q` (conformal); `None` keeps the model's own upper bound.
     pub upper_quantile: Option<f64>,
     pub basis: ForecastBasis,
+    /// The forecaster sees the mean arrival rate of the trailing `smoothing_s` seconds
+    /// rather than each second's count. The planner's queueing model already budgets for
+    /// the Poisson scatter of arrivals around a rate; a forecast of per-second *counts*
+    /// would count that scatter a second time (at 6 rps the largest second of a minute is
+    /// about 13). A longer window also delays a real rise by half its length; 3 s is the
+    /// measured compromise (docs/evaluation.md). 1 feeds the raw per-second counts (the
+    /// published baselines). Default 3.
+    pub smoothing_s: f64,
     /// A trained network, required by [`ModelKind::Lstm`] (joins `auto` when given).
     #[serde(skip)]
     pub lstm: Option<LstmModel>,
@@ -67,10 +77,14 @@ impl Default for ForecastSettings {
             horizon_s: None,
             upper_quantile: None,
             basis: ForecastBasis::Upper,
+            smoothing_s: DEFAULT_SMOOTHING_S,
             lstm: None,
         }
     }
 }
+
+/// Default of [`ForecastSettings::smoothing_s`].
+pub const DEFAULT_SMOOTHING_S: f64 = 3.0;
 
 /// Everything a [`ControlLoop`] needs. Build with [`ControlConfig::new`] and adjust fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -122,6 +136,7 @@ impl ControlConfig {
     pub fn ipa(mut problem: Problem, model: ModelKind) -> Self {
         problem.allow_mix = false;
         problem.weights.gamma_per_cold_start_s = 0.0;
+
         ControlConfig {
             name: "ipa".to_owned(),
             forecast: ForecastSettings {
@@ -129,6 +144,7 @@ impl ControlConfig {
                 horizon_s: Some(20.0),
                 upper_quantile: None,
                 basis: ForecastBasis::Point,
+                smoothing_s: 1.0,
                 lstm: None,
             },
             floor: LoadFloor::None,
@@ -152,6 +168,7 @@ impl ControlConfig {
                 horizon_s: Some(60.0),
                 upper_quantile: None,
                 basis: ForecastBasis::Point,
+                smoothing_s: 1.0,
                 lstm: None,
             },
             margin: 1.1,
@@ -183,6 +200,12 @@ impl ControlConfig {
         let horizon = self.horizon_s();
         if !(horizon.is_finite() && horizon > 0.0) {
             return Err(bad("forecast.horizon_s", horizon));
+        }
+        let smoothing = self.forecast.smoothing_s;
+        if !(smoothing.is_finite() && smoothing >= 1.0) {
+            return Err(ControlError::InvalidConfig(format!(
+                "forecast.smoothing_s must be at least 1 (second), got {smoothing}"
+            )));
         }
         if let Some(q) = self.forecast.upper_quantile
             && !(q.is_finite() && q > 0.0 && q < 1.0)
@@ -223,6 +246,8 @@ pub struct ControlLoop {
     config: ControlConfig,
     horizon_s: f64,
     forecaster: LoopForecaster,
+    /// The last `smoothing_s` clean per-second arrival rates.
+    recent_arrivals: VecDeque<f64>,
     damper: Damper,
     headroom: HeadroomController,
     initial_plan: Plan,
@@ -273,6 +298,7 @@ impl ControlLoop {
         Ok(ControlLoop {
             horizon_s,
             forecaster,
+            recent_arrivals: VecDeque::new(),
             damper,
             headroom,
             last_plan: initial_plan.clone(),
@@ -356,9 +382,22 @@ impl ControlLoop {
     fn observe_arrivals(&mut self, now_s: f64, observation: &Observation) {
         let n = observation.arrivals_per_second.len();
         let start = now_s - n as f64;
+        // Whole seconds; at least one.
+        let keep = self.config.forecast.smoothing_s.max(1.0).round() as usize;
         let forecaster = self.forecaster.as_dyn();
         for (i, &rps) in observation.arrivals_per_second.iter().enumerate() {
-            forecaster.observe(start + i as f64, rps);
+            let t = start + i as f64;
+            if !(rps.is_finite() && rps >= 0.0) || keep == 1 {
+                // Garbage goes to the forecaster as it came, so that its hygiene counts it.
+                forecaster.observe(t, rps);
+                continue;
+            }
+            if self.recent_arrivals.len() == keep {
+                self.recent_arrivals.pop_front();
+            }
+            self.recent_arrivals.push_back(rps);
+            let mean = self.recent_arrivals.iter().sum::<f64>() / self.recent_arrivals.len() as f64;
+            forecaster.observe(t, mean);
         }
         if forecaster.refit_due(now_s) {
             self.last_forecast_error = forecaster.refit(now_s).err().map(|e| e.to_string());
@@ -651,6 +690,46 @@ mod tests {
         let decision = policy.decide(&observation(10.0, 10.0, plan(2)));
         assert!(decision.error.is_some());
         assert_eq!(decision.plan, plan(2));
+    }
+
+    /// The forecast after `ticks` periods of alternating 2 and 10 rps seconds (mean 6),
+    /// then one period at `then_rps`.
+    fn forecast_of_scatter(smoothing_s: f64, ticks: usize, then_rps: f64) -> (f64, f64) {
+        let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 6.0));
+        config.forecast.smoothing_s = smoothing_s;
+        let mut policy = ControlLoop::new(config).expect("builds");
+        let mut last = 0.0;
+        for tick in 1..=ticks {
+            let mut o = observation(tick as f64 * 10.0, 6.0, plan(1));
+            o.arrivals_per_second = (0..10)
+                .map(|i| if i % 2 == 0 { 2.0 } else { 10.0 })
+                .collect();
+            last = policy.decide(&o).forecast_rps.expect("forecast");
+        }
+        let o = observation((ticks + 1) as f64 * 10.0, then_rps, plan(1));
+        let after = policy.decide(&o).forecast_rps.expect("forecast");
+        (last, after)
+    }
+
+    #[test]
+    fn smoothing_plans_for_the_rate_not_the_scatter_of_single_seconds() {
+        // Raw seconds: the window maximum is the largest second, 10.
+        let (raw, _) = forecast_of_scatter(1.0, 3, 6.0);
+        assert_eq!(raw, 10.0);
+        // Over 4 s the mean of alternating seconds is 6 (a 5-s window sees 2 or 3 tens).
+        let (smoothed, _) = forecast_of_scatter(4.0, 3, 6.0);
+        assert!((smoothed - 6.0).abs() < 1e-9, "{smoothed}");
+        // A real level shift still comes through within one period.
+        let (_, shifted) = forecast_of_scatter(4.0, 3, 30.0);
+        assert!((shifted - 30.0).abs() < 1e-9, "{shifted}");
+    }
+
+    #[test]
+    fn a_smoothing_below_one_second_is_refused() {
+        let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 6.0));
+        config.forecast.smoothing_s = 0.5;
+        let error = ControlLoop::new(config).expect_err("refused");
+        assert!(error.to_string().contains("smoothing_s"), "{error}");
     }
 
     #[test]

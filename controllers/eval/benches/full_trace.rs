@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use infadapt_eval::{Scenario, evaluate};
+use infadapt_eval::{LoopSettings, Scenario, evaluate};
 use infadapt_model::{Catalog, Pipeline, Stage};
 use infadapt_planner::{HostLimits, Problem};
 use infadapt_sim::{SimConfig, parse_rps_lines};
@@ -66,6 +66,7 @@ fn resnet_scenario() -> Scenario {
         initial: None,
         sim: SimConfig::with_seed(42),
         warmup_s: 0,
+        loop_settings: LoopSettings::default(),
     }
 }
 

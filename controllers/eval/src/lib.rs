@@ -19,7 +19,7 @@ pub use harness::{
     to_observation,
 };
 pub use policies::NAMES;
-pub use scenario::{Scenario, WorkloadStats};
+pub use scenario::{LoopSettings, Scenario, WorkloadStats};
 
 /// Runs the policy `name` on `workload` in `scenario`: the first `scenario.warmup_s`
 /// seconds warm it up, the rest is measured.

@@ -1,5 +1,6 @@
 //! Scenarios: the host and pipeline a comparison runs on, and what describes its workload.
 
+use infadapt_control::{ControlConfig, DampingConfig, ForecastSettings, LoadFloor};
 use infadapt_model::Plan;
 use infadapt_planner::Problem;
 use infadapt_sim::SimConfig;
@@ -17,6 +18,56 @@ pub struct Scenario {
     pub sim: SimConfig,
     /// Leading workload seconds used only to warm the policies up.
     pub warmup_s: usize,
+    /// The settings of this project's loop (`infadapt`), so an operator can evaluate the
+    /// settings they are about to deploy; the defaults are the daemon's.
+    pub loop_settings: LoopSettings,
+}
+
+/// The daemon's per-pipeline control settings that the `infadapt` policy takes from a
+/// scenario (period, forecast, margin, floor, damping). The baselines keep their own rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoopSettings {
+    pub interval_s: f64,
+    pub forecast: ForecastSettings,
+    pub margin: f64,
+    pub floor: LoadFloor,
+    pub damping: DampingConfig,
+}
+
+impl Default for LoopSettings {
+    fn default() -> Self {
+        LoopSettings::from(&ControlConfig::new(Problem::new(
+            infadapt_model::Pipeline {
+                name: String::new(),
+                slo_ms: 1.0,
+                stages: Vec::new(),
+            },
+            0.0,
+        )))
+    }
+}
+
+impl From<&ControlConfig> for LoopSettings {
+    fn from(config: &ControlConfig) -> Self {
+        LoopSettings {
+            interval_s: config.interval_s,
+            forecast: config.forecast.clone(),
+            margin: config.margin,
+            floor: config.floor,
+            damping: config.damping.clone(),
+        }
+    }
+}
+
+impl LoopSettings {
+    /// Writes these settings into `config`.
+    pub fn apply_to(&self, config: &mut ControlConfig) {
+        config.interval_s = self.interval_s;
+        config.forecast = self.forecast.clone();
+        config.margin = self.margin;
+        config.floor = self.floor;
+        config.damping = self.damping.clone();
+    }
 }
 
 /// Peak and mean of the measured part of a workload.

@@ -1,15 +1,20 @@
 //! Scenario files for `infadaptd simulate`: a problem file without `load_rps` (pipeline,
 //! catalog, weights, limits, solver settings, optional current plan) plus a
-//! `[simulation]` table (seed, warm-up, simulator settings) and a `[workload]` table (the
-//! generated diurnal workload). Read with positions; every problem is reported at once.
+//! `[simulation]` table (seed, warm-up, simulator settings), a `[workload]` table (the
+//! generated diurnal workload) and an optional `[control]` table: the daemon's per-pipeline
+//! control settings (`period_s`, `[control.forecast]`, `[control.damping]`, same keys as in
+//! infadaptd.toml) for the `infadapt` policy. Read with positions; every problem is
+//! reported at once.
 
 use std::path::Path;
 
-use infadapt_eval::Scenario;
+use infadapt_control::ControlConfig;
+use infadapt_eval::{LoopSettings, Scenario};
 use infadapt_model::Catalog;
-use infadapt_planner::AccuracyMode;
+use infadapt_planner::{AccuracyMode, Problem};
 use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
+use crate::config::{read_damping, read_forecast};
 use crate::problem_file::{build_problem_with, read_catalog};
 use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
 
@@ -85,6 +90,13 @@ pub fn parse_scenario(
                 built
             },
         );
+        let loop_settings = root
+            .opt_table("control")
+            .map_or_else(LoopSettings::default, |c| {
+                let built = build_control(&c);
+                c.finish();
+                built
+            });
         let mut problem = problem?;
         if reader.has_problems() {
             return None;
@@ -102,6 +114,7 @@ pub fn parse_scenario(
                 initial,
                 sim,
                 warmup_s,
+                loop_settings,
             },
             seconds,
             diurnal,
@@ -153,6 +166,29 @@ fn build_simulation(s: &TableReader<'_, '_>) -> (SimConfig, usize) {
     (sim, warmup)
 }
 
+fn build_control(c: &TableReader<'_, '_>) -> LoopSettings {
+    let mut control = ControlConfig::new(Problem::new(
+        infadapt_model::Pipeline {
+            name: String::new(),
+            slo_ms: 1.0,
+            stages: Vec::new(),
+        },
+        0.0,
+    ));
+    if let Some(period_s) = positive(c, "period_s") {
+        control.interval_s = period_s;
+    }
+    if let Some(f) = c.opt_table("forecast") {
+        read_forecast(&f, &mut control);
+        f.finish();
+    }
+    if let Some(d) = c.opt_table("damping") {
+        control.damping = read_damping(&d);
+        d.finish();
+    }
+    LoopSettings::from(&control)
+}
+
 fn build_workload(w: &TableReader<'_, '_>) -> (usize, DiurnalParams) {
     let mut p = DiurnalParams::default();
     let seconds = w.opt_u32("seconds").unwrap_or(7200) as usize;
@@ -197,6 +233,8 @@ fn build_workload(w: &TableReader<'_, '_>) -> (usize, DiurnalParams) {
 
 #[cfg(test)]
 mod tests {
+    use infadapt_control::ForecastBasis;
+
     use super::*;
 
     #[test]
@@ -219,6 +257,52 @@ mod tests {
             "simulation.noise_scale: must be >= 0",
             "workload.peak_at: must be in [0, 1]",
             "workload.secs: unknown field",
+        ] {
+            assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
+        }
+    }
+
+    fn with_embedded_catalog(text: &str) -> Result<ScenarioFile, Diagnostics> {
+        parse_scenario("x.toml", text, &mut |_| {
+            Catalog::from_toml_str(EMBEDDED_CATALOG).map_err(|e| e.to_string())
+        })
+    }
+
+    #[test]
+    fn the_control_table_sets_the_loop_with_the_daemon_keys() {
+        let defaults = embedded().expect("embedded").scenario.loop_settings;
+        assert_eq!(defaults, LoopSettings::default());
+        let text = format!(
+            "{EMBEDDED_TEXT}\n[control]\nperiod_s = 20\n[control.forecast]\nbasis = \"point\"\n\
+             margin = 1.2\n[control.damping]\nstabilization_window_s = 60\nmin_dwell_s = 300\n"
+        );
+        let settings = with_embedded_catalog(&text)
+            .expect("scenario with [control]")
+            .scenario
+            .loop_settings;
+        assert_eq!(settings.interval_s, 20.0);
+        assert_eq!(settings.forecast.basis, ForecastBasis::Point);
+        assert_eq!(settings.margin, 1.2);
+        assert_eq!(settings.damping.stabilization_window_s, 60.0);
+        assert_eq!(settings.damping.min_dwell_s, 300.0);
+        assert_eq!(
+            settings.damping.deadband_fraction,
+            defaults.damping.deadband_fraction
+        );
+    }
+
+    #[test]
+    fn a_bad_control_table_is_reported_with_the_rest() {
+        let text = format!(
+            "{EMBEDDED_TEXT}\n[control]\nperiod_s = 0\nperiod = 3\n[control.damping]\nmin_dwell_s = -1\n"
+        );
+        let shown = with_embedded_catalog(&text)
+            .expect_err("bad [control]")
+            .to_string();
+        for needle in [
+            "control.period_s: must be > 0",
+            "control.period: unknown field",
+            "control.damping.min_dwell_s: must be >= 0",
         ] {
             assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
         }

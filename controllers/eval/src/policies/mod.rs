@@ -83,6 +83,7 @@ pub fn build(
     let policy: Box<dyn Policy> = match name {
         "infadapt" => {
             let mut config = ControlConfig::new(template.clone());
+            scenario.loop_settings.apply_to(&mut config);
             config.problem.load_rps = stats.mean_rps;
             config.initial_plan = scenario.initial.clone();
             loop_policy(config).map_err(fail)?
