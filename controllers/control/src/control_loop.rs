@@ -136,7 +136,6 @@ impl ControlConfig {
     pub fn ipa(mut problem: Problem, model: ModelKind) -> Self {
         problem.allow_mix = false;
         problem.weights.gamma_per_cold_start_s = 0.0;
-
         ControlConfig {
             name: "ipa".to_owned(),
             forecast: ForecastSettings {
