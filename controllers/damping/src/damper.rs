@@ -48,6 +48,8 @@ struct Recommendation {
     time_s: f64,
     plan: StagePlan,
     capacity_rps: f64,
+    /// The load that tick had to carry (planned load or observed demand, the larger).
+    required_rps: f64,
 }
 
 /// What the damper remembers about one stage.
@@ -214,6 +216,7 @@ impl Damper {
                 input.now_s,
                 proposed,
                 proposed_capacity,
+                required_rps,
             );
             let context = StageContext {
                 config: &self.config,
@@ -250,6 +253,7 @@ impl Damper {
                     time_s: input.now_s,
                     plan: stage_plan.clone(),
                     capacity_rps: capacity,
+                    required_rps,
                 });
             }
             let switched = input
@@ -366,6 +370,7 @@ fn remember(
     now_s: f64,
     proposed: &StagePlan,
     proposed_capacity: f64,
+    required_rps: f64,
 ) {
     // A clock that went backwards invalidates the history.
     if memory
@@ -380,6 +385,7 @@ fn remember(
         time_s: now_s,
         plan: proposed.clone(),
         capacity_rps: proposed_capacity,
+        required_rps,
     });
     let oldest = now_s - config.stabilization_window_s - TIME_EPS_S;
     while memory
@@ -502,9 +508,54 @@ impl StageContext<'_> {
                 )),
             );
         }
+        // Hysteresis: a decrease leaves the deadband fraction of headroom at the cap for
+        // the highest load of the window. The planner sizes its proposal to the cap
+        // exactly, so without this a load that hovers at that limit scales the stage down
+        // and, a few ticks later, up again. The target is the window's highest
+        // recommendation grown to that headroom, applied only while it is a decrease.
+        // Variant switches are left to the dwell time; no deadband, no hysteresis.
+        let window_load = self
+            .memory
+            .recommendations
+            .iter()
+            .map(|r| r.required_rps)
+            .fold(0.0, f64::max);
+        let headroom = 1.0 - self.config.deadband_fraction;
+        let (target, target_capacity) = if self.config.deadband_fraction > 0.0
+            && shape(&highest.plan) == shape(deployed)
+            && window_load > highest.capacity_rps * self.cap * headroom
+        {
+            let grown = scale_deployed(
+                self.stage,
+                &highest.plan,
+                highest.capacity_rps,
+                window_load / headroom,
+                self.cap,
+            )
+            .and_then(|plan| {
+                let capacity = stage_capacity_rps(self.stage, &plan).ok()?;
+                (capacity < deployed_capacity).then_some((plan, capacity))
+            });
+            match grown {
+                Some(grown) => grown,
+                None => {
+                    return (
+                        deployed.clone(),
+                        Some(format!(
+                            "stage {name}: decrease to {:.1} rps held: the window's highest \
+                                 load {window_load:.1} rps needs {:.0} % headroom",
+                            highest.capacity_rps,
+                            self.config.deadband_fraction * 100.0
+                        )),
+                    );
+                }
+            }
+        } else {
+            (highest.plan.clone(), highest.capacity_rps)
+        };
         self.optional_change(
-            &highest.plan,
-            highest.capacity_rps,
+            &target,
+            target_capacity,
             deployed,
             deployed_capacity,
             "decrease",
