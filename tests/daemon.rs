@@ -280,6 +280,44 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         "the old configuration stopped ticking after a rejected reload"
     );
 
+    // New control settings only (period, damping): taken in place on SIGHUP. The task and
+    // its backend run on (its tick count goes on rather than restarting), at the new period.
+    let status = || {
+        http_get(port, "/v1/status")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+    };
+    let ticks_before = status()
+        .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
+        .expect("ticks");
+    let tuned = config_text(port, &state_dir, 60).replace(
+        "initial_load_rps = 30\n",
+        "initial_load_rps = 30\nperiod_s = 2\n[pipeline.damping]\nmin_dwell_s = 60\n",
+    );
+    std::fs::write(&config, tuned).expect("tuned config");
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_log("reconfigured in place", Duration::from_secs(10)),
+        "not reconfigured in place:\n{}",
+        daemon.log()
+    );
+    wait_notify(&notify, "READY=1", Duration::from_secs(5));
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            status().is_some_and(|v| {
+                v["pipelines"][0]["period_s"].as_f64() == Some(2.0)
+                    && v["pipelines"][0]["ticks"]
+                        .as_u64()
+                        .is_some_and(|t| t > ticks_before)
+            })
+        }),
+        "the reconfigured pipeline does not tick on at the new period: {:?}\n{}",
+        status(),
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(!log.contains("(re)started"), "restarted:\n{log}");
+    assert_eq!(log.matches("backend created").count(), 1, "{log}");
+
     // SIGTERM: STOPPING, exit 0 in time, state written.
     std::fs::write(&config, config_text(port, &state_dir, 60)).expect("config");
     daemon.signal("TERM");

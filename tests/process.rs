@@ -289,6 +289,28 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
         daemon.log()
     );
 
+    // A reload that changes only control settings leaves the workers alone.
+    let tuned = daemon_config(dir.path(), http_port, &plugins).replace(
+        "[pipeline.solver]",
+        "[pipeline.damping]\nmin_dwell_s = 60\n[pipeline.solver]",
+    );
+    std::fs::write(&config, tuned).expect("tuned config");
+    daemon.signal("HUP");
+    assert!(
+        daemon.wait_log("reconfigured in place", Duration::from_secs(10)),
+        "not reconfigured in place:\n{}",
+        daemon.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let mut still = live_workers(dir.path());
+    still.sort_unstable();
+    assert_eq!(
+        still,
+        first,
+        "workers restarted by a control-only reload:\n{}",
+        daemon.log()
+    );
+
     daemon.signal("TERM");
     assert_eq!(
         daemon.wait_exit(Duration::from_secs(15)),

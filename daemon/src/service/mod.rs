@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::signal::unix::{SignalKind, signal};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
@@ -81,6 +81,8 @@ enum Event {
 struct Running {
     config: PipelineConfig,
     stop: watch::Sender<bool>,
+    /// New control settings for the running task (see `App::reload`).
+    reconfigure: mpsc::UnboundedSender<PipelineConfig>,
     handle: JoinHandle<()>,
 }
 
@@ -125,17 +127,20 @@ impl App {
 
     fn start(&mut self, config: PipelineConfig) {
         let (stop, stopped) = watch::channel(false);
+        let (reconfigure, reconfigured) = mpsc::unbounded_channel();
         let handle = tokio::spawn(run_pipeline(
             config.clone(),
             self.task_options(),
             self.registry.clone(),
             stopped,
+            reconfigured,
         ));
         self.pipelines.insert(
             config.name.clone(),
             Running {
                 config,
                 stop,
+                reconfigure,
                 handle,
             },
         );
@@ -165,8 +170,23 @@ impl App {
                     warn!("changes to [daemon] take effect after a restart");
                 }
                 let mut changed = Vec::new();
+                let mut in_place = Vec::new();
                 for name in self.pipelines.keys().cloned().collect::<Vec<_>>() {
                     let now = new.pipelines.iter().find(|p| p.name == name);
+                    // Only the control settings changed (weights, limits, solver, forecast,
+                    // damping, period): the task takes them in place, so the backend, its
+                    // workers and the router, with the requests in flight, are untouched.
+                    if let (Some(now), Some(running)) = (now, self.pipelines.get_mut(&name))
+                        && now != &running.config
+                        && now.backend == running.config.backend
+                        && now.router == running.config.router
+                        && now.control.problem.pipeline == running.config.control.problem.pipeline
+                        && running.reconfigure.send(now.clone()).is_ok()
+                    {
+                        running.config = now.clone();
+                        in_place.push(name);
+                        continue;
+                    }
                     if now.is_none_or(|p| Some(p) != self.pipelines.get(&name).map(|r| &r.config)) {
                         self.stop_one(&name).await;
                         if now.is_none() {
@@ -184,7 +204,7 @@ impl App {
                 }
                 let daemon = self.config.daemon.clone();
                 self.config = DaemonConfig { daemon, ..new };
-                info!(restarted = ?changed, "configuration reloaded");
+                info!(restarted = ?changed, reconfigured = ?in_place, "configuration reloaded");
             }
             Ok(Err(diagnostics)) => {
                 for line in diagnostics.to_string().lines() {

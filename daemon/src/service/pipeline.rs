@@ -22,7 +22,7 @@ use infadapt_model::{CatalogVariant, Plan};
 use infadapt_plugin_abi::BackendInstance;
 use infadapt_plugin_abi::messages::EndpointMessage;
 use serde_json::json;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::convert::{observation_from_plugin, plan_to_message};
@@ -64,12 +64,22 @@ impl std::fmt::Debug for TaskOptions {
     }
 }
 
-/// Runs one pipeline until `stop` turns true; persists its state on the way out.
+/// What woke a pipeline task.
+enum Wake {
+    Stop,
+    Reconfigure(Box<PipelineConfig>),
+    Tick,
+}
+
+/// Runs one pipeline until `stop` turns true; persists its state on the way out. A
+/// configuration sent on `reconfigure` replaces the control settings in place (see
+/// [`PipelineTask::reconfigure`]): the backend, its workers and the router keep running.
 pub async fn run_pipeline(
     config: PipelineConfig,
     options: TaskOptions,
     registry: Registry,
     mut stop: watch::Receiver<bool>,
+    mut reconfigure: mpsc::UnboundedReceiver<PipelineConfig>,
 ) {
     let name = config.name.clone();
     let span = info_span!("pipeline", pipeline = %name);
@@ -127,13 +137,24 @@ pub async fn run_pipeline(
         let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let stopping = tokio::select! {
+            let wake = tokio::select! {
                 biased;
-                _ = stop.wait_for(|s| *s) => true,
-                _ = timer.tick() => false,
+                _ = stop.wait_for(|s| *s) => Wake::Stop,
+                Some(new) = reconfigure.recv() => Wake::Reconfigure(Box::new(new)),
+                _ = timer.tick() => Wake::Tick,
             };
-            if stopping {
-                break;
+            match wake {
+                Wake::Stop => break,
+                Wake::Reconfigure(new) => {
+                    if task.reconfigure(*new).await {
+                        let period = Duration::from_secs_f64(task.period_s / task.options.speed);
+                        timer =
+                            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    continue;
+                }
+                Wake::Tick => {}
             }
             task.tick().await;
             if task.options.max_ticks.is_some_and(|m| task.ticks >= m) {
@@ -248,6 +269,53 @@ impl PipelineTask {
         let plan = task.applied.clone();
         task.registry.update(&task.name, |s| s.plan = Some(plan));
         Ok(task)
+    }
+
+    /// Replaces the control settings with `new` (same pipeline, backend and router; the
+    /// caller checks): a new control loop starts from the applied plan with the old loop's
+    /// forecaster state where it is of the same kind, and keeps the backend's GPU memory
+    /// limit. Returns whether it took; when the new loop cannot be built, the old one
+    /// keeps running and the error is logged.
+    async fn reconfigure(&mut self, new: PipelineConfig) -> bool {
+        let mut control_config = new.control.clone();
+        control_config.initial_plan = Some(self.applied.clone());
+        let built = tokio::task::spawn_blocking(move || ControlLoop::new(control_config)).await;
+        let mut control = match built {
+            Ok(Ok(control)) => control,
+            Ok(Err(e)) => {
+                error!(error = %e, "reconfiguration rejected; the running settings stay");
+                return false;
+            }
+            Err(_) => {
+                error!("building the new control loop panicked; the running settings stay");
+                return false;
+            }
+        };
+        if let Some(old) = &self.control {
+            match old.forecaster_state() {
+                Ok(saved) => match control.restore_forecaster_state(saved) {
+                    Ok(()) => debug!("the forecaster's state carried over"),
+                    Err(e) => info!(error = %e, "the new forecaster starts fresh"),
+                },
+                Err(e) => warn!(error = %e, "the forecaster's state cannot be carried over"),
+            }
+        }
+        if let Some(reported) = self
+            .backend
+            .as_ref()
+            .and_then(|b| b.description().gpu_mem_mb)
+        {
+            let limit = control.limit_gpu_memory(reported);
+            self.registry
+                .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
+        }
+        self.period_s = new.control.interval_s;
+        self.config = new;
+        self.control = Some(control);
+        let period_s = self.period_s;
+        self.registry.update(&self.name, |s| s.period_s = period_s);
+        info!("reconfigured in place; the backend and router keep running");
+        true
     }
 
     /// The call policy: the configured time limit, and a backoff that starts at one period.
