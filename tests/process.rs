@@ -246,19 +246,19 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
         seen
     };
 
+    // A few ticks later the same worker processes run, none restarted or added.
+    let same_workers_after_ticks = |daemon: &Daemon, first: &[i64], what: &str| {
+        std::thread::sleep(Duration::from_secs(2));
+        let mut still = live_workers(dir.path());
+        still.sort_unstable();
+        assert_eq!(still, first, "{what}:\n{}", daemon.log());
+    };
+
     let _cleanup = KillRecordedWorkers(dir.path().to_owned());
     let mut daemon = Daemon::start(&config, &notify);
     let first = converged(&daemon);
     // Let a few ticks pass with the plan followed; nothing restarts.
-    std::thread::sleep(Duration::from_secs(2));
-    let mut still = live_workers(dir.path());
-    still.sort_unstable();
-    assert_eq!(
-        still,
-        first,
-        "workers changed while the plan held:\n{}",
-        daemon.log()
-    );
+    same_workers_after_ticks(&daemon, &first, "workers changed while the plan held");
 
     daemon.signal("KILL");
     assert_eq!(
@@ -279,15 +279,7 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
         "no adoption logged:\n{}",
         daemon.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let mut still = live_workers(dir.path());
-    still.sort_unstable();
-    assert_eq!(
-        still,
-        first,
-        "duplicates or restarts after adoption:\n{}",
-        daemon.log()
-    );
+    same_workers_after_ticks(&daemon, &first, "duplicates or restarts after adoption");
 
     // A reload that changes only control settings leaves the workers alone.
     let tuned = daemon_config(dir.path(), http_port, &plugins).replace(
@@ -301,14 +293,10 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
         "not reconfigured in place:\n{}",
         daemon.log()
     );
-    std::thread::sleep(Duration::from_secs(2));
-    let mut still = live_workers(dir.path());
-    still.sort_unstable();
-    assert_eq!(
-        still,
-        first,
-        "workers restarted by a control-only reload:\n{}",
-        daemon.log()
+    same_workers_after_ticks(
+        &daemon,
+        &first,
+        "workers restarted by a control-only reload",
     );
 
     daemon.signal("TERM");
