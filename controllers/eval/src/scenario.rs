@@ -36,14 +36,7 @@ pub struct LoopSettings {
 
 impl Default for LoopSettings {
     fn default() -> Self {
-        LoopSettings::from(&ControlConfig::new(Problem::new(
-            infadapt_model::Pipeline {
-                name: String::new(),
-                slo_ms: 1.0,
-                stages: Vec::new(),
-            },
-            0.0,
-        )))
+        LoopSettings::from(&LoopSettings::base_config())
     }
 }
 
@@ -60,6 +53,19 @@ impl From<&ControlConfig> for LoopSettings {
 }
 
 impl LoopSettings {
+    /// A control configuration with the loop's defaults around an empty problem: the base
+    /// that settings are read into before [`LoopSettings::from`] takes them out.
+    pub fn base_config() -> ControlConfig {
+        ControlConfig::new(Problem::new(
+            infadapt_model::Pipeline {
+                name: String::new(),
+                slo_ms: 1.0,
+                stages: Vec::new(),
+            },
+            0.0,
+        ))
+    }
+
     /// Writes these settings into `config`.
     pub fn apply_to(&self, config: &mut ControlConfig) {
         config.interval_s = self.interval_s;

@@ -8,10 +8,9 @@
 
 use std::path::Path;
 
-use infadapt_control::ControlConfig;
 use infadapt_eval::{LoopSettings, Scenario};
 use infadapt_model::Catalog;
-use infadapt_planner::{AccuracyMode, Problem};
+use infadapt_planner::AccuracyMode;
 use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
 use crate::config::{read_damping, read_forecast};
@@ -167,14 +166,7 @@ fn build_simulation(s: &TableReader<'_, '_>) -> (SimConfig, usize) {
 }
 
 fn build_control(c: &TableReader<'_, '_>) -> LoopSettings {
-    let mut control = ControlConfig::new(Problem::new(
-        infadapt_model::Pipeline {
-            name: String::new(),
-            slo_ms: 1.0,
-            stages: Vec::new(),
-        },
-        0.0,
-    ));
+    let mut control = LoopSettings::base_config();
     if let Some(period_s) = positive(c, "period_s") {
         control.interval_s = period_s;
     }
