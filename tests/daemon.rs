@@ -126,6 +126,18 @@ impl Daemon {
         false
     }
 
+    /// Writes `text` to `config`, sends SIGHUP and waits until the daemon reports that it
+    /// took the new settings in place.
+    pub(crate) fn reload_in_place(&self, config: &Path, text: &str) {
+        std::fs::write(config, text).expect("write the new config");
+        self.signal("HUP");
+        assert!(
+            self.wait_log("reconfigured in place", Duration::from_secs(10)),
+            "not reconfigured in place:\n{}",
+            self.log()
+        );
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .args([format!("-{name}"), self.child.id().to_string()])
@@ -266,14 +278,12 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         "{log}"
     );
     wait_notify(&notify, "READY=1", Duration::from_secs(5));
-    let ticks_before = http_get(port, "/v1/status")
-        .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+    let ticks_before = status_of(port)
         .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
         .expect("ticks");
     assert!(
         wait_until(Duration::from_secs(10), || {
-            http_get(port, "/v1/status")
-                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            status_of(port)
                 .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
                 .is_some_and(|t| t > ticks_before)
         }),
@@ -282,28 +292,20 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
 
     // New control settings only (period, damping): taken in place on SIGHUP. The task and
     // its backend run on (its tick count goes on rather than restarting), at the new period.
-    let status = || {
-        http_get(port, "/v1/status")
-            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
-    };
-    let ticks_before = status()
+    let ticks_before = status_of(port)
         .and_then(|v| v["pipelines"][0]["ticks"].as_u64())
         .expect("ticks");
-    let tuned = config_text(port, &state_dir, 60).replace(
-        "initial_load_rps = 30\n",
-        "initial_load_rps = 30\nperiod_s = 2\n[pipeline.damping]\nmin_dwell_s = 60\n",
-    );
-    std::fs::write(&config, tuned).expect("tuned config");
-    daemon.signal("HUP");
-    assert!(
-        daemon.wait_log("reconfigured in place", Duration::from_secs(10)),
-        "not reconfigured in place:\n{}",
-        daemon.log()
+    daemon.reload_in_place(
+        &config,
+        &config_text(port, &state_dir, 60).replace(
+            "initial_load_rps = 30\n",
+            "initial_load_rps = 30\nperiod_s = 2\n[pipeline.damping]\nmin_dwell_s = 60\n",
+        ),
     );
     wait_notify(&notify, "READY=1", Duration::from_secs(5));
     assert!(
         wait_until(Duration::from_secs(10), || {
-            status().is_some_and(|v| {
+            status_of(port).is_some_and(|v| {
                 v["pipelines"][0]["period_s"].as_f64() == Some(2.0)
                     && v["pipelines"][0]["ticks"]
                         .as_u64()
@@ -311,7 +313,7 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
             })
         }),
         "the reconfigured pipeline does not tick on at the new period: {:?}\n{}",
-        status(),
+        status_of(port),
         daemon.log()
     );
     let log = daemon.log();

@@ -282,16 +282,12 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
     same_workers_after_ticks(&daemon, &first, "duplicates or restarts after adoption");
 
     // A reload that changes only control settings leaves the workers alone.
-    let tuned = daemon_config(dir.path(), http_port, &plugins).replace(
-        "[pipeline.solver]",
-        "[pipeline.damping]\nmin_dwell_s = 60\n[pipeline.solver]",
-    );
-    std::fs::write(&config, tuned).expect("tuned config");
-    daemon.signal("HUP");
-    assert!(
-        daemon.wait_log("reconfigured in place", Duration::from_secs(10)),
-        "not reconfigured in place:\n{}",
-        daemon.log()
+    daemon.reload_in_place(
+        &config,
+        &daemon_config(dir.path(), http_port, &plugins).replace(
+            "[pipeline.solver]",
+            "[pipeline.damping]\nmin_dwell_s = 60\n[pipeline.solver]",
+        ),
     );
     same_workers_after_ticks(
         &daemon,
