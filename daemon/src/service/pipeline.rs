@@ -300,22 +300,33 @@ impl PipelineTask {
                 Err(e) => warn!(error = %e, "the forecaster's state cannot be carried over"),
             }
         }
-        if let Some(reported) = self
-            .backend
-            .as_ref()
-            .and_then(|b| b.description().gpu_mem_mb)
-        {
-            let limit = control.limit_gpu_memory(reported);
-            self.registry
-                .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
-        }
         self.period_s = new.control.interval_s;
         self.config = new;
         self.control = Some(control);
+        self.bound_by_backend_gpus();
         let period_s = self.period_s;
         self.registry.update(&self.name, |s| s.period_s = period_s);
         info!("reconfigured in place; the backend and router keep running");
         true
+    }
+
+    /// Plans within the GPU memory the backend reports (and any configured limit): for a
+    /// new backend, a rebuilt control loop and a reconfigured one alike.
+    fn bound_by_backend_gpus(&mut self) {
+        let reported = self
+            .backend
+            .as_ref()
+            .and_then(|b| b.description().gpu_mem_mb);
+        if let (Some(reported), Some(control)) = (reported, self.control.as_mut()) {
+            let limit = control.limit_gpu_memory(reported);
+            info!(
+                reported_mb = reported,
+                limit_mb = ?limit,
+                "the backend's GPUs bound the plans"
+            );
+            self.registry
+                .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
+        }
     }
 
     /// The call policy: the configured time limit, and a backoff that starts at one period.
@@ -344,19 +355,8 @@ impl PipelineTask {
                     origin = %backend.origin(),
                     "backend created"
                 );
-                if let (Some(reported), Some(control)) =
-                    (backend.description().gpu_mem_mb, self.control.as_mut())
-                {
-                    let limit = control.limit_gpu_memory(reported);
-                    info!(
-                        reported_mb = reported,
-                        limit_mb = ?limit,
-                        "the backend's GPUs bound the plans"
-                    );
-                    self.registry
-                        .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
-                }
                 self.backend = Some(backend);
+                self.bound_by_backend_gpus();
                 self.creation = Creation::default();
                 self.last_failure = None;
                 self.reconcile_at_start().await;
@@ -661,11 +661,7 @@ impl PipelineTask {
                     config.initial_plan = Some(self.applied.clone());
                     self.control = ControlLoop::new(config).ok();
                     // The rebuilt loop keeps planning within the backend's GPU memory.
-                    if let (Some(control), Some(backend)) = (self.control.as_mut(), &self.backend)
-                        && let Some(reported) = backend.description().gpu_mem_mb
-                    {
-                        control.limit_gpu_memory(reported);
-                    }
+                    self.bound_by_backend_gpus();
                     self.registry.update(&self.name, |s| s.planner_errors += 1);
                     return;
                 }
