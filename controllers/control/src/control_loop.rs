@@ -559,6 +559,7 @@ impl Policy for ControlLoop {
             demand_rps,
             planned_load_rps: planned_rps,
             utilisation_cap: problem.utilisation_cap,
+            limits: problem.limits,
         });
         match damped {
             Ok(damped) => {

@@ -75,6 +75,24 @@ pub fn plan_capacity_rps(pipeline: &Pipeline, plan: &Plan) -> Result<f64, Dampin
     Ok(if capacity.is_finite() { capacity } else { 0.0 })
 }
 
+/// GPU memory the whole plan holds (variant memory × replicas over every assignment), MB.
+pub fn plan_gpu_mem_mb(pipeline: &Pipeline, plan: &Plan) -> Result<f64, DampingError> {
+    let mut total = 0.0;
+    for stage_plan in &plan.stages {
+        let stage = pipeline_stage(pipeline, &stage_plan.stage)?;
+        for assignment in &stage_plan.assignments {
+            let variant = stage.variant(&assignment.variant).ok_or_else(|| {
+                DampingError::PlanMismatch(format!(
+                    "stage `{}` has no variant `{}`",
+                    stage.name, assignment.variant
+                ))
+            })?;
+            total += variant.gpu_mem_mb * f64::from(assignment.replicas);
+        }
+    }
+    Ok(total)
+}
+
 /// Predicted p99 latency of a stage plan at `load_rps` (the planner's model; a mix is as
 /// slow as its slowest assignment at its share), milliseconds.
 pub fn stage_latency_ms(

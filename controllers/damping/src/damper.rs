@@ -4,9 +4,10 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use infadapt_model::{Pipeline, Plan, Stage, StagePlan};
+use infadapt_planner::HostLimits;
 use serde::Serialize;
 
-use crate::capacity::{pipeline_stage, plan_latency_ms, stage_capacity_rps};
+use crate::capacity::{pipeline_stage, plan_gpu_mem_mb, plan_latency_ms, stage_capacity_rps};
 use crate::{DampingConfig, DampingError};
 
 /// Slack on time comparisons (virtual clocks add tick lengths in floating point).
@@ -31,6 +32,8 @@ pub struct DampingInput<'a> {
     pub planned_load_rps: f64,
     /// Highest planned utilisation of a replica set, in (0, 1] (the planner's cap).
     pub utilisation_cap: f64,
+    /// What the host holds (the planner's limits): a damped plan never exceeds them.
+    pub limits: HostLimits,
 }
 
 /// The damped plan and what was held back.
@@ -83,11 +86,13 @@ fn total_replicas(plan: &StagePlan) -> u64 {
     plan.assignments.iter().map(|a| u64::from(a.replicas)).sum()
 }
 
+/// The variants of a stage plan with their cores per replica, for messages
+/// (`det-l/2c+det-x/4c`): a change of cores alone is a switch too.
 fn variants_of(plan: &StagePlan) -> String {
-    let names: Vec<&str> = plan
+    let names: Vec<String> = plan
         .assignments
         .iter()
-        .map(|a| a.variant.as_str())
+        .map(|a| format!("{}/{}c", a.variant, a.cores))
         .collect();
     names.join("+")
 }
@@ -235,6 +240,7 @@ impl Damper {
 
         self.enforce_demand_floor(input, &mut plan, &mut held_back)?;
         self.enforce_latency_slo(input, &mut plan, &mut held_back, required_rps)?;
+        self.enforce_host_limits(input, &mut plan, &mut held_back)?;
 
         for stage_plan in &plan.stages {
             // What the damper applies counts as a recommendation too when it exceeds every
@@ -333,6 +339,43 @@ impl Damper {
             ));
             *plan = input.proposed.clone();
         }
+        Ok(())
+    }
+}
+
+impl Damper {
+    /// A damped plan that needs more cores or GPU memory than the host has gives way to
+    /// the proposal, which the planner fitted within them: holding the deployed plan of
+    /// one stage while another grows, or growing the deployed variant instead of
+    /// switching, must not oversubscribe the host. Correctness over stability, like the
+    /// latency check.
+    fn enforce_host_limits(
+        &self,
+        input: &DampingInput<'_>,
+        plan: &mut Plan,
+        held_back: &mut Vec<String>,
+    ) -> Result<(), DampingError> {
+        if plan == input.proposed {
+            return Ok(());
+        }
+        let cores = plan.cores();
+        let over_cores = input
+            .limits
+            .total_cores
+            .filter(|&limit| cores > u64::from(limit));
+        let gpu_mb = plan_gpu_mem_mb(input.pipeline, plan)?;
+        let over_gpu = input.limits.gpu_mem_mb.filter(|&limit| gpu_mb > limit);
+        let excess = match (over_cores, over_gpu) {
+            (Some(limit), _) => format!("{cores} cores of the host's {limit}"),
+            (None, Some(limit)) => {
+                format!("{gpu_mb:.0} MB of GPU memory of the host's {limit:.0} MB")
+            }
+            (None, None) => return Ok(()),
+        };
+        held_back.push(format!(
+            "damping overridden: the damped plan needs {excess}; the proposal applies"
+        ));
+        *plan = input.proposed.clone();
         Ok(())
     }
 }

@@ -30,8 +30,8 @@ pub mod error;
 pub mod headroom;
 
 pub use capacity::{
-    change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_latency_ms,
-    stage_capacity_rps,
+    change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_gpu_mem_mb,
+    plan_latency_ms, stage_capacity_rps,
 };
 pub use config::{DampingConfig, HeadroomConfig};
 pub use damper::{Damped, Damper, DampingInput};

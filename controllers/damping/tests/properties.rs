@@ -7,6 +7,7 @@ use infadapt_damping::{
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
 };
+use infadapt_planner::HostLimits;
 use proptest::prelude::*;
 
 const TICK_S: f64 = 10.0;
@@ -97,6 +98,16 @@ fn sized(variant: &str, load: f64) -> Tick {
 /// Runs the damper over `ticks` (one every 10 s from t = 10) from `initial`; returns the
 /// deployed plan after each tick and the reasons given.
 fn drive(config: DampingConfig, initial: Plan, ticks: &[Tick]) -> (Vec<Plan>, Vec<Vec<String>>) {
+    drive_within(config, HostLimits::default(), initial, ticks)
+}
+
+/// [`drive`] on a host with `limits`.
+fn drive_within(
+    config: DampingConfig,
+    limits: HostLimits,
+    initial: Plan,
+    ticks: &[Tick],
+) -> (Vec<Plan>, Vec<Vec<String>>) {
     let pipeline = pipeline();
     let mut damper = Damper::new(config).expect("config");
     let mut deployed = initial;
@@ -112,6 +123,7 @@ fn drive(config: DampingConfig, initial: Plan, ticks: &[Tick]) -> (Vec<Plan>, Ve
                 demand_rps: tick.demand_rps,
                 planned_load_rps: tick.planned_load_rps,
                 utilisation_cap: CAP,
+                limits,
             })
             .expect("damp");
         deployed = damped.plan;
@@ -266,6 +278,27 @@ fn dwell_time_holds_a_second_switch_and_scales_instead() {
 }
 
 #[test]
+fn host_limits_override_the_dwell_time() {
+    // As above, but scaling `slow` to carry 90 rps needs 29 cores on a 20-core host: the
+    // proposal (12 × fast, within the limit) applies before the dwell time ends.
+    let limits = HostLimits {
+        total_cores: Some(20),
+        gpu_mem_mb: None,
+    };
+    let ticks = vec![sized("slow", 60.0), sized("fast", 90.0)];
+    let (plans, reasons) = drive_within(DampingConfig::default(), limits, plan("fast", 2), &ticks);
+    assert_eq!(variant_of(&plans[0]), "slow");
+    assert_eq!(plans[1], ticks[1].proposed);
+    assert!(plans[1].cores() <= 20);
+    assert!(
+        reasons[1]
+            .iter()
+            .any(|r| r.contains("29 cores of the host's 20")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
 fn disabled_passes_everything_through() {
     let ticks: Vec<Tick> = [80.0, 10.0, 50.0, 5.0]
         .iter()
@@ -317,6 +350,7 @@ fn bad_inputs_are_errors_not_panics() {
             demand_rps: demand,
             planned_load_rps: 1.0,
             utilisation_cap: CAP,
+            limits: HostLimits::default(),
         });
         assert!(result.is_err());
     }
@@ -363,6 +397,19 @@ proptest! {
                     "damped {} < needed {}", capacity(damped) * CAP, needed);
             }
             prop_assert!(capacity(damped) * CAP >= tick.demand_rps.min(capacity(&tick.proposed) * CAP) - 1e-9);
+        }
+    }
+
+    /// The damped plan fits the host whenever the planner's proposal does.
+    #[test]
+    fn never_exceeds_the_host_when_the_proposal_fits(ticks in prop::collection::vec(tick_strategy(), 1..40), limit in 1u32..60) {
+        let limits = HostLimits { total_cores: Some(limit), gpu_mem_mb: None };
+        let (plans, _) = drive_within(DampingConfig::default(), limits, plan("fast", 1), &ticks);
+        for (tick, damped) in ticks.iter().zip(&plans) {
+            if tick.proposed.cores() <= u64::from(limit) {
+                prop_assert!(damped.cores() <= u64::from(limit),
+                    "damped {} cores on a {limit}-core host", damped.cores());
+            }
         }
     }
 
