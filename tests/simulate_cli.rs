@@ -165,6 +165,50 @@ fn one_policy_and_plots() {
 }
 
 #[test]
+fn infadapt_timeline_explains_what_damping_held_back() {
+    let dir = std::env::temp_dir().join(format!("infadapt-sim-why-{}", std::process::id()));
+    let out = infadaptd(&[
+        "simulate",
+        "--policy",
+        "infadapt",
+        "--seconds",
+        "1200",
+        "--warmup",
+        "0",
+        "--plot",
+        dir.to_str().expect("utf8"),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let timeline: Value = serde_json::from_slice(
+        &std::fs::read(dir.join("infadapt.json")).expect("infadapt.json written"),
+    )
+    .expect("timeline is JSON");
+    let points = timeline.as_array().expect("points");
+    assert!(
+        points.iter().all(|p| p["proposed_variants"]
+            .as_array()
+            .is_some_and(|v| !v.is_empty())),
+        "every decision names the planner's proposal"
+    );
+    let reasons: Vec<&str> = points
+        .iter()
+        .filter_map(|p| p["held_back"].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("stabilization window")),
+        "a falling load is held by the stabilization window: {reasons:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn every_shipped_scenario_parses() {
     let dir = repo_root().join("etc/scenarios");
     let mut seen = 0;

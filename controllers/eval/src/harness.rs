@@ -75,6 +75,12 @@ pub struct TimelinePoint {
     pub cores: u64,
     /// Whether the decision reconfigured the host.
     pub changed: bool,
+    /// Variants per stage the planner proposed before damping (empty without a proposal).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub proposed_variants: Vec<String>,
+    /// Why the damper held back or overrode part of the proposal, one line each.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held_back: Vec<String>,
 }
 
 /// The measured outcome of one policy on one workload.
@@ -222,20 +228,7 @@ impl Run<'_> {
                 .min(f64::MAX),
             p99_ms: seen.latency_p99_ms,
             slo_ms: pipeline.slo_ms,
-            variants: pipeline
-                .stages
-                .iter()
-                .map(|s| {
-                    deployed.stage(&s.name).map_or_else(String::new, |p| {
-                        p.assignments
-                            .iter()
-                            .filter(|a| a.replicas > 0)
-                            .map(|a| a.variant.as_str())
-                            .collect::<Vec<_>>()
-                            .join("+")
-                    })
-                })
-                .collect(),
+            variants: variants_per_stage(pipeline, deployed),
             replicas: pipeline
                 .stages
                 .iter()
@@ -247,8 +240,31 @@ impl Run<'_> {
                 .collect(),
             cores: deployed.cores(),
             changed,
+            proposed_variants: decision
+                .proposed
+                .as_ref()
+                .map_or_else(Vec::new, |p| variants_per_stage(pipeline, p)),
+            held_back: decision.held_back.clone(),
         }
     }
+}
+
+/// The variants serving each stage of `plan`, in pipeline order (`a+b` for a mix).
+fn variants_per_stage(pipeline: &Pipeline, plan: &Plan) -> Vec<String> {
+    pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            plan.stage(&s.name).map_or_else(String::new, |p| {
+                p.assignments
+                    .iter()
+                    .filter(|a| a.replicas > 0)
+                    .map(|a| a.variant.as_str())
+                    .collect::<Vec<_>>()
+                    .join("+")
+            })
+        })
+        .collect()
 }
 
 /// Runs `policy` on `workload` (requests per second, one value per second) against a
