@@ -72,7 +72,7 @@ pub struct Damper {
 
 /// The variants and cores per replica of a stage plan: changing them starts replicas of a
 /// new kind (a switch, subject to the dwell time); batch and replica counts are not part.
-fn shape(plan: &StagePlan) -> Vec<(&str, u32)> {
+pub(crate) fn shape(plan: &StagePlan) -> Vec<(&str, u32)> {
     let mut shape: Vec<(&str, u32)> = plan
         .assignments
         .iter()
@@ -245,11 +245,16 @@ impl Damper {
         for stage_plan in &plan.stages {
             // What the damper applies counts as a recommendation too when it exceeds every
             // recommendation in the window (a scaled deployed variant, a demand-floor
-            // override), so the stabilization window protects it like any increase.
-            if let (Ok(stage), Some(memory)) = (
-                pipeline_stage(input.pipeline, &stage_plan.stage),
-                self.stages.get_mut(&stage_plan.stage),
-            ) && let Ok(capacity) = stage_capacity_rps(stage, stage_plan)
+            // override), so the stabilization window protects it like any increase. The
+            // deployed plan held as it is does not: holding is no increase, and counting it
+            // would restart the window every time it ran out.
+            let held = input.deployed.stage(&stage_plan.stage) == Some(stage_plan);
+            if !held
+                && let (Ok(stage), Some(memory)) = (
+                    pipeline_stage(input.pipeline, &stage_plan.stage),
+                    self.stages.get_mut(&stage_plan.stage),
+                )
+                && let Ok(capacity) = stage_capacity_rps(stage, stage_plan)
                 && memory
                     .recommendations
                     .iter()

@@ -278,6 +278,35 @@ fn dwell_time_holds_a_second_switch_and_scales_instead() {
 }
 
 #[test]
+fn holding_the_deployed_plan_does_not_restart_the_window() {
+    // fast × 10 deployed; 13 ticks propose 9 replicas for 71 rps (held: 9 replicas leave
+    // less than the 10 % headroom for 71 rps), then 3 replicas for 20 rps. The decrease
+    // comes at the first tick whose window holds no 71-rps recommendation (t = 260): the
+    // holds in between are not recommendations and do not extend the window.
+    let mut ticks = vec![
+        Tick {
+            proposed: plan("fast", 9),
+            planned_load_rps: 71.0,
+            demand_rps: 60.0,
+        };
+        13
+    ];
+    ticks.extend(vec![sized("fast", 20.0); 20]);
+    let (plans, reasons) = drive(DampingConfig::default(), plan("fast", 10), &ticks);
+    let replicas: Vec<u32> = plans
+        .iter()
+        .map(|p| p.stages[0].assignments[0].replicas)
+        .collect();
+    let first_decrease = replicas.iter().position(|&r| r < 10).expect("a decrease");
+    assert_eq!(
+        (first_decrease + 1) as f64 * TICK_S,
+        260.0,
+        "{replicas:?} {reasons:?}"
+    );
+    assert_eq!(replicas[first_decrease], 3);
+}
+
+#[test]
 fn host_limits_override_the_dwell_time() {
     // As above, but scaling `slow` to carry 90 rps needs 29 cores on a 20-core host: the
     // proposal (12 × fast, within the limit) applies before the dwell time ends.
