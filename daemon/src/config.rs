@@ -507,6 +507,7 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
     damping.stabilization_window_s =
         non_negative("stabilization_window_s", damping.stabilization_window_s);
     damping.min_dwell_s = non_negative("min_dwell_s", damping.min_dwell_s);
+    damping.min_switch_gain = non_negative("min_switch_gain", damping.min_switch_gain);
     if let Some(v) = d.opt_f64("deadband_fraction") {
         if (0.0..1.0).contains(&v) {
             damping.deadband_fraction = v;
@@ -637,6 +638,7 @@ core_options = [1, 2, 4]
 max_replicas = 10
 [pipeline.damping]
 min_dwell_s = 30
+min_switch_gain = 0.01
 [pipeline.forecast]
 model = "ewma"
 [pipeline.backend]
@@ -653,6 +655,7 @@ peak_rps = 80
         assert_eq!(p.name, "resnet");
         assert_eq!(p.control.interval_s, 2.0);
         assert_eq!(p.control.damping.min_dwell_s, 30.0);
+        assert_eq!(p.control.damping.min_switch_gain, 0.01);
         assert_eq!(p.control.forecast.model, ModelKind::Ewma);
         assert_eq!(p.backend.kind, "sim");
         assert_eq!(p.backend.settings["seed"], 3);
@@ -672,6 +675,7 @@ peak_rps = 80
             .replace("period_s = 2", "period_s = -1\nbogus = 1")
             .replace("slo_ms = 750", "slo_ms = \"fast\"")
             .replace("min_dwell_s = 30", "min_dwell_s = -3")
+            .replace("min_switch_gain = 0.01", "min_switch_gain = -0.5")
             .replace("seed = 3", "seed = 3\nnot_a_sim_key = 1")
             + "[pipeline.router]\nlisten = \"localhost\"\ntimeout_ms = 0\ncolour = 1\n";
         let errors = parse(&text).expect_err("invalid");
@@ -680,6 +684,7 @@ peak_rps = 80
             "daemon.bogus: unknown field",
             "pipeline[0].slo_ms: expected a number",
             "pipeline[0].damping.min_dwell_s: must be >= 0",
+            "pipeline[0].damping.min_switch_gain: must be >= 0",
             "not_a_sim_key",
             "pipeline[0].router.listen: `localhost` is not an address",
             "pipeline[0].router.timeout_ms: must be at least 1",

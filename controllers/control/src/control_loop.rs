@@ -8,7 +8,8 @@ use std::collections::VecDeque;
 
 use infadapt_damping::{
     Damper, DampingConfig, DampingInput, HeadroomConfig, HeadroomController, HeadroomSignal,
-    change_cold_start_s, lead_time_horizon_s, plan_capacity_rps,
+    change_cold_start_s, keep_shape_pipeline, lead_time_horizon_s, plan_capacity_rps,
+    same_configurations,
 };
 use infadapt_forecast::conformal::{Calibrated, ConformalConfig};
 use infadapt_forecast::lstm::LstmModel;
@@ -466,6 +467,83 @@ fn plan_closest(problem: &Problem) -> Result<(Solution, f64, Option<String>), Pl
     }
 }
 
+impl ControlLoop {
+    /// A scale-up plans the deadband's headroom above the load: when the deployed plan
+    /// cannot carry `load_rps` within the cap, the plan is sized for
+    /// `load_rps × (1 + deadband_fraction)`. The damper keeps that headroom on the way
+    /// down (hysteresis); keeping it on the way up stops a rising load from needing one
+    /// scale-up per tick. Off when damping or the deadband is.
+    fn with_scale_up_headroom(&self, load_rps: f64, deployed: &Plan) -> f64 {
+        let damping = &self.config.damping;
+        if !damping.enabled || damping.deadband_fraction <= 0.0 || deployed.stages.is_empty() {
+            return load_rps;
+        }
+        let Ok(capacity) = plan_capacity_rps(&self.config.problem.pipeline, deployed) else {
+            return load_rps;
+        };
+        if capacity * self.config.problem.utilisation_cap < load_rps {
+            load_rps * (1.0 + damping.deadband_fraction)
+        } else {
+            load_rps
+        }
+    }
+
+    /// The switch-gain rule ([`DampingConfig::min_switch_gain`]): a proposal that changes
+    /// variants, cores or batch sizes (anything that restarts replicas) is weighed against
+    /// the deployed configurations re-sized by the planner for the same load. When that fits and the switch gains less than the
+    /// threshold, it replaces the proposal (the damper then treats it as a same-shape
+    /// change) and a line says so.
+    fn weigh_switch(
+        &self,
+        problem: &Problem,
+        load_rps: f64,
+        deployed: &Plan,
+        proposal: Solution,
+    ) -> (Solution, Option<String>) {
+        let damping = &self.config.damping;
+        let threshold = damping.min_switch_gain;
+        if !damping.enabled
+            || threshold <= 0.0
+            || deployed.stages.is_empty()
+            || same_configurations(&proposal.plan, deployed)
+        {
+            return (proposal, None);
+        }
+        let Some(pipeline) = keep_shape_pipeline(&problem.pipeline, deployed) else {
+            return (proposal, None);
+        };
+        let mut keep_problem = problem.clone();
+        keep_problem.pipeline = pipeline;
+        keep_problem.load_rps = load_rps;
+        let Ok(keep) = solve(&keep_problem) else {
+            // The deployed variants cannot carry the load within the SLO: switch.
+            return (proposal, None);
+        };
+        let gain = proposal.objective - keep.objective;
+        if !same_configurations(&keep.plan, deployed) || !gain.is_finite() || gain >= threshold {
+            return (proposal, None);
+        }
+        let line = format!(
+            "switch to {} gains {gain:.4} in the objective (below {threshold}); kept the \
+             deployed configuration, re-sized for {load_rps:.1} rps",
+            describe_variants(&proposal.plan)
+        );
+        (keep, Some(line))
+    }
+}
+
+/// The variants of each stage of `plan`, `stage: a+b` joined by `, `.
+fn describe_variants(plan: &Plan) -> String {
+    plan.stages
+        .iter()
+        .map(|s| {
+            let names: Vec<&str> = s.assignments.iter().map(|a| a.variant.as_str()).collect();
+            format!("{}: {}", s.stage, names.join("+"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A binding constraint in words.
 fn describe_constraint(constraint: &Constraint) -> String {
     match constraint {
@@ -523,6 +601,7 @@ impl Policy for ControlLoop {
         if !load_rps.is_finite() {
             load_rps = floor;
         }
+        load_rps = self.with_scale_up_headroom(load_rps, &deployed);
 
         let mut decision = Decision {
             time_s: now_s,
@@ -550,6 +629,8 @@ impl Policy for ControlLoop {
         decision.binding = solution.binding.iter().map(describe_constraint).collect();
         decision.binding.extend(note);
         decision.proposed = Some(solution.plan.clone());
+        let (solution, kept) = self.weigh_switch(&problem, planned_rps, &deployed, solution);
+        decision.held_back.extend(kept);
 
         let damped = self.damper.damp(&DampingInput {
             now_s,
@@ -564,12 +645,13 @@ impl Policy for ControlLoop {
         match damped {
             Ok(damped) => {
                 decision.plan = damped.plan;
-                decision.held_back = damped.held_back;
+                decision.held_back.extend(damped.held_back);
             }
             Err(error) => {
                 decision.plan = solution.plan;
-                decision.held_back =
-                    vec![format!("damping skipped ({error}); the proposal applies")];
+                decision
+                    .held_back
+                    .push(format!("damping skipped ({error}); the proposal applies"));
             }
         }
         let cold_start_s =
@@ -584,6 +666,7 @@ impl Policy for ControlLoop {
 
 #[cfg(test)]
 mod tests {
+    use infadapt_damping::DEFAULT_MIN_SWITCH_GAIN;
     use infadapt_model::{Assignment, Pipeline, Profile, ProfilePoint, Stage, StagePlan, Variant};
 
     use super::*;
@@ -722,6 +805,89 @@ mod tests {
         // A real level shift still comes through within one period.
         let (_, shifted) = forecast_of_scatter(4.0, 3, 30.0);
         assert!((shifted - 30.0).abs() < 1e-9, "{shifted}");
+    }
+
+    /// One stage whose variants `a` (accuracy 0.800, 20 rps per replica) and `b` (0.803,
+    /// 25 rps): `b` scores higher by 0.003 less the change cost of starting it.
+    fn near_tie() -> (Pipeline, Plan) {
+        let mut pipeline = pipeline(500.0);
+        let stage = &mut pipeline.stages[0];
+        stage.variants[0].name = "a".to_owned();
+        stage.variants[0].accuracy = 0.800;
+        stage.variants[0].profile = Profile::new(vec![ProfilePoint {
+            batch: 1,
+            cores: 1,
+            p99_ms: Some(20.0),
+            mean_ms: Some(15.0),
+            throughput_rps: Some(20.0),
+        }])
+        .expect("profile");
+        stage.variants[1].name = "b".to_owned();
+        stage.variants[1].accuracy = 0.803;
+        stage.variants[1].profile = Profile::new(vec![ProfilePoint {
+            batch: 1,
+            cores: 1,
+            p99_ms: Some(20.0),
+            mean_ms: Some(15.0),
+            throughput_rps: Some(25.0),
+        }])
+        .expect("profile");
+        let mut deployed = plan(1);
+        deployed.stages[0].assignments[0].variant = "a".to_owned();
+        (pipeline, deployed)
+    }
+
+    fn variant_after_one_tick(min_switch_gain: f64, b_accuracy: f64) -> (String, Vec<String>) {
+        let (mut pipeline, deployed) = near_tie();
+        pipeline.stages[0].variants[1].accuracy = b_accuracy;
+        let mut config = ControlConfig::new(Problem::new(pipeline, 10.0));
+        config.initial_plan = Some(deployed.clone());
+        config.damping.min_switch_gain = min_switch_gain;
+        let mut policy = ControlLoop::new(config).expect("builds");
+        let decision = policy.decide(&observation(10.0, 10.0, deployed));
+        assert!(decision.error.is_none(), "{:?}", decision.error);
+        let proposed = decision.proposed.expect("a proposal");
+        assert_eq!(proposed.stages[0].assignments[0].variant, "b");
+        (
+            decision.plan.stages[0].assignments[0].variant.clone(),
+            decision.held_back,
+        )
+    }
+
+    #[test]
+    fn a_switch_that_gains_less_than_the_threshold_keeps_the_deployed_variant() {
+        // b gains 0.003 − γ·5 s = 0.0025 < 0.005: a stays, re-sized, and the line says why.
+        let (variant, held_back) = variant_after_one_tick(DEFAULT_MIN_SWITCH_GAIN, 0.803);
+        assert_eq!(variant, "a", "{held_back:?}");
+        assert!(
+            held_back
+                .iter()
+                .any(|l| l.contains("gains 0.0025") && l.contains("kept the deployed")),
+            "{held_back:?}"
+        );
+        // Without the rule, or with a real gain (0.02), the switch goes ahead.
+        assert_eq!(variant_after_one_tick(0.0, 0.803).0, "b");
+        assert_eq!(variant_after_one_tick(DEFAULT_MIN_SWITCH_GAIN, 0.82).0, "b");
+    }
+
+    #[test]
+    fn a_needed_scale_up_plans_the_deadband_above_the_load() {
+        let run = |deadband: f64| {
+            let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+            config.initial_plan = Some(plan(1));
+            config.damping.deadband_fraction = deadband;
+            let mut policy = ControlLoop::new(config).expect("builds");
+            // fast × 1 carries 40 rps at the cap: 90 rps needs a scale-up.
+            let first = policy.decide(&observation(10.0, 90.0, plan(1)));
+            let second = policy.decide(&observation(20.0, 90.0, first.plan.clone()));
+            (first.provisioned_rps, second.provisioned_rps)
+        };
+        let (up, after) = run(0.1);
+        assert!((up - 99.0).abs() < 1e-9, "{up}");
+        // Once the deployed plan carries the load, the load is planned as it is.
+        assert!((after - 90.0).abs() < 1e-9, "{after}");
+        let (up, _) = run(0.0);
+        assert!((up - 90.0).abs() < 1e-9, "{up}");
     }
 
     #[test]

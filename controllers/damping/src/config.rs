@@ -36,7 +36,17 @@ pub struct DampingConfig {
     /// a limit would only spread it over more reconfigurations (and break settling within
     /// 2 ticks); set it where draining many replicas at once hurts the backend.
     pub max_replicas_removed_per_tick: Option<u32>,
+    /// Smallest objective gain (the planner's units: α·accuracy − costs, change cost
+    /// included) for which an *optional* switch of variants or cores goes ahead. A proposal
+    /// that switches a stage is weighed against the deployed variants and cores re-sized
+    /// for the same load; if that keeps the load within the SLO and loses less than this,
+    /// it is kept. Near a load where two configurations score alike, noise in the forecast
+    /// otherwise alternates between them every dwell time. 0 disables it. Default 0.005.
+    pub min_switch_gain: f64,
 }
+
+/// Default of [`DampingConfig::min_switch_gain`].
+pub const DEFAULT_MIN_SWITCH_GAIN: f64 = 0.005;
 
 impl Default for DampingConfig {
     fn default() -> Self {
@@ -48,6 +58,7 @@ impl Default for DampingConfig {
             min_dwell_s: 120.0,
             max_replicas_added_per_tick: Some(8),
             max_replicas_removed_per_tick: None,
+            min_switch_gain: DEFAULT_MIN_SWITCH_GAIN,
         }
     }
 }
@@ -63,6 +74,7 @@ impl DampingConfig {
             min_dwell_s: 0.0,
             max_replicas_added_per_tick: None,
             max_replicas_removed_per_tick: None,
+            min_switch_gain: 0.0,
         }
     }
 
@@ -83,6 +95,7 @@ impl DampingConfig {
     pub fn validate(&self) -> Result<(), DampingError> {
         non_negative("stabilization_window_s", self.stabilization_window_s)?;
         non_negative("min_dwell_s", self.min_dwell_s)?;
+        non_negative("min_switch_gain", self.min_switch_gain)?;
         if !(self.deadband_fraction.is_finite() && (0.0..1.0).contains(&self.deadband_fraction)) {
             return Err(DampingError::InvalidConfig {
                 field: "deadband_fraction",

@@ -28,12 +28,14 @@ pub mod config;
 pub mod damper;
 pub mod error;
 pub mod headroom;
+pub mod switch;
 
 pub use capacity::{
     change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_gpu_mem_mb,
     plan_latency_ms, stage_capacity_rps,
 };
-pub use config::{DampingConfig, HeadroomConfig};
+pub use config::{DEFAULT_MIN_SWITCH_GAIN, DampingConfig, HeadroomConfig};
 pub use damper::{Damped, Damper, DampingInput};
 pub use error::DampingError;
 pub use headroom::{HeadroomController, HeadroomSignal};
+pub use switch::{keep_shape_pipeline, same_configurations, same_shape};

@@ -1,0 +1,159 @@
+//! The switch-gain rule's pieces: whether two plans run the same configurations, and the
+//! pipeline restricted to what a plan runs, so the planner can re-size it for a new load.
+
+use infadapt_model::{Pipeline, Plan, StagePlan};
+
+use crate::damper::shape;
+
+/// Whether `a` and `b` run the same variants with the same cores per replica in every
+/// stage (replica counts, batch sizes and shares may differ).
+pub fn same_shape(a: &Plan, b: &Plan) -> bool {
+    a.stages.len() == b.stages.len()
+        && a.stages
+            .iter()
+            .all(|sa| b.stage(&sa.stage).is_some_and(|sb| shape(sa) == shape(sb)))
+}
+
+/// Whether `a` and `b` run the same (variant, cores per replica, batch) configurations in
+/// every stage; only replica counts and shares may differ. Any other change restarts
+/// replicas.
+pub fn same_configurations(a: &Plan, b: &Plan) -> bool {
+    fn configurations(plan: &StagePlan) -> Vec<(&str, u32, u32)> {
+        let mut c: Vec<_> = plan
+            .assignments
+            .iter()
+            .filter(|a| a.replicas > 0)
+            .map(|a| (a.variant.as_str(), a.cores, a.batch))
+            .collect();
+        c.sort_unstable();
+        c
+    }
+    a.stages.len() == b.stages.len()
+        && a.stages.iter().all(|sa| {
+            b.stage(&sa.stage)
+                .is_some_and(|sb| configurations(sa) == configurations(sb))
+        })
+}
+
+/// `pipeline` with each stage limited to the variants, cores per replica and batch sizes
+/// that `deployed` runs there (replica limits unchanged), or `None` when a stage has
+/// nothing deployed. Planning on it re-sizes the deployed configurations for a load.
+pub fn keep_shape_pipeline(pipeline: &Pipeline, deployed: &Plan) -> Option<Pipeline> {
+    let mut kept = pipeline.clone();
+    for stage in &mut kept.stages {
+        let plan = deployed.stage(&stage.name)?;
+        let running: Vec<_> = plan.assignments.iter().filter(|a| a.replicas > 0).collect();
+        if running.is_empty() {
+            return None;
+        }
+        stage
+            .variants
+            .retain(|v| running.iter().any(|a| a.variant == v.name));
+        stage
+            .core_options
+            .retain(|c| running.iter().any(|a| a.cores == *c));
+        stage
+            .batch_sizes
+            .retain(|b| running.iter().any(|a| a.batch == *b));
+        if stage.variants.is_empty()
+            || stage.core_options.is_empty()
+            || stage.batch_sizes.is_empty()
+        {
+            return None;
+        }
+    }
+    Some(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use infadapt_model::{Assignment, Profile, ProfilePoint, Stage, StagePlan, Variant};
+
+    use super::*;
+
+    fn variant(name: &str) -> Variant {
+        Variant {
+            name: name.to_owned(),
+            accuracy: 0.5,
+            load_time_s: 1.0,
+            gpu_mem_mb: 0.0,
+            profile: Profile::new(vec![ProfilePoint {
+                batch: 1,
+                cores: 1,
+                p99_ms: Some(10.0),
+                mean_ms: None,
+                throughput_rps: Some(10.0),
+            }])
+            .expect("profile"),
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        Pipeline {
+            name: "p".to_owned(),
+            slo_ms: 100.0,
+            stages: vec![Stage {
+                name: "s".to_owned(),
+                variants: vec![variant("a"), variant("b"), variant("c")],
+                batch_sizes: vec![1, 2],
+                core_options: vec![1, 2, 4],
+                max_replicas: 8,
+            }],
+        }
+    }
+
+    fn plan(assignments: &[(&str, u32, u32)]) -> Plan {
+        Plan {
+            stages: vec![StagePlan {
+                stage: "s".to_owned(),
+                assignments: assignments
+                    .iter()
+                    .map(|&(variant, cores, replicas)| Assignment {
+                        variant: variant.to_owned(),
+                        batch: 1,
+                        cores,
+                        replicas,
+                        share: 1.0 / assignments.len() as f64,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn shape_ignores_replicas_but_not_variants_or_cores() {
+        assert!(same_shape(&plan(&[("a", 2, 1)]), &plan(&[("a", 2, 5)])));
+        assert!(!same_shape(&plan(&[("a", 2, 1)]), &plan(&[("b", 2, 1)])));
+        assert!(!same_shape(&plan(&[("a", 2, 1)]), &plan(&[("a", 4, 1)])));
+        assert!(!same_shape(
+            &plan(&[("a", 2, 1)]),
+            &plan(&[("a", 2, 1), ("b", 2, 1)])
+        ));
+    }
+
+    #[test]
+    fn configurations_include_the_batch() {
+        let a = plan(&[("a", 2, 1)]);
+        let mut b = plan(&[("a", 2, 4)]);
+        assert!(same_configurations(&a, &b));
+        b.stages[0].assignments[0].batch = 2;
+        assert!(!same_configurations(&a, &b));
+        assert!(same_shape(&a, &b));
+    }
+
+    #[test]
+    fn keeps_only_what_runs() {
+        let kept =
+            keep_shape_pipeline(&pipeline(), &plan(&[("a", 2, 3), ("c", 4, 1)])).expect("deployed");
+        let names: Vec<&str> = kept.stages[0]
+            .variants
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(names, ["a", "c"]);
+        assert_eq!(kept.stages[0].core_options, [2, 4]);
+        assert_eq!(kept.stages[0].batch_sizes, [1]);
+        assert!(keep_shape_pipeline(&pipeline(), &Plan { stages: vec![] }).is_none());
+        assert!(keep_shape_pipeline(&pipeline(), &plan(&[("a", 2, 0)])).is_none());
+    }
+}
