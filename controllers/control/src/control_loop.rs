@@ -490,9 +490,9 @@ impl ControlLoop {
 
     /// The switch-gain rule ([`DampingConfig::min_switch_gain`]): a proposal that changes
     /// variants, cores or batch sizes (anything that restarts replicas) is weighed against
-    /// the deployed configurations re-sized by the planner for the same load. When that fits and the switch gains less than the
-    /// threshold, it replaces the proposal (the damper then treats it as a same-shape
-    /// change) and a line says so.
+    /// the deployed configurations re-sized by the planner for the same load. When that
+    /// fits and the switch gains less than the threshold, it replaces the proposal (the
+    /// damper then treats it as a same-shape change) and a line says so.
     fn weigh_switch(
         &self,
         problem: &Problem,
