@@ -1,7 +1,7 @@
 //! Capacity, predicted latency and cold-start figures of plans, from the variant profiles
 //! (the planner's model), and the lead-time rule for the forecast horizon.
 
-use infadapt_model::{Assignment, Pipeline, Plan, Stage, StagePlan};
+use infadapt_model::{Assignment, Pipeline, Plan, Stage, StagePlan, Variant};
 use infadapt_planner::latency::stage_latency;
 
 use crate::DampingError;
@@ -10,15 +10,23 @@ use crate::DampingError;
 /// (the planner's default).
 const SERVICE_CV2: f64 = 0.1;
 
-/// Throughput of one replica of an assignment (requests/s at full utilisation), or an
-/// error when the variant is unknown.
-fn replica_throughput(stage: &Stage, assignment: &Assignment) -> Result<f64, DampingError> {
-    let variant = stage.variant(&assignment.variant).ok_or_else(|| {
+/// The variant an assignment runs, or an error when the stage has no such variant.
+fn assignment_variant<'a>(
+    stage: &'a Stage,
+    assignment: &Assignment,
+) -> Result<&'a Variant, DampingError> {
+    stage.variant(&assignment.variant).ok_or_else(|| {
         DampingError::PlanMismatch(format!(
             "stage `{}` has no variant `{}`",
             stage.name, assignment.variant
         ))
-    })?;
+    })
+}
+
+/// Throughput of one replica of an assignment (requests/s at full utilisation), or an
+/// error when the variant is unknown.
+fn replica_throughput(stage: &Stage, assignment: &Assignment) -> Result<f64, DampingError> {
+    let variant = assignment_variant(stage, assignment)?;
     let throughput = variant
         .profile
         .estimate(assignment.batch.max(1), assignment.cores.max(1))
@@ -81,12 +89,7 @@ pub fn plan_gpu_mem_mb(pipeline: &Pipeline, plan: &Plan) -> Result<f64, DampingE
     for stage_plan in &plan.stages {
         let stage = pipeline_stage(pipeline, &stage_plan.stage)?;
         for assignment in &stage_plan.assignments {
-            let variant = stage.variant(&assignment.variant).ok_or_else(|| {
-                DampingError::PlanMismatch(format!(
-                    "stage `{}` has no variant `{}`",
-                    stage.name, assignment.variant
-                ))
-            })?;
+            let variant = assignment_variant(stage, assignment)?;
             total += variant.gpu_mem_mb * f64::from(assignment.replicas);
         }
     }
@@ -103,12 +106,7 @@ pub fn stage_latency_ms(
     let single = plan.assignments.len() == 1;
     let mut worst: f64 = 0.0;
     for assignment in &plan.assignments {
-        let variant = stage.variant(&assignment.variant).ok_or_else(|| {
-            DampingError::PlanMismatch(format!(
-                "stage `{}` has no variant `{}`",
-                stage.name, assignment.variant
-            ))
-        })?;
+        let variant = assignment_variant(stage, assignment)?;
         let estimate = variant
             .profile
             .estimate(assignment.batch.max(1), assignment.cores.max(1));
