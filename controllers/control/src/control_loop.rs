@@ -671,8 +671,9 @@ mod tests {
 
     use super::*;
 
-    fn pipeline(slo_ms: f64) -> Pipeline {
-        let variant = |name: &str, accuracy: f64, rps: f64| Variant {
+    /// A variant serving `rps` per replica (batch 1, 1 core, 20 ms p99, 5 s to load).
+    fn variant(name: &str, accuracy: f64, rps: f64) -> Variant {
+        Variant {
             name: name.to_owned(),
             accuracy,
             load_time_s: 5.0,
@@ -685,7 +686,10 @@ mod tests {
                 throughput_rps: Some(rps),
             }])
             .expect("profile"),
-        };
+        }
+    }
+
+    fn pipeline(slo_ms: f64) -> Pipeline {
         Pipeline {
             name: "p".to_owned(),
             slo_ms,
@@ -811,27 +815,7 @@ mod tests {
     /// 25 rps): `b` scores higher by 0.003 less the change cost of starting it.
     fn near_tie() -> (Pipeline, Plan) {
         let mut pipeline = pipeline(500.0);
-        let stage = &mut pipeline.stages[0];
-        stage.variants[0].name = "a".to_owned();
-        stage.variants[0].accuracy = 0.800;
-        stage.variants[0].profile = Profile::new(vec![ProfilePoint {
-            batch: 1,
-            cores: 1,
-            p99_ms: Some(20.0),
-            mean_ms: Some(15.0),
-            throughput_rps: Some(20.0),
-        }])
-        .expect("profile");
-        stage.variants[1].name = "b".to_owned();
-        stage.variants[1].accuracy = 0.803;
-        stage.variants[1].profile = Profile::new(vec![ProfilePoint {
-            batch: 1,
-            cores: 1,
-            p99_ms: Some(20.0),
-            mean_ms: Some(15.0),
-            throughput_rps: Some(25.0),
-        }])
-        .expect("profile");
+        pipeline.stages[0].variants = vec![variant("a", 0.800, 20.0), variant("b", 0.803, 25.0)];
         let mut deployed = plan(1);
         deployed.stages[0].assignments[0].variant = "a".to_owned();
         (pipeline, deployed)
