@@ -129,15 +129,16 @@ fn json_has_every_field_for_every_policy() {
     );
 }
 
-#[test]
-fn one_policy_and_plots() {
-    let dir = std::env::temp_dir().join(format!("infadapt-sim-plots-{}", std::process::id()));
+/// Runs `policy` for `seconds` of the embedded workload (no warm-up) with `--plot` into a
+/// fresh directory named after `tag`; returns the directory and the timeline it wrote.
+fn plotted_timeline(tag: &str, policy: &str, seconds: &str) -> (PathBuf, Value) {
+    let dir = std::env::temp_dir().join(format!("infadapt-sim-{tag}-{}", std::process::id()));
     let out = infadaptd(&[
         "simulate",
         "--policy",
-        "hpa",
+        policy,
         "--seconds",
-        "300",
+        seconds,
         "--warmup",
         "0",
         "--plot",
@@ -149,14 +150,22 @@ fn one_policy_and_plots() {
         "stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let path = dir.join(format!("{policy}.json"));
+    let timeline = serde_json::from_slice(
+        &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("timeline is JSON");
+    (dir, timeline)
+}
+
+#[test]
+fn one_policy_and_plots() {
+    let (dir, timeline) = plotted_timeline("plots", "hpa", "300");
     let svg = std::fs::read_to_string(dir.join("hpa.svg")).expect("hpa.svg written");
     assert!(
         svg.starts_with("<svg") && svg.contains("latency"),
         "not a plot"
     );
-    let timeline: Value =
-        serde_json::from_slice(&std::fs::read(dir.join("hpa.json")).expect("hpa.json written"))
-            .expect("timeline is JSON");
     assert!(
         timeline.as_array().is_some_and(|points| !points.is_empty()),
         "timeline points"
@@ -166,28 +175,7 @@ fn one_policy_and_plots() {
 
 #[test]
 fn infadapt_timeline_explains_what_damping_held_back() {
-    let dir = std::env::temp_dir().join(format!("infadapt-sim-why-{}", std::process::id()));
-    let out = infadaptd(&[
-        "simulate",
-        "--policy",
-        "infadapt",
-        "--seconds",
-        "1200",
-        "--warmup",
-        "0",
-        "--plot",
-        dir.to_str().expect("utf8"),
-    ]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let timeline: Value = serde_json::from_slice(
-        &std::fs::read(dir.join("infadapt.json")).expect("infadapt.json written"),
-    )
-    .expect("timeline is JSON");
+    let (dir, timeline) = plotted_timeline("why", "infadapt", "1200");
     let points = timeline.as_array().expect("points");
     assert!(
         points.iter().all(|p| p["proposed_variants"]
