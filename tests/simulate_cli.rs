@@ -17,11 +17,12 @@ const POLICIES: [&str; 8] = [
     "static-max",
     "static-min",
 ];
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 9] = [
     "slo_violation_rate",
     "p99_latency_ms",
     "mean_accuracy",
     "cost_core_hours",
+    "cost_gpu_gib_hours",
     "reconfigurations",
     "reversals",
     "requests",
@@ -224,6 +225,41 @@ fn every_shipped_scenario_parses() {
         );
     }
     assert!(seen >= 2, "expected the ResNet and video scenarios");
+}
+
+#[test]
+fn gpu_memory_is_costed_in_gib_hours() {
+    // One stage, one variant holding 2 GiB per replica on 1 core: every replica-hour costs
+    // one core-hour and 2 GiB-hours.
+    let dir = std::env::temp_dir().join(format!("infadapt-sim-gpu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    std::fs::write(
+        dir.join("gpu.toml"),
+        "schema = 1\n[[variant]]\nname = \"g\"\naccuracy = 0.8\nload_time_s = 2\n\
+         gpu_mem_mb = 2048\npoints = [{ batch = 1, cores = 1, p99_ms = 20, throughput_rps = 50 }]\n",
+    )
+    .expect("catalog");
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(
+        &scenario,
+        "catalog = \"gpu.toml\"\n[pipeline]\nname = \"g\"\nslo_ms = 500\n\
+         [[pipeline.stage]]\nname = \"s\"\nvariants = [\"g\"]\nmax_replicas = 4\n\
+         [workload]\nseconds = 600\ntrough_rps = 5\npeak_rps = 10\n",
+    )
+    .expect("scenario");
+    let v = simulate_json(&[
+        "--config",
+        scenario.to_str().expect("utf8"),
+        "--policy",
+        "static-max",
+        "--warmup",
+        "0",
+    ]);
+    let run = policy(&v, "static-max");
+    let (gib_hours, core_hours) = (num(run, "cost_gpu_gib_hours"), num(run, "cost_core_hours"));
+    assert!(core_hours >= 600.0 / 3600.0 - 1e-9, "{v}");
+    assert!((gib_hours - 2.0 * core_hours).abs() < 1e-9, "{v}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -265,6 +265,7 @@ fn report_json(r: &PolicyReport) -> serde_json::Value {
         "p50_latency_ms": r.p50_latency_ms,
         "mean_accuracy": r.mean_accuracy,
         "cost_core_hours": r.cost_core_hours,
+        "cost_gpu_gib_hours": r.cost_gpu_gib_hours,
         "reconfigurations": r.reconfigurations,
         "reversals": r.reversals,
         "requests": r.requests,

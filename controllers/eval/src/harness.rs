@@ -100,6 +100,8 @@ pub struct PolicyReport {
     pub p99_latency_ms: f64,
     pub mean_accuracy: f64,
     pub cost_core_hours: f64,
+    /// GPU memory held over the run (every replica that existed), GiB-hours.
+    pub cost_gpu_gib_hours: f64,
     /// Applies that changed the host.
     pub reconfigurations: u64,
     /// Stage changes that moved back within the reversal window.
@@ -338,6 +340,7 @@ pub fn run_policy(
         p99_latency_ms: totals.p99_latency_ms,
         mean_accuracy: totals.mean_accuracy,
         cost_core_hours: totals.cost_core_hours,
+        cost_gpu_gib_hours: totals.gpu_mib_seconds / 1024.0 / 3600.0,
         reconfigurations: run.counter.reconfigurations(),
         reversals: run.counter.reversals(),
         variant_switches: run.variant_switches,
