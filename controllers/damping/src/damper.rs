@@ -72,7 +72,7 @@ pub struct Damper {
 
 /// The variants and cores per replica of a stage plan: changing them starts replicas of a
 /// new kind (a switch, subject to the dwell time); batch and replica counts are not part.
-pub(crate) fn shape(plan: &StagePlan) -> Vec<(&str, u32)> {
+fn shape(plan: &StagePlan) -> Vec<(&str, u32)> {
     let mut shape: Vec<(&str, u32)> = plan
         .assignments
         .iter()

@@ -38,4 +38,4 @@ pub use config::{DEFAULT_MIN_SWITCH_GAIN, DampingConfig, HeadroomConfig};
 pub use damper::{Damped, Damper, DampingInput};
 pub use error::DampingError;
 pub use headroom::{HeadroomController, HeadroomSignal};
-pub use switch::{keep_shape_pipeline, same_configurations, same_shape};
+pub use switch::{keep_shape_pipeline, same_configurations};

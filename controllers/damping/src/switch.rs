@@ -3,17 +3,6 @@
 
 use infadapt_model::{Pipeline, Plan, StagePlan};
 
-use crate::damper::shape;
-
-/// Whether `a` and `b` run the same variants with the same cores per replica in every
-/// stage (replica counts, batch sizes and shares may differ).
-pub fn same_shape(a: &Plan, b: &Plan) -> bool {
-    a.stages.len() == b.stages.len()
-        && a.stages
-            .iter()
-            .all(|sa| b.stage(&sa.stage).is_some_and(|sb| shape(sa) == shape(sb)))
-}
-
 /// Whether `a` and `b` run the same (variant, cores per replica, batch) configurations in
 /// every stage; only replica counts and shares may differ. Any other change restarts
 /// replicas.
@@ -121,11 +110,20 @@ mod tests {
     }
 
     #[test]
-    fn shape_ignores_replicas_but_not_variants_or_cores() {
-        assert!(same_shape(&plan(&[("a", 2, 1)]), &plan(&[("a", 2, 5)])));
-        assert!(!same_shape(&plan(&[("a", 2, 1)]), &plan(&[("b", 2, 1)])));
-        assert!(!same_shape(&plan(&[("a", 2, 1)]), &plan(&[("a", 4, 1)])));
-        assert!(!same_shape(
+    fn configurations_ignore_replicas_but_not_variants_or_cores() {
+        assert!(same_configurations(
+            &plan(&[("a", 2, 1)]),
+            &plan(&[("a", 2, 5)])
+        ));
+        assert!(!same_configurations(
+            &plan(&[("a", 2, 1)]),
+            &plan(&[("b", 2, 1)])
+        ));
+        assert!(!same_configurations(
+            &plan(&[("a", 2, 1)]),
+            &plan(&[("a", 4, 1)])
+        ));
+        assert!(!same_configurations(
             &plan(&[("a", 2, 1)]),
             &plan(&[("a", 2, 1), ("b", 2, 1)])
         ));
@@ -138,7 +136,6 @@ mod tests {
         assert!(same_configurations(&a, &b));
         b.stages[0].assignments[0].batch = 2;
         assert!(!same_configurations(&a, &b));
-        assert!(same_shape(&a, &b));
     }
 
     #[test]
