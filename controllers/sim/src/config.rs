@@ -20,7 +20,10 @@ pub enum AccuracyComposition {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SimConfig {
-    /// Seed of every random draw (arrivals and service times).
+    /// Seed of every random draw. Arrivals and service times draw from separate streams,
+    /// each seeded from this seed mixed with its own stream constant through SplitMix64
+    /// ([`crate::host::stream_seed`]), so the arrivals depend on the seed and the rates only,
+    /// never on the plans: runs of different policies with one seed see the same requests.
     pub seed: u64,
     /// End-to-end latency objective in milliseconds; `None` takes the pipeline's SLO.
     pub slo_ms: Option<f64>,

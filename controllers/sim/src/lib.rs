@@ -8,7 +8,10 @@
 //! capacity they replace keeps serving until then, and removed replicas finish their batch.
 //!
 //! Everything runs on a virtual clock; nothing here reads files or the wall clock, so a run is
-//! a pure function of the pipeline, the plans, the rates and the seed.
+//! a pure function of the pipeline, the plans, the rates and the seed. Arrivals and service
+//! times draw from separate random streams of the seed (common random numbers): the arrivals
+//! depend on the seed and the rates only, so every policy run with one seed sees the same
+//! requests.
 //!
 //! Model of one replica (see [`host`] for the whole mechanism):
 //! - a batch of `k` requests on `c` cores takes a latency `L ~ LogNormal` with
@@ -30,7 +33,7 @@ pub mod workload;
 pub use config::{AccuracyComposition, SimConfig};
 pub use error::SimError;
 pub use histogram::LatencyHistogram;
-pub use host::HostSim;
+pub use host::{ARRIVAL_STREAM, HostSim, SERVICE_STREAM, splitmix64, stream_seed};
 pub use report::{
     ApplyReport, LaneMode, PoolObservation, SimObservation, SimTotals, StageChange,
     StageObservation, VariantObservation,

@@ -144,6 +144,9 @@ pub struct SimObservation {
     pub latency_p99_ms: Option<f64>,
     pub mean_latency_ms: Option<f64>,
     pub mean_accuracy: Option<f64>,
+    /// Composed accuracy summed over the requests of the window that completed within the
+    /// SLO (late ones add nothing); divide by arrivals for the window's on-time accuracy.
+    pub on_time_accuracy_sum: f64,
     pub stages: Vec<StageObservation>,
     /// The plan last applied (what the host is reconciling towards).
     pub target: Plan,
@@ -185,8 +188,15 @@ pub struct SimTotals {
     pub p95_latency_ms: f64,
     pub p99_latency_ms: f64,
     pub mean_latency_ms: f64,
-    /// Mean composed accuracy of completed requests (0 when none completed).
+    /// Mean composed accuracy of completed requests (0 when none completed), late ones
+    /// included; drops and requests still in flight do not count.
     pub mean_accuracy: f64,
+    /// Composed accuracy summed over the requests that completed within the SLO.
+    pub on_time_accuracy_sum: f64,
+    /// `on_time_accuracy_sum / requests` (0 with no arrival): every arrival counts, and a
+    /// request that completed late, was dropped or is still in flight contributes 0. Always
+    /// at most `mean_accuracy × completed / requests`.
+    pub on_time_accuracy: f64,
     /// Core-seconds of every replica that existed (starting, ready or draining).
     pub core_seconds: f64,
     /// GPU-MiB-seconds of the same replicas.

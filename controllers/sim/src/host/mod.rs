@@ -17,6 +17,12 @@
 //! binary heap ordered by time and then by insertion, so runs are deterministic per seed.
 //! Arrivals of each second are generated up front (Poisson count, uniform order statistics)
 //! into a reused buffer; queues hold plain `Copy` records; batch buffers are recycled.
+//!
+//! Common random numbers: arrivals and service times draw from two separate generators, each
+//! seeded from the configured seed by [`stream_seed`]. The arrival stream is consumed only by
+//! the arrivals, so the arrival times of every second depend on the seed and the sequence of
+//! rates alone, never on the plans applied: every policy run with the same seed and workload
+//! sees the very same requests, and comparisons between policies are paired.
 
 mod reconcile;
 pub use reconcile::{MAX_BATCH, MAX_CORES, MAX_REPLICAS};
@@ -37,6 +43,29 @@ use crate::{
     SimError, SimObservation, SimTotals, StageObservation,
 };
 use state::{Lane, Request, StageState};
+
+/// Stream constant of the arrivals generator (any fixed value distinct from the others).
+pub const ARRIVAL_STREAM: u64 = 0x6172_7269_7661_6c73; // "arrivals"
+/// Stream constant of the service-time generator.
+pub const SERVICE_STREAM: u64 = 0x7365_7276_6963_6573; // "services"
+
+/// One SplitMix64 step (Steele, Lea and Flood, "Fast splittable pseudorandom number
+/// generators", OOPSLA 2014): adds the golden-ratio increment and applies the finaliser,
+/// a bijection of `u64` that spreads every input bit over every output bit.
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Seed of the random stream `stream` of a run seeded with `seed`:
+/// `splitmix64(seed ^ splitmix64(stream))`. Distinct streams of one seed, and one stream of
+/// distinct seeds, get unrelated generators (the mixer is a bijection, so two streams of one
+/// seed never share a seed).
+pub fn stream_seed(seed: u64, stream: u64) -> u64 {
+    splitmix64(seed ^ splitmix64(stream))
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum EventKind {
@@ -94,6 +123,8 @@ struct Tally {
     dropped_overflow: u64,
     late: u64,
     accuracy_sum: f64,
+    /// Composed accuracy summed over the requests that completed within the SLO.
+    on_time_accuracy_sum: f64,
     latency: LatencyHistogram,
 }
 
@@ -157,7 +188,10 @@ pub struct HostSim {
     buffers: Vec<BatchBuffer>,
     free_buffers: Vec<u32>,
     arrival_times: Vec<f64>,
-    rng: Xoshiro256PlusPlus,
+    /// Draws the arrivals only (see [`stream_seed`]).
+    arrival_rng: Xoshiro256PlusPlus,
+    /// Draws the batch service times only.
+    service_rng: Xoshiro256PlusPlus,
     in_batches: u64,
     total: Tally,
     window: Tally,
@@ -223,7 +257,14 @@ impl HostSim {
             .collect();
         let mut sim = HostSim {
             pipeline: pipeline.clone(),
-            rng: Xoshiro256PlusPlus::seed_from_u64(config.seed),
+            arrival_rng: Xoshiro256PlusPlus::seed_from_u64(stream_seed(
+                config.seed,
+                ARRIVAL_STREAM,
+            )),
+            service_rng: Xoshiro256PlusPlus::seed_from_u64(stream_seed(
+                config.seed,
+                SERVICE_STREAM,
+            )),
             config,
             settings,
             stages,
@@ -350,6 +391,7 @@ impl HostSim {
             latency_p99_ms: w.latency.quantile_ms(0.99),
             mean_latency_ms: w.latency.mean_ms(),
             mean_accuracy: (w.completed > 0).then(|| w.accuracy_sum / w.completed as f64),
+            on_time_accuracy_sum: w.on_time_accuracy_sum,
             stages,
             target: self.target.clone(),
         };
@@ -391,6 +433,12 @@ impl HostSim {
             } else {
                 0.0
             },
+            on_time_accuracy_sum: t.on_time_accuracy_sum,
+            on_time_accuracy: if t.arrivals > 0 {
+                t.on_time_accuracy_sum / t.arrivals as f64
+            } else {
+                0.0
+            },
             core_seconds,
             gpu_mib_seconds,
             cost_core_hours: core_seconds / 3600.0,
@@ -425,7 +473,7 @@ impl HostSim {
         }
         let count = match Poisson::new(rate) {
             Ok(poisson) => {
-                let n: f64 = poisson.sample(&mut self.rng);
+                let n: f64 = poisson.sample(&mut self.arrival_rng);
                 if n.is_finite() && n > 0.0 {
                     (n as u64).min(2 * self.settings.max_rate_rps as u64 + 64)
                 } else {
@@ -439,11 +487,11 @@ impl HostSim {
         }
         let mut sum = 0.0;
         for _ in 0..count {
-            let e: f64 = self.rng.sample(Exp1);
+            let e: f64 = self.arrival_rng.sample(Exp1);
             sum += e;
             times.push(sum);
         }
-        let e: f64 = self.rng.sample(Exp1);
+        let e: f64 = self.arrival_rng.sample(Exp1);
         let scale = 1.0 / (sum + e);
         for t in times.iter_mut() {
             *t = start + (*t * scale).min(1.0 - f64::EPSILON);
@@ -651,7 +699,7 @@ impl HostSim {
         stage.busy_replicas += 1;
         let pool = &mut stage.lanes[lane_index].pools[pool_index];
         pool.busy += 1;
-        let (latency, occupancy) = pool.service.for_size(k).draw(&mut self.rng);
+        let (latency, occupancy) = pool.service.for_size(k).draw(&mut self.service_rng);
         self.schedule(
             now + latency,
             EventKind::BatchDone {
@@ -692,6 +740,9 @@ impl HostSim {
                     tally.completed += 1;
                     tally.late += u64::from(late);
                     tally.accuracy_sum += r.accuracy;
+                    if !late {
+                        tally.on_time_accuracy_sum += r.accuracy;
+                    }
                     tally.latency.record(latency_s * 1000.0);
                 }
             }
