@@ -14,6 +14,8 @@
 //!   versioned JSON with its normalisation.
 //! - **Baselines** ([`baselines`]): last value, maximum of the last window, EWMA of the
 //!   window maximum, Holt-Winters with a daily season.
+//! - **IPA's predictor** ([`ipa`]): ARIMA(1,0,0) refitted at every call on the 10-s
+//!   maxima of the last two minutes, or a trained LSTM on them, as IPA published it.
 //! - **auto** ([`models::AutoForecaster`]): follows the candidate with the lowest mean
 //!   absolute error over its recent forecasts.
 //!
@@ -30,6 +32,7 @@ pub mod baselines;
 pub mod conformal;
 pub mod error;
 pub mod forecaster;
+pub mod ipa;
 pub mod lstm;
 pub mod models;
 pub mod sanitize;

@@ -10,6 +10,7 @@ use crate::arima::{ArimaForecaster, ArimaForecasterConfig};
 use crate::baselines::{Ewma, HoltWinters, HoltWintersConfig, LastValue, WindowMax};
 use crate::error::{ForecastError, Result};
 use crate::forecaster::{Forecast, Forecaster, PendingTargets, RollingWindow};
+use crate::ipa::IpaPredictor;
 use crate::lstm::{LstmForecaster, LstmModel};
 use crate::sanitize::{HygieneReport, Sanitizer};
 
@@ -30,11 +31,15 @@ pub enum ModelKind {
     HoltWinters,
     /// Best recent candidate.
     Auto,
+    /// IPA's published predictor: ARIMA(1,0,0) refitted every call on 10-s maxima.
+    IpaArima,
+    /// IPA's published predictor with a trained LSTM on the same input.
+    IpaLstm,
 }
 
 impl ModelKind {
     /// Every kind, in the order of the command-line help.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 9] = [
         Self::Arima,
         Self::Lstm,
         Self::Naive,
@@ -42,6 +47,8 @@ impl ModelKind {
         Self::Ewma,
         Self::HoltWinters,
         Self::Auto,
+        Self::IpaArima,
+        Self::IpaLstm,
     ];
 
     /// Name on the command line.
@@ -54,6 +61,8 @@ impl ModelKind {
             Self::Ewma => "ewma",
             Self::HoltWinters => "holt-winters",
             Self::Auto => "auto",
+            Self::IpaArima => "ipa-arima",
+            Self::IpaLstm => "ipa-lstm",
         }
     }
 }
@@ -92,6 +101,8 @@ pub enum AnyForecaster {
     HoltWinters(HoltWinters),
     /// See [`AutoForecaster`].
     Auto(AutoForecaster),
+    /// See [`IpaPredictor`].
+    Ipa(IpaPredictor),
 }
 
 macro_rules! dispatch {
@@ -104,6 +115,7 @@ macro_rules! dispatch {
             AnyForecaster::Ewma($f) => $body,
             AnyForecaster::HoltWinters($f) => $body,
             AnyForecaster::Auto($f) => $body,
+            AnyForecaster::Ipa($f) => $body,
         }
     };
 }
@@ -130,7 +142,8 @@ impl Forecaster for AnyForecaster {
 }
 
 /// Builds a forecaster by kind with default settings. `lstm` is required for
-/// [`ModelKind::Lstm`] and joins the `auto` candidates when given.
+/// [`ModelKind::Lstm`] and [`ModelKind::IpaLstm`] and joins the `auto` candidates when
+/// given.
 pub fn build(kind: ModelKind, horizon_s: f64, lstm: Option<&LstmModel>) -> Result<AnyForecaster> {
     Ok(match kind {
         ModelKind::Arima => {
@@ -141,6 +154,15 @@ pub fn build(kind: ModelKind, horizon_s: f64, lstm: Option<&LstmModel>) -> Resul
                 ForecastError::InvalidConfig("the lstm model needs a trained model file".into())
             })?;
             AnyForecaster::Lstm(LstmForecaster::new(model.clone()))
+        }
+        ModelKind::IpaArima => AnyForecaster::Ipa(IpaPredictor::arima()),
+        ModelKind::IpaLstm => {
+            let model = lstm.ok_or_else(|| {
+                ForecastError::InvalidConfig(
+                    "the ipa-lstm model needs a trained model file (ipa-arima needs none)".into(),
+                )
+            })?;
+            AnyForecaster::Ipa(IpaPredictor::lstm(model.clone())?)
         }
         ModelKind::Naive => AnyForecaster::Naive(LastValue::default()),
         ModelKind::Max => AnyForecaster::Max(WindowMax::new(horizon_s)),
@@ -288,6 +310,12 @@ mod tests {
     #[test]
     fn lstm_needs_a_model() {
         assert!(build(ModelKind::Lstm, 60.0, None).is_err());
+        let error = build(ModelKind::IpaLstm, 20.0, None).expect_err("needs a model");
+        assert!(error.to_string().contains("trained model file"), "{error}");
+        assert_eq!(
+            build(ModelKind::IpaArima, 20.0, None).unwrap().name(),
+            "ipa-arima"
+        );
         let f = build(ModelKind::Max, 60.0, None).unwrap();
         assert_eq!(f.name(), "max");
     }
