@@ -25,7 +25,7 @@ fn raw_options(problem: &Problem, k: usize) -> Vec<StageOption> {
     let mut out = Vec::new();
     for v in 0..stage.variants.len() {
         for &b in &stage.batch_sizes {
-            for &c in &stage.core_options {
+            for c in problem.core_options(k, v) {
                 let Some(probe) = make_option(problem, k, v, b, c, 1, problem.load_rps) else {
                     continue;
                 };
@@ -116,7 +116,7 @@ fn raw_mix_options(problem: &Problem) -> Vec<MixOption> {
     let mut out = Vec::new();
     for v in 0..stage.variants.len() {
         for &b in &stage.batch_sizes {
-            for &c in &stage.core_options {
+            for c in problem.core_options(0, v) {
                 let Some(probe) = make_option(problem, 0, v, b, c, 1, problem.load_rps) else {
                     continue;
                 };

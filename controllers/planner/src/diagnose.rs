@@ -21,7 +21,7 @@ fn fastest_option(problem: &Problem, k: usize, load_rps: f64) -> Option<StageOpt
     let mut best: Option<StageOption> = None;
     for v in 0..stage.variants.len() {
         for &b in &stage.batch_sizes {
-            for &c in &stage.core_options {
+            for c in problem.core_options(k, v) {
                 let Some(probe) = make_option(problem, k, v, b, c, 1, load_rps) else {
                     continue;
                 };
@@ -164,7 +164,7 @@ pub fn diagnose(problem: &Problem) -> Infeasible {
             let mut best: f64 = 0.0;
             for v in 0..stage.variants.len() {
                 for &b in &stage.batch_sizes {
-                    for &c in &stage.core_options {
+                    for c in problem.core_options(k, v) {
                         if let Some(o) = make_option(problem, k, v, b, c, stage.max_replicas, load)
                             && o.estimate.p99_ms <= slo
                         {

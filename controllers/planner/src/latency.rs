@@ -5,7 +5,7 @@
 
 use infadapt_model::{Estimate, EstimateSource, Plan, Variant};
 
-use crate::problem::{ExtrapolationPolicy, Weights};
+use crate::problem::{ExtrapolationPolicy, LatencyModel, Weights};
 
 /// Latency of one assignment at its load, split into its parts (milliseconds).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -29,11 +29,34 @@ pub fn within_capacity(load_rps: f64, replicas: u32, throughput_rps: f64, cap: f
 }
 
 /// Latency of an assignment (batch `batch`, `replicas` replicas, profile point `estimate`)
-/// serving `load_rps` requests per second.
+/// serving `load_rps` requests per second, under [`LatencyModel::Queueing`].
+pub fn stage_latency(
+    load_rps: f64,
+    batch: u32,
+    replicas: u32,
+    estimate: &Estimate,
+    service_cv2: f64,
+) -> LatencyBreakdown {
+    stage_latency_in(
+        LatencyModel::Queueing,
+        load_rps,
+        batch,
+        replicas,
+        estimate,
+        service_cv2,
+    )
+}
+
+/// Latency of an assignment under `model`.
+///
+/// Under [`LatencyModel::BatchWaitOnly`] the queueing wait is 0 whatever the utilisation
+/// (the capacity constraint alone keeps the load within the replicas' throughput).
 ///
 /// An idle assignment (`load_rps == 0`) has neither batch-fill delay nor queueing: its
-/// latency is the service time of one batch. A saturated one (ρ ≥ 1) has infinite latency.
-pub fn stage_latency(
+/// latency is the service time of one batch. A saturated one (ρ ≥ 1) has infinite latency
+/// under the queueing model.
+pub fn stage_latency_in(
+    model: LatencyModel,
     load_rps: f64,
     batch: u32,
     replicas: u32,
@@ -54,7 +77,9 @@ pub fn stage_latency(
     let n = f64::from(replicas.max(1));
     let fill_ms = (b - 1.0) / load_rps * 1000.0;
     let utilisation = load_rps / (n * estimate.throughput_rps);
-    let queue_ms = if utilisation.is_finite() && utilisation < 1.0 {
+    let queue_ms = if model == LatencyModel::BatchWaitOnly {
+        0.0
+    } else if utilisation.is_finite() && utilisation < 1.0 {
         let ca2 = 1.0 / b;
         let exponent = (2.0 * (n + 1.0)).sqrt() - 1.0;
         (ca2 + service_cv2) / 2.0 * utilisation.powf(exponent) / (n * (1.0 - utilisation))
@@ -194,6 +219,20 @@ mod tests {
     fn idle_stage_has_no_fill_or_queue() {
         let l = stage_latency(0.0, 8, 1, &estimate(20.0, 15.0, 400.0), 0.1);
         assert_eq!((l.fill_ms, l.queue_ms, l.total_ms), (0.0, 0.0, 20.0));
+    }
+
+    #[test]
+    fn batch_wait_only_drops_the_queueing_wait_and_keeps_the_fill() {
+        let e = estimate(20.0, 15.0, 50.0);
+        let queueing = stage_latency(45.0, 4, 1, &e, 0.1);
+        let ipa = stage_latency_in(LatencyModel::BatchWaitOnly, 45.0, 4, 1, &e, 0.1);
+        assert!(queueing.queue_ms > 0.0);
+        assert_eq!(ipa.queue_ms, 0.0);
+        assert!((ipa.fill_ms - 3.0 / 45.0 * 1000.0).abs() < 1e-9);
+        assert!((ipa.total_ms - (ipa.fill_ms + 20.0)).abs() < 1e-9);
+        // At saturation IPA's constraint sees only fill and service.
+        let full = stage_latency_in(LatencyModel::BatchWaitOnly, 50.0, 1, 1, &e, 0.1);
+        assert_eq!(full.total_ms, 20.0);
     }
 
     #[test]

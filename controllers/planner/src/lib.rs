@@ -47,7 +47,10 @@ pub mod solution;
 pub mod validate;
 
 pub use lp_export::export_lp;
-pub use problem::{AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights};
+pub use problem::{
+    AccuracyMode, ExtrapolationPolicy, HostLimits, LatencyModel, PinnedCores, Problem,
+    SolverChoice, Weights,
+};
 pub use solution::{Constraint, Infeasible, ObjectiveTerms, PlanError, Solution, StageReport};
 
 use options::{StageOption, prune_dominated, stage_load, stage_options};

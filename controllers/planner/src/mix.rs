@@ -1,7 +1,7 @@
 //! Variant mixes of a single-stage pipeline: the load interval on which an option meets the
 //! SLO, and the optimal split of the load over a chosen set of options.
 
-use crate::latency::stage_latency;
+use crate::latency::stage_latency_in;
 use crate::options::StageOption;
 use crate::problem::Problem;
 
@@ -29,7 +29,8 @@ pub fn load_interval(problem: &Problem, option: &StageOption) -> Option<(f64, f6
         return None;
     }
     let latency = |load: f64| {
-        stage_latency(
+        stage_latency_in(
+            problem.latency_model,
             load,
             option.batch,
             option.replicas,

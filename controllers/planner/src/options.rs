@@ -5,7 +5,7 @@ use infadapt_model::Estimate;
 
 use crate::latency::{
     LatencyBreakdown, cold_start_s, estimate_usable, extrapolation_allowed, min_replicas,
-    min_replicas_unbounded, penalty, stage_latency,
+    min_replicas_unbounded, penalty, stage_latency_in,
 };
 use crate::problem::{AccuracyMode, Problem};
 
@@ -74,7 +74,14 @@ fn option_at(
 ) -> StageOption {
     let st = &problem.pipeline.stages[stage];
     let v = &st.variants[variant];
-    let latency = stage_latency(load_rps, batch, replicas, &estimate, problem.service_cv2);
+    let latency = stage_latency_in(
+        problem.latency_model,
+        load_rps,
+        batch,
+        replicas,
+        &estimate,
+        problem.service_cv2,
+    );
     let cores_used = u64::from(cores) * u64::from(replicas);
     let gpu_mb = v.gpu_mem_mb * f64::from(replicas);
     let cold = cold_start_s(
@@ -110,7 +117,7 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
     let mut out = Vec::new();
     for variant in 0..st.variants.len() {
         for &batch in &st.batch_sizes {
-            for &cores in &st.core_options {
+            for cores in problem.core_options(stage, variant) {
                 let estimate = st.variants[variant].profile.estimate(batch, cores);
                 if !estimate_usable(&estimate)
                     || !extrapolation_allowed(problem.extrapolation, estimate.source)
@@ -129,8 +136,14 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
                     .saturating_add(problem.extra_replicas)
                     .min(st.max_replicas);
                 for replicas in n_min..=n_max {
-                    let latency =
-                        stage_latency(load_rps, batch, replicas, &estimate, problem.service_cv2);
+                    let latency = stage_latency_in(
+                        problem.latency_model,
+                        load_rps,
+                        batch,
+                        replicas,
+                        &estimate,
+                        problem.service_cv2,
+                    );
                     if latency.total_ms <= slo {
                         out.push(option_at(
                             problem, stage, variant, batch, cores, replicas, load_rps, estimate,
@@ -154,7 +167,7 @@ pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
     let mut out = Vec::new();
     for variant in 0..st.variants.len() {
         for &batch in &st.batch_sizes {
-            for &cores in &st.core_options {
+            for cores in problem.core_options(0, variant) {
                 let estimate = st.variants[variant].profile.estimate(batch, cores);
                 if !estimate_usable(&estimate)
                     || !extrapolation_allowed(problem.extrapolation, estimate.source)

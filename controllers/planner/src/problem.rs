@@ -44,6 +44,28 @@ pub enum SolverChoice {
     Milp,
 }
 
+/// How a stage's latency is judged against the SLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum LatencyModel {
+    /// Batch fill `(b−1)/λ` + batch p99 + the M/G/n queueing wait of batches (this
+    /// project's model).
+    #[default]
+    Queueing,
+    /// Batch fill `(b−1)/λ` + batch p99, no queueing wait: IPA's latency constraint
+    /// (`Optimizer.gurobi_optmizer` in IPA's `optimizer/optimizer.py`), with the fill
+    /// term on the batch size rather than IPA's 0/1 selection variable.
+    BatchWaitOnly,
+}
+
+/// A variant held at one core count per replica (IPA's `allocation_mode: base`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PinnedCores {
+    pub stage: String,
+    pub variant: String,
+    pub cores: u32,
+}
+
 /// Objective weights: maximise α·accuracy − β·cores − β_gpu·GPU GiB − γ·cold-start seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Weights {
@@ -96,6 +118,11 @@ pub struct Problem {
     pub solver: SolverChoice,
     /// Time limit of the MILP search, in milliseconds.
     pub time_limit_ms: u64,
+    /// How stage latency is judged. Default [`LatencyModel::Queueing`].
+    pub latency_model: LatencyModel,
+    /// Variants whose cores per replica are fixed; the others choose among their stage's
+    /// `core_options`. Default empty.
+    pub pinned_cores: Vec<PinnedCores>,
 }
 
 impl Problem {
@@ -115,6 +142,27 @@ impl Problem {
             service_cv2: 0.1,
             solver: SolverChoice::default(),
             time_limit_ms: 1000,
+            latency_model: LatencyModel::default(),
+            pinned_cores: Vec::new(),
+        }
+    }
+
+    /// The core counts variant `variant` of stage `stage` may run with: its pinned count,
+    /// or the stage's options. Every solver and the brute force enumerate through this.
+    pub fn core_options(&self, stage: usize, variant: usize) -> Vec<u32> {
+        let Some(st) = self.pipeline.stages.get(stage) else {
+            return Vec::new();
+        };
+        let Some(v) = st.variants.get(variant) else {
+            return Vec::new();
+        };
+        match self
+            .pinned_cores
+            .iter()
+            .find(|p| p.stage == st.name && p.variant == v.name)
+        {
+            Some(pinned) => vec![pinned.cores],
+            None => st.core_options.clone(),
         }
     }
 }

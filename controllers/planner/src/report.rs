@@ -4,7 +4,7 @@
 
 use infadapt_model::{Assignment, EstimateSource, Plan, StagePlan};
 
-use crate::latency::{LatencyBreakdown, stage_latency};
+use crate::latency::{LatencyBreakdown, stage_latency_in};
 use crate::options::StageOption;
 use crate::problem::{AccuracyMode, Problem};
 use crate::solution::{Constraint, ObjectiveTerms, Solution, StageReport};
@@ -32,7 +32,8 @@ impl Selected {
 
     /// The option taking `load_rps` of a stage load `total_rps`.
     pub fn part(problem: &Problem, option: StageOption, load_rps: f64, total_rps: f64) -> Selected {
-        let latency = stage_latency(
+        let latency = stage_latency_in(
+            problem.latency_model,
             load_rps,
             option.batch,
             option.replicas,

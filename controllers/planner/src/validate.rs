@@ -51,6 +51,18 @@ pub fn validate(problem: &Problem) -> Result<(), PlanError> {
             problem.service_cv2
         ));
     }
+    for pinned in &problem.pinned_cores {
+        let known = problem.pipeline.stages.iter().any(|st| {
+            st.name == pinned.stage && st.variants.iter().any(|v| v.name == pinned.variant)
+        });
+        if !known || pinned.cores == 0 {
+            return bad(format!(
+                "pinned cores: stage `{}` variant `{}` at {} cores is not a variant of the \
+                 pipeline with at least one core",
+                pinned.stage, pinned.variant, pinned.cores
+            ));
+        }
+    }
     if let ExtrapolationPolicy::Warn { max_factor } = problem.extrapolation
         && !(max_factor.is_finite() && max_factor >= 1.0)
     {

@@ -463,3 +463,44 @@ fn milp_time_limit_falls_back_to_the_dp() {
         assert!(!s.warnings.is_empty());
     }
 }
+
+#[test]
+fn ipa_rules_pin_cores_and_drop_the_queueing_wait() {
+    use infadapt_planner::{LatencyModel, PinnedCores};
+    // Pinned: `large` runs only at 2 cores, `small` only at 1, whatever scores best.
+    let mut problem = one_stage(1000.0, 30.0);
+    problem.pinned_cores = vec![
+        PinnedCores {
+            stage: "classify".into(),
+            variant: "large".into(),
+            cores: 2,
+        },
+        PinnedCores {
+            stage: "classify".into(),
+            variant: "small".into(),
+            cores: 1,
+        },
+    ];
+    let solution = solve(&problem).expect("feasible");
+    for a in &solution.plan.stages[0].assignments {
+        let expected = if a.variant == "large" { 2 } else { 1 };
+        assert_eq!(a.cores, expected, "{:?}", solution.plan);
+    }
+    // One configuration only (small, batch 1, 1 core, the fewest replicas): its queueing
+    // wait is what separates the two models at an SLO between the two latencies.
+    let mut only = one_stage(1000.0, 30.0);
+    only.extra_replicas = 0;
+    let st = &mut only.pipeline.stages[0];
+    st.variants.retain(|v| v.name == "small");
+    st.batch_sizes = vec![1];
+    st.core_options = vec![1];
+    let queueing = solve(&only).expect("feasible");
+    let wait = queueing.stages[0].queueing_ms;
+    assert!(wait > 0.0, "{queueing:?}");
+    only.pipeline.slo_ms = queueing.latency_ms - wait / 2.0;
+    assert!(matches!(solve(&only), Err(PlanError::Infeasible(_))));
+    only.latency_model = LatencyModel::BatchWaitOnly;
+    let ipa = solve(&only).expect("IPA's model leaves the wait out");
+    assert_eq!(ipa.stages[0].queueing_ms, 0.0);
+    assert!((ipa.latency_ms - (queueing.latency_ms - wait)).abs() < 1e-9);
+}
