@@ -16,7 +16,7 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_forecast::models::{self, AnyForecaster, ModelKind};
 use infadapt_forecast::{Forecast, Forecaster};
 use infadapt_model::Plan;
-use infadapt_planner::{Constraint, PlanError, Problem, Solution, solve};
+use infadapt_planner::{Constraint, LatencyModel, PlanError, Problem, Solution, solve};
 use serde::Serialize;
 
 use crate::{ControlError, Decision, Observation, Policy};
@@ -84,6 +84,17 @@ impl Default for ForecastSettings {
     }
 }
 
+/// InfAdapter's stabilization rule (`Adapter.make_decision` in `auto_tuner/adapter/main.py`
+/// of the InfAdapter repository, `STABILIZATION_INTERVAL` = 4): while the load to plan for
+/// is at most the load last planned for, the whole decision is skipped (nothing is
+/// re-planned or changed), up to `max_skips` ticks in a row; the next such tick re-plans for
+/// the current forecast. A load above the last planned one re-plans at once. Either way a
+/// re-plan resets the count and becomes the new last planned load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct SkipRule {
+    pub max_skips: u32,
+}
+
 /// Default of [`ForecastSettings::smoothing_s`].
 pub const DEFAULT_SMOOTHING_S: f64 = 3.0;
 
@@ -106,6 +117,8 @@ pub struct ControlConfig {
     pub headroom: HeadroomConfig,
     /// The plan to start from; `None` plans for `problem.load_rps`.
     pub initial_plan: Option<Plan>,
+    /// InfAdapter's skip rule; `None` (the default) decides every tick.
+    pub skip: Option<SkipRule>,
 }
 
 impl ControlConfig {
@@ -129,14 +142,26 @@ impl ControlConfig {
             damping: DampingConfig::default(),
             headroom: HeadroomConfig::default(),
             initial_plan: None,
+            skip: None,
         }
     }
 
-    /// IPA as published: 10-s period, point forecast of the next-20-s maximum (`model`:
-    /// ARIMA or LSTM), one variant per stage, no damping, no feedback, no change cost.
+    /// IPA as published (the IPA repository, `optimizer/adapter.py` `Adapter` and
+    /// `Predictor`, `optimizer/optimizer.py` `Optimizer.gurobi_optmizer`): a decision every
+    /// 10 s (`adaptation_interval: 10`); the load is IPA's predictor on the raw per-second
+    /// rates (`model`: [`ModelKind::IpaArima`], ARIMA(1,0,0) refitted every decision on the
+    /// 10-s maxima of the last 2 minutes, or [`ModelKind::IpaLstm`] with a trained model)
+    /// for the next 20 s, with no margin (`predictor_margin: 0`); one variant per stage; the
+    /// latency constraint is batch fill plus batch p99 without a queueing wait
+    /// ([`LatencyModel::BatchWaitOnly`]); no damping, no feedback, no change cost.
+    ///
+    /// The caller sets what depends on the pipeline's profiles: replicas at the profiled
+    /// maximum throughput (`utilisation_cap` 1, `reference_throughput: max`) and the fixed
+    /// cores per variant of `allocation_mode: base` (`problem.pinned_cores`).
     pub fn ipa(mut problem: Problem, model: ModelKind) -> Self {
         problem.allow_mix = false;
         problem.weights.gamma_per_cold_start_s = 0.0;
+        problem.latency_model = LatencyModel::BatchWaitOnly;
         ControlConfig {
             name: "ipa".to_owned(),
             forecast: ForecastSettings {
@@ -154,10 +179,14 @@ impl ControlConfig {
         }
     }
 
-    /// InfAdapter as published: 30-s period, variant mix (single-stage pipelines only, as
-    /// InfAdapter serves one model; a chain gets one variant per stage), point forecast of
-    /// the next-60-s maximum (`model`) with a +10 % margin, a decrease applied only after
-    /// being skipped 4 times in a row, no other damping, no feedback.
+    /// InfAdapter as published (the InfAdapter repository, `auto_tuner/adapter/main.py`
+    /// `Adapter.make_decision`, `auto_tuner/adapter/reconfig.py` `Reconfiguration.reconfig`;
+    /// settings in `adapter_settings.json`): a decision every 30 s, variant mix (single-stage
+    /// pipelines only, as InfAdapter serves one model; a chain gets one variant per stage),
+    /// point forecast of the next-60-s maximum (`model`) with a +10 % margin, and the
+    /// stabilization rule ([`SkipRule`] with 4 skips): the whole decision is skipped while
+    /// the forecast is at most the load last planned for, up to 4 ticks in a row; no
+    /// damping, no feedback. The capacity factor (× 0.8) is the caller's `utilisation_cap`.
     pub fn infadapter(mut problem: Problem, model: ModelKind) -> Self {
         problem.allow_mix = problem.pipeline.stages.len() == 1;
         ControlConfig {
@@ -173,8 +202,9 @@ impl ControlConfig {
             },
             margin: 1.1,
             floor: LoadFloor::None,
-            damping: DampingConfig::skip_scale_down(4, 30.0),
+            damping: DampingConfig::disabled(),
             headroom: HeadroomConfig::disabled(),
+            skip: Some(SkipRule { max_skips: 4 }),
             ..ControlConfig::new(problem)
         }
     }
@@ -257,6 +287,10 @@ pub struct ControlLoop {
     /// When the capacity the last change started is ready (headroom feedback ignores the
     /// windows before it).
     capacity_ready_at_s: Option<f64>,
+    /// The load the last re-plan was for (the skip rule compares against it).
+    last_planned_rps: Option<f64>,
+    /// Decisions skipped in a row by the skip rule.
+    skips_in_a_row: u32,
 }
 
 impl ControlLoop {
@@ -295,7 +329,15 @@ impl ControlLoop {
                 plan_closest(&problem)?.0.plan
             }
         };
+        // InfAdapter starts from what its initial configuration carries
+        // (`Adapter.initialize`: the summed capacity of the deployed variants).
+        let last_planned_rps = plan_capacity_rps(&config.problem.pipeline, &initial_plan)
+            .ok()
+            .map(|c| c * config.problem.utilisation_cap)
+            .filter(|c| c.is_finite());
         Ok(ControlLoop {
+            last_planned_rps,
+            skips_in_a_row: 0,
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -468,6 +510,26 @@ fn plan_closest(problem: &Problem) -> Result<(Solution, f64, Option<String>), Pl
 }
 
 impl ControlLoop {
+    /// The skip rule ([`SkipRule`]): `Some(reason)` when this decision is skipped; otherwise
+    /// the count restarts and `load_rps` becomes the last planned load.
+    fn apply_skip_rule(&mut self, load_rps: f64) -> Option<String> {
+        let rule = self.config.skip?;
+        if let Some(last) = self.last_planned_rps
+            && load_rps <= last
+            && self.skips_in_a_row < rule.max_skips
+        {
+            self.skips_in_a_row += 1;
+            return Some(format!(
+                "skipped: {load_rps:.1} rps is not above the {last:.1} rps last planned for \
+                 ({} of {} skips in a row)",
+                self.skips_in_a_row, rule.max_skips
+            ));
+        }
+        self.skips_in_a_row = 0;
+        self.last_planned_rps = Some(load_rps);
+        None
+    }
+
     /// A scale-up plans the deadband's headroom above the load: when the deployed plan
     /// cannot carry `load_rps` within the cap, the plan is sized for
     /// `load_rps × (1 + deadband_fraction)`. The damper keeps that headroom on the way
@@ -602,6 +664,7 @@ impl Policy for ControlLoop {
             load_rps = floor;
         }
         load_rps = self.with_scale_up_headroom(load_rps, &deployed);
+        let skipped = self.apply_skip_rule(load_rps);
 
         let mut decision = Decision {
             time_s: now_s,
@@ -612,6 +675,12 @@ impl Policy for ControlLoop {
             headroom,
             ..Decision::default()
         };
+        if let Some(line) = skipped {
+            decision.provisioned_rps = self.last_planned_rps.unwrap_or(load_rps);
+            decision.held_back.push(line);
+            self.last_plan = deployed;
+            return decision;
+        }
 
         let mut problem = self.config.problem.clone();
         problem.load_rps = load_rps;
@@ -740,7 +809,10 @@ mod tests {
             ControlConfig::infadapter(Problem::new(pipeline(500.0), 10.0), ModelKind::Max);
         assert_eq!((infadapter.interval_s, infadapter.margin), (30.0, 1.1));
         assert!(infadapter.problem.allow_mix);
-        assert_eq!(infadapter.damping.stabilization_window_s, 120.0);
+        assert!(!infadapter.damping.enabled);
+        assert_eq!(infadapter.skip, Some(SkipRule { max_skips: 4 }));
+        assert_eq!(ipa.problem.latency_model, LatencyModel::BatchWaitOnly);
+        assert_eq!(ipa.skip, None);
         let ours = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
         // Lead time: one period plus the longest cold start.
         assert_eq!(ours.horizon_s(), 15.0);
@@ -748,6 +820,57 @@ mod tests {
             let policy = ControlLoop::new(config).expect("builds");
             assert!(!policy.initial_plan().stages.is_empty());
         }
+    }
+
+    /// InfAdapter's loop on the naive forecast, from one replica of `fast` (40 rps at the
+    /// 0.8 cap); returns whether each tick at the given rates re-planned.
+    fn infadapter_replans(rates: &[f64]) -> Vec<bool> {
+        let mut config =
+            ControlConfig::infadapter(Problem::new(pipeline(500.0), 10.0), ModelKind::Naive);
+        config.initial_plan = Some(plan(1));
+        let mut policy = ControlLoop::new(config).expect("builds");
+        let mut deployed = plan(1);
+        rates
+            .iter()
+            .enumerate()
+            .map(|(tick, &rps)| {
+                let d = policy.decide(&observation(
+                    30.0 * (tick + 1) as f64,
+                    rps,
+                    deployed.clone(),
+                ));
+                assert!(d.error.is_none(), "{:?}", d.error);
+                let skipped = d.held_back.iter().any(|l| l.starts_with("skipped"));
+                assert_eq!(skipped, d.proposed.is_none(), "{d:?}");
+                if skipped {
+                    assert_eq!(d.plan, deployed, "a skipped tick changes nothing");
+                }
+                deployed = d.plan;
+                !skipped
+            })
+            .collect()
+    }
+
+    #[test]
+    fn infadapter_skips_four_decisions_then_replans_for_the_current_forecast() {
+        // 20 rps × 1.1 = 22 is below the 40 the initial plan carries: four skips, then the
+        // fifth tick re-plans for 22 (and scales down), then skips resume against 22.
+        let replans = infadapter_replans(&[20.0; 7]);
+        assert_eq!(replans, [false, false, false, false, true, false, false]);
+    }
+
+    #[test]
+    fn infadapter_replans_at_once_above_the_last_planned_load_and_resets_the_count() {
+        // Two skips, then 60 × 1.1 = 66 > 40 re-plans at once; 66 again is not above 66, so
+        // the count restarts from zero: four skips before the next re-plan.
+        let rates = [20.0, 20.0, 60.0, 60.0, 60.0, 60.0, 60.0, 60.0];
+        let replans = infadapter_replans(&rates);
+        assert_eq!(
+            replans,
+            [false, false, true, false, false, false, false, true]
+        );
+        // A rising load re-plans every tick.
+        assert_eq!(infadapter_replans(&[50.0, 60.0, 70.0]), [true, true, true]);
     }
 
     #[test]
