@@ -12,7 +12,7 @@
 //! measured seconds only. The policy keeps its state across the switch and sees one
 //! continuous clock.
 
-use infadapt_control::{Decision, Observation, Policy, StageObservation};
+use infadapt_control::{Decision, Observation, Policy};
 use infadapt_model::{Pipeline, Plan};
 use infadapt_sim::{HostSim, SimConfig, SimObservation};
 use serde::Serialize;
@@ -119,31 +119,7 @@ pub struct PolicyReport {
 
 /// Converts a simulator observation into the control loop's, with `offset_s` added to time.
 pub fn to_observation(sim: &SimObservation, offset_s: f64) -> Observation {
-    Observation {
-        time_s: sim.time_s + offset_s,
-        window_s: sim.window_s,
-        arrivals_per_second: sim
-            .arrivals_per_second
-            .iter()
-            .map(|&n| f64::from(n))
-            .collect(),
-        completed: sim.completed,
-        dropped: sim.dropped,
-        slo_misses: sim.slo_misses + sim.dropped,
-        latency_p99_ms: sim.latency_p99_ms,
-        stages: sim
-            .stages
-            .iter()
-            .map(|s| StageObservation {
-                stage: s.stage.clone(),
-                queue_len: s.queue_len as f64,
-                busy_fraction: s.busy_fraction,
-                ready_replicas: s.ready_replicas,
-                starting_replicas: s.starting_replicas,
-            })
-            .collect(),
-        deployed: sim.target.clone(),
-    }
+    infadapt_bridge::observation_from_sim(sim, offset_s)
 }
 
 /// Progress callback: `(measured seconds done, measured seconds in all)`.

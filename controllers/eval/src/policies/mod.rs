@@ -22,12 +22,15 @@ pub mod planning;
 pub mod reactive;
 pub mod vertical;
 
-use infadapt_control::{ControlConfig, ControlLoop, DampingConfig, Policy};
+use infadapt_control::{ControlConfig, ControlLoop, Policy};
 use infadapt_forecast::models::ModelKind;
 
 use crate::{EvalError, Scenario, WorkloadStats};
 use fixed::StaticPolicy;
-use planning::{cheapest, choices, most_accurate, most_accurate_fitting, plan_at, restrict};
+use planning::{
+    IPA_BASE_THRESHOLD_RPS, cheapest, choices, ipa_base_allocation, most_accurate,
+    most_accurate_fitting, plan_at, restrict,
+};
 use reactive::{Hpa, HpaRules};
 use vertical::{Vpa, VpaRules};
 
@@ -43,6 +46,14 @@ pub const NAMES: [&str; 8] = [
     "static-min",
 ];
 
+/// The policies sized from workload statistics rather than by a rule that runs online:
+/// oracles when the statistics come from the window they are scored on.
+pub const SIZED_FROM_STATISTICS: [&str; 4] = ["hpa", "vpa", "static-max", "static-min"];
+
+/// IPA with the LSTM predictor: not in [`NAMES`], as it needs a trained model
+/// (`scenario.loop_settings.forecast.lstm`); `ipa` runs the ARIMA predictor.
+pub const IPA_LSTM: &str = "ipa-lstm";
+
 /// Per stage, the variant and (batch, cores) a fixed-variant policy keeps.
 type FixedChoices = (Vec<String>, Vec<(u32, u32)>);
 
@@ -53,9 +64,10 @@ fn loop_policy(config: ControlConfig) -> Result<Box<dyn Policy>, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Builds the policy `name` for `scenario`; `stats` describe the measured workload (the
-/// static and fixed-variant policies are sized from them, as an operator would from
-/// history).
+/// Builds the policy `name` ([`NAMES`] or [`IPA_LSTM`]) for `scenario`; `stats` describe
+/// the workload the static and fixed-variant policies are sized from, as an operator would
+/// from history ([`crate::evaluate`] passes the warm-up), and the load the loop policies'
+/// first plan is sized for when the scenario has no initial plan.
 ///
 /// # Errors
 ///
@@ -88,12 +100,28 @@ pub fn build(
             config.initial_plan = scenario.initial.clone();
             loop_policy(config).map_err(fail)?
         }
-        "ipa" => {
+        "ipa" | IPA_LSTM => {
             let mut problem = template.clone();
             // Replicas sized at the profiled maximum throughput (no capacity margin).
             problem.utilisation_cap = 1.0;
             problem.load_rps = stats.mean_rps;
-            let mut config = ControlConfig::ipa(problem, ModelKind::Arima);
+            // `allocation_mode: base`: each variant at its base cores.
+            problem.pinned_cores = ipa_base_allocation(pipeline, IPA_BASE_THRESHOLD_RPS);
+            let mut config = if name == IPA_LSTM {
+                let Some(model) = scenario.loop_settings.forecast.lstm.clone() else {
+                    return Err(fail(
+                        "needs a trained LSTM model (the scenario's forecast model file); \
+                         `ipa` runs IPA's ARIMA predictor without one"
+                            .to_owned(),
+                    ));
+                };
+                let mut config = ControlConfig::ipa(problem, ModelKind::IpaLstm);
+                config.name = IPA_LSTM.to_owned();
+                config.forecast.lstm = Some(model);
+                config
+            } else {
+                ControlConfig::ipa(problem, ModelKind::IpaArima)
+            };
             config.initial_plan = scenario.initial.clone();
             loop_policy(config).map_err(fail)?
         }
@@ -108,14 +136,15 @@ pub fn build(
             loop_policy(config).map_err(fail)?
         }
         "ms+" => {
-            let (variants, points) = fixed()?;
+            // InfAdapter's loop with one variant: the variant is chosen again by the same
+            // objective at every decision that is not skipped.
             let mut problem = template.clone();
-            problem.pipeline = restrict(pipeline, &variants, Some(&points));
             problem.load_rps = stats.mean_rps;
             let mut config = ControlConfig::infadapter(problem, ModelKind::Arima);
             config.name = "ms+".to_owned();
+            config.problem.utilisation_cap = 0.8;
             config.problem.allow_mix = false;
-            config.damping = DampingConfig::disabled();
+            config.initial_plan = scenario.initial.clone();
             loop_policy(config).map_err(fail)?
         }
         "hpa" => {
@@ -242,5 +271,109 @@ pub(crate) mod tests {
             deployed: plan.clone(),
             ..Observation::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod build_tests {
+    use infadapt_control::Observation;
+    use infadapt_model::Plan;
+    use infadapt_planner::Problem;
+    use infadapt_sim::SimConfig;
+
+    use super::planning::{IPA_BASE_THRESHOLD_RPS, ipa_base_allocation};
+    use super::tests::{observation, one_stage, variant};
+    use super::*;
+    use crate::LoopSettings;
+
+    fn scenario(total_cores: Option<u32>) -> Scenario {
+        let (pipeline, _) = one_stage(1);
+        let mut problem = Problem::new(pipeline, 0.0);
+        problem.limits.total_cores = total_cores;
+        Scenario {
+            name: "t".into(),
+            problem,
+            initial: None,
+            sim: SimConfig::with_seed(1),
+            warmup_s: 0,
+            loop_settings: LoopSettings::default(),
+        }
+    }
+
+    fn stats(rps: f64) -> WorkloadStats {
+        WorkloadStats::of(&[rps; 10])
+    }
+
+    /// An observation of `seconds` seconds at `rps` ending at `time_s`.
+    fn at(time_s: f64, seconds: usize, rps: f64, plan: &Plan) -> Observation {
+        let mut o = observation(time_s, 0.5, plan);
+        o.window_s = seconds as f64;
+        o.arrivals_per_second = vec![rps; seconds];
+        o
+    }
+
+    #[test]
+    fn ipa_base_allocation_follows_the_published_walk() {
+        let (mut pipeline, _) = one_stage(1);
+        // One stage: its share is the whole SLO. small (10 rps/core, p99 150 ms/core) meets
+        // 200 ms and 4 rps on 1 core; big (4 rps/core, p99 375 ms/core) needs 2.
+        pipeline.slo_ms = 200.0;
+        let pins = ipa_base_allocation(&pipeline, IPA_BASE_THRESHOLD_RPS);
+        let cores = |name: &str| pins.iter().find(|p| p.variant == name).map(|p| p.cores);
+        assert_eq!((cores("small"), cores("big")), (Some(1), Some(2)));
+        // A higher threshold (25 rps) needs 4 cores of small; big then walks up to 8.
+        let pins = ipa_base_allocation(&pipeline, 25.0);
+        let cores = |name: &str| pins.iter().find(|p| p.variant == name).map(|p| p.cores);
+        assert_eq!((cores("small"), cores("big")), (Some(4), Some(8)));
+        // The walk never goes down: a more accurate variant that would meet the threshold
+        // on 1 core keeps the 2 cores the less accurate one before it needed.
+        pipeline.stages[0].variants = vec![variant("slow", 0.6, 4.0), variant("fast", 0.7, 10.0)];
+        let pins = ipa_base_allocation(&pipeline, IPA_BASE_THRESHOLD_RPS);
+        let cores = |name: &str| pins.iter().find(|p| p.variant == name).map(|p| p.cores);
+        assert_eq!((cores("slow"), cores("fast")), (Some(2), Some(2)));
+    }
+
+    #[test]
+    fn ipa_plans_only_the_base_cores() {
+        let scenario = scenario(None);
+        let mut policy = build("ipa", &scenario, &stats(20.0)).expect("builds");
+        let pins = ipa_base_allocation(&scenario.problem.pipeline, IPA_BASE_THRESHOLD_RPS);
+        let mut deployed = policy.initial_plan();
+        for (tick, rps) in [5.0, 30.0, 80.0, 150.0].into_iter().enumerate() {
+            let d = policy.decide(&at(10.0 * (tick + 1) as f64, 10, rps, &deployed));
+            assert!(d.error.is_none(), "{:?}", d.error);
+            for a in &d.plan.stages[0].assignments {
+                let pin = pins
+                    .iter()
+                    .find(|p| p.variant == a.variant)
+                    .expect("pinned");
+                assert_eq!(a.cores, pin.cores, "{:?}", d.plan);
+            }
+            deployed = d.plan;
+        }
+    }
+
+    #[test]
+    fn ms_plus_picks_its_one_variant_again_at_every_decision() {
+        // At 20 rps the accurate `big` is worth its cores; at 300 rps it is not.
+        let mut policy = build("ms+", &scenario(None), &stats(20.0)).expect("builds");
+        let mut deployed = policy.initial_plan();
+        assert_eq!(deployed.stages[0].assignments[0].variant, "big");
+        let mut variants = Vec::new();
+        for (tick, rps) in [300.0, 300.0, 20.0, 20.0, 20.0, 20.0, 20.0]
+            .into_iter()
+            .enumerate()
+        {
+            let d = policy.decide(&at(30.0 * (tick + 1) as f64, 30, rps, &deployed));
+            assert!(d.error.is_none(), "{:?}", d.error);
+            assert_eq!(d.plan.stages[0].assignments.len(), 1, "one variant");
+            deployed = d.plan;
+            variants.push(deployed.stages[0].assignments[0].variant.clone());
+        }
+        assert_eq!(variants[0], "small", "{variants:?}");
+        // After the re-plan at tick 0 the load is never above it: InfAdapter's skip rule
+        // holds ticks 1-4 (one at 300 rps, three at 20), the fifth re-plans and picks again.
+        assert_eq!(variants[4], "small", "{variants:?}");
+        assert_eq!(variants[5], "big", "{variants:?}");
     }
 }

@@ -1,9 +1,10 @@
 //! Planner helpers the comparison policies share: solving with a fallback when the load is
 //! more than the host can carry, restricting a pipeline to fixed choices, and the reference
-//! plans (most accurate, cheapest, most accurate that fits a load).
+//! plans (most accurate, cheapest, most accurate that fits a load), and IPA's base
+//! allocation of cores per variant.
 
 use infadapt_model::{Pipeline, Plan, Stage};
-use infadapt_planner::{PlanError, Problem, Solution, Weights, solve};
+use infadapt_planner::{PinnedCores, PlanError, Problem, Solution, Weights, solve};
 
 /// Solves `problem`; when no plan carries its load, plans for the most load some plan
 /// carries instead (the planner's diagnosis says how much), so a policy under overload
@@ -137,4 +138,115 @@ pub fn choices(pipeline: &Pipeline, plan: &Plan) -> (Vec<String>, Vec<(u32, u32)
                 )
         })
         .unzip()
+}
+
+/// IPA's `threshold` (requests/s a base allocation must sustain) in 33 of its 36
+/// experiment configurations.
+pub const IPA_BASE_THRESHOLD_RPS: f64 = 4.0;
+
+/// Each stage's share of the SLO as IPA derives its per-task SLA (`Task.sla` in IPA's
+/// `optimizer/models.py`: the latency of the smallest batch on the smallest allocation,
+/// averaged over the variants; the pipeline SLA is the sum over tasks): the SLO split in
+/// proportion to that mean latency. Equal shares when a stage has no usable profile point.
+fn ipa_stage_slo_shares(pipeline: &Pipeline) -> Vec<f64> {
+    let base: Vec<f64> = pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            let (Some(&b), Some(&c)) = (s.batch_sizes.iter().min(), s.core_options.iter().min())
+            else {
+                return f64::NAN;
+            };
+            let lat: Vec<f64> = s
+                .variants
+                .iter()
+                .map(|v| v.profile.estimate(b, c).p99_ms)
+                .filter(|l| l.is_finite() && *l > 0.0)
+                .collect();
+            if lat.is_empty() {
+                f64::NAN
+            } else {
+                lat.iter().sum::<f64>() / lat.len() as f64
+            }
+        })
+        .collect();
+    let n = pipeline.stages.len().max(1) as f64;
+    let total: f64 = base.iter().sum();
+    base.iter()
+        .map(|&m| {
+            if total.is_finite() && total > 0.0 && m.is_finite() {
+                pipeline.slo_ms * m / total
+            } else {
+                pipeline.slo_ms / n
+            }
+        })
+        .collect()
+}
+
+/// IPA's base allocation (`allocation_mode: base`; `Task.base_allocations` in IPA's
+/// `optimizer/models.py`) on this project's profiles: the cores per replica each variant is
+/// held at.
+///
+/// For each core option `c` (ascending) of a stage and each variant, IPA counts the batch
+/// sizes at which one replica sustains `threshold_rps` within the stage's SLO share
+/// ([`ipa_stage_slo_shares`]). It then walks the variants from the least to the most
+/// accurate with one index into the core options that never goes down: the first variant
+/// takes the smallest count that is not 0; each next one moves one option up when the next
+/// option sustains more batch sizes for it, and further up while its count is 0. A variant
+/// with no such option (IPA raises an error there) is held at the stage's largest option.
+pub fn ipa_base_allocation(pipeline: &Pipeline, threshold_rps: f64) -> Vec<PinnedCores> {
+    let shares = ipa_stage_slo_shares(pipeline);
+    let mut out = Vec::new();
+    for (stage, &share) in pipeline.stages.iter().zip(&shares) {
+        let mut cores = stage.core_options.clone();
+        cores.sort_unstable();
+        cores.dedup();
+        let Some(&largest) = cores.last() else {
+            continue;
+        };
+        let sustains = |v: usize, c: u32| -> usize {
+            stage
+                .batch_sizes
+                .iter()
+                .filter(|&&b| {
+                    let e = stage.variants[v].profile.estimate(b, c);
+                    e.throughput_rps.is_finite()
+                        && e.throughput_rps >= threshold_rps
+                        && e.p99_ms.is_finite()
+                        && e.p99_ms <= share
+                })
+                .count()
+        };
+        let mut order: Vec<usize> = (0..stage.variants.len()).collect();
+        order.sort_by(|&a, &b| {
+            stage.variants[a]
+                .accuracy
+                .total_cmp(&stage.variants[b].accuracy)
+        });
+        let mut index = 0usize;
+        for (rank, &v) in order.iter().enumerate() {
+            let mut chosen = None;
+            while index < cores.len() {
+                if rank > 0
+                    && index + 1 < cores.len()
+                    && sustains(v, cores[index + 1]) > sustains(v, cores[index])
+                {
+                    index += 1;
+                }
+                if sustains(v, cores[index]) == 0 {
+                    index += 1;
+                    continue;
+                }
+                chosen = Some(cores[index]);
+                break;
+            }
+            out.push(PinnedCores {
+                stage: stage.name.clone(),
+                variant: stage.variants[v].name.clone(),
+                cores: chosen.unwrap_or(largest),
+            });
+            index = index.min(cores.len().saturating_sub(1));
+        }
+    }
+    out
 }
