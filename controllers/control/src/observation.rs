@@ -1,4 +1,6 @@
-//! What a backend reports each control period, and what a policy decides.
+//! What a backend reports each control period, and what a policy decides. Callers build an
+//! [`Observation`] from a backend's report with `infadapt_bridge`, the daemon and the
+//! simulator harness alike.
 
 use infadapt_model::Plan;
 use serde::Serialize;
@@ -32,7 +34,9 @@ pub struct Observation {
     pub slo_misses: u64,
     pub latency_p99_ms: Option<f64>,
     pub stages: Vec<StageObservation>,
-    /// The configuration the backend runs now.
+    /// The plan in force: the one the backend last accepted, which it may still be
+    /// starting (`stages` say how many replicas are ready). Policies damp their proposals
+    /// against it; why it is not the ready replicas is in `infadapt_bridge`'s docs.
     pub deployed: Plan,
 }
 

@@ -1,12 +1,12 @@
 //! Closed-loop tests: the control loop driving the serving simulator on a small synthetic
 //! pipeline, on virtual time.
 
-use infadapt_control::{ControlConfig, ControlLoop, Decision, Observation, Policy};
+use infadapt_control::{ControlConfig, ControlLoop, Decision, Policy};
 use infadapt_damping::stage_capacity_rps;
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::{Pipeline, Plan, Profile, ProfilePoint, Stage, Variant};
 use infadapt_planner::Problem;
-use infadapt_sim::{HostSim, SimConfig, SimObservation, SimTotals};
+use infadapt_sim::{HostSim, SimConfig, SimTotals};
 
 /// A variant whose batch of `b` on `c` cores takes `per_request_ms · b / c^0.8` (mean),
 /// p99 = 1.5 × mean, with a cold start of `load_time_s`.
@@ -56,34 +56,6 @@ fn problem(load_rps: f64) -> Problem {
     Problem::new(pipeline(), load_rps)
 }
 
-fn to_observation(sim: &SimObservation) -> Observation {
-    Observation {
-        time_s: sim.time_s,
-        window_s: sim.window_s,
-        arrivals_per_second: sim
-            .arrivals_per_second
-            .iter()
-            .map(|&n| f64::from(n))
-            .collect(),
-        completed: sim.completed,
-        dropped: sim.dropped,
-        slo_misses: sim.slo_misses + sim.dropped,
-        latency_p99_ms: sim.latency_p99_ms,
-        stages: sim
-            .stages
-            .iter()
-            .map(|s| infadapt_control::StageObservation {
-                stage: s.stage.clone(),
-                queue_len: s.queue_len as f64,
-                busy_fraction: s.busy_fraction,
-                ready_replicas: s.ready_replicas,
-                starting_replicas: s.starting_replicas,
-            })
-            .collect(),
-        deployed: sim.target.clone(),
-    }
-}
-
 /// One closed-loop run: decisions, per-tick deployed capacities and the sim's totals.
 #[derive(Debug)]
 struct Run {
@@ -128,7 +100,7 @@ fn run(policy: &mut dyn Policy, rates: &[f64], seed: u64) -> Run {
     };
     for chunk in rates.chunks(interval) {
         sim.step_seconds(chunk);
-        let observation = to_observation(&sim.observe());
+        let observation = infadapt_bridge::observation_from_sim(&sim.observe(), 0.0);
         out.misses.push((
             observation.completed + observation.dropped,
             observation.slo_misses,

@@ -117,7 +117,9 @@ pub struct PolicyReport {
     pub timeline: Vec<TimelinePoint>,
 }
 
-/// Converts a simulator observation into the control loop's, with `offset_s` added to time.
+/// Converts a simulator observation into the control loop's, with `offset_s` added to time:
+/// through the simulated backend's report, as the daemon on that backend sees it (see
+/// [`infadapt_bridge`]; the plan in force is the simulator's target plan).
 pub fn to_observation(sim: &SimObservation, offset_s: f64) -> Observation {
     infadapt_bridge::observation_from_sim(sim, offset_s)
 }

@@ -6,7 +6,6 @@
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
-pub mod convert;
 pub mod http;
 pub mod notify;
 pub mod pipeline;

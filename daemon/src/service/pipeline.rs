@@ -17,15 +17,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use infadapt_bridge::{observation_from_plugin, plan_from_message, plan_to_message};
 use infadapt_control::{ControlLoop, Decision, Policy};
 use infadapt_model::{CatalogVariant, Plan};
 use infadapt_plugin_abi::BackendInstance;
 use infadapt_plugin_abi::messages::EndpointMessage;
+use infadapt_plugin_sim::ManualClock;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::convert::{observation_from_plugin, plan_to_message};
 use super::sim_backend::SimBackend;
 use super::state::{self, PipelineState, STATE_SCHEMA};
 use super::status::{DecisionRecord, DegradedReason, PluginStatus, Registry};
@@ -195,6 +196,9 @@ struct PipelineTask {
     /// Loop clock at start: the saved clock plus the downtime when resuming, else 0.
     clock_offset_s: f64,
     ticks: u64,
+    /// The linked simulator's clock: one period per tick, so the simulated host lives on
+    /// the loop's clock (nothing is simulated before the first tick).
+    sim_clock: ManualClock,
 }
 
 impl PipelineTask {
@@ -264,6 +268,7 @@ impl PipelineTask {
             started: Instant::now(),
             clock_offset_s,
             ticks: 0,
+            sim_clock: ManualClock::new(),
         };
         task.ensure_backend().await;
         let plan = task.applied.clone();
@@ -397,9 +402,9 @@ impl PipelineTask {
             let pipeline = self.config.control.problem.pipeline.clone();
             let start = self.start_plan.clone();
             let settings = self.config.backend.settings.clone();
-            let step = self.period_s.round().max(1.0) as u32;
+            let clock = self.sim_clock.clone();
             let factory: InstanceFactory = Arc::new(move || {
-                SimBackend::new(&pipeline, &start, &settings, step)
+                SimBackend::new(&pipeline, &start, &settings, clock.clone())
                     .map(|b| Box::new(b) as Box<dyn BackendInstance>)
             });
             let instance = factory().map_err(|e| {
@@ -443,7 +448,7 @@ impl PipelineTask {
         let start_plan = self.start_plan.clone();
         match self.observe().await {
             Ok(observation) => {
-                let deployed = super::convert::message_to_plan(&observation.deployed);
+                let deployed = plan_from_message(&observation.deployed);
                 if deployed == start_plan {
                     let origin = if self.resumed { "saved" } else { "initial" };
                     info!(
@@ -600,6 +605,7 @@ impl PipelineTask {
 
     async fn tick(&mut self) {
         self.ticks += 1;
+        self.sim_clock.advance(self.period_s);
         let tick = self.ticks;
         let started = Instant::now();
         let span = info_span!("tick", tick);
@@ -625,7 +631,14 @@ impl PipelineTask {
                     return;
                 }
             };
-            let mut observation = observation_from_plugin(&observation, self.now_s());
+            // The loop damps against the plan in force (see `infadapt_bridge`): the plan last
+            // applied, or in a dry run, where nothing is applied, what the backend runs.
+            let in_force = if self.options.dry_run {
+                plan_from_message(&observation.deployed)
+            } else {
+                self.applied.clone()
+            };
+            let mut observation = observation_from_plugin(&observation, self.now_s(), &in_force);
             if let Some(router) = &self.router {
                 // Clients come in through the router: its measurements are the load.
                 let window = router.take_window();

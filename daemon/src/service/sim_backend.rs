@@ -1,6 +1,8 @@
 //! The simulated backend linked into the daemon: the `plugins/sim` backend (the same code
-//! the cdylib exports) driven through [`BackendInstance`], one control period of synthetic
-//! load per `observe`, configured from the daemon's `[pipeline.backend]` keys.
+//! the cdylib exports) driven through [`BackendInstance`] on a [`ManualClock`] that the
+//! pipeline task moves one control period per tick (so the host simulates the synthetic
+//! load of the loop's clock, whatever the wall clock does), configured from the daemon's
+//! `[pipeline.backend]` keys.
 //!
 //! It starts running the plan the daemon starts from (as a real backend keeps running
 //! across a daemon restart), so a restarted daemon finds it already matching.
@@ -11,13 +13,13 @@ use infadapt_plugin_abi::{
     PluginObservation,
 };
 use infadapt_plugin_sim::{
-    ManualClock, PipelineSpec, SimBackend as LinkedSim, SimPluginConfig, StageSpec, VariantSpec,
-    WorkloadSpec,
+    DEFAULT_MAX_CATCH_UP_S, ManualClock, PipelineSpec, SimBackend as LinkedSim, SimPluginConfig,
+    StageSpec, VariantSpec, WorkloadSpec,
 };
 use infadapt_sim::{DiurnalParams, SimConfig, synthetic_diurnal};
 use serde::Deserialize;
 
-use super::convert::plan_to_message;
+use infadapt_bridge::plan_to_message;
 
 /// The `[pipeline.backend]` keys of `type = "sim"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -57,7 +59,14 @@ impl SimSettings {
         settings.workload(1).map(|_| settings)
     }
 
-    fn workload(&self, seconds: usize) -> Result<Vec<f64>, String> {
+    /// The load of the first `seconds` (at least one) seconds, requests/s, one per second:
+    /// the constant `rps`, else the diurnal curve of `seed`. The backend repeats the
+    /// `day_s` seconds of it.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting out of range.
+    pub fn workload(&self, seconds: usize) -> Result<Vec<f64>, String> {
         if let Some(rps) = self.rps {
             if !(rps.is_finite() && rps >= 0.0) {
                 return Err(format!("rps must be >= 0, got {rps}"));
@@ -80,28 +89,26 @@ impl SimSettings {
 }
 
 /// A simulated host serving one pipeline: the `plugins/sim` backend linked in, on a clock
-/// that moves one control period per `observe`.
+/// its owner moves.
 #[derive(Debug)]
 pub struct SimBackend {
     inner: LinkedSim,
-    clock: ManualClock,
-    step_s: u32,
 }
 
 impl SimBackend {
-    /// A host serving `pipeline` with `start` deployed; every `observe` simulates `step_s`
-    /// seconds.
+    /// A host serving `pipeline` with `start` deployed; every call first simulates the
+    /// seconds `clock` moved since the previous one (from now on: the host starts at the
+    /// clock's present time).
     pub fn new(
         pipeline: &Pipeline,
         start: &Plan,
         settings: &serde_json::Value,
-        step_s: u32,
+        clock: ManualClock,
     ) -> Result<SimBackend, BackendError> {
         let settings = SimSettings::from_json(settings).map_err(BackendError::invalid)?;
         let rates = settings
             .workload(settings.day_s.max(1) as usize)
             .map_err(BackendError::invalid)?;
-        let step_s = step_s.max(1);
         let config = SimPluginConfig {
             pipeline: pipeline_spec(pipeline),
             catalog: None,
@@ -109,16 +116,11 @@ impl SimBackend {
             workload: WorkloadSpec::Rates(rates),
             speed: 1.0,
             seed: settings.seed,
-            max_catch_up_s: u64::from(step_s),
+            max_catch_up_s: DEFAULT_MAX_CATCH_UP_S,
             sim: Some(SimConfig::with_seed(settings.seed)),
         };
-        let clock = ManualClock::new();
-        let inner = LinkedSim::from_config(config, Box::new(clock.clone()))?;
-        Ok(SimBackend {
-            inner,
-            clock,
-            step_s,
-        })
+        let inner = LinkedSim::from_config(config, Box::new(clock))?;
+        Ok(SimBackend { inner })
     }
 }
 
@@ -160,7 +162,6 @@ impl BackendInstance for SimBackend {
     }
 
     fn observe(&mut self) -> Result<PluginObservation, BackendError> {
-        self.clock.advance(f64::from(self.step_s));
         Backend::observe(&mut self.inner)
     }
 

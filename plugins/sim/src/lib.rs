@@ -10,6 +10,9 @@
 //! `max_catch_up_s` per call; longer gaps are skipped, not simulated). The clock is a
 //! [`Clock`] so tests drive it by hand ([`ManualClock`]).
 //!
+//! What `observe` reports, and how plans are read, is [`infadapt_bridge`]'s conversion,
+//! the one the daemon and the evaluation harness read observations with.
+//!
 //! # Config (JSON object)
 //!
 //! ```json
@@ -49,13 +52,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use infadapt_bridge::{plan_from_message, sim_observation_message};
 use infadapt_model::{Assignment, Catalog, CatalogVariant, Pipeline, Plan, Stage, StagePlan};
 use infadapt_plugin_abi::{
-    ApplyReport, AssignmentMessage, Backend, BackendError, BackendInstance, Capabilities,
-    Description, HealthReport, ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
-    StagePlanMessage,
+    ApplyReport, Backend, BackendError, BackendInstance, Capabilities, Description, HealthReport,
+    PlanMessage, PluginObservation, SCHEMA_VERSION,
 };
-use infadapt_sim::{DiurnalParams, HostSim, LaneMode, SimConfig, SimObservation, StageChange};
+use infadapt_sim::{DiurnalParams, HostSim, SimConfig, StageChange};
 use serde::Deserialize;
 
 /// Name the backend reports in `describe`.
@@ -147,8 +150,11 @@ fn default_seed() -> u64 {
     1
 }
 fn default_max_catch_up_s() -> u64 {
-    3600
+    DEFAULT_MAX_CATCH_UP_S
 }
+
+/// Default of `max_catch_up_s`: virtual seconds one call simulates at most.
+pub const DEFAULT_MAX_CATCH_UP_S: u64 = 3600;
 
 /// A pipeline with its variants inline or by catalog name.
 #[derive(Debug, Clone, Deserialize)]
@@ -289,55 +295,6 @@ impl PipelineSpec {
     }
 }
 
-/// Converts a plan message into the domain plan.
-pub fn plan_from_message(message: &PlanMessage) -> Plan {
-    Plan {
-        stages: message
-            .stages
-            .iter()
-            .map(|s| StagePlan {
-                stage: s.stage.clone(),
-                assignments: s
-                    .assignments
-                    .iter()
-                    .map(|a| Assignment {
-                        variant: a.variant.clone(),
-                        batch: a.batch,
-                        cores: a.cores,
-                        replicas: a.replicas,
-                        share: a.share,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
-/// Converts a domain plan into its message.
-pub fn plan_to_message(plan: &Plan) -> PlanMessage {
-    PlanMessage {
-        schema: SCHEMA_VERSION,
-        stages: plan
-            .stages
-            .iter()
-            .map(|s| StagePlanMessage {
-                stage: s.stage.clone(),
-                assignments: s
-                    .assignments
-                    .iter()
-                    .map(|a| AssignmentMessage {
-                        variant: a.variant.clone(),
-                        batch: a.batch,
-                        cores: a.cores,
-                        replicas: a.replicas,
-                        share: a.share,
-                    })
-                    .collect(),
-            })
-            .collect(),
-    }
-}
-
 fn default_initial(pipeline: &Pipeline) -> Plan {
     Plan {
         stages: pipeline
@@ -463,63 +420,6 @@ impl SimBackend {
     }
 }
 
-fn observation_message(observation: SimObservation) -> PluginObservation {
-    let mut deployed = PlanMessage {
-        schema: SCHEMA_VERSION,
-        stages: Vec::with_capacity(observation.stages.len()),
-    };
-    let stages = observation
-        .stages
-        .iter()
-        .map(|stage| {
-            let mut assignments = Vec::new();
-            for variant in &stage.variants {
-                if variant.mode == LaneMode::Off || variant.mode == LaneMode::Draining {
-                    continue;
-                }
-                for pool in &variant.pools {
-                    let serving = pool.ready.saturating_sub(pool.retiring);
-                    if serving > 0 {
-                        assignments.push(AssignmentMessage {
-                            variant: variant.variant.clone(),
-                            batch: variant.batch,
-                            cores: pool.cores,
-                            replicas: serving,
-                            share: variant.planned_share,
-                        });
-                    }
-                }
-            }
-            deployed.stages.push(StagePlanMessage {
-                stage: stage.stage.clone(),
-                assignments,
-            });
-            ObservedStage {
-                stage: stage.stage.clone(),
-                queue_len: stage.queue_len as f64,
-                busy_fraction: stage.busy_fraction,
-                ready_replicas: stage.ready_replicas,
-                starting_replicas: stage.starting_replicas,
-            }
-        })
-        .collect();
-    PluginObservation {
-        schema: SCHEMA_VERSION,
-        arrivals_per_second: observation
-            .arrivals_per_second
-            .iter()
-            .map(|&n| f64::from(n))
-            .collect(),
-        completed: observation.completed,
-        dropped: observation.dropped,
-        slo_misses: observation.slo_misses + observation.dropped,
-        latency_p99_ms: observation.latency_p99_ms,
-        stages,
-        deployed,
-        endpoints: Vec::new(),
-    }
-}
-
 fn describe_change(change: &StageChange) -> String {
     let mut parts = Vec::new();
     if change.replicas_started > 0 {
@@ -568,7 +468,7 @@ impl Backend for SimBackend {
 
     fn observe(&mut self) -> Result<PluginObservation, BackendError> {
         self.catch_up();
-        Ok(observation_message(self.sim.observe()))
+        Ok(sim_observation_message(&self.sim.observe()))
     }
 
     fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {

@@ -1,0 +1,194 @@
+//! The one owner of the conversions between the domain model, the plugin ABI's messages and
+//! the control loop's observation, so that every caller of [`infadapt_control::Policy`]
+//! feeds it the same way:
+//!
+//! ```text
+//! Plan ⇄ PlanMessage                       plan_to_message / plan_from_message
+//! SimObservation → PluginObservation       sim_observation_message (what a simulated backend reports)
+//! PluginObservation → Observation          observation_from_plugin (what the loop sees)
+//! ```
+//!
+//! The daemon converts every backend's observation with [`observation_from_plugin`]; the
+//! simulator plugin reports its host with [`sim_observation_message`]; the evaluation
+//! harness chains the two, so a policy evaluated in the simulator sees exactly what the
+//! daemon on the simulated backend sees.
+//!
+//! # Which plan is `deployed`
+//!
+//! A backend's message reports what serves now (`deployed`: ready replicas, retiring ones
+//! left out), as the ABI defines. The control loop's [`Observation::deployed`] is instead the
+//! plan in force: the plan the backend last accepted, which it may still be starting. The
+//! loop damps every proposal against `deployed` (dwell time between variant switches, the
+//! scale-down window, deadband, step limits) and its caller applies a decision only when it
+//! differs from the plan last applied. Were `deployed` the ready replicas, a decision taken
+//! while a change is cold-starting would damp against the configuration being replaced: a
+//! switch still inside its dwell time would be "held" back to the old variant and a scale-up
+//! within the deadband "held" at the ready replicas, and applying that would cancel the
+//! change in flight. Readiness is not lost: `stages[].ready_replicas` and
+//! `starting_replicas` carry it to the headroom feedback. The caller passes the plan in
+//! force ([`observation_from_plugin`]'s `in_force`): the daemon its last applied plan (the
+//! backend's report in a dry run, where nothing is applied), the harness the simulator's
+//! target plan.
+
+use infadapt_control::{Observation, StageObservation};
+use infadapt_model::{Assignment, Plan, StagePlan};
+use infadapt_plugin_abi::{
+    AssignmentMessage, ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
+    StagePlanMessage,
+};
+use infadapt_sim::{LaneMode, SimObservation};
+
+/// The domain plan of a plan message.
+pub fn plan_from_message(message: &PlanMessage) -> Plan {
+    Plan {
+        stages: message
+            .stages
+            .iter()
+            .map(|s| StagePlan {
+                stage: s.stage.clone(),
+                assignments: s
+                    .assignments
+                    .iter()
+                    .map(|a| Assignment {
+                        variant: a.variant.clone(),
+                        batch: a.batch,
+                        cores: a.cores,
+                        replicas: a.replicas,
+                        share: a.share,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The message of a domain plan, at this ABI's schema version.
+pub fn plan_to_message(plan: &Plan) -> PlanMessage {
+    PlanMessage {
+        schema: SCHEMA_VERSION,
+        stages: plan
+            .stages
+            .iter()
+            .map(|s| StagePlanMessage {
+                stage: s.stage.clone(),
+                assignments: s
+                    .assignments
+                    .iter()
+                    .map(|a| AssignmentMessage {
+                        variant: a.variant.clone(),
+                        batch: a.batch,
+                        cores: a.cores,
+                        replicas: a.replicas,
+                        share: a.share,
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// What a simulated backend reports for a simulator observation: arrivals per second,
+/// completions, drops, SLO misses (late completions plus drops), p99, per-stage queues and
+/// replicas, and as `deployed` the replicas that serve now (ready minus retiring, per
+/// variant and core count, of the variants not switched off or draining).
+pub fn sim_observation_message(observation: &SimObservation) -> PluginObservation {
+    let mut deployed = PlanMessage {
+        schema: SCHEMA_VERSION,
+        stages: Vec::with_capacity(observation.stages.len()),
+    };
+    let stages = observation
+        .stages
+        .iter()
+        .map(|stage| {
+            let mut assignments = Vec::new();
+            for variant in &stage.variants {
+                if variant.mode == LaneMode::Off || variant.mode == LaneMode::Draining {
+                    continue;
+                }
+                for pool in &variant.pools {
+                    let serving = pool.ready.saturating_sub(pool.retiring);
+                    if serving > 0 {
+                        assignments.push(AssignmentMessage {
+                            variant: variant.variant.clone(),
+                            batch: variant.batch,
+                            cores: pool.cores,
+                            replicas: serving,
+                            share: variant.planned_share,
+                        });
+                    }
+                }
+            }
+            deployed.stages.push(StagePlanMessage {
+                stage: stage.stage.clone(),
+                assignments,
+            });
+            ObservedStage {
+                stage: stage.stage.clone(),
+                queue_len: stage.queue_len as f64,
+                busy_fraction: stage.busy_fraction,
+                ready_replicas: stage.ready_replicas,
+                starting_replicas: stage.starting_replicas,
+            }
+        })
+        .collect();
+    PluginObservation {
+        schema: SCHEMA_VERSION,
+        arrivals_per_second: observation
+            .arrivals_per_second
+            .iter()
+            .map(|&n| f64::from(n))
+            .collect(),
+        completed: observation.completed,
+        dropped: observation.dropped,
+        slo_misses: observation.slo_misses + observation.dropped,
+        latency_p99_ms: observation.latency_p99_ms,
+        stages,
+        deployed,
+        endpoints: Vec::new(),
+    }
+}
+
+/// What the control loop sees of a backend's message taken at `time_s`, with `in_force`
+/// as its deployed plan (see the crate docs for why that is not the message's `deployed`).
+/// The window is one second per reported arrival count.
+pub fn observation_from_plugin(
+    message: &PluginObservation,
+    time_s: f64,
+    in_force: &Plan,
+) -> Observation {
+    Observation {
+        time_s,
+        window_s: message.arrivals_per_second.len() as f64,
+        arrivals_per_second: message.arrivals_per_second.clone(),
+        completed: message.completed,
+        dropped: message.dropped,
+        slo_misses: message.slo_misses,
+        latency_p99_ms: message.latency_p99_ms,
+        stages: message
+            .stages
+            .iter()
+            .map(|s| StageObservation {
+                stage: s.stage.clone(),
+                queue_len: s.queue_len,
+                busy_fraction: s.busy_fraction,
+                ready_replicas: s.ready_replicas,
+                starting_replicas: s.starting_replicas,
+            })
+            .collect(),
+        deployed: in_force.clone(),
+    }
+}
+
+/// What the control loop sees of a simulator observation, time shifted by `offset_s`: the
+/// simulated backend's report ([`sim_observation_message`]) read as the daemon reads any
+/// backend's ([`observation_from_plugin`]), with the simulator's target plan in force.
+pub fn observation_from_sim(observation: &SimObservation, offset_s: f64) -> Observation {
+    observation_from_plugin(
+        &sim_observation_message(observation),
+        observation.time_s + offset_s,
+        &observation.target,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,131 @@
+//! Tests of the conversions, on plans drawn at random and on a simulated host.
+
+use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
+use infadapt_sim::{HostSim, SimConfig};
+use proptest::prelude::*;
+
+use super::*;
+
+fn variant(name: &str, load_time_s: f64) -> Variant {
+    Variant {
+        name: name.to_owned(),
+        accuracy: 0.8,
+        load_time_s,
+        gpu_mem_mb: 0.0,
+        profile: Profile::new(vec![ProfilePoint {
+            batch: 1,
+            cores: 1,
+            p99_ms: Some(30.0),
+            mean_ms: Some(20.0),
+            throughput_rps: None,
+        }])
+        .expect("profile"),
+    }
+}
+
+fn pipeline() -> Pipeline {
+    Pipeline {
+        name: "p".to_owned(),
+        slo_ms: 500.0,
+        stages: vec![Stage {
+            name: "s".to_owned(),
+            variants: vec![variant("small", 5.0), variant("big", 5.0)],
+            batch_sizes: vec![1],
+            core_options: vec![1],
+            max_replicas: 8,
+        }],
+    }
+}
+
+fn plan(variant: &str, replicas: u32) -> Plan {
+    Plan {
+        stages: vec![StagePlan {
+            stage: "s".to_owned(),
+            assignments: vec![Assignment {
+                variant: variant.to_owned(),
+                batch: 1,
+                cores: 1,
+                replicas,
+                share: 1.0,
+            }],
+        }],
+    }
+}
+
+fn assignment() -> impl Strategy<Value = Assignment> {
+    ("[a-z]{1,6}", 1u32..64, 1u32..16, 0u32..32, 0.0f64..=1.0).prop_map(
+        |(variant, batch, cores, replicas, share)| Assignment {
+            variant,
+            batch,
+            cores,
+            replicas,
+            share,
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn plans_round_trip_through_messages(
+        stages in prop::collection::vec(
+            ("[a-z]{1,6}", prop::collection::vec(assignment(), 0..4)),
+            0..4,
+        )
+    ) {
+        let plan = Plan {
+            stages: stages
+                .into_iter()
+                .map(|(stage, assignments)| StagePlan { stage, assignments })
+                .collect(),
+        };
+        let message = plan_to_message(&plan);
+        prop_assert_eq!(message.schema, SCHEMA_VERSION);
+        prop_assert_eq!(plan_from_message(&message), plan);
+    }
+}
+
+#[test]
+fn a_cold_start_is_reported_as_ready_replicas_but_seen_as_the_plan_in_force() {
+    let pipeline = pipeline();
+    let mut sim = HostSim::new(&pipeline, &plan("small", 2), SimConfig::with_seed(3)).unwrap();
+    for _ in 0..4 {
+        sim.step_second(30.0);
+    }
+    sim.apply(&plan("small", 4)).unwrap();
+    for _ in 0..2 {
+        sim.step_second(30.0);
+    }
+    let seen = sim.observe();
+    let message = sim_observation_message(&seen);
+    // Two replicas still start: the backend reports the two that serve.
+    assert_eq!(plan_from_message(&message.deployed), plan("small", 2));
+    assert_eq!(message.stages[0].ready_replicas, 2);
+    assert_eq!(message.stages[0].starting_replicas, 2);
+    // The loop sees the four replicas in force, their readiness in the stages.
+    let observation = observation_from_sim(&seen, 100.0);
+    assert_eq!(observation.deployed, plan("small", 4));
+    assert_eq!(observation.stages[0].starting_replicas, 2);
+    assert_eq!(observation.time_s, seen.time_s + 100.0);
+    assert_eq!(observation.window_s, 6.0);
+    assert_eq!(observation.arrivals_per_second.len(), 6);
+    let arrivals: f64 = observation.arrivals_per_second.iter().sum();
+    assert_eq!(arrivals, seen.arrivals as f64);
+}
+
+#[test]
+fn an_overloaded_host_reports_drops_as_slo_misses() {
+    let pipeline = pipeline();
+    let mut config = SimConfig::with_seed(5);
+    config.max_queue_delay_ms = 50.0;
+    let mut sim = HostSim::new(&pipeline, &plan("small", 1), config).unwrap();
+    for _ in 0..20 {
+        sim.step_second(200.0);
+    }
+    let seen = sim.observe();
+    assert!(seen.dropped > 0, "{seen:?}");
+    let observation = observation_from_sim(&seen, 0.0);
+    assert_eq!(observation.dropped, seen.dropped);
+    assert_eq!(observation.slo_misses, seen.slo_misses + seen.dropped);
+    assert_eq!(observation.completed, seen.completed);
+    assert_eq!(observation.latency_p99_ms, seen.latency_p99_ms);
+}
