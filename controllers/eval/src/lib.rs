@@ -9,6 +9,7 @@
 pub mod changes;
 pub mod error;
 pub mod harness;
+pub mod paired;
 pub mod policies;
 pub mod scenario;
 
@@ -18,6 +19,7 @@ pub use harness::{
     DEFAULT_REVERSAL_WINDOW_S, PolicyReport, Progress, RunOptions, TimelinePoint, run_policy,
     to_observation,
 };
+pub use paired::{Metric, PairedDifference, PolicySummary, SeedRun, Spread, summarize};
 pub use policies::NAMES;
 pub use scenario::{LoopSettings, Scenario, WorkloadStats};
 
