@@ -23,8 +23,16 @@ pub use paired::{Metric, PairedDifference, PolicySummary, SeedRun, Spread, summa
 pub use policies::NAMES;
 pub use scenario::{LoopSettings, Scenario, WorkloadStats};
 
+/// Least warm-up, in seconds, that the policies sized from statistics (`hpa`, `vpa`,
+/// `static-*`) are sized from; with less they are sized from the measured window and their
+/// reports say `oracle`.
+pub const MIN_SIZING_HISTORY_S: usize = 600;
+
 /// Runs the policy `name` on `workload` in `scenario`: the first `scenario.warmup_s`
 /// seconds warm it up, the rest is measured.
+///
+/// The policies sized from workload statistics are sized from the warm-up when it lasts
+/// [`MIN_SIZING_HISTORY_S`] or more, else from the measured part (and marked `oracle`).
 ///
 /// # Errors
 ///
@@ -37,7 +45,15 @@ pub fn evaluate(
     progress: Option<Progress<'_>>,
 ) -> Result<PolicyReport, EvalError> {
     let warmup = scenario.warmup_s.min(workload.len());
-    let stats = WorkloadStats::of(&workload[warmup..]);
+    // Sized from the warm-up (history) when there is enough of it; from the measured window
+    // otherwise, which makes the policies sized from statistics oracles.
+    let from_window = warmup < MIN_SIZING_HISTORY_S;
+    let sizing = if from_window {
+        &workload[warmup..]
+    } else {
+        &workload[..warmup]
+    };
+    let stats = WorkloadStats::of(sizing);
     let mut policy = policies::build(name, scenario, &stats)?;
     let options = RunOptions {
         sim: scenario.sim.clone(),
@@ -45,13 +61,15 @@ pub fn evaluate(
         reversal_window_s: DEFAULT_REVERSAL_WINDOW_S,
         timeline,
     };
-    run_policy(
+    let mut report = run_policy(
         policy.as_mut(),
         &scenario.problem.pipeline,
         workload,
         &options,
         progress,
-    )
+    )?;
+    report.oracle = from_window && policies::SIZED_FROM_STATISTICS.contains(&name);
+    Ok(report)
 }
 
 /// Runs each policy of `names` in turn (see [`evaluate`]).
