@@ -1,21 +1,29 @@
 //! The policies the evaluation compares, built by name for a scenario.
 //!
-//! | name | rules (source) |
-//! |---|---|
-//! | `infadapt` | this project's control loop with its default configuration |
-//! | `ipa` | IPA as published: forecast of the next-20-s peak, 10 s decisions, one variant per stage, no damping, no change cost, capacity at the profiled maximum throughput |
-//! | `infadapter` | InfAdapter: forecast of the next-60-s peak +10 %, 30 s decisions, a variant mix on single-stage services, capacity × 0.8, a scale-down skipped up to 4 decisions in a row |
-//! | `ms+` | one variant per stage chosen once (the most accurate that carries the peak), predictive replica scaling with InfAdapter's forecast, margin and interval, no damping |
-//! | `hpa` | reactive horizontal replica scaling on a 0.7 utilisation target, 10 % tolerance, 300 s scale-down stabilization, fixed variant |
-//! | `vpa` | vertical scaling of cores per replica from the 90th percentile of usage + 15 %, fixed variant and replicas |
-//! | `static-max` | the most accurate variant per stage provisioned for the peak of the workload |
-//! | `static-min` | the cheapest variant per stage provisioned for the mean of the workload |
+//! Each baseline's rule, its source in the published code and where ours differs are in
+//! docs/evaluation.md ("Policies and the source of their rules"). In short:
+//!
+//! | name | rule | source |
+//! |---|---|---|
+//! | `infadapt` | this project's control loop with the scenario's settings | ARCHITECTURE.md |
+//! | `ipa` | 10-s decisions; IPA's predictor (ARIMA(1,0,0) refitted every decision on the 10-s maxima of the last 2 minutes, the larger of the next 2 steps; the maximum below 12 chunks); one variant per stage at its base cores ([`planning::ipa_base_allocation`]); replicas at the profiled maximum throughput; latency = batch fill + batch p99, no queueing wait; no damping, feedback or change cost | IPA repository: `optimizer/adapter.py` `Predictor.predict`, `optimizer/models.py` `Task.base_allocations`, `optimizer/optimizer.py` `Optimizer.gurobi_optmizer`; its experiment configs |
+//! | `ipa-lstm` ([`IPA_LSTM`]) | `ipa` with a trained LSTM on the same input; an error without a model | `Predictor.predict`, `LSTM_INPUT_SIZE = 12` |
+//! | `infadapter` | 30-s decisions; next-60-s peak × 1.1; variant mix on one-stage services; capacity × 0.8; the whole decision skipped while the forecast is not above the load last planned for, up to 4 ticks in a row | InfAdapter repository: `auto_tuner/adapter/main.py` `Adapter.make_decision`; `adapter_settings.json` |
+//! | `ms+` | `infadapter` with one variant per stage, chosen again by the same objective at every decision that is not skipped | `auto_tuner/adapter/reconfig.py` `Reconfiguration.reconfig_msp` |
+//! | `hpa` | reactive horizontal replica scaling on a 0.7 utilisation target, 10 % tolerance, 300 s scale-down stabilization, fixed variant | the Kubernetes horizontal autoscaler |
+//! | `vpa` | cores per replica from the 90th percentile of usage + 15 %, fixed variant and replicas | the Kubernetes vertical autoscaler |
+//! | `static-max` | the most accurate variant per stage provisioned for the sizing peak | — |
+//! | `static-min` | the cheapest variant per stage provisioned for the sizing mean | — |
 //!
 //! `infadapt`, `ipa`, `infadapter` and `ms+` are the same [`ControlLoop`] with different
 //! settings ([`ControlConfig::ipa`], [`ControlConfig::infadapter`]), so they share the
-//! planner and differ only in the published rules. IPA and InfAdapter published LSTM
-//! forecasters; an LSTM needs a trained model file, so they run with ARIMA here (see
-//! docs/evaluation.md).
+//! planner and its weights (α, β; γ = 0 for `ipa`) and differ only in the published rules.
+//! Where ours departs from the published code: IPA's batch wait is applied to a 0/1
+//! variable in its code (ours to the batch size); IPA's per-task SLA is derived from its
+//! profiles (ours splits the given SLO in proportion to them); InfAdapter's LSTM needs a
+//! trained model, so `infadapter` and `ms+` forecast with ARIMA. The policies in
+//! [`SIZED_FROM_STATISTICS`] are sized from the warm-up by [`crate::evaluate`], or are
+//! oracles (`PolicyReport::oracle`) when sized from the measured window.
 
 pub mod fixed;
 pub mod planning;

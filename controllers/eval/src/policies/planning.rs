@@ -189,7 +189,7 @@ fn ipa_stage_slo_shares(pipeline: &Pipeline) -> Vec<f64> {
 ///
 /// For each core option `c` (ascending) of a stage and each variant, IPA counts the batch
 /// sizes at which one replica sustains `threshold_rps` within the stage's SLO share
-/// ([`ipa_stage_slo_shares`]). It then walks the variants from the least to the most
+/// (`ipa_stage_slo_shares`). It then walks the variants from the least to the most
 /// accurate with one index into the core options that never goes down: the first variant
 /// takes the smallest count that is not 0; each next one moves one option up when the next
 /// option sustains more batch sizes for it, and further up while its count is 0. A variant
