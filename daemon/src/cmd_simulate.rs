@@ -1,22 +1,31 @@
 //! `infadaptd simulate`: runs this project's policy and the policies it is compared with
 //! against the serving simulator on one workload, and prints their SLO violations, latency,
-//! accuracy, cost, reconfigurations and reversals (a table, or one JSON object), optionally
-//! with one SVG plot per policy.
+//! on-time accuracy, accuracy, cost, reconfigurations and reversals (a table, or one JSON
+//! object), optionally with one SVG plot per policy.
 //!
 //! The workload is a request-rate trace slice (`--trace`, `--start`, `--end`, `--scale`) or
 //! the scenario's generated diurnal workload with bursts. With no `--config` the scenario
 //! embedded in the binary runs, so the command works on a fresh machine without data files.
+//!
+//! With `--seeds` every policy runs on every seed (the simulator's arrivals and service
+//! times, and a generated workload, follow the seed), and the output adds per-policy means
+//! and standard deviations over seeds and paired differences against `infadapt`
+//! ([`infadapt_eval::paired`]).
 
 pub mod plot;
 pub mod scenario_file;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use infadapt_eval::{NAMES, PolicyReport, evaluate};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use infadapt_eval::{
+    Metric, NAMES, PolicyReport, PolicySummary, Scenario, SeedRun, evaluate, summarize,
+};
 use infadapt_sim::{parse_rps_lines, slice, synthetic_diurnal};
 use serde_json::json;
 
@@ -47,6 +56,11 @@ pub struct SimulateArgs {
     /// Seed of the simulator and of the generated workload.
     #[arg(long, value_name = "N")]
     pub seed: Option<u64>,
+    /// Run every policy on each of these seeds (an inclusive range `A..B` or a list
+    /// `A,B,C`) and add mean ± standard deviation over seeds and paired differences against
+    /// infadapt with 95 % confidence intervals.
+    #[arg(long, value_name = "A..B|A,B,…", conflicts_with = "seed", value_parser = parse_seeds)]
+    pub seeds: Option<Seeds>,
     /// Measured seconds of the generated workload (instead of the scenario's).
     #[arg(long, value_name = "N")]
     pub seconds: Option<usize>,
@@ -57,9 +71,56 @@ pub struct SimulateArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Write one SVG plot per policy into this directory.
+    /// Write one SVG plot per policy into this directory (with --seeds: of the first seed).
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+}
+
+/// Most seeds one `--seeds` may name.
+const MAX_SEEDS: usize = 1000;
+
+/// The seeds of `--seeds`, in the order given, each once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seeds(pub Vec<u64>);
+
+/// Parses `--seeds`: an inclusive range `A..B` (`A ≤ B`) or a comma list of distinct seeds.
+pub fn parse_seeds(text: &str) -> Result<Seeds, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("no seed given (expected A..B or A,B,C)".to_owned());
+    }
+    let number = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("`{}` is not a seed (a whole number ≥ 0)", s.trim()))
+    };
+    let seeds: Vec<u64> = if let Some((from, to)) = text.split_once("..") {
+        let to = to.strip_prefix('=').unwrap_or(to);
+        let (from, to) = (number(from)?, number(to)?);
+        if from > to {
+            return Err(format!(
+                "the range {from}..{to} is empty (the first seed must not exceed the last)"
+            ));
+        }
+        if to - from >= MAX_SEEDS as u64 {
+            return Err(format!("at most {MAX_SEEDS} seeds"));
+        }
+        (from..=to).collect()
+    } else {
+        let seeds = text.split(',').map(number).collect::<Result<Vec<_>, _>>()?;
+        if let Some(twice) = seeds
+            .iter()
+            .enumerate()
+            .find_map(|(i, s)| seeds[..i].contains(s).then_some(*s))
+        {
+            return Err(format!("seed {twice} is listed twice"));
+        }
+        if seeds.len() > MAX_SEEDS {
+            return Err(format!("at most {MAX_SEEDS} seeds"));
+        }
+        seeds
+    };
+    Ok(Seeds(seeds))
 }
 
 /// The workload to replay and where it comes from.
@@ -67,6 +128,178 @@ struct Workload {
     rates: Vec<f64>,
     warmup_s: usize,
     source: String,
+}
+
+impl Workload {
+    fn stats(&self) -> infadapt_eval::WorkloadStats {
+        infadapt_eval::WorkloadStats::of(&self.rates[self.warmup_s..])
+    }
+
+    fn measured(&self) -> usize {
+        self.rates.len() - self.warmup_s
+    }
+}
+
+/// One seed to run: its scenario (seeded) and workload.
+struct SeedTask {
+    seed: u64,
+    scenario: Scenario,
+    workload: Workload,
+}
+
+/// What the policies of one seed did.
+struct SeedOutcome {
+    reports: Vec<PolicyReport>,
+    skipped: Vec<serde_json::Value>,
+}
+
+/// How a run shows progress on stderr (indicatif draws nothing when stderr is no terminal).
+enum Bars<'a> {
+    Quiet,
+    /// One bar per policy, as a single seed runs.
+    PerPolicy,
+    /// One bar for the seed, over every policy.
+    Seed(&'a ProgressBar),
+}
+
+fn bar_style() -> ProgressStyle {
+    ProgressStyle::with_template("{prefix:>11} [{bar:40}] {pos}/{len} s ({eta})")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
+/// Runs every policy of `names` on one seed; plots into `plot` when given. A policy that
+/// fails is skipped with a warning when every policy runs (`all`), else the run fails.
+fn run_seed(
+    task: &SeedTask,
+    names: &[&str],
+    all: bool,
+    plot: Option<&Path>,
+    bars: &Bars<'_>,
+) -> anyhow::Result<SeedOutcome> {
+    let measured = task.workload.measured() as u64;
+    let mut reports = Vec::new();
+    let mut skipped = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let own_bar = matches!(bars, Bars::PerPolicy).then(|| {
+            let bar = ProgressBar::new(measured);
+            bar.set_style(bar_style());
+            bar.set_prefix((*name).to_owned());
+            bar
+        });
+        let offset = index as u64 * measured;
+        let mut tick = |done: u64, _total: u64| match (bars, &own_bar) {
+            (_, Some(bar)) => bar.set_position(done),
+            (Bars::Seed(bar), None) => bar.set_position(offset + done),
+            _ => {}
+        };
+        let progress: Option<infadapt_eval::Progress<'_>> = match bars {
+            Bars::Quiet => None,
+            _ => Some(&mut tick),
+        };
+        let outcome = evaluate(
+            name,
+            &task.scenario,
+            &task.workload.rates,
+            plot.is_some(),
+            progress,
+        );
+        if let Some(bar) = &own_bar {
+            bar.finish_and_clear();
+        }
+        match outcome {
+            Ok(report) => {
+                if let Some(dir) = plot {
+                    let stem = name.replace('+', "-plus");
+                    let path = dir.join(format!("{stem}.svg"));
+                    plot::write_svg(&path, &report, &task.scenario.problem.pipeline)?;
+                    let path = dir.join(format!("{stem}.json"));
+                    std::fs::write(&path, serde_json::to_vec(&report.timeline)?)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                }
+                reports.push(report);
+            }
+            Err(error) if all => {
+                eprintln!("warning: seed {}: {error}; skipped", task.seed);
+                skipped.push(json!({ "policy": name, "reason": error.to_string() }));
+            }
+            Err(error) => anyhow::bail!("{error}"),
+        }
+    }
+    Ok(SeedOutcome { reports, skipped })
+}
+
+/// Runs every seed, two at a time where the machine has two cores; outcomes in seed order.
+/// With progress, one line per seed on stderr.
+fn run_seeds(
+    tasks: &[SeedTask],
+    names: &[&str],
+    all: bool,
+    plot: Option<&Path>,
+    show_progress: bool,
+) -> anyhow::Result<Vec<SeedOutcome>> {
+    let lines = MultiProgress::new();
+    let bars: Vec<Option<ProgressBar>> = tasks
+        .iter()
+        .map(|task| {
+            show_progress.then(|| {
+                let bar = lines.add(ProgressBar::new(
+                    task.workload.measured() as u64 * names.len() as u64,
+                ));
+                bar.set_style(bar_style());
+                bar.set_prefix(format!("seed {}", task.seed));
+                bar
+            })
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let outcomes: Mutex<Vec<Option<anyhow::Result<SeedOutcome>>>> =
+        Mutex::new(tasks.iter().map(|_| None).collect());
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 2)
+        .min(tasks.len());
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let index = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(task) = tasks.get(index) else {
+                        break;
+                    };
+                    let bar = bars[index].as_ref();
+                    let shown = bar.map_or(Bars::Quiet, Bars::Seed);
+                    // Only the first seed is plotted.
+                    let plot = if index == 0 { plot } else { None };
+                    let outcome = run_seed(task, names, all, plot, &shown);
+                    if let Some(bar) = bar {
+                        bar.finish();
+                    }
+                    let failed = outcome.is_err();
+                    if let Ok(mut slots) = outcomes.lock() {
+                        slots[index] = Some(outcome);
+                    }
+                    if failed {
+                        // The others stop at their next seed.
+                        next.store(tasks.len(), Ordering::Relaxed);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let _ = lines.clear();
+    let slots = outcomes
+        .into_inner()
+        .map_err(|_| anyhow::anyhow!("a seed's run panicked"))?;
+    let mut done = Vec::with_capacity(tasks.len());
+    for (task, slot) in tasks.iter().zip(slots) {
+        match slot {
+            Some(outcome) => done.push(outcome?),
+            None => anyhow::bail!("seed {} did not run", task.seed),
+        }
+    }
+    Ok(done)
 }
 
 /// Runs the command and returns the exit code: 0 done, 64 bad input.
@@ -102,78 +335,91 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
     if let Some(seed) = args.seed {
         file.scenario.sim.seed = seed;
     }
-    let workload = match workload(args, &file) {
-        Ok(w) => w,
-        Err(message) => {
-            eprintln!("error: {message}");
-            return Ok(exit::USAGE);
-        }
+    let seeds = match &args.seeds {
+        Some(Seeds(seeds)) => seeds.clone(),
+        None => vec![file.scenario.sim.seed],
     };
-    file.scenario.warmup_s = workload.warmup_s;
+    let mut tasks = Vec::with_capacity(seeds.len());
+    for &seed in &seeds {
+        let workload = match workload(args, &file, seed) {
+            Ok(w) => w,
+            Err(message) => {
+                eprintln!("error: {message}");
+                return Ok(exit::USAGE);
+            }
+        };
+        let mut scenario = file.scenario.clone();
+        scenario.sim.seed = seed;
+        scenario.warmup_s = workload.warmup_s;
+        tasks.push(SeedTask {
+            seed,
+            scenario,
+            workload,
+        });
+    }
     if let Some(dir) = &args.plot {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let measured = workload.rates.len() - workload.warmup_s;
-    let show_progress = !args.json && measured * names.len() >= 3600;
-    let mut reports = Vec::new();
-    let mut skipped = Vec::new();
+    let all = args.policy == "all";
+    let measured = tasks[0].workload.measured();
+    let show_progress = !args.json && measured * names.len() * tasks.len() >= 3600;
     let started = Instant::now();
-    for name in &names {
-        let bar = show_progress.then(|| {
-            let bar = ProgressBar::new(measured as u64);
-            bar.set_style(
-                ProgressStyle::with_template("{prefix:>11} [{bar:40}] {pos}/{len} s ({eta})")
-                    .unwrap_or_else(|_| ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-            );
-            bar.set_prefix((*name).to_owned());
-            bar
-        });
-        let mut tick = |done: u64, _total: u64| {
-            if let Some(bar) = &bar {
-                bar.set_position(done);
-            }
+    if args.seeds.is_none() {
+        let task = &tasks[0];
+        let bars = if show_progress {
+            Bars::PerPolicy
+        } else {
+            Bars::Quiet
         };
-        let progress: Option<infadapt_eval::Progress<'_>> =
-            if bar.is_some() { Some(&mut tick) } else { None };
-        let outcome = evaluate(
-            name,
-            &file.scenario,
-            &workload.rates,
-            args.plot.is_some(),
-            progress,
-        );
-        if let Some(bar) = &bar {
-            bar.finish_and_clear();
-        }
-        match outcome {
-            Ok(report) => {
-                if let Some(dir) = &args.plot {
-                    let stem = name.replace('+', "-plus");
-                    let path = dir.join(format!("{stem}.svg"));
-                    plot::write_svg(&path, &report, &file.scenario.problem.pipeline)?;
-                    let path = dir.join(format!("{stem}.json"));
-                    std::fs::write(&path, serde_json::to_vec(&report.timeline)?)
-                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                }
-                reports.push(report);
-            }
-            Err(error) if args.policy == "all" => {
-                eprintln!("warning: {error}; skipped");
-                skipped.push(json!({ "policy": name, "reason": error.to_string() }));
-            }
-            Err(error) => anyhow::bail!("{error}"),
+        let outcome = run_seed(task, &names, all, args.plot.as_deref(), &bars)?;
+        print_single(args, &file, task, &outcome, started.elapsed().as_secs_f64());
+        return Ok(exit::OK);
+    }
+    let outcomes = run_seeds(&tasks, &names, all, args.plot.as_deref(), show_progress)?;
+    let wall_s = started.elapsed().as_secs_f64();
+    let runs: Vec<SeedRun> = tasks
+        .iter()
+        .zip(&outcomes)
+        .map(|(task, outcome)| SeedRun {
+            seed: task.seed,
+            policies: outcome.reports.clone(),
+        })
+        .collect();
+    let summary = summarize(&runs);
+    if args.json {
+        print_seeds_json(args, &file, &tasks, &outcomes, &summary, wall_s)?;
+    } else {
+        print_seeds_tables(&file, &tasks, &summary, wall_s);
+        if let Some(dir) = &args.plot {
+            crate::outln!("plots (seed {}): {}", tasks[0].seed, dir.display());
         }
     }
-    let wall_s = started.elapsed().as_secs_f64();
+    Ok(exit::OK)
+}
 
-    let stats = infadapt_eval::WorkloadStats::of(&workload.rates[workload.warmup_s..]);
+fn config_name(args: &SimulateArgs) -> String {
+    args.config
+        .as_ref()
+        .map_or_else(|| EMBEDDED_NAME.to_owned(), |p| p.display().to_string())
+}
+
+/// One seed's output: the table or the JSON object of a plain run.
+fn print_single(
+    args: &SimulateArgs,
+    file: &ScenarioFile,
+    task: &SeedTask,
+    outcome: &SeedOutcome,
+    wall_s: f64,
+) {
+    let workload = &task.workload;
+    let stats = workload.stats();
+    let measured = workload.measured();
     if args.json {
-        let policies: Vec<serde_json::Value> = reports.iter().map(report_json).collect();
+        let policies: Vec<serde_json::Value> = outcome.reports.iter().map(report_json).collect();
         let value = json!({
             "scenario": file.scenario.name,
-            "config": args.config.as_ref().map_or_else(|| EMBEDDED_NAME.to_owned(), |p| p.display().to_string()),
+            "config": config_name(args),
             "workload": {
                 "source": workload.source,
                 "seconds": measured,
@@ -181,10 +427,10 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
                 "mean_rps": stats.mean_rps,
                 "peak_rps": stats.peak_rps,
             },
-            "seed": file.scenario.sim.seed,
+            "seed": task.seed,
             "slo_ms": file.scenario.problem.pipeline.slo_ms,
             "policies": policies,
-            "skipped": skipped,
+            "skipped": outcome.skipped,
             "wall_s": wall_s,
         });
         crate::outln!("{value}");
@@ -199,21 +445,194 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
             workload.warmup_s,
             stats.mean_rps,
             stats.peak_rps,
-            file.scenario.sim.seed
+            task.seed
         );
         crate::outln!();
-        print_table(&reports);
+        print_table(&outcome.reports);
         crate::outln!();
         crate::outln!("ran in {wall_s:.1} s");
         if let Some(dir) = &args.plot {
             crate::outln!("plots: {}", dir.display());
         }
     }
-    Ok(exit::OK)
+}
+
+/// The JSON object of a run over several seeds.
+fn print_seeds_json(
+    args: &SimulateArgs,
+    file: &ScenarioFile,
+    tasks: &[SeedTask],
+    outcomes: &[SeedOutcome],
+    summary: &[PolicySummary],
+    wall_s: f64,
+) -> anyhow::Result<()> {
+    let first = &tasks[0].workload;
+    let stats: Vec<_> = tasks.iter().map(|t| t.workload.stats()).collect();
+    let runs: Vec<serde_json::Value> = tasks
+        .iter()
+        .zip(outcomes)
+        .zip(&stats)
+        .map(|((task, outcome), stats)| {
+            json!({
+                "seed": task.seed,
+                "workload": { "mean_rps": stats.mean_rps, "peak_rps": stats.peak_rps },
+                "policies": outcome.reports.iter().map(report_json).collect::<Vec<_>>(),
+                "skipped": outcome.skipped,
+            })
+        })
+        .collect();
+    let value = json!({
+        "scenario": file.scenario.name,
+        "config": config_name(args),
+        "workload": {
+            "source": first.source,
+            "seconds": first.measured(),
+            "warmup_s": first.warmup_s,
+            "mean_rps": stats.iter().map(|s| s.mean_rps).sum::<f64>() / stats.len() as f64,
+            "peak_rps": stats.iter().map(|s| s.peak_rps).fold(0.0, f64::max),
+        },
+        "slo_ms": file.scenario.problem.pipeline.slo_ms,
+        "seeds": tasks.iter().map(|t| t.seed).collect::<Vec<_>>(),
+        "runs": runs,
+        "summary": serde_json::to_value(summary)?,
+        "wall_s": wall_s,
+    });
+    crate::outln!("{value}");
+    Ok(())
+}
+
+/// The tables of a run over several seeds: mean ± sd per policy, then the paired
+/// differences against infadapt.
+fn print_seeds_tables(
+    file: &ScenarioFile,
+    tasks: &[SeedTask],
+    summary: &[PolicySummary],
+    wall_s: f64,
+) {
+    let first = &tasks[0].workload;
+    let seeds: Vec<String> = tasks.iter().map(|t| t.seed.to_string()).collect();
+    crate::outln!(
+        "scenario {} ({} stage(s), SLO {} ms); workload {}: {} s measured after {} s warm-up; seeds {} ({} runs per policy)",
+        file.scenario.name,
+        file.scenario.problem.pipeline.stages.len(),
+        file.scenario.problem.pipeline.slo_ms,
+        first.source,
+        first.measured(),
+        first.warmup_s,
+        seeds.join(","),
+        tasks.len()
+    );
+    crate::outln!();
+    crate::outln!("mean ± sample standard deviation over seeds");
+    crate::outln!(
+        "{:<20} {:>17} {:>17} {:>17} {:>15} {:>13} {:>13} {:>13} {:>15}",
+        "policy",
+        "SLO viol %",
+        "on-time acc",
+        "acc (served)",
+        "core-hours",
+        "reconfig",
+        "reversal",
+        "p99 ms",
+        "dropped"
+    );
+    for s in summary {
+        let cell = |metric: Metric, scale: f64, digits: usize| {
+            let spread = s
+                .metrics
+                .get(metric.name())
+                .copied()
+                .unwrap_or(infadapt_eval::Spread { mean: 0.0, sd: 0.0 });
+            format!(
+                "{:.digits$}±{:.digits$}",
+                spread.mean * scale,
+                spread.sd * scale
+            )
+        };
+        crate::outln!(
+            "{:<20} {:>17} {:>17} {:>17} {:>15} {:>13} {:>13} {:>13} {:>15}",
+            display_name(&s.policy, s.oracle),
+            cell(Metric::SloViolationRate, 100.0, 3),
+            cell(Metric::OnTimeAccuracy, 1.0, 4),
+            cell(Metric::MeanAccuracy, 1.0, 4),
+            cell(Metric::CostCoreHours, 1.0, 2),
+            cell(Metric::Reconfigurations, 1.0, 1),
+            cell(Metric::Reversals, 1.0, 1),
+            cell(Metric::P99LatencyMs, 1.0, 0),
+            cell(Metric::Dropped, 1.0, 0),
+        );
+    }
+    crate::outln!();
+    if summary.iter().all(|s| s.paired.is_none()) {
+        crate::outln!("(no paired differences: infadapt did not run)");
+    } else {
+        crate::outln!(
+            "paired differences infadapt − policy, seed by seed: mean, 95 % Student-t interval; * = the interval excludes 0 (beyond seed noise)"
+        );
+        crate::outln!(
+            "{:<20} {:<20} {:>12} {:>27} {:>9}",
+            "policy",
+            "metric",
+            "mean diff",
+            "95 % interval",
+            "ours/theirs"
+        );
+        for s in summary {
+            let Some(paired) = &s.paired else {
+                continue;
+            };
+            for metric in Metric::ALL {
+                let Some(d) = paired.get(metric.name()) else {
+                    continue;
+                };
+                let interval = match (d.ci95_low, d.ci95_high) {
+                    (Some(low), Some(high)) => format!(
+                        "[{}, {}]{}",
+                        number(low),
+                        number(high),
+                        if d.beyond_noise { " *" } else { "  " }
+                    ),
+                    _ => "(one seed)  ".to_owned(),
+                };
+                let ratio = d
+                    .ratio_of_means
+                    .map_or_else(String::new, |r| format!("{r:.2}"));
+                crate::outln!(
+                    "{:<20} {:<20} {:>12} {:>27} {:>9}",
+                    display_name(&s.policy, s.oracle),
+                    metric.name(),
+                    number(d.mean_diff),
+                    interval,
+                    ratio
+                );
+            }
+        }
+    }
+    crate::outln!();
+    crate::outln!("ran in {wall_s:.1} s");
+}
+
+/// A difference with 4 significant figures, whatever its scale.
+fn number(value: f64) -> String {
+    if value == 0.0 || !value.is_finite() {
+        return format!("{value}");
+    }
+    let digits = (3 - value.abs().log10().floor() as i32).clamp(0, 8) as usize;
+    format!("{value:.digits$}")
+}
+
+/// A policy's name in tables: `NAME (oracle)` for an oracle.
+fn display_name(policy: &str, oracle: bool) -> String {
+    if oracle {
+        format!("{policy} (oracle)")
+    } else {
+        policy.to_owned()
+    }
 }
 
 /// The workload from the command line or the scenario, with its warm-up prefix.
-fn workload(args: &SimulateArgs, file: &ScenarioFile) -> Result<Workload, String> {
+/// A generated workload follows `seed`; a trace does not.
+fn workload(args: &SimulateArgs, file: &ScenarioFile, seed: u64) -> Result<Workload, String> {
     let warmup = args.warmup.unwrap_or(file.scenario.warmup_s);
     match &args.trace {
         Some(path) => {
@@ -240,7 +659,6 @@ fn workload(args: &SimulateArgs, file: &ScenarioFile) -> Result<Workload, String
             if seconds == 0 {
                 return Err("--seconds must be at least 1".to_owned());
             }
-            let seed = args.seed.unwrap_or(file.scenario.sim.seed);
             let mut params = file.diurnal.clone();
             // One simulated day over the measured part, whatever the warm-up.
             let warm = warmup;
@@ -260,6 +678,8 @@ fn workload(args: &SimulateArgs, file: &ScenarioFile) -> Result<Workload, String
 fn report_json(r: &PolicyReport) -> serde_json::Value {
     json!({
         "policy": r.policy,
+        "oracle": r.oracle,
+        "on_time_accuracy": r.on_time_accuracy,
         "slo_violation_rate": r.slo_violation_rate,
         "p99_latency_ms": r.p99_latency_ms,
         "p50_latency_ms": r.p50_latency_ms,
@@ -283,11 +703,12 @@ fn report_json(r: &PolicyReport) -> serde_json::Value {
 
 fn print_table(reports: &[PolicyReport]) {
     crate::outln!(
-        "{:<11} {:>9} {:>9} {:>9} {:>11} {:>9} {:>9} {:>10} {:>9}",
+        "{:<20} {:>9} {:>9} {:>11} {:>12} {:>11} {:>9} {:>9} {:>10} {:>9}",
         "policy",
         "SLO viol",
         "p99 ms",
-        "accuracy",
+        "on-time acc",
+        "acc (served)",
         "core-hours",
         "reconfig",
         "reversal",
@@ -296,10 +717,11 @@ fn print_table(reports: &[PolicyReport]) {
     );
     for r in reports {
         crate::outln!(
-            "{:<11} {:>8.3}% {:>9.0} {:>9.4} {:>11.2} {:>9} {:>9} {:>10} {:>9}",
-            r.policy,
+            "{:<20} {:>8.3}% {:>9.0} {:>11.4} {:>12.4} {:>11.2} {:>9} {:>9} {:>10} {:>9}",
+            display_name(&r.policy, r.oracle),
             r.slo_violation_rate * 100.0,
             r.p99_latency_ms,
+            r.on_time_accuracy,
             r.mean_accuracy,
             r.cost_core_hours,
             r.reconfigurations,
@@ -307,5 +729,29 @@ fn print_table(reports: &[PolicyReport]) {
             r.requests,
             r.dropped
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seeds_parse_as_ranges_and_lists() {
+        for (text, seeds) in [
+            ("1..5", vec![1, 2, 3, 4, 5]),
+            ("1..=3", vec![1, 2, 3]),
+            ("7..7", vec![7]),
+            ("1,3,7", vec![1, 3, 7]),
+            (" 9 , 2 ", vec![9, 2]),
+            ("4", vec![4]),
+        ] {
+            assert_eq!(parse_seeds(text), Ok(Seeds(seeds)), "{text:?}");
+        }
+        for text in [
+            "5..1", "x", "", " ", "1,,2", "1..", "..3", "1,1", "0..5000", "-1..2",
+        ] {
+            assert!(parse_seeds(text).is_err(), "{text:?}");
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! SVG plots of one policy's run: load, forecast and capacity; latency against the SLO;
-//! the variant of each stage; replicas and cores; all over time.
+//! the variant of each stage; replicas and cores; all over time. The first title carries
+//! the run's on-time accuracy, accuracy of the served requests and SLO violation rate.
 
 use std::path::Path;
 
@@ -27,7 +28,18 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
     let t = &report.timeline;
     let minutes = |s: f64| s / 60.0;
     let t_max = t.last().map_or(1.0, |p| minutes(p.time_s)).max(1.0 / 60.0);
-    let title = |what: &str| format!("{} — {what}", report.policy);
+    let name = if report.oracle {
+        format!("{} (oracle)", report.policy)
+    } else {
+        report.policy.clone()
+    };
+    let title = |what: &str| format!("{name} — {what}");
+    let headline = format!(
+        "{name} — on-time accuracy {:.4}, accuracy (served) {:.4}, SLO violations {:.2} % — load (requests/s)",
+        report.on_time_accuracy,
+        report.mean_accuracy,
+        report.slo_violation_rate * 100.0
+    );
 
     // Load, forecast, provisioned and capacity.
     let load_max = t
@@ -45,7 +57,7 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
         .fold(1.0f64, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(&areas[0])
-        .caption(title("load (requests/s)"), ("sans-serif", 18))
+        .caption(headline, ("sans-serif", 18))
         .margin(8)
         .x_label_area_size(30)
         .y_label_area_size(60)
