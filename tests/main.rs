@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 mod assets_cli;
 mod daemon;
 mod forecast_cli;
+mod one_loop;
 mod packaging;
 mod plan_cli;
 mod plugins;

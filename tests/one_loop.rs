@@ -1,0 +1,255 @@
+//! One loop, two clocks: the same seed, load and settings through the evaluation harness
+//! (`simulate --policy infadapt`) and through the daemon's own pipeline task on the linked
+//! simulated backend, in virtual time, give the same decisions, tick for tick.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use infadapt_control::{ControlConfig, ControlLoop, Decision, Observation, Policy};
+use infadapt_eval::{LoopSettings, RunOptions, Scenario, run_policy};
+use infadapt_model::Plan;
+use infadapt_sim::SimConfig;
+use infadaptd::config::{PipelineConfig, parse_config};
+use infadaptd::plugin_host::PluginHost;
+use infadaptd::problem_file::read_catalog;
+use infadaptd::service::pipeline::{TaskOptions, run_pipeline};
+use infadaptd::service::sim_backend::SimSettings;
+use infadaptd::service::status::{DecisionRecord, Registry};
+use tokio::sync::{mpsc, watch};
+
+/// Control periods compared: one simulated day of the diurnal load below (5-s period).
+const TICKS: u64 = 120;
+
+/// A daemon configuration on the shipped ResNet catalog and the linked simulator: a
+/// 600-s day from 15 to 130 rps on 20 cores, so the loop scales up, switches variants and
+/// scales down again. The 5-s period is shorter than every variant's cold start (6.4 to
+/// 8.5 s), so the loop decides while changes are starting, when the plan in force and the
+/// ready replicas differ. The MILP's time limit is wall time: where it binds, the answer
+/// depends on the machine's speed, so it is set where it does not. No warm-up: both sides
+/// start from the loop's initial plan.
+fn daemon_pipeline(seed: u64) -> PipelineConfig {
+    let text = format!(
+        r#"
+[daemon]
+period_s = 5
+
+[[pipeline]]
+name = "resnet"
+catalog = "catalogs/resnet-cpu.toml"
+slo_ms = 750
+initial_load_rps = 20
+
+[[pipeline.stage]]
+name = "classify"
+variants = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
+batch_sizes = [1]
+core_options = [1, 2, 4, 8]
+max_replicas = 20
+
+[pipeline.weights]
+alpha = 1.0
+beta_per_core = 0.0025
+gamma_per_cold_start_s = 0.0001
+
+[pipeline.limits]
+total_cores = 20
+
+[pipeline.solver]
+allow_mix = true
+time_limit_ms = 60000
+
+[pipeline.forecast]
+model = "max"
+smoothing_s = 3
+
+[pipeline.damping]
+stabilization_window_s = 60
+min_dwell_s = 60
+
+[pipeline.backend]
+type = "sim"
+seed = {seed}
+trough_rps = 15
+peak_rps = 130
+day_s = 600
+"#
+    );
+    let base = crate::daemon::repo_root().join("etc");
+    let config = parse_config("one-loop.toml", &text, &base, &mut |reference: &str| {
+        read_catalog(&base.join(reference))
+    })
+    .unwrap_or_else(|d| panic!("{d}"));
+    config.pipelines.into_iter().next().expect("one pipeline")
+}
+
+/// The daemon's decisions: its real pipeline task, accelerated (the loop clock is the
+/// tick count times the period, the simulator moves one period per tick).
+fn daemon_decisions(config: PipelineConfig) -> Vec<DecisionRecord> {
+    let records = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&records);
+    let options = TaskOptions {
+        dry_run: false,
+        state_dir: None,
+        backend_timeout: Duration::from_secs(60),
+        plugins: Arc::new(PluginHost::new(Vec::new(), None)),
+        speed: 1000.0,
+        on_decision: Some(Arc::new(move |r: &DecisionRecord| {
+            sink.lock().expect("records").push(r.clone());
+        })),
+        max_ticks: Some(TICKS),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (_stop, stopped) = watch::channel(false);
+        let (_reconfigure, reconfigured) = mpsc::unbounded_channel();
+        run_pipeline(config, options, Registry::new(16), stopped, reconfigured).await;
+    });
+    records.lock().expect("records").clone()
+}
+
+/// The control loop, keeping every decision it makes.
+struct Recorded {
+    inner: ControlLoop,
+    decisions: Vec<Decision>,
+}
+
+impl Policy for Recorded {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn interval_s(&self) -> f64 {
+        self.inner.interval_s()
+    }
+    fn initial_plan(&self) -> Plan {
+        self.inner.initial_plan()
+    }
+    fn decide(&mut self, observation: &Observation) -> Decision {
+        let decision = self.inner.decide(observation);
+        self.decisions.push(decision.clone());
+        decision
+    }
+}
+
+/// How the `infadapt` policy of `simulate` configures the loop for a scenario.
+fn infadapt_config(scenario: &Scenario, mean_rps: f64) -> ControlConfig {
+    let mut config = ControlConfig::new(scenario.problem.clone());
+    scenario.loop_settings.apply_to(&mut config);
+    config.problem.load_rps = mean_rps;
+    config.initial_plan = scenario.initial.clone();
+    config
+}
+
+fn variants(plan: &Plan) -> Vec<String> {
+    plan.stages[0]
+        .assignments
+        .iter()
+        .filter(|a| a.replicas > 0)
+        .map(|a| a.variant.clone())
+        .collect()
+}
+
+fn replicas(plan: &Plan) -> u32 {
+    plan.stages[0].assignments.iter().map(|a| a.replicas).sum()
+}
+
+#[test]
+fn daemon_and_simulate_decide_the_same_on_the_same_seed() {
+    for seed in [1, 2] {
+        let config = daemon_pipeline(seed);
+        let period = config.control.interval_s;
+        // The daemon starts from the loop's initial plan; the scenario starts there too.
+        let start = ControlLoop::new(config.control.clone())
+            .expect("loop")
+            .initial_plan();
+        let settings = SimSettings::from_json(&config.backend.settings).expect("settings");
+        let workload = settings
+            .workload((TICKS as f64 * period) as usize)
+            .expect("workload");
+        let scenario = Scenario {
+            name: "one-loop".to_owned(),
+            problem: config.control.problem.clone(),
+            initial: Some(start),
+            sim: SimConfig::with_seed(settings.seed),
+            warmup_s: 0,
+            loop_settings: LoopSettings::from(&config.control),
+        };
+        let mean = workload.iter().sum::<f64>() / workload.len() as f64;
+        let harness_config = infadapt_config(&scenario, mean);
+        // The daemon's keys and the scenario configure the same loop (the load the initial
+        // plan is sized for aside: the plan itself is given).
+        let mut expected = config.control.clone();
+        expected.problem.load_rps = mean;
+        expected.initial_plan = scenario.initial.clone();
+        assert_eq!(harness_config, expected);
+
+        let mut recorded = Recorded {
+            inner: ControlLoop::new(harness_config).expect("loop"),
+            decisions: Vec::new(),
+        };
+        let options = RunOptions {
+            sim: scenario.sim.clone(),
+            warmup_s: 0,
+            ..RunOptions::default()
+        };
+        let report = run_policy(
+            &mut recorded,
+            &scenario.problem.pipeline,
+            &workload,
+            &options,
+            None,
+        )
+        .expect("harness run");
+        // `simulate --policy infadapt` builds that very loop: same timeline.
+        let simulated = infadapt_eval::evaluate("infadapt", &scenario, &workload, true, None)
+            .expect("simulate");
+        assert_eq!(
+            simulated.timeline.len(),
+            report.timeline.len(),
+            "seed {seed}"
+        );
+        for (point, expected) in simulated.timeline.iter().zip(&report.timeline) {
+            assert_eq!(point, expected, "seed {seed}: simulate and the loop differ");
+        }
+
+        let daemon = daemon_decisions(config);
+        for (tick, (harness, daemon)) in recorded.decisions.iter().zip(&daemon).enumerate() {
+            assert_eq!(daemon.decision.time_s, period * (tick + 1) as f64);
+            assert_eq!(
+                harness, &daemon.decision,
+                "seed {seed}: decision {tick} at {} s differs",
+                harness.time_s
+            );
+            let point = &report.timeline[tick];
+            assert_eq!(point.time_s, harness.time_s);
+            assert_eq!(
+                point.changed,
+                daemon.applied && !daemon.apply_actions.is_empty()
+            );
+        }
+        assert_eq!(recorded.decisions.len() as u64, TICKS, "seed {seed}");
+        assert_eq!(
+            daemon.len() as u64,
+            TICKS,
+            "seed {seed}: ticks without a decision"
+        );
+
+        // The sequence exercises the loop: it scales up and down and switches variants.
+        let plans: Vec<&Plan> = recorded.decisions.iter().map(|d| &d.plan).collect();
+        let pairs = || plans.windows(2);
+        assert!(
+            pairs().any(|w| replicas(w[1]) > replicas(w[0])),
+            "seed {seed}: no scale-up"
+        );
+        assert!(
+            pairs().any(|w| replicas(w[1]) < replicas(w[0])),
+            "seed {seed}: no scale-down"
+        );
+        assert!(
+            pairs().any(|w| variants(w[1]) != variants(w[0])),
+            "seed {seed}: no variant switch"
+        );
+    }
+}
