@@ -573,3 +573,90 @@ fn paper_windows_replay_and_meet_the_targets_that_hold() {
         // targets do not hold on every window yet: see docs/evaluation.md for the figures.
     }
 }
+
+/// A generated rate trace (a slow wave with a step), one rate per line, for training.
+fn write_wave_trace(path: &Path, seconds: usize) {
+    let text: String = (0..seconds)
+        .map(|t| {
+            let wave = 20.0 + 10.0 * (t as f64 / 300.0).sin();
+            let step = if (t / 900) % 2 == 1 { 8.0 } else { 0.0 };
+            format!("{:.0}\n", wave + step)
+        })
+        .collect();
+    std::fs::write(path, text).expect("write the trace");
+}
+
+#[test]
+fn ipa_lstm_runs_with_a_trained_model_and_is_refused_without_one() {
+    let dir = crate::daemon::scratch("simulate-ipa-lstm");
+    let trace = dir.join("wave.txt");
+    write_wave_trace(&trace, 6000);
+    let model = dir.join("ipa-lstm.json");
+    let out = infadaptd(&[
+        "forecast",
+        "train",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--bucket",
+        "10",
+        "--window",
+        "12",
+        "--horizon",
+        "20",
+        "--units",
+        "4",
+        "--epochs",
+        "1",
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "train: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Without a model the policy is refused with the option to give.
+    let out = infadaptd(&["simulate", "--policy", "ipa-lstm", "--seconds", "300"]);
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--lstm-model"), "{stderr}");
+
+    // A file that is not a model is refused, naming the file.
+    let garbage = dir.join("garbage.json");
+    std::fs::write(&garbage, "{\"not\": \"a model\"}").unwrap();
+    let out = infadaptd(&[
+        "simulate",
+        "--policy",
+        "ipa-lstm",
+        "--lstm-model",
+        garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("garbage.json"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // With the model it runs, on the same requests as ipa (common random numbers).
+    let run = |name: &str| {
+        let v = simulate_json(&[
+            "--policy",
+            name,
+            "--seconds",
+            "300",
+            "--warmup",
+            "200",
+            "--lstm-model",
+            model.to_str().unwrap(),
+        ]);
+        policy(&v, name).clone()
+    };
+    let lstm = run("ipa-lstm");
+    let ipa = run("ipa");
+    assert!(num(&lstm, "requests") > 0.0);
+    assert_eq!(num(&lstm, "requests"), num(&ipa, "requests"));
+    assert!(num(&lstm, "decisions") > 0.0);
+}

@@ -23,9 +23,11 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use infadapt_eval::policies::IPA_LSTM;
 use infadapt_eval::{
     Metric, NAMES, PolicyReport, PolicySummary, Scenario, SeedRun, evaluate, summarize,
 };
+use infadapt_forecast::lstm::LstmModel;
 use infadapt_sim::{parse_rps_lines, slice, synthetic_diurnal};
 use serde_json::json;
 
@@ -74,6 +76,11 @@ pub struct SimulateArgs {
     /// Write one SVG plot per policy into this directory (with --seeds: of the first seed).
     #[arg(long, value_name = "DIR")]
     pub plot: Option<PathBuf>,
+    /// Trained LSTM model (`infadaptd forecast train --bucket 10 --window 12 --horizon 20`)
+    /// for the `ipa-lstm` policy, IPA's predictor with its LSTM; with it, `all` includes
+    /// `ipa-lstm`.
+    #[arg(long, value_name = "FILE")]
+    pub lstm_model: Option<PathBuf>,
 }
 
 /// Most seeds one `--seeds` may name.
@@ -320,18 +327,43 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
             return Ok(exit::USAGE);
         }
     };
+    if let Some(path) = &args.lstm_model {
+        let model = std::fs::read_to_string(path)
+            .map_err(|e| e.to_string())
+            .and_then(|text| LstmModel::from_json(&text).map_err(|e| e.to_string()));
+        match model {
+            Ok(model) => file.scenario.loop_settings.forecast.lstm = Some(model),
+            Err(error) => {
+                eprintln!("error: --lstm-model {}: {error}", path.display());
+                return Ok(exit::USAGE);
+            }
+        }
+    }
+    let mut known: Vec<&str> = NAMES.to_vec();
+    known.push(IPA_LSTM);
     let names: Vec<&str> = if args.policy == "all" {
-        NAMES.to_vec()
-    } else if let Some(name) = NAMES.iter().find(|n| **n == args.policy) {
+        let mut all = NAMES.to_vec();
+        if args.lstm_model.is_some() {
+            all.push(IPA_LSTM);
+        }
+        all
+    } else if let Some(name) = known.iter().find(|n| **n == args.policy) {
         vec![*name]
     } else {
         eprintln!(
             "error: unknown policy `{}` (known: all, {})",
             args.policy,
-            NAMES.join(", ")
+            known.join(", ")
         );
         return Ok(exit::USAGE);
     };
+    if names.contains(&IPA_LSTM) && args.lstm_model.is_none() {
+        eprintln!(
+            "error: policy `{IPA_LSTM}` needs a trained model: --lstm-model FILE \
+             (`infadaptd forecast train --bucket 10 --window 12 --horizon 20 ...`)"
+        );
+        return Ok(exit::USAGE);
+    }
     if let Some(seed) = args.seed {
         file.scenario.sim.seed = seed;
     }
