@@ -66,6 +66,8 @@ pub struct RunResult {
     pub description: String,
     /// The command line that produced it.
     pub command: String,
+    /// The commit its binary was built from.
+    pub commit: String,
     /// Wall time of the command, seconds.
     pub wall_s: f64,
     pub report: SeedsReport,
@@ -428,6 +430,7 @@ mod tests {
             name: "w".to_owned(),
             description: "d".to_owned(),
             command: "infadaptd simulate".to_owned(),
+            commit: "abc1234".to_owned(),
             wall_s: 12.0,
             report,
         }
