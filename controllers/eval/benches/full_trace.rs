@@ -109,12 +109,13 @@ fn main() {
         let wall = started.elapsed().as_secs_f64();
         println!(
             "{name}: {} requests in {wall:.1} s ({:.2} M requests/s), {} decisions; SLO violations {:.4}, \
-             p99 {:.0} ms, accuracy {:.4}, {:.0} core-hours, {} reconfigurations, {} reversals; peak RSS {:.0} MB",
+             p99 {:.0} ms, on-time accuracy {:.4}, accuracy (served) {:.4}, {:.0} core-hours, {} reconfigurations, {} reversals; peak RSS {:.0} MB",
             report.requests,
             report.requests as f64 / wall / 1e6,
             report.decisions,
             report.slo_violation_rate,
             report.p99_latency_ms,
+            report.on_time_accuracy,
             report.mean_accuracy,
             report.cost_core_hours,
             report.reconfigurations,
