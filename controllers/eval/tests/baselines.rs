@@ -1,51 +1,21 @@
 //! The compared policies as the evaluation builds them: sized from the warm-up when there is
 //! enough of it, and labelled oracles when sized from the window they are scored on.
 
-use infadapt_eval::{LoopSettings, MIN_SIZING_HISTORY_S, Scenario, evaluate};
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
-use infadapt_planner::Problem;
-use infadapt_sim::SimConfig;
+mod support;
 
-fn variant(name: &str, accuracy: f64, per_core: f64) -> Variant {
-    let points = [1u32, 2, 4]
-        .iter()
-        .map(|&c| ProfilePoint {
-            batch: 1,
-            cores: c,
-            mean_ms: Some(1000.0 / (per_core * f64::from(c))),
-            p99_ms: Some(1500.0 / (per_core * f64::from(c))),
-            throughput_rps: Some(per_core * f64::from(c)),
-        })
-        .collect();
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s: 2.0,
-        gpu_mem_mb: 0.0,
-        profile: Profile::new(points).expect("profile"),
-    }
-}
+use infadapt_eval::{MIN_SIZING_HISTORY_S, Scenario, evaluate};
+use infadapt_sim::SimConfig;
+use support::{OneStage, one_stage_scenario};
 
 fn scenario(warmup_s: usize) -> Scenario {
-    let pipeline = Pipeline {
-        name: "p".into(),
+    one_stage_scenario(OneStage {
+        name: "sizing",
         slo_ms: 800.0,
-        stages: vec![Stage {
-            name: "s".into(),
-            variants: vec![variant("small", 0.7, 20.0), variant("big", 0.85, 6.0)],
-            batch_sizes: vec![1],
-            core_options: vec![1, 2, 4],
-            max_replicas: 16,
-        }],
-    };
-    Scenario {
-        name: "sizing".into(),
-        problem: Problem::new(pipeline, 0.0),
-        initial: None,
+        p99_over_mean: 1.5,
+        load_time_s: 2.0,
         sim: SimConfig::with_seed(3),
         warmup_s,
-        loop_settings: LoopSettings::default(),
-    }
+    })
 }
 
 /// `warmup_s` seconds at 20 rps, then 120 measured seconds at 60 rps.

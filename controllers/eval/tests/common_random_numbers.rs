@@ -1,53 +1,23 @@
 //! Every policy evaluated on one scenario, workload and seed serves the same requests
 //! (common random numbers), however differently it provisions.
 
-use infadapt_eval::{LoopSettings, Scenario, evaluate};
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
-use infadapt_planner::Problem;
+mod support;
+
+use infadapt_eval::{Scenario, evaluate};
 use infadapt_sim::SimConfig;
+use support::{OneStage, one_stage_scenario};
 
-/// A variant serving `per_core` requests/s per core at batch 1, p99 twice its mean latency
-/// (so every batch draws a random service time).
-fn variant(name: &str, accuracy: f64, per_core: f64) -> Variant {
-    let points = [1u32, 2, 4]
-        .iter()
-        .map(|&c| ProfilePoint {
-            batch: 1,
-            cores: c,
-            mean_ms: Some(1000.0 / (per_core * f64::from(c))),
-            p99_ms: Some(2000.0 / (per_core * f64::from(c))),
-            throughput_rps: Some(per_core * f64::from(c)),
-        })
-        .collect();
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s: 3.0,
-        gpu_mem_mb: 0.0,
-        profile: Profile::new(points).expect("profile"),
-    }
-}
-
+/// The shared one-stage scenario with p99 twice the mean latency, so that every batch draws
+/// a random service time.
 fn scenario(seed: u64) -> Scenario {
-    let pipeline = Pipeline {
-        name: "p".into(),
+    one_stage_scenario(OneStage {
+        name: "crn",
         slo_ms: 600.0,
-        stages: vec![Stage {
-            name: "s".into(),
-            variants: vec![variant("small", 0.7, 20.0), variant("big", 0.85, 6.0)],
-            batch_sizes: vec![1],
-            core_options: vec![1, 2, 4],
-            max_replicas: 16,
-        }],
-    };
-    Scenario {
-        name: "crn".into(),
-        problem: Problem::new(pipeline, 0.0),
-        initial: None,
+        p99_over_mean: 2.0,
+        load_time_s: 3.0,
         sim: SimConfig::with_seed(seed),
         warmup_s: 60,
-        loop_settings: LoopSettings::default(),
-    }
+    })
 }
 
 /// A load that swings between 20 and 180 requests per second.
