@@ -212,17 +212,19 @@ impl IpaPredictor {
         (IPA_HISTORY_S as f64).max(lstm_span)
     }
 
+    /// The values observed in `[start_s, end_s)`, oldest first.
+    fn values_in(&self, start_s: f64, end_s: f64) -> Vec<f64> {
+        self.recent
+            .iter()
+            .filter(|&&(t, _)| t >= start_s && t < end_s)
+            .map(|&(_, v)| v)
+            .collect()
+    }
+
     /// `(max, mean)` of consecutive chunks of `size` samples of the values observed in
     /// `[now − history, now)`, cut from the oldest (the last chunk may be shorter).
     fn chunks(&self, now_s: f64, size: usize) -> Vec<(f64, f64)> {
-        let start = now_s - self.history_s();
-        let values: Vec<f64> = self
-            .recent
-            .iter()
-            .filter(|&&(t, _)| t >= start && t < now_s)
-            .map(|&(_, v)| v)
-            .collect();
-        values
+        self.values_in(now_s - self.history_s(), now_s)
             .chunks(size.max(1))
             .map(|c| {
                 let max = c.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -233,14 +235,7 @@ impl IpaPredictor {
 
     /// The bucket maxima IPA's model reads at `now_s` (10-s buckets of the last 2 minutes).
     pub fn bucket_maxima(&self, now_s: f64) -> Vec<f64> {
-        let start = now_s - IPA_HISTORY_S as f64;
-        let values: Vec<f64> = self
-            .recent
-            .iter()
-            .filter(|&&(t, _)| t >= start && t < now_s)
-            .map(|&(_, v)| v)
-            .collect();
-        values
+        self.values_in(now_s - IPA_HISTORY_S as f64, now_s)
             .chunks(IPA_BUCKET_S)
             .map(|c| c.iter().copied().fold(f64::NEG_INFINITY, f64::max))
             .collect()
