@@ -6,6 +6,8 @@
 //! Plan ⇄ PlanMessage                       plan_to_message / plan_from_message
 //! SimObservation → PluginObservation       sim_observation_message (what a simulated backend reports)
 //! PluginObservation → Observation          observation_from_plugin (what the loop sees)
+//! SimPulse / PluginObservation → Pulse      pulse_from_sim / pulse_from_plugin (the fast path)
+//! [PluginObservation] → PluginObservation   merge_observations (per-second reports → one period)
 //! ```
 //!
 //! The daemon converts every backend's observation with [`observation_from_plugin`]; the
@@ -30,13 +32,13 @@
 //! backend's report in a dry run, where nothing is applied), the harness the simulator's
 //! target plan.
 
-use infadapt_control::{Observation, StageObservation};
+use infadapt_control::{Observation, Pulse, StageObservation};
 use infadapt_model::{Assignment, Plan, StagePlan};
 use infadapt_plugin_abi::{
     AssignmentMessage, ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
     StagePlanMessage,
 };
-use infadapt_sim::{LaneMode, SimObservation};
+use infadapt_sim::{LaneMode, SimObservation, SimPulse};
 
 /// The domain plan of a plan message.
 pub fn plan_from_message(message: &PlanMessage) -> Plan {
@@ -188,6 +190,76 @@ pub fn observation_from_sim(observation: &SimObservation, offset_s: f64) -> Obse
         observation.time_s + offset_s,
         &observation.target,
     )
+}
+
+/// What the fast path sees of a simulator pulse, time shifted by `offset_s`, with the
+/// simulator's target plan in force.
+pub fn pulse_from_sim(pulse: &SimPulse, offset_s: f64) -> Pulse {
+    Pulse {
+        time_s: pulse.time_s + offset_s,
+        arrivals_per_second: vec![f64::from(pulse.arrivals_last_second)],
+        queue_len: pulse.queue_len as f64,
+        deployed: pulse.target.clone(),
+    }
+}
+
+/// What the fast path sees of a backend's short report (a second or so) taken at
+/// `time_s`: its arrivals and the requests waiting in every stage (garbage counts 0).
+pub fn pulse_from_plugin(message: &PluginObservation, time_s: f64, in_force: &Plan) -> Pulse {
+    Pulse {
+        time_s,
+        arrivals_per_second: message.arrivals_per_second.clone(),
+        queue_len: message
+            .stages
+            .iter()
+            .map(|s| s.queue_len)
+            .filter(|q| q.is_finite() && *q > 0.0)
+            .sum(),
+        deployed: in_force.clone(),
+    }
+}
+
+/// One report for consecutive windows (oldest first), as if the backend had been observed
+/// once over their union: arrivals concatenated, counts summed, the state (stages' queues
+/// and replicas, deployed plan, endpoints) of the last, busy fractions weighted by window
+/// length. A p99 cannot be merged exactly; the largest window p99 is kept (an upper
+/// bound). `None` for no windows.
+pub fn merge_observations(parts: &[PluginObservation]) -> Option<PluginObservation> {
+    let last = parts.last()?;
+    let mut merged = last.clone();
+    merged.arrivals_per_second = parts
+        .iter()
+        .flat_map(|p| p.arrivals_per_second.iter().copied())
+        .collect();
+    merged.completed = parts
+        .iter()
+        .fold(0u64, |t, p| t.saturating_add(p.completed));
+    merged.dropped = parts.iter().fold(0u64, |t, p| t.saturating_add(p.dropped));
+    merged.slo_misses = parts
+        .iter()
+        .fold(0u64, |t, p| t.saturating_add(p.slo_misses));
+    merged.latency_p99_ms = parts
+        .iter()
+        .filter_map(|p| p.latency_p99_ms)
+        .filter(|v| v.is_finite())
+        .reduce(f64::max);
+    for stage in &mut merged.stages {
+        let mut weighted = 0.0;
+        let mut seconds = 0.0;
+        for part in parts {
+            if let Some(seen) = part.stages.iter().find(|s| s.stage == stage.stage)
+                && seen.busy_fraction.is_finite()
+            {
+                let length = part.arrivals_per_second.len().max(1) as f64;
+                weighted += seen.busy_fraction * length;
+                seconds += length;
+            }
+        }
+        if seconds > 0.0 {
+            stage.busy_fraction = weighted / seconds;
+        }
+    }
+    Some(merged)
 }
 
 #[cfg(test)]

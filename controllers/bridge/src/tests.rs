@@ -129,3 +129,37 @@ fn an_overloaded_host_reports_drops_as_slo_misses() {
     assert_eq!(observation.completed, seen.completed);
     assert_eq!(observation.latency_p99_ms, seen.latency_p99_ms);
 }
+
+#[test]
+fn per_second_reports_merge_into_the_report_of_the_whole_period() {
+    let pipeline = pipeline();
+    let start = plan("small", 1);
+    let rates = [3.0, 9.0, 1.0, 40.0, 7.0];
+    let mut whole = HostSim::new(&pipeline, &start, SimConfig::with_seed(4)).unwrap();
+    let mut split = HostSim::new(&pipeline, &start, SimConfig::with_seed(4)).unwrap();
+    whole.step_seconds(&rates);
+    let mut parts = Vec::new();
+    for &rate in &rates {
+        split.step_second(rate);
+        let pulse = pulse_from_sim(&split.pulse(), 0.0);
+        let part = sim_observation_message(&split.observe());
+        // The fast path reads the same second from either source.
+        let from_plugin = pulse_from_plugin(&part, pulse.time_s, &pulse.deployed);
+        assert_eq!(pulse, from_plugin);
+        parts.push(part);
+    }
+    let once = sim_observation_message(&whole.observe());
+    let merged = merge_observations(&parts).unwrap();
+    assert_eq!(merged.arrivals_per_second, once.arrivals_per_second);
+    assert_eq!(merged.completed, once.completed);
+    assert_eq!(merged.dropped, once.dropped);
+    assert_eq!(merged.slo_misses, once.slo_misses);
+    assert_eq!(merged.deployed, once.deployed);
+    for (m, o) in merged.stages.iter().zip(&once.stages) {
+        assert_eq!(m.queue_len, o.queue_len);
+        assert_eq!(m.ready_replicas, o.ready_replicas);
+        assert_eq!(m.starting_replicas, o.starting_replicas);
+    }
+    assert!(merged.latency_p99_ms >= once.latency_p99_ms);
+    assert_eq!(merge_observations(&[]), None);
+}

@@ -19,6 +19,7 @@ use infadapt_model::Plan;
 use infadapt_planner::{Constraint, LatencyModel, PlanError, Problem, Solution, solve};
 use serde::Serialize;
 
+use crate::fast_path::{FastPathConfig, Pulse, TriggerInput, trigger};
 use crate::{ControlError, Decision, Observation, Policy};
 
 /// Which forecast figure the load is sized from.
@@ -119,6 +120,9 @@ pub struct ControlConfig {
     pub initial_plan: Option<Plan>,
     /// InfAdapter's skip rule; `None` (the default) decides every tick.
     pub skip: Option<SkipRule>,
+    /// Re-planning between ticks when arrivals or queues outrun the plan in force (see
+    /// [`crate::fast_path`]). On by default; off for the published baselines.
+    pub fast_path: FastPathConfig,
 }
 
 impl ControlConfig {
@@ -143,6 +147,7 @@ impl ControlConfig {
             headroom: HeadroomConfig::default(),
             initial_plan: None,
             skip: None,
+            fast_path: FastPathConfig::default(),
         }
     }
 
@@ -175,6 +180,7 @@ impl ControlConfig {
             floor: LoadFloor::None,
             damping: DampingConfig::disabled(),
             headroom: HeadroomConfig::disabled(),
+            fast_path: FastPathConfig::disabled(),
             ..ControlConfig::new(problem)
         }
     }
@@ -205,6 +211,7 @@ impl ControlConfig {
             damping: DampingConfig::disabled(),
             headroom: HeadroomConfig::disabled(),
             skip: Some(SkipRule { max_skips: 4 }),
+            fast_path: FastPathConfig::disabled(),
             ..ControlConfig::new(problem)
         }
     }
@@ -250,6 +257,7 @@ impl ControlConfig {
             .map_err(|e| ControlError::InvalidConfig(e.to_string()))?;
         self.damping.validate()?;
         self.headroom.validate()?;
+        self.fast_path.validate()?;
         Ok(())
     }
 }
@@ -291,6 +299,14 @@ pub struct ControlLoop {
     last_planned_rps: Option<f64>,
     /// Decisions skipped in a row by the skip rule.
     skips_in_a_row: u32,
+    /// The last `fast_path.window_s` per-second arrival counts seen by pulses and ticks.
+    pulse_arrivals: VecDeque<f64>,
+    /// When the fast path last re-planned.
+    last_fast_s: Option<f64>,
+    /// The fast path re-planned and could add nothing: it waits for the next tick.
+    fast_exhausted: bool,
+    /// The load the last plan was sized for (tick or fast path).
+    last_provisioned_rps: f64,
 }
 
 impl ControlLoop {
@@ -336,8 +352,12 @@ impl ControlLoop {
             .map(|c| c * config.problem.utilisation_cap)
             .filter(|c| c.is_finite());
         Ok(ControlLoop {
+            last_provisioned_rps: last_planned_rps.unwrap_or(config.problem.load_rps),
             last_planned_rps,
             skips_in_a_row: 0,
+            pulse_arrivals: VecDeque::new(),
+            last_fast_s: None,
+            fast_exhausted: false,
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -642,6 +662,8 @@ impl Policy for ControlLoop {
             observation.deployed.clone()
         };
         self.observe_arrivals(now_s, observation);
+        self.remember_pulse_arrivals(&observation.arrivals_per_second);
+        self.fast_exhausted = false;
         let forecast: Forecast = self.forecaster.as_dyn().forecast(now_s, self.horizon_s);
         let mean = observation.mean_rps();
         let demand_rps = if mean.is_finite() { mean.max(0.0) } else { 0.0 };
@@ -681,7 +703,107 @@ impl Policy for ControlLoop {
             self.last_plan = deployed;
             return decision;
         }
+        self.plan_and_damp(now_s, load_rps, demand_rps, &deployed, &mut decision);
+        decision
+    }
 
+    fn react(&mut self, pulse: &Pulse) -> Option<Decision> {
+        if !self.config.fast_path.enabled || !pulse.time_s.is_finite() {
+            return None;
+        }
+        self.remember_pulse_arrivals(&pulse.arrivals_per_second);
+        let now_s = pulse.time_s;
+        if self.fast_exhausted
+            || self
+                .last_fast_s
+                .is_some_and(|t| now_s - t < self.config.fast_path.min_gap_s)
+            || self.pulse_arrivals.is_empty()
+        {
+            return None;
+        }
+        let deployed = if pulse.deployed.stages.is_empty() {
+            self.last_plan.clone()
+        } else {
+            pulse.deployed.clone()
+        };
+        let pipeline = &self.config.problem.pipeline;
+        let capacity_rps = plan_capacity_rps(pipeline, &deployed).ok()?;
+        let window_s = self.pulse_arrivals.len() as f64;
+        let rate_rps = self.pulse_arrivals.iter().sum::<f64>() / window_s;
+        let queue_len = if pulse.queue_len.is_finite() {
+            pulse.queue_len.max(0.0)
+        } else {
+            0.0
+        };
+        let fired = trigger(
+            &self.config.fast_path,
+            &TriggerInput {
+                rate_rps,
+                window_s,
+                capacity_rps,
+                utilisation_cap: self.config.problem.utilisation_cap,
+                queue_len,
+                slo_ms: pipeline.slo_ms,
+                capacity_starting: self.capacity_ready_at_s.is_some_and(|t| t > now_s),
+            },
+        )?;
+        self.last_fast_s = Some(now_s);
+        // Plan for what arrives now with the deadband's headroom, never below the load the
+        // plan in force was sized for, plus what it takes to drain the queue over the
+        // horizon.
+        let deadband = if self.config.damping.enabled {
+            self.config.damping.deadband_fraction.max(0.0)
+        } else {
+            0.0
+        };
+        let load_rps = rate_rps.max(self.last_provisioned_rps) * (1.0 + deadband)
+            + queue_len / self.horizon_s.max(1.0);
+        let mut decision = Decision {
+            time_s: now_s,
+            plan: deployed.clone(),
+            provisioned_rps: load_rps,
+            headroom: self.headroom.headroom(),
+            fast_path: Some(fired.describe(self.pulse_arrivals.len())),
+            ..Decision::default()
+        };
+        self.plan_and_damp(now_s, load_rps, rate_rps, &deployed, &mut decision);
+        let before = plan_capacity_rps(&self.config.problem.pipeline, &deployed).unwrap_or(0.0);
+        let after = plan_capacity_rps(&self.config.problem.pipeline, &decision.plan).unwrap_or(0.0);
+        if decision.plan == deployed || after <= before {
+            // Nothing more to start: the next tick decides.
+            self.fast_exhausted = true;
+            self.last_plan = deployed;
+            return None;
+        }
+        Some(decision)
+    }
+}
+
+impl ControlLoop {
+    /// Keeps the last `fast_path.window_s` clean per-second arrival counts.
+    fn remember_pulse_arrivals(&mut self, arrivals: &[f64]) {
+        let keep = self.config.fast_path.window_seconds();
+        for &rps in arrivals {
+            if !(rps.is_finite() && rps >= 0.0) {
+                continue;
+            }
+            if self.pulse_arrivals.len() == keep {
+                self.pulse_arrivals.pop_front();
+            }
+            self.pulse_arrivals.push_back(rps);
+        }
+    }
+
+    /// Plans for `load_rps` from `deployed` (closest feasible load when infeasible), weighs
+    /// a switch, damps, and fills `decision`; the plan in force is kept on a planner error.
+    fn plan_and_damp(
+        &mut self,
+        now_s: f64,
+        load_rps: f64,
+        demand_rps: f64,
+        deployed: &Plan,
+        decision: &mut Decision,
+    ) {
         let mut problem = self.config.problem.clone();
         problem.load_rps = load_rps;
         problem.current = (!deployed.stages.is_empty()).then(|| deployed.clone());
@@ -689,23 +811,24 @@ impl Policy for ControlLoop {
             Ok(found) => found,
             Err(error) => {
                 decision.error = Some(error.to_string());
-                self.last_plan = deployed;
-                return decision;
+                self.last_plan = deployed.clone();
+                return;
             }
         };
         decision.provisioned_rps = planned_rps;
+        self.last_provisioned_rps = planned_rps;
         decision.objective = Some(solution.objective);
         decision.binding = solution.binding.iter().map(describe_constraint).collect();
         decision.binding.extend(note);
         decision.proposed = Some(solution.plan.clone());
-        let (solution, kept) = self.weigh_switch(&problem, planned_rps, &deployed, solution);
+        let (solution, kept) = self.weigh_switch(&problem, planned_rps, deployed, solution);
         decision.held_back.extend(kept);
 
         let damped = self.damper.damp(&DampingInput {
             now_s,
             pipeline: &self.config.problem.pipeline,
             proposed: &solution.plan,
-            deployed: &deployed,
+            deployed,
             demand_rps,
             planned_load_rps: planned_rps,
             utilisation_cap: problem.utilisation_cap,
@@ -724,12 +847,11 @@ impl Policy for ControlLoop {
             }
         }
         let cold_start_s =
-            change_cold_start_s(&self.config.problem.pipeline, &deployed, &decision.plan);
+            change_cold_start_s(&self.config.problem.pipeline, deployed, &decision.plan);
         if cold_start_s > 0.0 {
             self.capacity_ready_at_s = Some(now_s + cold_start_s);
         }
         self.last_plan = decision.plan.clone();
-        decision
     }
 }
 

@@ -9,11 +9,13 @@
 
 pub mod control_loop;
 pub mod error;
+pub mod fast_path;
 pub mod observation;
 pub mod policy;
 
 pub use control_loop::{ControlConfig, ControlLoop, ForecastBasis, ForecastSettings, LoadFloor};
 pub use error::ControlError;
+pub use fast_path::{FastPathConfig, Pulse};
 pub use infadapt_damping::{DampingConfig, HeadroomConfig};
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;

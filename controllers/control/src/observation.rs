@@ -63,6 +63,10 @@ pub struct Decision {
     pub held_back: Vec<String>,
     /// Why planning failed (the deployed plan is kept), if it did.
     pub error: Option<String>,
+    /// Set when the decision came between ticks: what the fast path saw (see
+    /// [`crate::fast_path`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<String>,
 }
 
 impl Observation {

@@ -4,7 +4,10 @@
 //! Each workload second is one [`HostSim::step_second`]; every `policy.interval_s()` seconds
 //! (rounded to whole seconds, at least 1) the harness observes the host, converts the
 //! observation into the control loop's [`Observation`], asks the policy to decide, and
-//! applies the decision when its plan differs from the deployed one.
+//! applies the decision when its plan differs from the deployed one. Every other second the
+//! policy gets a [`Pulse`] (that second's arrivals, the queues now, the plan in force) and
+//! may answer with a decision to apply at once (the fast path); those count as decisions
+//! and reconfigurations like the ticks' do.
 //!
 //! An optional warm-up prefix of the workload lets forecasters learn before measuring: it
 //! runs on its own simulator, then the measured part starts on a fresh simulator with the
@@ -12,7 +15,7 @@
 //! measured seconds only. The policy keeps its state across the switch and sees one
 //! continuous clock.
 
-use infadapt_control::{Decision, Observation, Policy};
+use infadapt_control::{Decision, Observation, Policy, Pulse};
 use infadapt_model::{Pipeline, Plan};
 use infadapt_sim::{HostSim, SimConfig, SimObservation};
 use serde::Serialize;
@@ -81,6 +84,9 @@ pub struct TimelinePoint {
     /// Why the damper held back or overrode part of the proposal, one line each.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held_back: Vec<String>,
+    /// Set for a decision taken between ticks: what the fast path saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<String>,
 }
 
 /// The measured outcome of one policy on one workload.
@@ -134,6 +140,14 @@ pub fn to_observation(sim: &SimObservation, offset_s: f64) -> Observation {
 /// Progress callback: `(measured seconds done, measured seconds in all)`.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
+/// What the host showed when a decision was taken (for the timeline).
+struct Seen {
+    time_s: f64,
+    ready_capacity_rps: f64,
+    /// End-to-end p99 of the window (ticks only).
+    p99_ms: Option<f64>,
+}
+
 /// Mutable state of one run.
 struct Run<'p> {
     pipeline: &'p Pipeline,
@@ -153,6 +167,55 @@ impl Run<'_> {
         let seen = sim.observe();
         let observation = to_observation(&seen, offset_s);
         let decision = policy.decide(&observation);
+        let at = Seen {
+            time_s: seen.time_s,
+            ready_capacity_rps: seen
+                .stages
+                .iter()
+                .map(|s| s.capacity_rps)
+                .fold(f64::INFINITY, f64::min)
+                .min(f64::MAX),
+            p99_ms: seen.latency_p99_ms,
+        };
+        self.carry_out(sim, &at, &observation, &decision, measuring);
+    }
+
+    /// One pulse between ticks: the policy may decide at once (the fast path).
+    fn pulse(
+        &mut self,
+        policy: &mut dyn Policy,
+        sim: &mut HostSim,
+        offset_s: f64,
+        measuring: bool,
+    ) {
+        let pulse: Pulse = infadapt_bridge::pulse_from_sim(&sim.pulse(), offset_s);
+        let Some(decision) = policy.react(&pulse) else {
+            return;
+        };
+        // The timeline shows the window since the last tick without closing it.
+        let observation = Observation {
+            time_s: pulse.time_s,
+            arrivals_per_second: pulse.arrivals_per_second.clone(),
+            deployed: pulse.deployed.clone(),
+            ..Observation::default()
+        };
+        let at = Seen {
+            time_s: sim.now_s(),
+            ready_capacity_rps: sim.ready_capacity_rps(),
+            p99_ms: None,
+        };
+        self.carry_out(sim, &at, &observation, &decision, measuring);
+    }
+
+    /// Applies `decision` when it changes the plan, and counts it when `measuring`.
+    fn carry_out(
+        &mut self,
+        sim: &mut HostSim,
+        seen: &Seen,
+        observation: &Observation,
+        decision: &Decision,
+        measuring: bool,
+    ) {
         let before = sim.target_plan().clone();
         let mut changed = false;
         if decision.plan != before {
@@ -185,14 +248,14 @@ impl Run<'_> {
             self.decision_errors += 1;
         }
         if self.keep_timeline {
-            let point = self.point(&seen, &observation, &decision, sim.target_plan(), changed);
+            let point = self.point(seen, observation, decision, sim.target_plan(), changed);
             self.timeline.push(point);
         }
     }
 
     fn point(
         &self,
-        seen: &SimObservation,
+        seen: &Seen,
         observation: &Observation,
         decision: &Decision,
         deployed: &Plan,
@@ -207,13 +270,8 @@ impl Run<'_> {
             upper_rps: decision.upper_rps,
             provisioned_rps: decision.provisioned_rps,
             capacity_rps: plan_capacity(pipeline, deployed),
-            ready_capacity_rps: seen
-                .stages
-                .iter()
-                .map(|s| s.capacity_rps)
-                .fold(f64::INFINITY, f64::min)
-                .min(f64::MAX),
-            p99_ms: seen.latency_p99_ms,
+            ready_capacity_rps: seen.ready_capacity_rps,
+            p99_ms: seen.p99_ms,
             slo_ms: pipeline.slo_ms,
             variants: variants_per_stage(pipeline, deployed),
             replicas: pipeline
@@ -232,6 +290,7 @@ impl Run<'_> {
                 .as_ref()
                 .map_or_else(Vec::new, |p| variants_per_stage(pipeline, p)),
             held_back: decision.held_back.clone(),
+            fast_path: decision.fast_path.clone(),
         }
     }
 }
@@ -292,6 +351,8 @@ pub fn run_policy(
         sim.step_second(rate);
         if (second + 1).is_multiple_of(interval) {
             run.tick(policy, &mut sim, 0.0, false);
+        } else {
+            run.pulse(policy, &mut sim, 0.0, false);
         }
     }
     if warmup > 0 {
@@ -304,6 +365,8 @@ pub fn run_policy(
         sim.step_second(rate);
         if (warmup + i + 1).is_multiple_of(interval) {
             run.tick(policy, &mut sim, offset, true);
+        } else {
+            run.pulse(policy, &mut sim, offset, true);
         }
         let done = i as u64 + 1;
         if let Some(progress) = progress.as_mut()

@@ -35,7 +35,7 @@ pub use error::SimError;
 pub use histogram::LatencyHistogram;
 pub use host::{ARRIVAL_STREAM, HostSim, SERVICE_STREAM, splitmix64, stream_seed};
 pub use report::{
-    ApplyReport, LaneMode, PoolObservation, SimObservation, SimTotals, StageChange,
+    ApplyReport, LaneMode, PoolObservation, SimObservation, SimPulse, SimTotals, StageChange,
     StageObservation, VariantObservation,
 };
 pub use workload::{DiurnalParams, parse_rps_lines, slice, synthetic_diurnal};

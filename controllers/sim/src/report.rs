@@ -123,6 +123,20 @@ pub struct StageObservation {
     pub variants: Vec<VariantObservation>,
 }
 
+/// A look at the host between observations: what the last second brought and what waits
+/// now. Taking it changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SimPulse {
+    /// Current virtual time, seconds.
+    pub time_s: f64,
+    /// Requests that arrived in the last simulated second.
+    pub arrivals_last_second: u32,
+    /// Requests waiting in every stage's queues (as [`StageObservation::queue_len`]).
+    pub queue_len: u64,
+    /// The plan last applied.
+    pub target: Plan,
+}
+
 /// What a backend would report for the window since the previous observation.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SimObservation {

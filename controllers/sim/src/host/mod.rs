@@ -40,7 +40,7 @@ use crate::config::Settings;
 use crate::report::VariantObservation;
 use crate::{
     AccuracyComposition, ApplyReport, LaneMode, LatencyHistogram, PoolObservation, SimConfig,
-    SimError, SimObservation, SimTotals, StageObservation,
+    SimError, SimObservation, SimPulse, SimTotals, StageObservation,
 };
 use state::{Lane, Request, StageState};
 
@@ -357,6 +357,26 @@ impl HostSim {
     /// Requests queued or in a batch right now.
     pub fn in_flight(&self) -> u64 {
         self.in_batches + self.stages.iter().map(|s| s.queued as u64).sum::<u64>()
+    }
+
+    /// The last second's arrivals and the queues now, without closing the observation
+    /// window (what a router in front of the host sees between observations).
+    pub fn pulse(&self) -> SimPulse {
+        SimPulse {
+            time_s: self.now,
+            arrivals_last_second: self.window_per_second.last().copied().unwrap_or(0),
+            queue_len: self.stages.iter().map(|s| s.queued as u64).sum(),
+            target: self.target.clone(),
+        }
+    }
+
+    /// Profiled capacity of the replicas ready now (smallest stage), requests/s.
+    pub fn ready_capacity_rps(&self) -> f64 {
+        self.stages
+            .iter()
+            .map(|stage| observe_stage(stage, 0.0).capacity_rps)
+            .fold(f64::INFINITY, f64::min)
+            .min(f64::MAX)
     }
 
     /// What a backend would report for the window since the previous call.
