@@ -56,7 +56,8 @@ pub struct ForecastSettings {
     /// ([`lead_time_horizon_s`]: the control period plus the longest cold start).
     pub horizon_s: Option<f64>,
     /// `Some(q)` calibrates the upper bound on the model's own recent errors at coverage
-    /// `q` (conformal); `None` keeps the model's own upper bound.
+    /// `q` (conformal; default [`DEFAULT_UPPER_QUANTILE`]); `None` keeps the model's own
+    /// upper bound (for the window maximum, the point forecast itself).
     pub upper_quantile: Option<f64>,
     pub basis: ForecastBasis,
     /// The forecaster sees the mean arrival rate of the trailing `smoothing_s` seconds
@@ -77,7 +78,7 @@ impl Default for ForecastSettings {
         ForecastSettings {
             model: ModelKind::Max,
             horizon_s: None,
-            upper_quantile: None,
+            upper_quantile: Some(DEFAULT_UPPER_QUANTILE),
             basis: ForecastBasis::Upper,
             smoothing_s: DEFAULT_SMOOTHING_S,
             lstm: None,
@@ -95,6 +96,9 @@ impl Default for ForecastSettings {
 pub struct SkipRule {
     pub max_skips: u32,
 }
+
+/// Default coverage of the calibrated upper bound ([`ForecastSettings::upper_quantile`]).
+pub const DEFAULT_UPPER_QUANTILE: f64 = 0.9;
 
 /// Default of [`ForecastSettings::smoothing_s`].
 pub const DEFAULT_SMOOTHING_S: f64 = 3.0;
@@ -127,14 +131,15 @@ pub struct ControlConfig {
 
 impl ControlConfig {
     /// This project's defaults: 10-s period, the maximum of the last lead-time window as
-    /// the forecast of the next one, planned on the model's upper bound with the observed
-    /// mean as floor, damping and the headroom feedback on.
+    /// the forecast of the next one, planned on its conformal upper bound at 90 % coverage
+    /// ([`DEFAULT_UPPER_QUANTILE`]) with the observed mean as floor, damping, the headroom
+    /// feedback and the fast path on.
     ///
-    /// The window maximum is already a peak statistic, so no conformal bound is stacked on
-    /// it by default: after a level shift the conformal quantile is dominated by the few
-    /// residuals of the shift for dozens of ticks and doubles the provisioned load (seen in
-    /// the closed-loop step test). Set `forecast.upper_quantile` to calibrate a model whose
-    /// point forecast is a level (ARIMA, EWMA); the PI headroom corrects what remains.
+    /// The calibrated bound keeps headroom in proportion to how wrong the window maximum
+    /// has recently been, so the upper bound is not the point forecast. After a level
+    /// shift its quantile is dominated by the few residuals of the shift for a while; the
+    /// scale-down window and the switch-gain rule keep that from turning into churn, and
+    /// the fast path covers the step itself (measured in docs/evaluation.md).
     pub fn new(problem: Problem) -> Self {
         ControlConfig {
             name: "infadapt".to_owned(),
@@ -748,15 +753,17 @@ impl Policy for ControlLoop {
             },
         )?;
         self.last_fast_s = Some(now_s);
-        // Plan for what arrives now with the deadband's headroom, never below the load the
-        // plan in force was sized for, plus what it takes to drain the queue over the
-        // horizon.
+        // Plan for what arrives now (the window's mean or its last second, the larger: a
+        // step inside the window shows in full in its last second) with the deadband's
+        // headroom, never below the load the plan in force was sized for, plus what it
+        // takes to drain the queue over the horizon.
         let deadband = if self.config.damping.enabled {
             self.config.damping.deadband_fraction.max(0.0)
         } else {
             0.0
         };
-        let load_rps = rate_rps.max(self.last_provisioned_rps) * (1.0 + deadband)
+        let latest_rps = self.pulse_arrivals.back().copied().unwrap_or(0.0);
+        let load_rps = rate_rps.max(latest_rps).max(self.last_provisioned_rps) * (1.0 + deadband)
             + queue_len / self.horizon_s.max(1.0);
         let mut decision = Decision {
             time_s: now_s,

@@ -13,7 +13,9 @@ pub mod fast_path;
 pub mod observation;
 pub mod policy;
 
-pub use control_loop::{ControlConfig, ControlLoop, ForecastBasis, ForecastSettings, LoadFloor};
+pub use control_loop::{
+    ControlConfig, ControlLoop, DEFAULT_UPPER_QUANTILE, ForecastBasis, ForecastSettings, LoadFloor,
+};
 pub use error::ControlError;
 pub use fast_path::{FastPathConfig, Pulse};
 pub use infadapt_damping::{DampingConfig, HeadroomConfig};

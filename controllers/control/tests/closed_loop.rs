@@ -204,16 +204,19 @@ fn constant_load_has_few_reconfigurations_and_no_reversals() {
 
 #[test]
 fn step_up_settles_within_two_ticks_with_misses_only_during_cold_start() {
-    let mut rates = vec![30.0; 300];
+    // 25 minutes of history first: the calibrated upper bound keeps its last 1,440
+    // residuals, and the seconds around a step must be a small part of them (with only a
+    // few minutes of history they would set its 90 % quantile for minutes after).
+    let mut rates = vec![30.0; 1500];
     rates.extend(vec![90.0; 600]);
     let mut policy = ours(30.0);
     let run = run(&mut policy, &rates, 11);
-    let step_tick = 300 / 10;
+    let step_tick = 1500 / 10;
     let after: Vec<usize> = changes(&run.capacities)
         .into_iter()
         .filter(|&t| t >= step_tick)
         .collect();
-    // The first decision that sees the step (its window ends at 310 s) scales up; by two
+    // The first decision that sees the step (its window ends at 1510 s) scales up; by two
     // ticks later nothing moves any more.
     assert!(!after.is_empty(), "the loop must react to the step");
     assert!(

@@ -1,6 +1,6 @@
 //! Scenarios: the host and pipeline a comparison runs on, and what describes its workload.
 
-use infadapt_control::{ControlConfig, DampingConfig, ForecastSettings, LoadFloor};
+use infadapt_control::{ControlConfig, DampingConfig, FastPathConfig, ForecastSettings, LoadFloor};
 use infadapt_model::Plan;
 use infadapt_planner::Problem;
 use infadapt_sim::SimConfig;
@@ -32,6 +32,7 @@ pub struct LoopSettings {
     pub margin: f64,
     pub floor: LoadFloor,
     pub damping: DampingConfig,
+    pub fast_path: FastPathConfig,
 }
 
 impl Default for LoopSettings {
@@ -48,6 +49,7 @@ impl From<&ControlConfig> for LoopSettings {
             margin: config.margin,
             floor: config.floor,
             damping: config.damping.clone(),
+            fast_path: config.fast_path.clone(),
         }
     }
 }
@@ -73,6 +75,7 @@ impl LoopSettings {
         config.margin = self.margin;
         config.floor = self.floor;
         config.damping = self.damping.clone();
+        config.fast_path = self.fast_path.clone();
     }
 }
 
