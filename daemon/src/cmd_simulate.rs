@@ -81,6 +81,10 @@ pub struct SimulateArgs {
     /// `ipa-lstm`.
     #[arg(long, value_name = "FILE")]
     pub lstm_model: Option<PathBuf>,
+    /// Multiplies the scenario's cost weights when `infadapt` plans (the baselines and the
+    /// scoring keep the scenario's): one point of the accuracy–cost frontier.
+    #[arg(long, value_name = "X", default_value_t = 1.0)]
+    pub cost_weight: f64,
 }
 
 /// Most seeds one `--seeds` may name.
@@ -339,6 +343,14 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
             }
         }
     }
+    if !(args.cost_weight.is_finite() && args.cost_weight > 0.0 && args.cost_weight <= 1e6) {
+        eprintln!(
+            "error: --cost-weight must be a positive number up to 1e6, got {}",
+            args.cost_weight
+        );
+        return Ok(exit::USAGE);
+    }
+    file.scenario.loop_settings.cost_weight = args.cost_weight;
     let mut known: Vec<&str> = NAMES.to_vec();
     known.push(IPA_LSTM);
     let names: Vec<&str> = if args.policy == "all" {
@@ -452,6 +464,7 @@ fn print_single(
         let value = json!({
             "scenario": file.scenario.name,
             "config": config_name(args),
+            "cost_weight": args.cost_weight,
             "workload": {
                 "source": workload.source,
                 "seconds": measured,
@@ -516,6 +529,7 @@ fn print_seeds_json(
     let value = json!({
         "scenario": file.scenario.name,
         "config": config_name(args),
+        "cost_weight": args.cost_weight,
         "workload": {
             "source": first.source,
             "seconds": first.measured(),

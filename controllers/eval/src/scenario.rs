@@ -33,6 +33,11 @@ pub struct LoopSettings {
     pub floor: LoadFloor,
     pub damping: DampingConfig,
     pub fast_path: FastPathConfig,
+    /// Multiplies the scenario's cost weights (per core, per GPU GiB) when this project's
+    /// loop plans, leaving the objective the run is scored on and the baselines' planning
+    /// as they are: the knob the accuracy–cost frontier of `docs/evaluation.md` moves
+    /// along. Default 1.
+    pub cost_weight: f64,
 }
 
 impl Default for LoopSettings {
@@ -50,6 +55,7 @@ impl From<&ControlConfig> for LoopSettings {
             floor: config.floor,
             damping: config.damping.clone(),
             fast_path: config.fast_path.clone(),
+            cost_weight: 1.0,
         }
     }
 }
@@ -76,6 +82,9 @@ impl LoopSettings {
         config.floor = self.floor;
         config.damping = self.damping.clone();
         config.fast_path = self.fast_path.clone();
+        let weights = &mut config.problem.weights;
+        weights.beta_per_core *= self.cost_weight;
+        weights.beta_per_gpu_gib *= self.cost_weight;
     }
 }
 
