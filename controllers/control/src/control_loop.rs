@@ -312,6 +312,8 @@ pub struct ControlLoop {
     fast_exhausted: bool,
     /// The load the last plan was sized for (tick or fast path).
     last_provisioned_rps: f64,
+    /// Objective gains of switches kept back at consecutive ticks (the switch-gain rule).
+    forgone_gain: f64,
 }
 
 impl ControlLoop {
@@ -363,6 +365,7 @@ impl ControlLoop {
             pulse_arrivals: VecDeque::new(),
             last_fast_s: None,
             fast_exhausted: false,
+            forgone_gain: 0.0,
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -580,12 +583,19 @@ impl ControlLoop {
     /// the deployed configurations re-sized by the planner for the same load. When that
     /// fits and the switch gains less than the threshold, it replaces the proposal (the
     /// damper then treats it as a same-shape change) and a line says so.
+    ///
+    /// The objective is a rate (per tick of running a plan), the threshold a one-off
+    /// price for the restart, so the gains forgone at consecutive ticks (`at_tick`) add
+    /// up: a small gain that persists, as under a steady load where a cheaper chain fits,
+    /// is taken once its sum reaches the threshold; a gain that comes and goes with noise
+    /// restarts the sum whenever the planner stops proposing a switch.
     fn weigh_switch(
-        &self,
+        &mut self,
         problem: &Problem,
         load_rps: f64,
         deployed: &Plan,
         proposal: Solution,
+        at_tick: bool,
     ) -> (Solution, Option<String>) {
         let damping = &self.config.damping;
         let threshold = damping.min_switch_gain;
@@ -594,6 +604,9 @@ impl ControlLoop {
             || deployed.stages.is_empty()
             || same_configurations(&proposal.plan, deployed)
         {
+            if at_tick {
+                self.forgone_gain = 0.0;
+            }
             return (proposal, None);
         }
         let Some(pipeline) = keep_shape_pipeline(&problem.pipeline, deployed) else {
@@ -604,16 +617,31 @@ impl ControlLoop {
         keep_problem.load_rps = load_rps;
         let Ok(keep) = solve(&keep_problem) else {
             // The deployed variants cannot carry the load within the SLO: switch.
+            self.forgone_gain = 0.0;
             return (proposal, None);
         };
         let gain = proposal.objective - keep.objective;
         if !same_configurations(&keep.plan, deployed) || !gain.is_finite() || gain >= threshold {
+            self.forgone_gain = 0.0;
             return (proposal, None);
         }
+        if at_tick && gain > 0.0 {
+            self.forgone_gain += gain;
+        }
+        if self.forgone_gain >= threshold {
+            let line = format!(
+                "switch to {} gains {gain:.4} in the objective per tick; {:.4} forgone over                  consecutive ticks reached {threshold}: switched",
+                describe_variants(&proposal.plan),
+                self.forgone_gain
+            );
+            self.forgone_gain = 0.0;
+            return (proposal, Some(line));
+        }
         let line = format!(
-            "switch to {} gains {gain:.4} in the objective (below {threshold}); kept the \
-             deployed configuration, re-sized for {load_rps:.1} rps",
-            describe_variants(&proposal.plan)
+            "switch to {} gains {gain:.4} in the objective (below {threshold}; {:.4} forgone \
+             so far); kept the deployed configuration, re-sized for {load_rps:.1} rps",
+            describe_variants(&proposal.plan),
+            self.forgone_gain
         );
         (keep, Some(line))
     }
@@ -708,7 +736,7 @@ impl Policy for ControlLoop {
             self.last_plan = deployed;
             return decision;
         }
-        self.plan_and_damp(now_s, load_rps, demand_rps, &deployed, &mut decision);
+        self.plan_and_damp(true, now_s, load_rps, demand_rps, &deployed, &mut decision);
         decision
     }
 
@@ -773,7 +801,7 @@ impl Policy for ControlLoop {
             fast_path: Some(fired.describe(self.pulse_arrivals.len())),
             ..Decision::default()
         };
-        self.plan_and_damp(now_s, load_rps, rate_rps, &deployed, &mut decision);
+        self.plan_and_damp(false, now_s, load_rps, rate_rps, &deployed, &mut decision);
         let before = plan_capacity_rps(&self.config.problem.pipeline, &deployed).unwrap_or(0.0);
         let after = plan_capacity_rps(&self.config.problem.pipeline, &decision.plan).unwrap_or(0.0);
         if decision.plan == deployed || after <= before {
@@ -805,6 +833,7 @@ impl ControlLoop {
     /// a switch, damps, and fills `decision`; the plan in force is kept on a planner error.
     fn plan_and_damp(
         &mut self,
+        at_tick: bool,
         now_s: f64,
         load_rps: f64,
         demand_rps: f64,
@@ -828,7 +857,8 @@ impl ControlLoop {
         decision.binding = solution.binding.iter().map(describe_constraint).collect();
         decision.binding.extend(note);
         decision.proposed = Some(solution.plan.clone());
-        let (solution, kept) = self.weigh_switch(&problem, planned_rps, deployed, solution);
+        let (solution, kept) =
+            self.weigh_switch(&problem, planned_rps, deployed, solution, at_tick);
         decision.held_back.extend(kept);
 
         let damped = self.damper.damp(&DampingInput {
@@ -1088,6 +1118,28 @@ mod tests {
             decision.plan.stages[0].assignments[0].variant.clone(),
             decision.held_back,
         )
+    }
+
+    #[test]
+    fn a_small_gain_that_persists_is_taken_once_its_sum_reaches_the_threshold() {
+        // b gains 0.0025 per tick: kept at the first tick, taken at the second (0.005).
+        let (pipeline, deployed) = near_tie();
+        let mut config = ControlConfig::new(Problem::new(pipeline, 10.0));
+        config.initial_plan = Some(deployed.clone());
+        let mut policy = ControlLoop::new(config).expect("builds");
+        let first = policy.decide(&observation(10.0, 10.0, deployed.clone()));
+        assert_eq!(first.plan.stages[0].assignments[0].variant, "a");
+        let second = policy.decide(&observation(20.0, 10.0, first.plan.clone()));
+        assert_eq!(
+            second.plan.stages[0].assignments[0].variant, "b",
+            "{:?}",
+            second.held_back
+        );
+        assert!(
+            second.held_back.iter().any(|l| l.contains("switched")),
+            "{:?}",
+            second.held_back
+        );
     }
 
     #[test]
