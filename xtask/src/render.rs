@@ -71,6 +71,162 @@ pub struct RunResult {
     /// Wall time of the command, seconds.
     pub wall_s: f64,
     pub report: SeedsReport,
+    /// Ours at the other cost weights of [`COST_WEIGHTS`] (`simulate --policy infadapt
+    /// --cost-weight X`), same seeds; weights not run are absent.
+    pub grid: Vec<(f64, SeedsReport)>,
+}
+
+/// The cost-weight grid of the accuracy–cost frontier (docs/evaluation.md, written before
+/// it was run); 1 is the default.
+pub const COST_WEIGHTS: [f64; 7] = [0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0];
+
+/// Ours at one cost weight: the means over the seeds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FrontierPoint {
+    pub cost_weight: f64,
+    pub slo_violation_rate: f64,
+    pub on_time_accuracy: f64,
+    pub cost_core_hours: f64,
+    pub reconfigurations: f64,
+}
+
+impl FrontierPoint {
+    fn of(report: &SeedsReport, cost_weight: f64) -> Option<FrontierPoint> {
+        let get = |metric| mean_of(report, OURS, metric);
+        Some(FrontierPoint {
+            cost_weight,
+            slo_violation_rate: get("slo_violation_rate")?,
+            on_time_accuracy: get("on_time_accuracy")?,
+            cost_core_hours: get("cost_core_hours")?,
+            reconfigurations: get("reconfigurations")?,
+        })
+    }
+}
+
+/// Ours' points of a run in grid order: the default from the main report, the others from
+/// the grid runs.
+pub fn frontier_points(run: &RunResult) -> Vec<FrontierPoint> {
+    let mut points: Vec<FrontierPoint> = run
+        .grid
+        .iter()
+        .filter_map(|(x, report)| FrontierPoint::of(report, *x))
+        .chain(FrontierPoint::of(&run.report, 1.0))
+        .collect();
+    points.sort_by(|a, b| a.cost_weight.total_cmp(&b.cost_weight));
+    points.dedup_by(|a, b| a.cost_weight == b.cost_weight);
+    points
+}
+
+/// The grid point that covers `policy` (core-hours ≤ and on-time accuracy ≥ its means):
+/// the cheapest such point, if any.
+fn covering(points: &[FrontierPoint], report: &SeedsReport, policy: &str) -> Check {
+    let (Some(cost), Some(accuracy)) = (
+        mean_of(report, policy, "cost_core_hours"),
+        mean_of(report, policy, "on_time_accuracy"),
+    ) else {
+        return Check::missing();
+    };
+    let best = points
+        .iter()
+        .filter(|p| p.cost_core_hours <= cost && p.on_time_accuracy >= accuracy)
+        .min_by(|a, b| a.cost_core_hours.total_cmp(&b.cost_core_hours));
+    match best {
+        Some(p) => Check {
+            text: format!("X = {}", p.cost_weight),
+            holds: Some(true),
+        },
+        None => Check {
+            text: "none".to_owned(),
+            holds: Some(false),
+        },
+    }
+}
+
+/// Whether the default (X = 1) is on ours' own frontier: no grid point is cheaper and at
+/// least as accurate on time.
+fn default_on_frontier(points: &[FrontierPoint]) -> Check {
+    let Some(default) = points.iter().find(|p| p.cost_weight == 1.0) else {
+        return Check::missing();
+    };
+    let beating = points.iter().find(|p| {
+        p.cost_weight != 1.0
+            && p.cost_core_hours < default.cost_core_hours
+            && p.on_time_accuracy >= default.on_time_accuracy
+    });
+    match beating {
+        None => Check {
+            text: "yes".to_owned(),
+            holds: Some(true),
+        },
+        Some(p) => Check {
+            text: format!(
+                "no: X = {} costs {} core-h at {} on-time acc",
+                p.cost_weight,
+                signed(
+                    p.cost_core_hours - default.cost_core_hours,
+                    Unit::Decimals(2)
+                ),
+                signed(
+                    p.on_time_accuracy - default.on_time_accuracy,
+                    Unit::Decimals(4)
+                )
+            ),
+            holds: Some(false),
+        },
+    }
+}
+
+/// The frontier section: the check table over every run, then ours' grid per run.
+pub fn render_frontier(runs: &[RunResult]) -> String {
+    let mut out = String::from(
+        "A cell names the cheapest cost weight X of ours with core-hours ≤ and on-time \
+         accuracy ≥ that baseline's (means over the seeds); `none` where no grid point does.\n\n\
+         | run | `ipa` | `infadapter` | `ms+` | `hpa` | `vpa` | default (X = 1) on ours' frontier |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    let mut held = 0;
+    let mut checked = 0;
+    for run in runs {
+        let points = frontier_points(run);
+        let _ = write!(out, "| {} |", run.name);
+        let mut checks: Vec<Check> = ADAPTIVE
+            .iter()
+            .map(|p| covering(&points, &run.report, p))
+            .collect();
+        checks.push(default_on_frontier(&points));
+        for check in &checks {
+            let _ = write!(out, " {} |", check.cell());
+            if let Some(holds) = check.holds {
+                checked += 1;
+                held += usize::from(holds);
+            }
+        }
+        out.push('\n');
+    }
+    let _ = writeln!(
+        out,
+        "\n{held} of {checked} frontier checks hold on the means.\n"
+    );
+    out.push_str(
+        "Ours over the grid (means over the seeds):\n\n\
+         | run | X | SLO viol | on-time acc | core-h | reconfig |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+    );
+    for run in runs {
+        for p in frontier_points(run) {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} |",
+                run.name,
+                p.cost_weight,
+                with_unit_suffix(number(p.slo_violation_rate, Unit::Percent), Unit::Percent),
+                number(p.on_time_accuracy, Unit::Decimals(4)),
+                number(p.cost_core_hours, Unit::Decimals(2)),
+                number(p.reconfigurations, Unit::Decimals(1)),
+            );
+        }
+    }
+    out
 }
 
 /// How a metric is printed.
@@ -433,6 +589,7 @@ mod tests {
             commit: "abc1234".to_owned(),
             wall_s: 12.0,
             report,
+            grid: Vec::new(),
         }
     }
 
@@ -494,4 +651,30 @@ mod tests {
         assert_eq!(signed(f64::INFINITY, Unit::Decimals(2)), "—");
         assert_eq!(signed(-0.5, Unit::Decimals(2)), "−0.50");
     }
+
+    #[test]
+    fn the_frontier_names_the_cheapest_covering_weight_and_judges_the_default() {
+        let main = report(&[
+            (OURS, 0.01, 0.70, 6.0, 5.0),
+            ("ipa", 0.05, 0.69, 5.0, 40.0),
+            ("infadapter", 0.03, 0.72, 7.0, 9.0),
+        ]);
+        let mut result = run(main);
+        result.grid = vec![
+            (2.0, report(&[(OURS, 0.01, 0.70, 4.5, 5.0)])),
+            (0.5, report(&[(OURS, 0.01, 0.73, 6.9, 5.0)])),
+        ];
+        let points = frontier_points(&result);
+        let weights: Vec<f64> = points.iter().map(|p| p.cost_weight).collect();
+        assert_eq!(weights, [0.5, 1.0, 2.0]);
+        assert_eq!(covering(&points, &result.report, "ipa").text, "X = 2");
+        assert_eq!(covering(&points, &result.report, "infadapter").text, "X = 0.5");
+        // X = 2 is cheaper at the same on-time accuracy: the default is off the frontier.
+        let default = default_on_frontier(&points);
+        assert_eq!(default.holds, Some(false));
+        assert!(default.text.contains("X = 2"), "{}", default.text);
+        let text = render_frontier(&[result]);
+        assert!(text.contains("| w | 0.5 | 1.00 % | 0.7300 | 6.90 | 5.0 |"), "{text}");
+    }
+
 }
