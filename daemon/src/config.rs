@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use infadapt_control::{ControlConfig, DampingConfig, ForecastBasis, LoadFloor};
+use infadapt_control::{ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor};
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::Catalog;
 use infadapt_planner::Problem;
@@ -120,6 +120,9 @@ pub struct PipelineConfig {
     pub backend: BackendConfig,
     /// `[pipeline.router]`: the request router in front of the backend, when configured.
     pub router: Option<RouterSettings>,
+    /// `[pipeline.fast_path] check_s`: seconds of loop time between two looks at the
+    /// load between ticks (the period is split into `round(period_s / check_s)` of them).
+    pub check_s: f64,
 }
 
 /// A whole validated configuration file.
@@ -372,6 +375,13 @@ fn read_pipeline(
         control.damping = read_damping(&d);
         d.finish();
     }
+    let mut check_s = DEFAULT_CHECK_S.min(period_s);
+    if let Some(f) = p.opt_table("fast_path") {
+        let (fast_path, check) = read_fast_path(&f, period_s);
+        control.fast_path = fast_path;
+        check_s = check;
+        f.finish();
+    }
     let backend = read_backend(p, raw_backend, daemon);
     let router = p.opt_table("router").and_then(|r| {
         let settings = read_router(&r);
@@ -389,7 +399,54 @@ fn read_pipeline(
         control,
         backend: backend?,
         router,
+        check_s,
     })
+}
+
+/// Default seconds between two looks at the load between ticks (the fast path).
+pub const DEFAULT_CHECK_S: f64 = 1.0;
+
+/// The `[pipeline.fast_path]` table: the loop's fast-path settings and the daemon's pulse
+/// interval `check_s` (in `(0, period_s]`; default 1 s, or the period when shorter).
+pub(crate) fn read_fast_path(f: &TableReader<'_, '_>, period_s: f64) -> (FastPathConfig, f64) {
+    let mut fast_path = FastPathConfig::default();
+    if let Some(enabled) = f.opt_bool("enabled") {
+        fast_path.enabled = enabled;
+    }
+    let ranged = |key: &str, least: f64, default: f64| match f.opt_f64(key) {
+        Some(v) if v.is_finite() && (least..=3600.0).contains(&v) => v,
+        Some(v) => {
+            f.report(key, format!("must be in [{least}, 3600], got {v}"));
+            default
+        }
+        None => default,
+    };
+    fast_path.window_s = ranged("window_s", 1.0, fast_path.window_s);
+    fast_path.sigmas = ranged("sigmas", 0.0, fast_path.sigmas);
+    fast_path.min_gap_s = ranged("min_gap_s", 0.0, fast_path.min_gap_s);
+    if let Some(v) = f.opt_f64("queue_slo_fraction") {
+        if v.is_finite() && v > 0.0 {
+            fast_path.queue_slo_fraction = v;
+        } else {
+            f.report(
+                "queue_slo_fraction",
+                format!("must be a positive share of the SLO, got {v}"),
+            );
+        }
+    }
+    let default_check = DEFAULT_CHECK_S.min(period_s);
+    let check_s = match f.opt_f64("check_s") {
+        Some(v) if v.is_finite() && v > 0.0 && v <= period_s => v,
+        Some(v) => {
+            f.report(
+                "check_s",
+                format!("must be in (0, {period_s}] (the period, seconds), got {v}"),
+            );
+            default_check
+        }
+        None => default_check,
+    };
+    (fast_path, check_s)
 }
 
 /// Default limit for one forwarded request.
@@ -693,5 +750,52 @@ peak_rps = 80
             assert!(errors.contains(needle), "{needle} missing from:\n{errors}");
         }
         assert!(errors.lines().all(|l| l.starts_with("c.toml:")), "{errors}");
+    }
+
+    #[test]
+    fn the_fast_path_is_on_by_default_and_its_keys_are_read_and_checked() {
+        let config = parse(GOOD).expect("valid");
+        let p = &config.pipelines[0];
+        assert_eq!(p.control.fast_path, FastPathConfig::default());
+        assert!(p.control.fast_path.enabled);
+        assert_eq!(p.check_s, 1.0);
+        let set = parse(&format!(
+            "{GOOD}[pipeline.fast_path]\nenabled = false\nwindow_s = 3\nsigmas = 4.5\n\
+             queue_slo_fraction = 0.25\nmin_gap_s = 0\ncheck_s = 0.5\n"
+        ))
+        .expect("valid");
+        let p = &set.pipelines[0];
+        assert_eq!(
+            p.control.fast_path,
+            FastPathConfig {
+                enabled: false,
+                window_s: 3.0,
+                sigmas: 4.5,
+                queue_slo_fraction: 0.25,
+                min_gap_s: 0.0,
+            }
+        );
+        assert_eq!(p.check_s, 0.5);
+        // A period shorter than a second is checked every period by default.
+        let short = parse(&GOOD.replace("period_s = 2", "period_s = 0.5")).expect("valid");
+        assert_eq!(short.pipelines[0].check_s, 0.5);
+
+        let bad = parse(&format!(
+            "{GOOD}[pipeline.fast_path]\nenabled = 1\nwindow_s = 0.5\nsigmas = -1\n\
+             queue_slo_fraction = 0\nmin_gap_s = 1e9\ncheck_s = 3\nperiod = 1\n"
+        ))
+        .expect_err("invalid");
+        for needle in [
+            "pipeline[0].fast_path.enabled: expected",
+            "pipeline[0].fast_path.window_s: must be in [1, 3600], got 0.5",
+            "pipeline[0].fast_path.sigmas: must be in [0, 3600], got -1",
+            "pipeline[0].fast_path.queue_slo_fraction: must be a positive share of the SLO",
+            "pipeline[0].fast_path.min_gap_s: must be in [0, 3600]",
+            "pipeline[0].fast_path.check_s: must be in (0, 2] (the period, seconds), got 3",
+            "pipeline[0].fast_path.period: unknown field",
+        ] {
+            assert!(bad.contains(needle), "{needle} missing from:\n{bad}");
+        }
+        assert!(bad.lines().all(|l| l.starts_with("c.toml:")), "{bad}");
     }
 }
