@@ -40,6 +40,15 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
 pub use stats::RouterWindow;
+
+/// What the router sees now, for the fast path between ticks (see [`Router::peek`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RouterPeek {
+    /// Arrivals in each whole second that ended since the previous peek, oldest first.
+    pub arrivals_per_second: Vec<f64>,
+    /// Requests received and not answered yet (waiting or being served).
+    pub in_flight: u64,
+}
 use stats::Window;
 
 /// Router settings of a pipeline (`[pipeline.router]`).
@@ -97,6 +106,8 @@ struct Inner {
     routes: RwLock<Vec<Vec<Target>>>,
     window: Mutex<Window>,
     totals: Totals,
+    /// Requests received and not answered yet.
+    in_flight: AtomicU64,
     client: Client<HttpConnector, Full<Bytes>>,
     timeout: Duration,
     ready_wait: Duration,
@@ -159,6 +170,7 @@ impl Router {
                 stages,
                 window: Mutex::new(Window::new(Instant::now())),
                 totals: Totals::default(),
+                in_flight: AtomicU64::new(0),
                 client,
                 timeout,
                 ready_wait,
@@ -210,6 +222,22 @@ impl Router {
     pub fn take_window(&self) -> RouterWindow {
         let mut window = self.inner.window.lock().unwrap_or_else(|p| p.into_inner());
         window.take(Instant::now())
+    }
+
+    /// A look at the live measurements between ticks: the whole seconds of arrivals that
+    /// ended since the previous peek and the requests in flight. Takes nothing from the
+    /// window: [`Router::take_window`] still covers every second.
+    pub fn peek(&self) -> RouterPeek {
+        let arrivals_per_second = self
+            .inner
+            .window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .peek(Instant::now());
+        RouterPeek {
+            arrivals_per_second,
+            in_flight: self.inner.in_flight.load(Ordering::Relaxed),
+        }
     }
 
     pub fn counters(&self) -> RouterCounters {
@@ -496,6 +524,7 @@ async fn infer(State(router): State<Router>, Path(model): Path<String>, body: By
         .unwrap_or_else(|p| p.into_inner())
         .arrival(started);
     router.inner.totals.requests.fetch_add(1, Ordering::Relaxed);
+    let in_flight = InFlight::enter(&router.inner.in_flight);
     let result = router.run_pipeline(body).await;
     let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
     let ok = result.is_ok();
@@ -515,6 +544,7 @@ async fn infer(State(router): State<Router>, Path(model): Path<String>, body: By
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .finished(ok, missed, latency_ms);
+    drop(in_flight);
     match result {
         Ok(answer) => (
             StatusCode::OK,
@@ -526,6 +556,23 @@ async fn infer(State(router): State<Router>, Path(model): Path<String>, body: By
             warn!(pipeline = %router.inner.pipeline, error = %failure.message, "request failed");
             error_response(failure.status, failure.message)
         }
+    }
+}
+
+/// Counts a request in flight until dropped (also when the client goes away and the
+/// handler is cancelled).
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn enter(counter: &'a AtomicU64) -> InFlight<'a> {
+        counter.fetch_add(1, Ordering::Relaxed);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -1,5 +1,7 @@
 //! The router's measurement window: arrivals counted per whole second, latencies,
-//! completions, failures and SLO misses since the control loop last took them.
+//! completions, failures and SLO misses since the control loop last took them. A peek (the
+//! fast path between ticks) reads the seconds that ended since the previous peek and leaves
+//! them for the next take.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -23,6 +25,8 @@ pub struct Window {
     origin: Instant,
     /// The first second not yet handed out.
     next_second: u64,
+    /// The first second not yet peeked at.
+    next_peek: u64,
     arrivals: BTreeMap<u64, u64>,
     latencies_ms: Vec<f64>,
     completed: u64,
@@ -35,6 +39,7 @@ impl Window {
         Window {
             origin,
             next_second: 0,
+            next_peek: 0,
             arrivals: BTreeMap::new(),
             latencies_ms: Vec::new(),
             completed: 0,
@@ -64,6 +69,19 @@ impl Window {
         if missed {
             self.slo_misses += 1;
         }
+    }
+
+    /// Arrivals in each whole second that ended before `now` since the previous peek (or
+    /// take, whichever came later), oldest first. Takes nothing: the next take still hands
+    /// out every second.
+    pub fn peek(&mut self, now: Instant) -> Vec<f64> {
+        let current = self.second(now);
+        let first = self.next_peek.max(self.next_second);
+        let seen = (first..current)
+            .map(|s| self.arrivals.get(&s).copied().unwrap_or(0) as f64)
+            .collect();
+        self.next_peek = first.max(current);
+        seen
     }
 
     /// Hands out the seconds that ended before `now` and everything finished so far.
@@ -123,5 +141,27 @@ mod tests {
                 .arrivals_per_second
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_peek_sees_each_second_once_and_leaves_it_to_the_take() {
+        let t0 = Instant::now();
+        let mut w = Window::new(t0);
+        for ms in [10, 20, 900, 1500, 2500, 2600, 3100] {
+            w.arrival(t0 + Duration::from_millis(ms));
+        }
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(w.peek(at(1100)), vec![3.0]);
+        assert!(w.peek(at(1900)).is_empty(), "second 1 has not ended");
+        assert_eq!(w.peek(at(3050)), vec![1.0, 2.0]);
+        // The take still hands out every second, peeked or not.
+        assert_eq!(w.take(at(3200)).arrivals_per_second, vec![3.0, 1.0, 2.0]);
+        // A peek after a take starts where the take ended.
+        assert_eq!(w.peek(at(4000)), vec![1.0]);
+        assert_eq!(w.take(at(4100)).arrivals_per_second, vec![1.0]);
+        // Seconds taken before they were peeked at are not peeked at later.
+        w.arrival(at(4500));
+        assert_eq!(w.take(at(5100)).arrivals_per_second, vec![1.0]);
+        assert_eq!(w.peek(at(6000)), vec![0.0]);
     }
 }

@@ -243,6 +243,8 @@ async fn a_request_waits_for_a_ready_endpoint_up_to_the_ready_wait() {
     let waiting = tokio::spawn(async move { call(port, "p", 1.0).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the request was not held");
+    // The held request is in flight for the fast path's look between ticks.
+    assert_eq!(router.peek().in_flight, 1);
     router.update(
         &plan(&[("s", &[("v", 1.0)])]),
         &[endpoint("s", "v", &fine, EndpointState::Ready)],
@@ -250,6 +252,7 @@ async fn a_request_waits_for_a_ready_endpoint_up_to_the_ready_wait() {
     let (status, answer) = waiting.await.unwrap();
     assert_eq!(status, 200, "{answer}");
     assert_eq!(hits.load(Ordering::Relaxed), 1);
+    assert_eq!(router.peek().in_flight, 0);
 
     // Nothing becomes ready in time: 503 after the wait, not before.
     router.update(&plan(&[("s", &[("v", 1.0)])]), &[]);
