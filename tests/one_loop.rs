@@ -1,11 +1,13 @@
 //! One loop, two clocks: the same seed, load and settings through the evaluation harness
 //! (`simulate --policy infadapt`) and through the daemon's own pipeline task on the linked
-//! simulated backend, in virtual time, give the same decisions, tick for tick.
+//! simulated backend, in virtual time, give the same decisions, tick for tick, and the same
+//! fast-path decisions between ticks (the harness pulses every second, the daemon wakes
+//! every `check_s` = 1 s), in the same order at the same times.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use infadapt_control::{ControlConfig, ControlLoop, Decision, Observation, Policy};
+use infadapt_control::{ControlConfig, ControlLoop, Decision, Observation, Policy, Pulse};
 use infadapt_eval::{LoopSettings, RunOptions, Scenario, run_policy};
 use infadapt_model::Plan;
 use infadapt_sim::SimConfig;
@@ -20,6 +22,12 @@ use tokio::sync::{mpsc, watch};
 /// Control periods compared: one simulated day of the diurnal load below (5-s period).
 const TICKS: u64 = 120;
 
+/// The diurnal load of the tick-for-tick test: a 600-s day from 15 to 130 rps.
+const DIURNAL: &str = "trough_rps = 15\npeak_rps = 130\nday_s = 600";
+
+/// A load with bursts of two to four times the rate every few minutes: the fast path fires.
+const BURSTY: &str = "trough_rps = 20\npeak_rps = 60\nday_s = 600\nbursts_per_hour = 30";
+
 /// A daemon configuration on the shipped ResNet catalog and the linked simulator: a
 /// 600-s day from 15 to 130 rps on 20 cores, so the loop scales up, switches variants and
 /// scales down again. The 5-s period is shorter than every variant's cold start (6.4 to
@@ -27,7 +35,7 @@ const TICKS: u64 = 120;
 /// ready replicas differ. The MILP's time limit is wall time: where it binds, the answer
 /// depends on the machine's speed, so it is set where it does not. No warm-up: both sides
 /// start from the loop's initial plan.
-fn daemon_pipeline(seed: u64) -> PipelineConfig {
+fn daemon_pipeline(seed: u64, load: &str) -> PipelineConfig {
     let text = format!(
         r#"
 [daemon]
@@ -69,9 +77,7 @@ min_dwell_s = 60
 [pipeline.backend]
 type = "sim"
 seed = {seed}
-trough_rps = 15
-peak_rps = 130
-day_s = 600
+{load}
 "#
     );
     let base = crate::daemon::repo_root().join("etc");
@@ -131,6 +137,11 @@ impl Policy for Recorded {
         self.decisions.push(decision.clone());
         decision
     }
+    fn react(&mut self, pulse: &Pulse) -> Option<Decision> {
+        let decision = self.inner.react(pulse)?;
+        self.decisions.push(decision.clone());
+        Some(decision)
+    }
 }
 
 /// How the `infadapt` policy of `simulate` configures the loop for a scenario.
@@ -155,101 +166,126 @@ fn replicas(plan: &Plan) -> u32 {
     plan.stages[0].assignments.iter().map(|a| a.replicas).sum()
 }
 
+/// Runs `config` through the harness (as `simulate --policy infadapt` does) and through the
+/// daemon's pipeline task for [`TICKS`] periods, checks that both take the same decisions
+/// (ticks and fast-path decisions, in order, at the same times) and returns them.
+fn same_decisions(config: PipelineConfig, label: &str) -> Vec<Decision> {
+    let period = config.control.interval_s;
+    // The daemon starts from the loop's initial plan; the scenario starts there too.
+    let start = ControlLoop::new(config.control.clone())
+        .expect("loop")
+        .initial_plan();
+    let settings = SimSettings::from_json(&config.backend.settings).expect("settings");
+    let workload = settings
+        .workload((TICKS as f64 * period) as usize)
+        .expect("workload");
+    let scenario = Scenario {
+        name: "one-loop".to_owned(),
+        problem: config.control.problem.clone(),
+        initial: Some(start),
+        sim: SimConfig::with_seed(settings.seed),
+        warmup_s: 0,
+        loop_settings: LoopSettings::from(&config.control),
+    };
+    let mean = workload.iter().sum::<f64>() / workload.len() as f64;
+    let harness_config = infadapt_config(&scenario, mean);
+    // The daemon's keys and the scenario configure the same loop (the load the initial
+    // plan is sized for aside: the plan itself is given).
+    let mut expected = config.control.clone();
+    expected.problem.load_rps = mean;
+    expected.initial_plan = scenario.initial.clone();
+    assert_eq!(harness_config, expected);
+
+    let mut recorded = Recorded {
+        inner: ControlLoop::new(harness_config).expect("loop"),
+        decisions: Vec::new(),
+    };
+    let options = RunOptions {
+        sim: scenario.sim.clone(),
+        warmup_s: 0,
+        ..RunOptions::default()
+    };
+    let report = run_policy(
+        &mut recorded,
+        &scenario.problem.pipeline,
+        &workload,
+        &options,
+        None,
+    )
+    .expect("harness run");
+    // `simulate --policy infadapt` builds that very loop: same timeline.
+    let simulated =
+        infadapt_eval::evaluate("infadapt", &scenario, &workload, true, None).expect("simulate");
+    assert_eq!(simulated.timeline.len(), report.timeline.len(), "{label}");
+    for (point, expected) in simulated.timeline.iter().zip(&report.timeline) {
+        assert_eq!(point, expected, "{label}: simulate and the loop differ");
+    }
+    assert_eq!(report.timeline.len(), recorded.decisions.len(), "{label}");
+
+    let daemon = daemon_decisions(config);
+    let mut ticks = 0u64;
+    for (k, (harness, daemon)) in recorded.decisions.iter().zip(&daemon).enumerate() {
+        assert_eq!(
+            harness, &daemon.decision,
+            "{label}: decision {k} at {} s differs",
+            harness.time_s
+        );
+        assert_eq!(daemon.fast_path, harness.fast_path.is_some(), "{label}");
+        if daemon.fast_path {
+            // Between ticks, at a whole second of the loop clock.
+            assert_eq!(daemon.tick, ticks, "{label}");
+            let t = daemon.decision.time_s;
+            assert!(t > period * ticks as f64 && t < period * (ticks + 1) as f64);
+            assert_eq!(t, t.round(), "{label}");
+        } else {
+            ticks += 1;
+            assert_eq!(daemon.tick, ticks, "{label}");
+            assert_eq!(daemon.decision.time_s, period * ticks as f64, "{label}");
+        }
+        let point = &report.timeline[k];
+        assert_eq!(point.time_s, harness.time_s);
+        assert_eq!(point.fast_path, harness.fast_path);
+        assert_eq!(
+            point.changed,
+            daemon.applied && !daemon.apply_actions.is_empty(),
+            "{label}: decision {k}"
+        );
+    }
+    assert_eq!(daemon.len(), recorded.decisions.len(), "{label}");
+    assert_eq!(ticks, TICKS, "{label}: ticks without a decision");
+    recorded.decisions
+}
+
 #[test]
 fn daemon_and_simulate_decide_the_same_on_the_same_seed() {
     for seed in [1, 2] {
-        let config = daemon_pipeline(seed);
-        let period = config.control.interval_s;
-        // The daemon starts from the loop's initial plan; the scenario starts there too.
-        let start = ControlLoop::new(config.control.clone())
-            .expect("loop")
-            .initial_plan();
-        let settings = SimSettings::from_json(&config.backend.settings).expect("settings");
-        let workload = settings
-            .workload((TICKS as f64 * period) as usize)
-            .expect("workload");
-        let scenario = Scenario {
-            name: "one-loop".to_owned(),
-            problem: config.control.problem.clone(),
-            initial: Some(start),
-            sim: SimConfig::with_seed(settings.seed),
-            warmup_s: 0,
-            loop_settings: LoopSettings::from(&config.control),
-        };
-        let mean = workload.iter().sum::<f64>() / workload.len() as f64;
-        let harness_config = infadapt_config(&scenario, mean);
-        // The daemon's keys and the scenario configure the same loop (the load the initial
-        // plan is sized for aside: the plan itself is given).
-        let mut expected = config.control.clone();
-        expected.problem.load_rps = mean;
-        expected.initial_plan = scenario.initial.clone();
-        assert_eq!(harness_config, expected);
-
-        let mut recorded = Recorded {
-            inner: ControlLoop::new(harness_config).expect("loop"),
-            decisions: Vec::new(),
-        };
-        let options = RunOptions {
-            sim: scenario.sim.clone(),
-            warmup_s: 0,
-            ..RunOptions::default()
-        };
-        let report = run_policy(
-            &mut recorded,
-            &scenario.problem.pipeline,
-            &workload,
-            &options,
-            None,
-        )
-        .expect("harness run");
-        // `simulate --policy infadapt` builds that very loop: same timeline.
-        let simulated = infadapt_eval::evaluate("infadapt", &scenario, &workload, true, None)
-            .expect("simulate");
-        assert_eq!(
-            simulated.timeline.len(),
-            report.timeline.len(),
-            "seed {seed}"
-        );
-        for (point, expected) in simulated.timeline.iter().zip(&report.timeline) {
-            assert_eq!(point, expected, "seed {seed}: simulate and the loop differ");
-        }
-
-        let daemon = daemon_decisions(config);
-        for (tick, (harness, daemon)) in recorded.decisions.iter().zip(&daemon).enumerate() {
-            assert_eq!(daemon.decision.time_s, period * (tick + 1) as f64);
-            assert_eq!(
-                harness, &daemon.decision,
-                "seed {seed}: decision {tick} at {} s differs",
-                harness.time_s
-            );
-            let point = &report.timeline[tick];
-            assert_eq!(point.time_s, harness.time_s);
-            assert_eq!(
-                point.changed,
-                daemon.applied && !daemon.apply_actions.is_empty()
-            );
-        }
-        assert_eq!(recorded.decisions.len() as u64, TICKS, "seed {seed}");
-        assert_eq!(
-            daemon.len() as u64,
-            TICKS,
-            "seed {seed}: ticks without a decision"
-        );
-
+        let label = format!("seed {seed}");
+        let decisions = same_decisions(daemon_pipeline(seed, DIURNAL), &label);
+        let ticks: Vec<&Decision> = decisions.iter().filter(|d| d.fast_path.is_none()).collect();
+        assert_eq!(ticks.len() as u64, TICKS, "{label}");
         // The sequence exercises the loop: it scales up and down and switches variants.
-        let plans: Vec<&Plan> = recorded.decisions.iter().map(|d| &d.plan).collect();
+        let plans: Vec<&Plan> = decisions.iter().map(|d| &d.plan).collect();
         let pairs = || plans.windows(2);
         assert!(
             pairs().any(|w| replicas(w[1]) > replicas(w[0])),
-            "seed {seed}: no scale-up"
+            "{label}: no scale-up"
         );
         assert!(
             pairs().any(|w| replicas(w[1]) < replicas(w[0])),
-            "seed {seed}: no scale-down"
+            "{label}: no scale-down"
         );
         assert!(
             pairs().any(|w| variants(w[1]) != variants(w[0])),
-            "seed {seed}: no variant switch"
+            "{label}: no variant switch"
         );
     }
+}
+
+#[test]
+fn fast_path_decisions_between_ticks_are_the_same_through_both() {
+    let decisions = same_decisions(daemon_pipeline(3, BURSTY), "bursty");
+    let fast: Vec<&Decision> = decisions.iter().filter(|d| d.fast_path.is_some()).collect();
+    assert!(!fast.is_empty(), "the fast path never fired");
+    // A fast-path decision adds capacity at once.
+    assert!(fast.iter().all(|d| d.error.is_none()));
 }

@@ -12,16 +12,30 @@
 //! observation refreshes its endpoints, every apply its load shares, and every tick takes
 //! its measurements (arrivals per second, completions, failures, SLO misses, p99), which
 //! replace the backend's in the observation the control loop sees.
+//!
+//! The fast path between ticks (`[pipeline.fast_path]`, on by default): one timer wakes the
+//! task every `check_s` of loop time; every `round(period_s / check_s)`-th wake is a tick,
+//! the others are pulses. A pulse shows the loop the arrivals of the seconds since the
+//! previous wake and the requests waiting ([`Pulse`]); the loop may answer with a decision,
+//! applied and recorded at once like a tick's. Pulses come from the router's live
+//! measurements (a peek that leaves every second to the tick's window), or, on the linked
+//! simulator without a router, from a report of the simulated host over the last wake: the
+//! tick merges those reports with its own into the report of the whole period, so the tick
+//! sees what one observation over the period would have shown. Other backends without a
+//! router have no fast path (said once in the log and in `/v1/status` `fast_path`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use infadapt_bridge::{observation_from_plugin, plan_from_message, plan_to_message};
-use infadapt_control::{ControlLoop, Decision, Policy};
+use infadapt_bridge::{
+    merge_observations, observation_from_plugin, plan_from_message, plan_to_message,
+    pulse_from_plugin,
+};
+use infadapt_control::{ControlLoop, Decision, Policy, Pulse};
 use infadapt_model::{CatalogVariant, Plan};
-use infadapt_plugin_abi::BackendInstance;
 use infadapt_plugin_abi::messages::EndpointMessage;
+use infadapt_plugin_abi::{BackendInstance, PluginObservation};
 use infadapt_plugin_sim::ManualClock;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
@@ -69,7 +83,61 @@ impl std::fmt::Debug for TaskOptions {
 enum Wake {
     Stop,
     Reconfigure(Box<PipelineConfig>),
-    Tick,
+    Timer,
+}
+
+/// Where the fast path's pulses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PulseSource {
+    /// The router's live measurements.
+    Router,
+    /// A short report of the linked simulator.
+    Sim,
+}
+
+/// The pulse source of `config`, or why it has no fast path.
+fn pulse_source(config: &PipelineConfig) -> Result<PulseSource, &'static str> {
+    if !config.control.fast_path.enabled {
+        Err("off: [pipeline.fast_path] enabled = false")
+    } else if config.router.is_some() {
+        Ok(PulseSource::Router)
+    } else if config.backend.kind == SIM_BACKEND {
+        Ok(PulseSource::Sim)
+    } else {
+        Err("off: needs [pipeline.router]")
+    }
+}
+
+/// The timer of a task: one wake every `every` of wall time, the first one `every` from now.
+fn wake_timer(every: Duration) -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
+/// The plan in force once `plan` is applied: each stage's shares as the proportions a
+/// backend splits the load by (divided by their sum, as the simulated host keeps them), so
+/// that the loop compares its next decision with the plan as it runs.
+fn in_force(plan: &Plan) -> Plan {
+    let mut plan = plan.clone();
+    for stage in &mut plan.stages {
+        let total: f64 = stage.assignments.iter().map(|a| a.share).sum();
+        if total.is_finite() && total > 0.0 {
+            for a in &mut stage.assignments {
+                a.share /= total;
+            }
+        }
+    }
+    plan
+}
+
+/// Requests the plan's replicas serve at once: Σ replicas × batch over every stage.
+fn serving_slots(plan: &Plan) -> u64 {
+    plan.stages
+        .iter()
+        .flat_map(|s| &s.assignments)
+        .map(|a| u64::from(a.replicas) * u64::from(a.batch))
+        .sum()
 }
 
 /// Runs one pipeline until `stop` turns true; persists its state on the way out. A
@@ -134,30 +202,25 @@ pub async fn run_pipeline(
             }
         };
         registry.update(&name, |s| s.state = "running".to_owned());
-        let period = Duration::from_secs_f64(task.period_s / task.options.speed);
-        let mut timer = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut timer = wake_timer(task.wake_wall());
         loop {
             let wake = tokio::select! {
                 biased;
                 _ = stop.wait_for(|s| *s) => Wake::Stop,
                 Some(new) = reconfigure.recv() => Wake::Reconfigure(Box::new(new)),
-                _ = timer.tick() => Wake::Tick,
+                _ = timer.tick() => Wake::Timer,
             };
             match wake {
                 Wake::Stop => break,
                 Wake::Reconfigure(new) => {
                     if task.reconfigure(*new).await {
-                        let period = Duration::from_secs_f64(task.period_s / task.options.speed);
-                        timer =
-                            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        timer = wake_timer(task.wake_wall());
                     }
                     continue;
                 }
-                Wake::Tick => {}
+                Wake::Timer => {}
             }
-            task.tick().await;
+            task.wake().await;
             if task.options.max_ticks.is_some_and(|m| task.ticks >= m) {
                 break;
             }
@@ -196,9 +259,24 @@ struct PipelineTask {
     /// Loop clock at start: the saved clock plus the downtime when resuming, else 0.
     clock_offset_s: f64,
     ticks: u64,
-    /// The linked simulator's clock: one period per tick, so the simulated host lives on
-    /// the loop's clock (nothing is simulated before the first tick).
+    /// The linked simulator's clock: moved one wake's loop time per wake (one period per
+    /// tick), so the simulated host lives on the loop's clock (nothing is simulated before
+    /// the first wake).
     sim_clock: ManualClock,
+    /// Where pulses come from; `None`: decisions at ticks only.
+    pulse_source: Option<PulseSource>,
+    /// Wakes per period: `round(period_s / check_s)` with the fast path, else 1.
+    wakes_per_tick: u64,
+    /// Wakes since the last tick.
+    wakes_in_period: u64,
+    /// Accelerated loop time at the last change of the wake interval, seconds since start.
+    wake_base_s: f64,
+    /// Wakes since then.
+    wakes_since_base: u64,
+    /// The simulator's reports taken at the pulses since the last tick, oldest first.
+    pulse_reports: Vec<PluginObservation>,
+    /// The plan the backend reported at the last tick (the plan in force in a dry run).
+    reported: Option<Plan>,
 }
 
 impl PipelineTask {
@@ -259,7 +337,7 @@ impl PipelineTask {
             creation: Creation::default(),
             last_failure: None,
             control: Some(control),
-            applied: start_plan.clone(),
+            applied: in_force(&start_plan),
             start_plan,
             resumed: saved.is_some(),
             period_s,
@@ -269,7 +347,15 @@ impl PipelineTask {
             clock_offset_s,
             ticks: 0,
             sim_clock: ManualClock::new(),
+            pulse_source: None,
+            wakes_per_tick: 1,
+            wakes_in_period: 0,
+            wake_base_s: 0.0,
+            wakes_since_base: 0,
+            pulse_reports: Vec::new(),
+            reported: None,
         };
+        task.schedule();
         task.ensure_backend().await;
         let plan = task.applied.clone();
         task.registry.update(&task.name, |s| s.plan = Some(plan));
@@ -305,9 +391,15 @@ impl PipelineTask {
                 Err(e) => warn!(error = %e, "the forecaster's state cannot be carried over"),
             }
         }
+        // The loop clock keeps counting from where it is under the new interval.
+        let now_s = self.now_s() - self.clock_offset_s;
         self.period_s = new.control.interval_s;
         self.config = new;
         self.control = Some(control);
+        self.wake_base_s = now_s;
+        self.wakes_since_base = 0;
+        self.wakes_in_period = 0;
+        self.schedule();
         self.bound_by_backend_gpus();
         let period_s = self.period_s;
         self.registry.update(&self.name, |s| s.period_s = period_s);
@@ -332,6 +424,39 @@ impl PipelineTask {
             self.registry
                 .update(&self.name, |s| s.gpu_mem_limit_mb = limit);
         }
+    }
+
+    /// Sets the pulse source and the wakes per period from the configuration, and says
+    /// whether the fast path is on (log and status).
+    fn schedule(&mut self) {
+        let source = pulse_source(&self.config);
+        self.pulse_source = source.ok();
+        self.wakes_per_tick = match source {
+            Ok(_) => ((self.period_s / self.config.check_s).round() as u64).max(1),
+            Err(_) => 1,
+        };
+        let text = match source {
+            Ok(PulseSource::Router) => "on (router)",
+            Ok(PulseSource::Sim) => "on (simulated backend)",
+            Err(why) => why,
+        };
+        let check_s = self.wake_s();
+        match source {
+            Ok(_) => info!(check_s, "fast path {text}"),
+            Err(_) => info!("fast path {text}; decisions at ticks only"),
+        }
+        self.registry
+            .update(&self.name, |s| s.fast_path = text.to_owned());
+    }
+
+    /// Loop time between two wakes, seconds.
+    fn wake_s(&self) -> f64 {
+        self.period_s / self.wakes_per_tick as f64
+    }
+
+    /// Wall time between two wakes.
+    fn wake_wall(&self) -> Duration {
+        Duration::from_secs_f64((self.wake_s() / self.options.speed).max(1e-6))
     }
 
     /// The call policy: the configured time limit, and a backoff that starts at one period.
@@ -559,10 +684,11 @@ impl PipelineTask {
         });
     }
 
-    /// Seconds since start: wall time in service, tick count × period when accelerated.
+    /// Seconds since start: wall time in service, wakes × their loop time when accelerated.
     fn now_s(&self) -> f64 {
         let since_start = if self.options.speed > 1.0 {
-            self.ticks as f64 * self.period_s
+            self.wake_base_s
+                + self.wakes_since_base as f64 * self.period_s / self.wakes_per_tick as f64
         } else {
             self.started.elapsed().as_secs_f64()
         };
@@ -578,7 +704,7 @@ impl PipelineTask {
         self.note(result.as_ref().err());
         match result {
             Ok(report) => {
-                self.applied = plan.clone();
+                self.applied = in_force(plan);
                 if let Some(router) = &self.router {
                     router.update(plan, &self.endpoints);
                 }
@@ -586,7 +712,7 @@ impl PipelineTask {
                     info!(reason, actions = ?report.actions, "applied");
                 }
                 let changed = report.changed;
-                let applied = plan.clone();
+                let applied = self.applied.clone();
                 self.registry.update(&self.name, |s| {
                     s.plan = Some(applied);
                     if changed {
@@ -603,9 +729,22 @@ impl PipelineTask {
         }
     }
 
+    /// One wake of the timer: the loop clock (and the simulator's) moves one wake; every
+    /// `wakes_per_tick`-th wake is a tick, the others are pulses.
+    async fn wake(&mut self) {
+        self.wakes_since_base += 1;
+        self.wakes_in_period += 1;
+        self.sim_clock.advance(self.wake_s());
+        if self.wakes_in_period >= self.wakes_per_tick {
+            self.wakes_in_period = 0;
+            self.tick().await;
+        } else {
+            self.pulse().await;
+        }
+    }
+
     async fn tick(&mut self) {
         self.ticks += 1;
-        self.sim_clock.advance(self.period_s);
         let tick = self.ticks;
         let started = Instant::now();
         let span = info_span!("tick", tick);
@@ -618,106 +757,220 @@ impl PipelineTask {
     }
 
     async fn tick_inner(&mut self, tick: u64) {
-        {
-            if !self.ensure_backend().await {
-                return;
-            }
-            let observation = match self.observe().await {
-                Ok(o) => o,
-                Err(e) => {
-                    if !matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
-                        info!(error = %e, "no observation; keeping the current plan");
-                    }
-                    return;
-                }
-            };
-            // The loop damps against the plan in force (see `infadapt_bridge`): the plan last
-            // applied, or in a dry run, where nothing is applied, what the backend runs.
-            let in_force = if self.options.dry_run {
-                plan_from_message(&observation.deployed)
-            } else {
-                self.applied.clone()
-            };
-            let mut observation = observation_from_plugin(&observation, self.now_s(), &in_force);
-            if let Some(router) = &self.router {
-                // Clients come in through the router: its measurements are the load.
-                let window = router.take_window();
-                observation.window_s = window.arrivals_per_second.len() as f64;
-                observation.arrivals_per_second = window.arrivals_per_second;
-                observation.completed = window.completed;
-                observation.dropped = window.failed;
-                observation.slo_misses = window.slo_misses;
-                observation.latency_p99_ms = window.latency_p99_ms;
-                let counters = router.counters();
-                self.registry
-                    .update(&self.name, |s| s.router = Some(counters));
-            }
-            let Some(mut control) = self.control.take() else {
-                return;
-            };
-            let started = Instant::now();
-            let input = observation.clone();
-            let outcome = tokio::task::spawn_blocking(move || {
-                let decision = control.decide(&input);
-                (control, decision)
-            })
-            .await;
-            let decide_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let decision: Decision = match outcome {
-                Ok((control, decision)) => {
-                    self.control = Some(control);
-                    decision
-                }
-                Err(_) => {
-                    error!("the control loop panicked; rebuilding it");
-                    let mut config = self.config.control.clone();
-                    config.initial_plan = Some(self.applied.clone());
-                    self.control = ControlLoop::new(config).ok();
-                    // The rebuilt loop keeps planning within the backend's GPU memory.
-                    self.bound_by_backend_gpus();
-                    self.registry.update(&self.name, |s| s.planner_errors += 1);
-                    return;
-                }
-            };
-            if let Some(e) = &decision.error {
-                warn!(error = %e, "no plan found; keeping the deployed plan");
-            }
-            let mut applied = false;
-            let mut actions = Vec::new();
-            if decision.plan != self.applied && !decision.plan.stages.is_empty() {
-                if self.options.dry_run {
-                    info!(plan = ?decision.plan, "dry run: would apply");
-                } else if let Some(a) = self.apply(&decision.plan.clone(), "tick").await {
-                    applied = true;
-                    actions = a;
-                }
-            }
-            let record = DecisionRecord {
-                pipeline: self.name.clone(),
-                tick,
-                unix_s: state::unix_now_s(),
-                applied,
-                apply_actions: actions,
-                observed_rps: observation.mean_rps(),
-                latency_p99_ms: observation.latency_p99_ms,
-                decide_ms,
-                decision,
-            };
-            let planner_error = record.decision.error.clone();
-            self.registry.update(&self.name, |s| {
-                s.completed += observation.completed;
-                s.dropped += observation.dropped;
-                s.slo_misses += observation.slo_misses;
-                if let Some(e) = planner_error {
-                    s.planner_errors += 1;
-                    s.last_error = Some(e);
-                }
-            });
-            if let Some(sink) = &self.options.on_decision {
-                sink(&record);
-            }
-            self.registry.record(record);
+        if !self.ensure_backend().await {
+            return;
         }
+        let observation = match self.observe().await {
+            Ok(o) => o,
+            Err(e) => {
+                if !matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
+                    info!(error = %e, "no observation; keeping the current plan");
+                }
+                return;
+            }
+        };
+        // The reports taken at this period's pulses and the tick's own make the report of
+        // the whole period.
+        let observation = if self.pulse_reports.is_empty() {
+            observation
+        } else {
+            let mut parts = std::mem::take(&mut self.pulse_reports);
+            parts.push(observation);
+            merge_observations(&parts).unwrap_or_default()
+        };
+        // The loop damps against the plan in force (see `infadapt_bridge`): the plan last
+        // applied, or in a dry run, where nothing is applied, what the backend runs.
+        let reported = plan_from_message(&observation.deployed);
+        let in_force = if self.options.dry_run {
+            reported.clone()
+        } else {
+            self.applied.clone()
+        };
+        self.reported = Some(reported);
+        let mut observation = observation_from_plugin(&observation, self.now_s(), &in_force);
+        if let Some(router) = &self.router {
+            // Clients come in through the router: its measurements are the load.
+            let window = router.take_window();
+            observation.window_s = window.arrivals_per_second.len() as f64;
+            observation.arrivals_per_second = window.arrivals_per_second;
+            observation.completed = window.completed;
+            observation.dropped = window.failed;
+            observation.slo_misses = window.slo_misses;
+            observation.latency_p99_ms = window.latency_p99_ms;
+            let counters = router.counters();
+            self.registry
+                .update(&self.name, |s| s.router = Some(counters));
+        }
+        let input = observation.clone();
+        let Some((decision, decide_ms)) = self.consult(move |c| c.decide(&input)).await else {
+            return;
+        };
+        self.registry.update(&self.name, |s| {
+            s.completed += observation.completed;
+            s.dropped += observation.dropped;
+            s.slo_misses += observation.slo_misses;
+        });
+        let seen = Seen {
+            tick,
+            observed_rps: observation.mean_rps(),
+            latency_p99_ms: observation.latency_p99_ms,
+            decide_ms,
+        };
+        self.carry_out(decision, seen).await;
+    }
+
+    /// One pulse between ticks: shows the loop what arrived since the previous wake and
+    /// what waits now; a decision it answers with is carried out at once.
+    async fn pulse(&mut self) {
+        let Some(source) = self.pulse_source else {
+            return;
+        };
+        if self.control.is_none() {
+            return;
+        }
+        let pulse = match source {
+            PulseSource::Router => {
+                let Some(router) = &self.router else {
+                    return;
+                };
+                let peek = router.peek();
+                let in_force = if self.options.dry_run {
+                    self.reported
+                        .clone()
+                        .unwrap_or_else(|| self.applied.clone())
+                } else {
+                    self.applied.clone()
+                };
+                // The router sees requests in flight; those beyond what the replicas in
+                // force serve at once are waiting.
+                let waiting = peek.in_flight.saturating_sub(serving_slots(&in_force));
+                Pulse {
+                    time_s: self.now_s(),
+                    arrivals_per_second: peek.arrivals_per_second,
+                    queue_len: waiting as f64,
+                    deployed: in_force,
+                }
+            }
+            PulseSource::Sim => {
+                if self.backend.is_none() {
+                    return;
+                }
+                // A failed look is no pulse; the next observation covers its seconds.
+                let Ok(report) = self.observe().await else {
+                    return;
+                };
+                let in_force = if self.options.dry_run {
+                    plan_from_message(&report.deployed)
+                } else {
+                    self.applied.clone()
+                };
+                let pulse = pulse_from_plugin(&report, self.now_s(), &in_force);
+                self.pulse_reports.push(report);
+                pulse
+            }
+        };
+        let observed_rps = if pulse.arrivals_per_second.is_empty() {
+            0.0
+        } else {
+            pulse.arrivals_per_second.iter().sum::<f64>() / pulse.arrivals_per_second.len() as f64
+        };
+        let input = pulse;
+        let Some((decision, decide_ms)) = self.consult(move |c| c.react(&input)).await else {
+            return;
+        };
+        let Some(decision) = decision else {
+            return;
+        };
+        let seen = Seen {
+            tick: self.ticks,
+            observed_rps,
+            latency_p99_ms: None,
+            decide_ms,
+        };
+        let span = info_span!("fast_path", tick = self.ticks);
+        self.carry_out(decision, seen).instrument(span).await;
+    }
+
+    /// Runs `f` on the control loop on the blocking pool; its answer and how long it took
+    /// (ms). `None` when there is no loop or it panicked (then it is rebuilt from the
+    /// applied plan).
+    async fn consult<R: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut ControlLoop) -> R + Send + 'static,
+    ) -> Option<(R, f64)> {
+        let mut control = self.control.take()?;
+        let started = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let answer = f(&mut control);
+            (control, answer)
+        })
+        .await;
+        let took_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match outcome {
+            Ok((control, answer)) => {
+                self.control = Some(control);
+                Some((answer, took_ms))
+            }
+            Err(_) => {
+                error!("the control loop panicked; rebuilding it");
+                let mut config = self.config.control.clone();
+                config.initial_plan = Some(self.applied.clone());
+                self.control = ControlLoop::new(config).ok();
+                // The rebuilt loop keeps planning within the backend's GPU memory.
+                self.bound_by_backend_gpus();
+                self.registry.update(&self.name, |s| s.planner_errors += 1);
+                None
+            }
+        }
+    }
+
+    /// Applies `decision` unless it keeps the plan or this is a dry run, records it and
+    /// hands it to the decision sink: for a tick and a fast-path decision alike.
+    async fn carry_out(&mut self, decision: Decision, seen: Seen) {
+        let fast_path = decision.fast_path.is_some();
+        if let Some(e) = &decision.error {
+            warn!(error = %e, "no plan found; keeping the deployed plan");
+        }
+        if let Some(why) = &decision.fast_path {
+            info!(reason = %why, "fast path: re-planned between ticks");
+        }
+        let mut applied = false;
+        let mut actions = Vec::new();
+        if decision.plan != self.applied && !decision.plan.stages.is_empty() {
+            let reason = if fast_path { "fast path" } else { "tick" };
+            if self.options.dry_run {
+                info!(plan = ?decision.plan, reason, "dry run: would apply");
+            } else if let Some(a) = self.apply(&decision.plan.clone(), reason).await {
+                applied = true;
+                actions = a;
+            }
+        }
+        let record = DecisionRecord {
+            pipeline: self.name.clone(),
+            tick: seen.tick,
+            unix_s: state::unix_now_s(),
+            applied,
+            apply_actions: actions,
+            observed_rps: seen.observed_rps,
+            latency_p99_ms: seen.latency_p99_ms,
+            decide_ms: seen.decide_ms,
+            fast_path,
+            decision,
+        };
+        let planner_error = record.decision.error.clone();
+        self.registry.update(&self.name, |s| {
+            if fast_path {
+                s.fast_path_decisions += 1;
+            }
+            if let Some(e) = planner_error {
+                s.planner_errors += 1;
+                s.last_error = Some(e);
+            }
+        });
+        if let Some(sink) = &self.options.on_decision {
+            sink(&record);
+        }
+        self.registry.record(record);
     }
 
     async fn persist(&mut self) {
@@ -747,6 +1000,15 @@ impl PipelineTask {
             Err(_) => warn!("saving state panicked"),
         }
     }
+}
+
+/// What a decision was taken on, for its record.
+struct Seen {
+    /// The tick (for a fast-path decision: the last tick before it).
+    tick: u64,
+    observed_rps: f64,
+    latency_p99_ms: Option<f64>,
+    decide_ms: f64,
 }
 
 /// When the backend could not be created: how often, and when to try again.

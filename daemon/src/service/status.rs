@@ -21,6 +21,9 @@ pub struct DecisionRecord {
     pub observed_rps: f64,
     pub latency_p99_ms: Option<f64>,
     pub decide_ms: f64,
+    /// Taken between ticks by the fast path (why: `decision.fast_path`); `tick` is then the
+    /// last tick before it.
+    pub fast_path: bool,
     pub decision: Decision,
 }
 
@@ -156,6 +159,11 @@ pub struct PipelineStatus {
     #[serde(skip)]
     pub decisions: VecDeque<DecisionRecord>,
     pub ticks: u64,
+    /// The fast path between ticks: `on (router)`, `on (simulated backend)`, or `off: …`
+    /// with the reason.
+    pub fast_path: String,
+    /// Decisions taken between ticks by the fast path.
+    pub fast_path_decisions: u64,
     /// How long ticks take (in JSON: quantiles of the recent ones).
     pub tick_times: TickTimes,
     pub reconfigurations: u64,
@@ -411,6 +419,12 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "Control periods run.",
         "counter",
         per(&|s| Some(s.ticks as f64)),
+    );
+    gauge(
+        "infadapt_fast_path_decisions_total",
+        "Decisions taken between ticks because arrivals or queues outran the plan in force.",
+        "counter",
+        per(&|s| Some(s.fast_path_decisions as f64)),
     );
     gauge(
         "infadapt_reconfigurations_total",
