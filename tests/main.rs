@@ -4,6 +4,7 @@ use std::sync::{Mutex, MutexGuard};
 
 mod assets_cli;
 mod daemon;
+mod demo_plot;
 mod forecast_cli;
 mod one_loop;
 mod packaging;

@@ -1,9 +1,12 @@
 //! `infadaptd run`: the service (`--config FILE [--dry-run]`) or the embedded demo (`--demo`:
 //! the packaged default on the simulated backend in accelerated virtual time, decisions
-//! printed as they happen and a summary at the end).
+//! printed as they happen, fast-path decisions between ticks marked, a summary at the end,
+//! and with `--plot FILE.svg` a plot of the decisions over time).
+
+mod plot;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -53,6 +56,10 @@ pub struct RunArgs {
     /// With --demo: virtual seconds per wall second.
     #[arg(long, default_value_t = 400.0, requires = "demo")]
     pub speed: f64,
+    /// With --demo: also draw the decisions over time as an SVG (load, forecast, upper
+    /// bound, provisioned load, capacity of the plan, fast-path decisions; p99 vs SLO).
+    #[arg(long, value_name = "FILE.svg", requires = "demo")]
+    pub plot: Option<PathBuf>,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -168,15 +175,23 @@ fn describe_plan(plan: &infadapt_model::Plan) -> String {
         .join(" | ")
 }
 
+/// A rate for the decision lines; `-` when there is none (a fast-path decision forecasts
+/// nothing).
+fn rate(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
 fn print_decision(record: &DecisionRecord) {
     let d = &record.decision;
+    // A fast-path decision comes between ticks, on the last second's arrivals.
+    let kind = if record.fast_path { "FAST" } else { "tick" };
     let mut line = format!(
-        "t={:>5.0}s {:<8} load {:>5.1} rps  forecast {:>5.1} (upper {:>5.1})  p99 {:>6}  plan {}",
+        "t={:>5.0}s {:<8} {kind} load {:>5.1} rps  forecast {:>5} (upper {:>5})  p99 {:>6}  plan {}",
         d.time_s,
         record.pipeline,
         record.observed_rps,
-        d.forecast_rps.unwrap_or(0.0),
-        d.upper_rps.unwrap_or(0.0),
+        rate(d.forecast_rps),
+        rate(d.upper_rps),
         record
             .latency_p99_ms
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}ms")),
@@ -184,6 +199,9 @@ fn print_decision(record: &DecisionRecord) {
     );
     if record.applied {
         line.push_str("  [applied]");
+    }
+    if let Some(why) = &d.fast_path {
+        line.push_str(&format!("  [{why}]"));
     }
     if !d.held_back.is_empty() {
         line.push_str(&format!("  held back: {}", d.held_back.join("; ")));
@@ -202,10 +220,11 @@ fn print_summary(statuses: &[PipelineStatus], virtual_s: u32) {
             .as_ref()
             .map_or(0, |p| p.stages.iter().map(|st| st.cores()).sum());
         outln!(
-            "  {}: {} ticks, {} reconfigurations, {} requests completed, SLO attainment {:.2}%, \
-             {} dropped, final plan {} ({} cores), {} backend errors",
+            "  {}: {} ticks, {} fast-path decisions, {} reconfigurations, {} requests completed, \
+             SLO attainment {:.2}%, {} dropped, final plan {} ({} cores), {} backend errors",
             s.name,
             s.ticks,
+            s.fast_path_decisions,
             s.reconfigurations,
             s.completed,
             s.slo_attainment() * 100.0,
@@ -234,6 +253,14 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
         args.speed
     );
     let ticks = (f64::from(args.duration) / period).floor().max(1.0) as u64;
+    let pipelines: Vec<infadapt_model::Pipeline> = config
+        .pipelines
+        .iter()
+        .map(|p| p.control.problem.pipeline.clone())
+        .collect();
+    let records: Arc<Mutex<Vec<DecisionRecord>>> = Arc::default();
+    let kept = Arc::clone(&records);
+    let keep = args.plot.is_some();
     let options = ServiceOptions {
         config,
         dry_run: args.dry_run,
@@ -241,10 +268,34 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
         serve_http: false,
         speed: args.speed,
         max_ticks: Some(ticks),
-        on_decision: Some(Arc::new(print_decision)),
+        on_decision: Some(Arc::new(move |record: &DecisionRecord| {
+            print_decision(record);
+            if keep {
+                kept.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(record.clone());
+            }
+        })),
     };
     let grace = Duration::from_secs_f64(options.config.daemon.grace_s);
     let registry = run_service(options, grace).context("demo failed")?;
     print_summary(&registry.snapshot(), args.duration);
+    if let Some(path) = &args.plot {
+        let records = std::mem::take(&mut *records.lock().unwrap_or_else(|p| p.into_inner()));
+        let per_pipeline: Vec<(&infadapt_model::Pipeline, Vec<DecisionRecord>)> = pipelines
+            .iter()
+            .map(|p| {
+                let mine = records
+                    .iter()
+                    .filter(|r| r.pipeline == p.name)
+                    .cloned()
+                    .collect();
+                (p, mine)
+            })
+            .collect();
+        plot::write_svg(path, &per_pipeline)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        outln!("plot written to {}", path.display());
+    }
     Ok(exit::OK)
 }

@@ -8,7 +8,7 @@ use infadapt_eval::{PolicyReport, TimelinePoint};
 use infadapt_model::Pipeline;
 use plotters::prelude::*;
 
-const WIDTH: u32 = 1200;
+pub(crate) const WIDTH: u32 = 1200;
 
 /// A line of the load panel: label, colour and the value it reads from a timeline point.
 type Series = (
@@ -16,7 +16,7 @@ type Series = (
     RGBColor,
     Box<dyn Fn(&TimelinePoint) -> Option<f64>>,
 );
-const PANEL_HEIGHT: u32 = 260;
+pub(crate) const PANEL_HEIGHT: u32 = 260;
 
 /// Writes `report`'s timeline as an SVG at `path`.
 pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> anyhow::Result<()> {
@@ -249,6 +249,6 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
     Ok(())
 }
 
-fn draw_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
+pub(crate) fn draw_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
     anyhow::anyhow!("cannot draw the plot: {error}")
 }
