@@ -43,7 +43,10 @@ fn a_step_is_met_within_seconds_between_ticks() {
         .filter(|p| p.fast_path.is_some())
         .map(|p| p.time_s)
         .collect();
-    let first = fast.first().copied().expect("the fast path fires on the step");
+    let first = fast
+        .first()
+        .copied()
+        .expect("the fast path fires on the step");
     assert!(
         (604.0..=606.0).contains(&first),
         "first fast-path decision at {first} s (step at 603 s, tick at 610 s): {fast:?}"
