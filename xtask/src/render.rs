@@ -668,13 +668,18 @@ mod tests {
         let weights: Vec<f64> = points.iter().map(|p| p.cost_weight).collect();
         assert_eq!(weights, [0.5, 1.0, 2.0]);
         assert_eq!(covering(&points, &result.report, "ipa").text, "X = 2");
-        assert_eq!(covering(&points, &result.report, "infadapter").text, "X = 0.5");
+        assert_eq!(
+            covering(&points, &result.report, "infadapter").text,
+            "X = 0.5"
+        );
         // X = 2 is cheaper at the same on-time accuracy: the default is off the frontier.
         let default = default_on_frontier(&points);
         assert_eq!(default.holds, Some(false));
         assert!(default.text.contains("X = 2"), "{}", default.text);
         let text = render_frontier(&[result]);
-        assert!(text.contains("| w | 0.5 | 1.00 % | 0.7300 | 6.90 | 5.0 |"), "{text}");
+        assert!(
+            text.contains("| w | 0.5 | 1.00 % | 0.7300 | 6.90 | 5.0 |"),
+            "{text}"
+        );
     }
-
 }
