@@ -8,8 +8,8 @@ use std::collections::VecDeque;
 
 use infadapt_damping::{
     Damper, DampingConfig, DampingInput, HeadroomConfig, HeadroomController, HeadroomSignal,
-    change_cold_start_s, keep_shape_pipeline, lead_time_horizon_s, plan_capacity_rps,
-    same_configurations,
+    change_cold_start_s, keep_shape_pipeline, lead_time_horizon_s, max_cold_start_s,
+    plan_capacity_rps, plan_gpu_mem_mb, same_configurations,
 };
 use infadapt_forecast::conformal::{Calibrated, ConformalConfig};
 use infadapt_forecast::lstm::LstmModel;
@@ -20,6 +20,7 @@ use infadapt_planner::{Constraint, LatencyModel, PlanError, Problem, Solution, s
 use serde::Serialize;
 
 use crate::fast_path::{FastPathConfig, Pulse, TriggerInput, trigger};
+use crate::spare::{BurstHistory, SpareConfig};
 use crate::{ControlError, Decision, Observation, Policy};
 
 /// Which forecast figure the load is sized from.
@@ -127,6 +128,9 @@ pub struct ControlConfig {
     /// Re-planning between ticks when arrivals or queues outrun the plan in force (see
     /// [`crate::fast_path`]). On by default; off for the published baselines.
     pub fast_path: FastPathConfig,
+    /// Warm spare capacity for bursts where it pays (see [`crate::spare`]). On by
+    /// default; off for the published baselines.
+    pub spare: SpareConfig,
 }
 
 impl ControlConfig {
@@ -153,6 +157,7 @@ impl ControlConfig {
             initial_plan: None,
             skip: None,
             fast_path: FastPathConfig::default(),
+            spare: SpareConfig::default(),
         }
     }
 
@@ -186,6 +191,7 @@ impl ControlConfig {
             damping: DampingConfig::disabled(),
             headroom: HeadroomConfig::disabled(),
             fast_path: FastPathConfig::disabled(),
+            spare: SpareConfig::disabled(),
             ..ControlConfig::new(problem)
         }
     }
@@ -217,6 +223,7 @@ impl ControlConfig {
             headroom: HeadroomConfig::disabled(),
             skip: Some(SkipRule { max_skips: 4 }),
             fast_path: FastPathConfig::disabled(),
+            spare: SpareConfig::disabled(),
             ..ControlConfig::new(problem)
         }
     }
@@ -263,6 +270,7 @@ impl ControlConfig {
         self.damping.validate()?;
         self.headroom.validate()?;
         self.fast_path.validate()?;
+        self.spare.validate()?;
         Ok(())
     }
 }
@@ -314,6 +322,10 @@ pub struct ControlLoop {
     last_provisioned_rps: f64,
     /// Objective gains of switches kept back at consecutive ticks (the switch-gain rule).
     forgone_gain: f64,
+    /// Per-second arrivals and the peaks that sized capacity (the spare rule).
+    bursts: BurstHistory,
+    /// Accuracy of the last plan the planner proposed (values a request on time).
+    last_accuracy: Option<f64>,
 }
 
 impl ControlLoop {
@@ -366,6 +378,12 @@ impl ControlLoop {
             last_fast_s: None,
             fast_exhausted: false,
             forgone_gain: 0.0,
+            bursts: BurstHistory::new(
+                config.spare.history_s,
+                spare_lead_s(&config),
+                config.interval_s,
+            ),
+            last_accuracy: None,
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -696,6 +714,11 @@ impl Policy for ControlLoop {
         };
         self.observe_arrivals(now_s, observation);
         self.remember_pulse_arrivals(&observation.arrivals_per_second);
+        if self.config.spare.enabled {
+            for &a in &observation.arrivals_per_second {
+                self.bursts.push(a);
+            }
+        }
         self.fast_exhausted = false;
         let forecast: Forecast = self.forecaster.as_dyn().forecast(now_s, self.horizon_s);
         let mean = observation.mean_rps();
@@ -719,6 +742,10 @@ impl Policy for ControlLoop {
             load_rps = floor;
         }
         load_rps = self.with_scale_up_headroom(load_rps, &deployed);
+        let spare = self.warm_spare(load_rps, &deployed);
+        if let Some((spare_rps, _)) = &spare {
+            load_rps = *spare_rps;
+        }
         let skipped = self.apply_skip_rule(load_rps);
 
         let mut decision = Decision {
@@ -728,6 +755,7 @@ impl Policy for ControlLoop {
             upper_rps: Some(forecast.upper),
             provisioned_rps: load_rps,
             headroom,
+            warm_spare: spare.map(|(_, line)| line),
             ..Decision::default()
         };
         if let Some(line) = skipped {
@@ -814,7 +842,57 @@ impl Policy for ControlLoop {
     }
 }
 
+/// Seconds from a burst to the capacity started for it serving: the fast path's window
+/// (or a whole period without it) plus the longest load time.
+fn spare_lead_s(config: &ControlConfig) -> f64 {
+    let detection = if config.fast_path.enabled {
+        config.fast_path.window_s
+    } else {
+        config.interval_s
+    };
+    detection + max_cold_start_s(&config.problem.pipeline)
+}
+
 impl ControlLoop {
+    /// The spare rule ([`crate::spare`]): the load to plan for instead of `load_rps` and a
+    /// line saying why, when keeping warm capacity for bursts pays.
+    fn warm_spare(&self, load_rps: f64, deployed: &Plan) -> Option<(f64, String)> {
+        if !self.config.spare.enabled {
+            return None;
+        }
+        let problem = &self.config.problem;
+        let accuracy = self.last_accuracy?;
+        let carried =
+            plan_capacity_rps(&problem.pipeline, deployed).ok()? * problem.utilisation_cap;
+        if carried.is_nan() || carried <= 0.0 {
+            return None;
+        }
+        let weights = &problem.weights;
+        let gpu_gib = plan_gpu_mem_mb(&problem.pipeline, deployed).unwrap_or(0.0) / 1024.0;
+        let price_per_rps = (weights.beta_per_core * deployed.cores() as f64
+            + weights.beta_per_gpu_gib * gpu_gib)
+            / carried;
+        let choice = self.bursts.choose(
+            load_rps,
+            weights.alpha * accuracy,
+            price_per_rps,
+            problem.utilisation_cap,
+        )?;
+        let line = format!(
+            "warm spare: planned for {:.1} rps instead of {load_rps:.1}: over the last {} s, \
+             {:.2} % of requests arrived above the forecast's capacity before new replicas \
+             could serve them ({:.2} % above this one); saving them is worth {:.4} against \
+             {:.4} for the cores",
+            choice.load_rps,
+            self.bursts.len(),
+            100.0 * choice.share_without,
+            100.0 * choice.share_with,
+            choice.worth,
+            choice.cost
+        );
+        Some((choice.load_rps, line))
+    }
+
     /// Keeps the last `fast_path.window_s` clean per-second arrival counts.
     fn remember_pulse_arrivals(&mut self, arrivals: &[f64]) {
         let keep = self.config.fast_path.window_seconds();
@@ -853,6 +931,9 @@ impl ControlLoop {
         };
         decision.provisioned_rps = planned_rps;
         self.last_provisioned_rps = planned_rps;
+        if solution.terms.accuracy.is_finite() {
+            self.last_accuracy = Some(solution.terms.accuracy);
+        }
         decision.objective = Some(solution.objective);
         decision.binding = solution.binding.iter().map(describe_constraint).collect();
         decision.binding.extend(note);

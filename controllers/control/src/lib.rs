@@ -12,6 +12,7 @@ pub mod error;
 pub mod fast_path;
 pub mod observation;
 pub mod policy;
+pub mod spare;
 
 pub use control_loop::{
     ControlConfig, ControlLoop, DEFAULT_UPPER_QUANTILE, ForecastBasis, ForecastSettings, LoadFloor,
@@ -21,3 +22,4 @@ pub use fast_path::{FastPathConfig, Pulse};
 pub use infadapt_damping::{DampingConfig, HeadroomConfig};
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;
+pub use spare::SpareConfig;

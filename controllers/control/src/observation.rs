@@ -67,6 +67,10 @@ pub struct Decision {
     /// [`crate::fast_path`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fast_path: Option<String>,
+    /// Set when the tick planned above the forecast to keep warm spare capacity for
+    /// bursts: how much, and why it pays (see [`crate::spare`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_spare: Option<String>,
 }
 
 impl Observation {

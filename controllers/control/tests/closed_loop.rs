@@ -129,7 +129,7 @@ fn run(policy: &mut dyn Policy, rates: &[f64], seed: u64) -> Run {
                 })
                 .collect();
             eprintln!(
-                "{i:3} t={:5} f={:6.1} u={:6.1} h={:.3} load={:6.1} miss={:?} {:?} {:?} {:?}",
+                "{i:3} t={:5} f={:6.1} u={:6.1} h={:.3} load={:6.1} miss={:?} {:?} {:?} {:?} {:?}",
                 d.time_s,
                 d.forecast_rps.unwrap_or(0.0),
                 d.upper_rps.unwrap_or(0.0),
@@ -138,7 +138,8 @@ fn run(policy: &mut dyn Policy, rates: &[f64], seed: u64) -> Run {
                 out.misses[i],
                 plan,
                 d.held_back,
-                d.error
+                d.error,
+                d.warm_spare
             );
         }
     }

@@ -1,6 +1,8 @@
 //! Scenarios: the host and pipeline a comparison runs on, and what describes its workload.
 
-use infadapt_control::{ControlConfig, DampingConfig, FastPathConfig, ForecastSettings, LoadFloor};
+use infadapt_control::{
+    ControlConfig, DampingConfig, FastPathConfig, ForecastSettings, LoadFloor, SpareConfig,
+};
 use infadapt_model::Plan;
 use infadapt_planner::Problem;
 use infadapt_sim::SimConfig;
@@ -33,6 +35,7 @@ pub struct LoopSettings {
     pub floor: LoadFloor,
     pub damping: DampingConfig,
     pub fast_path: FastPathConfig,
+    pub spare: SpareConfig,
     /// Multiplies the scenario's cost weights (per core, per GPU GiB) when this project's
     /// loop plans, leaving the objective the run is scored on and the baselines' planning
     /// as they are: the knob the accuracy–cost frontier of `docs/evaluation.md` moves
@@ -55,6 +58,7 @@ impl From<&ControlConfig> for LoopSettings {
             floor: config.floor,
             damping: config.damping.clone(),
             fast_path: config.fast_path.clone(),
+            spare: config.spare.clone(),
             cost_weight: 1.0,
         }
     }
@@ -82,6 +86,7 @@ impl LoopSettings {
         config.floor = self.floor;
         config.damping = self.damping.clone();
         config.fast_path = self.fast_path.clone();
+        config.spare = self.spare.clone();
         let weights = &mut config.problem.weights;
         weights.beta_per_core *= self.cost_weight;
         weights.beta_per_gpu_gib *= self.cost_weight;
