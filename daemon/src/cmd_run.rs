@@ -203,6 +203,9 @@ fn print_decision(record: &DecisionRecord) {
     if let Some(why) = &d.fast_path {
         line.push_str(&format!("  [{why}]"));
     }
+    if let Some(why) = &d.warm_spare {
+        line.push_str(&format!("  [{why}]"));
+    }
     if !d.held_back.is_empty() {
         line.push_str(&format!("  held back: {}", d.held_back.join("; ")));
     }
