@@ -497,8 +497,9 @@ const WINDOWS: [(&str, &str, usize, usize, f64); 4] = [
     ),
 ];
 
-/// Windows where the SLO target (ours ≤ 0.5 × ipa's violations) is not met (see above).
-const SLO_TARGET_MISSED: [&str; 1] = ["ipa_bursty"];
+/// Windows where the SLO target (ours ≤ 0.5 × ipa's violations) is not met: none since
+/// the fast path (ipa_bursty, seed 1: 0.44 × ipa's; 0.32 × over seeds 1..5).
+const SLO_TARGET_MISSED: [&str; 0] = [];
 
 #[test]
 fn paper_windows_replay_and_meet_the_targets_that_hold() {
@@ -552,10 +553,8 @@ fn paper_windows_replay_and_meet_the_targets_that_hold() {
         assert!(num(ours, "requests") > 0.0, "{name}");
         // Both served the same requests (common random numbers).
         assert_eq!(ours["requests"], ipa["requests"], "{name}");
-        // Target: SLO violations ≤ 0.5 × ipa's (or both negligible, ≤ 0.1 %). It misses on
-        // ipa_bursty: with both policies on the same arrivals, ours is 0.56 × ipa's over
-        // seeds 1..5 (lower beyond seed noise, but not half); there ours is only required to
-        // stay below ipa's.
+        // Target: SLO violations ≤ 0.5 × ipa's (or both negligible, ≤ 0.1 %); a window
+        // listed in SLO_TARGET_MISSED only has to stay below ipa's.
         let (ours_slo, ipa_slo) = (
             num(ours, "slo_violation_rate"),
             num(ipa, "slo_violation_rate"),
