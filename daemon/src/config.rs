@@ -27,7 +27,9 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use infadapt_control::{ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor};
+use infadapt_control::{
+    ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SpareConfig,
+};
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::Catalog;
 use infadapt_planner::Problem;
@@ -382,6 +384,10 @@ fn read_pipeline(
         check_s = check;
         f.finish();
     }
+    if let Some(w) = p.opt_table("spare") {
+        control.spare = read_spare(&w);
+        w.finish();
+    }
     let backend = read_backend(p, raw_backend, daemon);
     let router = p.opt_table("router").and_then(|r| {
         let settings = read_router(&r);
@@ -447,6 +453,26 @@ pub(crate) fn read_fast_path(f: &TableReader<'_, '_>, period_s: f64) -> (FastPat
         None => default_check,
     };
     (fast_path, check_s)
+}
+
+/// The `[pipeline.spare]` table: warm spare capacity for bursts (`enabled`, `history_s`
+/// in [60, 86400]).
+pub(crate) fn read_spare(w: &TableReader<'_, '_>) -> SpareConfig {
+    let mut spare = SpareConfig::default();
+    if let Some(enabled) = w.opt_bool("enabled") {
+        spare.enabled = enabled;
+    }
+    if let Some(v) = w.opt_f64("history_s") {
+        if v.is_finite() && (60.0..=86_400.0).contains(&v) {
+            spare.history_s = v;
+        } else {
+            w.report(
+                "history_s",
+                format!("must be in [60, 86400] seconds, got {v}"),
+            );
+        }
+    }
+    spare
 }
 
 /// Default limit for one forwarded request.

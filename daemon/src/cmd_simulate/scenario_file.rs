@@ -2,8 +2,9 @@
 //! catalog, weights, limits, solver settings, optional current plan) plus a
 //! `[simulation]` table (seed, warm-up, simulator settings), a `[workload]` table (the
 //! generated diurnal workload) and an optional `[control]` table: the daemon's per-pipeline
-//! control settings (`period_s`, `[control.forecast]`, `[control.damping]`, same keys as in
-//! infadaptd.toml) for the `infadapt` policy. Read with positions; every problem is
+//! control settings (`period_s`, `[control.forecast]`, `[control.damping]`,
+//! `[control.fast_path]`, `[control.spare]`, same keys as in infadaptd.toml) for the
+//! `infadapt` policy. Read with positions; every problem is
 //! reported at once.
 
 use std::path::Path;
@@ -13,7 +14,7 @@ use infadapt_model::Catalog;
 use infadapt_planner::AccuracyMode;
 use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
-use crate::config::{read_damping, read_forecast};
+use crate::config::{read_damping, read_fast_path, read_forecast, read_spare};
 use crate::problem_file::{build_problem_with, read_catalog};
 use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
 
@@ -178,6 +179,15 @@ fn build_control(c: &TableReader<'_, '_>) -> LoopSettings {
         control.damping = read_damping(&d);
         d.finish();
     }
+    if let Some(f) = c.opt_table("fast_path") {
+        // The harness looks every simulated second; `check_s` is the daemon's.
+        control.fast_path = read_fast_path(&f, control.interval_s).0;
+        f.finish();
+    }
+    if let Some(w) = c.opt_table("spare") {
+        control.spare = read_spare(&w);
+        w.finish();
+    }
     LoopSettings::from(&control)
 }
 
@@ -266,7 +276,8 @@ mod tests {
         assert_eq!(defaults, LoopSettings::default());
         let text = format!(
             "{EMBEDDED_TEXT}\n[control]\nperiod_s = 20\n[control.forecast]\nbasis = \"point\"\n\
-             margin = 1.2\n[control.damping]\nstabilization_window_s = 60\nmin_dwell_s = 300\n"
+             margin = 1.2\n[control.damping]\nstabilization_window_s = 60\nmin_dwell_s = 300\n\
+             [control.fast_path]\nenabled = false\n[control.spare]\nhistory_s = 1800\n"
         );
         let settings = with_embedded_catalog(&text)
             .expect("scenario with [control]")
@@ -277,6 +288,9 @@ mod tests {
         assert_eq!(settings.margin, 1.2);
         assert_eq!(settings.damping.stabilization_window_s, 60.0);
         assert_eq!(settings.damping.min_dwell_s, 300.0);
+        assert!(!settings.fast_path.enabled);
+        assert!(settings.spare.enabled);
+        assert_eq!(settings.spare.history_s, 1800.0);
         assert_eq!(
             settings.damping.deadband_fraction,
             defaults.damping.deadband_fraction
@@ -286,7 +300,8 @@ mod tests {
     #[test]
     fn a_bad_control_table_is_reported_with_the_rest() {
         let text = format!(
-            "{EMBEDDED_TEXT}\n[control]\nperiod_s = 0\nperiod = 3\n[control.damping]\nmin_dwell_s = -1\n"
+            "{EMBEDDED_TEXT}\n[control]\nperiod_s = 0\nperiod = 3\n[control.damping]\nmin_dwell_s = -1\n\
+             [control.spare]\nhistory_s = 5\n"
         );
         let shown = with_embedded_catalog(&text)
             .expect_err("bad [control]")
@@ -295,6 +310,7 @@ mod tests {
             "control.period_s: must be > 0",
             "control.period: unknown field",
             "control.damping.min_dwell_s: must be >= 0",
+            "control.spare.history_s: must be in [60, 86400] seconds, got 5",
         ] {
             assert!(shown.contains(needle), "missing {needle:?} in:\n{shown}");
         }
