@@ -60,6 +60,10 @@ struct Recommendation {
 struct StageMemory {
     recommendations: VecDeque<Recommendation>,
     last_switch_s: Option<f64>,
+    /// A switch the damper let through and the deployed plan has not shown yet: when
+    /// and to which shape. It starts the dwell time once the plan in force has that
+    /// shape, so a switch that is never applied (a dry run) holds nothing back.
+    pending_switch: Option<(f64, Vec<(String, u32)>)>,
 }
 
 /// The stability layer's state: recent recommendations and the time of the last variant
@@ -80,6 +84,24 @@ fn shape(plan: &StagePlan) -> Vec<(&str, u32)> {
         .collect();
     shape.sort_unstable();
     shape
+}
+
+/// [`shape`] with owned names, to be remembered.
+fn owned_shape(plan: &StagePlan) -> Vec<(String, u32)> {
+    shape(plan)
+        .into_iter()
+        .map(|(v, c)| (v.to_owned(), c))
+        .collect()
+}
+
+/// Starts the dwell time of a pending switch once the plan in force shows its shape.
+fn confirm_switch(memory: &mut StageMemory, deployed: &StagePlan) {
+    if let Some((time_s, target)) = &memory.pending_switch
+        && owned_shape(deployed) == *target
+    {
+        memory.last_switch_s = Some(*time_s);
+        memory.pending_switch = None;
+    }
 }
 
 fn total_replicas(plan: &StagePlan) -> u64 {
@@ -169,7 +191,8 @@ impl Damper {
         &self.config
     }
 
-    /// Time of the last variant (or cores) switch the damper let through for `stage`.
+    /// Time of the last variant (or cores) switch of `stage` that the damper let through
+    /// and the plan in force then took up.
     pub fn last_switch_s(&self, stage: &str) -> Option<f64> {
         self.stages.get(stage).and_then(|m| m.last_switch_s)
     }
@@ -215,6 +238,7 @@ impl Damper {
                 continue;
             };
             let memory = self.stages.entry(proposed.stage.clone()).or_default();
+            confirm_switch(memory, deployed);
             remember(
                 memory,
                 &self.config,
@@ -272,7 +296,7 @@ impl Damper {
                 .stage(&stage_plan.stage)
                 .is_some_and(|d| shape(d) != shape(stage_plan));
             if switched && let Some(memory) = self.stages.get_mut(&stage_plan.stage) {
-                memory.last_switch_s = Some(input.now_s);
+                memory.pending_switch = Some((input.now_s, owned_shape(stage_plan)));
             }
         }
         Ok(Damped { plan, held_back })
@@ -428,6 +452,7 @@ fn remember(
     {
         memory.recommendations.clear();
         memory.last_switch_s = None;
+        memory.pending_switch = None;
     }
     memory.recommendations.push_back(Recommendation {
         time_s: now_s,

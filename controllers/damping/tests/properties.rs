@@ -278,6 +278,59 @@ fn dwell_time_holds_a_second_switch_and_scales_instead() {
 }
 
 #[test]
+fn a_switch_never_applied_starts_no_dwell_time() {
+    // A dry run: the damper lets fast → slow through at t = 10, but the plan in force stays
+    // `fast`. At t = 20 the same switch is let through again, not "held by the dwell
+    // time", exactly as a live run that had not switched yet would decide.
+    let pipeline = pipeline();
+    let mut damper = Damper::new(DampingConfig::default()).expect("config");
+    let deployed = plan("fast", 2);
+    let tick = sized("slow", 60.0);
+    for t in [10.0, 20.0, 30.0] {
+        let damped = damper
+            .damp(&DampingInput {
+                now_s: t,
+                pipeline: &pipeline,
+                proposed: &tick.proposed,
+                deployed: &deployed,
+                demand_rps: tick.demand_rps,
+                planned_load_rps: tick.planned_load_rps,
+                utilisation_cap: CAP,
+                limits: HostLimits::default(),
+            })
+            .expect("damp");
+        assert_eq!(
+            variant_of(&damped.plan),
+            "slow",
+            "t = {t}: {:?}",
+            damped.held_back
+        );
+        assert!(
+            damped.held_back.iter().all(|r| !r.contains("dwell")),
+            "t = {t}: {:?}",
+            damped.held_back
+        );
+        assert_eq!(damper.last_switch_s("s"), None);
+    }
+    // Once the plan in force shows the switch, its dwell time runs from when it was let
+    // through.
+    let switched = tick.proposed.clone();
+    damper
+        .damp(&DampingInput {
+            now_s: 40.0,
+            pipeline: &pipeline,
+            proposed: &switched,
+            deployed: &switched,
+            demand_rps: tick.demand_rps,
+            planned_load_rps: tick.planned_load_rps,
+            utilisation_cap: CAP,
+            limits: HostLimits::default(),
+        })
+        .expect("damp");
+    assert_eq!(damper.last_switch_s("s"), Some(30.0));
+}
+
+#[test]
 fn holding_the_deployed_plan_does_not_restart_the_window() {
     // fast × 10 deployed; 13 ticks propose 9 replicas for 71 rps (held: 9 replicas leave
     // less than the 10 % headroom for 71 rps), then 3 replicas for 20 rps. The decrease
