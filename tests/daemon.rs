@@ -259,6 +259,28 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         "{status}"
     );
     assert_eq!(http_get(port, "/healthz").expect("healthz").0, 200);
+    // Requests the API cannot answer as asked: a JSON error, not an empty answer.
+    let (code, body) = http_get(port, "/v1/decisions?pipeline=nope").expect("unknown");
+    assert_eq!(code, 404, "{body}");
+    let error: serde_json::Value = serde_json::from_str(&body).expect("error is JSON");
+    assert_eq!(error["error"], "unknown pipeline `nope`; known: `resnet`");
+    for bad in [
+        "limit=0",
+        "limit=-1",
+        "limit=many",
+        "limit=10001",
+        "pipline=resnet",
+    ] {
+        let (code, body) = http_get(port, &format!("/v1/decisions?{bad}")).expect("bad");
+        assert_eq!(code, 400, "{bad}: {body}");
+        let error: serde_json::Value = serde_json::from_str(&body).expect("error is JSON");
+        assert!(error["error"].is_string(), "{bad}: {body}");
+    }
+    let (code, body) = http_get(port, "/v1/decisions?pipeline=resnet&limit=1").expect("one");
+    assert_eq!(code, 200, "{body}");
+    let one: serde_json::Value = serde_json::from_str(&body).expect("decisions are JSON");
+    assert_eq!(one["decisions"].as_array().map(Vec::len), Some(1), "{one}");
+    assert_eq!(one["decisions"][0]["pipeline"], "resnet");
 
     // A broken configuration is rejected on SIGHUP with every problem; the old one runs on.
     let broken = config_text(port, &state_dir, 60)

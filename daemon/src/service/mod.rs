@@ -125,6 +125,10 @@ impl App {
     }
 
     fn start(&mut self, config: PipelineConfig) {
+        // Known to the API from now on, before its task first runs: a request for it does
+        // not meet an unknown pipeline.
+        self.registry
+            .update(&config.name, |s| s.state = "starting".to_owned());
         let (stop, stopped) = watch::channel(false);
         let (reconfigure, reconfigured) = mpsc::unbounded_channel();
         let handle = tokio::spawn(run_pipeline(

@@ -1,0 +1,237 @@
+//! API tests: the checks of `limit` and `pipeline` on their own, then the routes served on
+//! loopback, where a request that cannot be answered as asked gets 400 or 404 with a JSON
+//! error, and a good one gets what it asked for.
+
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use super::*;
+use crate::service::status::DecisionRecord;
+
+/// A registry with pipelines `a` (decisions at ticks 1..=5) and `b` (ticks 1..=2).
+fn registry() -> Registry {
+    let registry = Registry::new(100);
+    for (name, ticks) in [("a", 5), ("b", 2)] {
+        registry.update(name, |s| s.state = "running".to_owned());
+        for tick in 1..=ticks {
+            registry.record(DecisionRecord {
+                pipeline: name.to_owned(),
+                tick,
+                unix_s: 1_000 + tick,
+                applied: false,
+                apply_actions: Vec::new(),
+                observed_rps: 10.0,
+                latency_p99_ms: None,
+                decide_ms: 1.0,
+                fast_path: false,
+                decision: Default::default(),
+            });
+        }
+    }
+    registry
+}
+
+fn query(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn limit_is_an_integer_from_one_to_the_maximum() {
+    assert_eq!(limit(None), Ok(DEFAULT_LIMIT));
+    assert_eq!(limit(Some("1")), Ok(1));
+    assert_eq!(limit(Some("10000")), Ok(MAX_LIMIT));
+    for bad in [
+        "0",
+        "-1",
+        "10001",
+        "99999999999999999999999",
+        "abc",
+        "",
+        "1.5",
+        " 3",
+    ] {
+        let error = limit(Some(bad)).expect_err(bad);
+        assert_eq!(error.status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(error.body["parameter"], "limit", "{bad}");
+        assert_eq!(error.body["accepted"], json!({"min": 1, "max": MAX_LIMIT}));
+        let message = error.body["error"].as_str().expect("message");
+        assert!(
+            message.contains("`limit`")
+                && message.contains("from 1 to 10000")
+                && message.contains(&format!("`{bad}`")),
+            "{message}"
+        );
+    }
+}
+
+#[test]
+fn an_unknown_pipeline_is_not_found_and_the_known_ones_are_listed() {
+    let registry = registry();
+    for body in [decisions_body, status_body] {
+        let error = body(&registry, &query(&[("pipeline", "c")])).expect_err("unknown");
+        assert_eq!(error.status, StatusCode::NOT_FOUND);
+        assert_eq!(error.body["pipeline"], "c");
+        assert_eq!(error.body["known"], json!(["a", "b"]));
+        assert_eq!(error.body["error"], "unknown pipeline `c`; known: `a`, `b`");
+    }
+    let empty = Registry::new(10);
+    let error = decisions_body(&empty, &query(&[("pipeline", "a")])).expect_err("none");
+    assert_eq!(
+        error.body["error"],
+        "unknown pipeline `a`; none are running"
+    );
+    assert_eq!(error.body["known"], json!([]));
+    // Without `pipeline`, an empty service answers an empty list.
+    let answer = decisions_body(&empty, &query(&[])).expect("no filter");
+    assert_eq!(answer["decisions"], json!([]));
+}
+
+#[test]
+fn decisions_are_the_newest_of_the_pipeline_asked_for() {
+    let registry = registry();
+    let answer =
+        decisions_body(&registry, &query(&[("pipeline", "a"), ("limit", "2")])).expect("answer");
+    let ticks: Vec<(String, u64)> = answer["decisions"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|d| {
+            (
+                d["pipeline"].as_str().expect("name").to_owned(),
+                d["tick"].as_u64().expect("tick"),
+            )
+        })
+        .collect();
+    assert_eq!(ticks, [("a".to_owned(), 4), ("a".to_owned(), 5)]);
+    let all = decisions_body(&registry, &query(&[])).expect("all");
+    assert_eq!(all["decisions"].as_array().map(Vec::len), Some(7));
+    let status = status_body(&registry, &query(&[("pipeline", "b")])).expect("status");
+    assert_eq!(status["pipelines"].as_array().map(Vec::len), Some(1));
+    assert_eq!(status["pipelines"][0]["name"], "b");
+}
+
+/// Serves the API over `registry` on a loopback port.
+async fn serve(registry: Registry) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    tokio::spawn(async move { axum::serve(listener, router(registry)).await });
+    port
+}
+
+/// GET `path`: the status, the content type and the body.
+async fn get(port: u16, path: &str) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    (code, content_type, body.to_owned())
+}
+
+/// GET `path` expecting `code` and a JSON body.
+async fn get_json(port: u16, path: &str, code: u16) -> Value {
+    let (got, content_type, body) = get(port, path).await;
+    assert_eq!(got, code, "{path}: {body}");
+    assert_eq!(content_type, "application/json", "{path}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+}
+
+#[tokio::test]
+async fn routes_refuse_what_they_cannot_answer_with_a_json_error() {
+    let port = serve(registry()).await;
+
+    let error = get_json(port, "/v1/decisions?pipeline=nope", 404).await;
+    assert_eq!(error["error"], "unknown pipeline `nope`; known: `a`, `b`");
+    assert_eq!(error["known"], json!(["a", "b"]));
+    let error = get_json(port, "/v1/status?pipeline=nope", 404).await;
+    assert_eq!(error["pipeline"], "nope");
+
+    for bad in ["0", "-3", "ten", "", "10001", "1e3"] {
+        let path = format!("/v1/decisions?limit={bad}");
+        let error = get_json(port, &path, 400).await;
+        assert_eq!(error["parameter"], "limit", "{path}");
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|m| m.contains("from 1 to 10000")),
+            "{path}: {error}"
+        );
+    }
+    // A bad limit is refused whether or not the pipeline exists.
+    get_json(port, "/v1/decisions?pipeline=a&limit=0", 400).await;
+
+    let error = get_json(port, "/v1/decisions?pipline=a", 400).await;
+    assert_eq!(error["parameter"], "pipline");
+    assert_eq!(error["known"], json!(["pipeline", "limit"]));
+    assert_eq!(
+        error["error"],
+        "unknown query parameter `pipline`: this route takes `pipeline`, `limit`"
+    );
+    let error = get_json(port, "/v1/status?limit=3", 400).await;
+    assert_eq!(error["parameter"], "limit");
+    let error = get_json(port, "/v1/decisions?limit=1&limit=2", 400).await;
+    assert_eq!(
+        error["error"],
+        "query parameter `limit` given more than once"
+    );
+
+    let error = get_json(port, "/v1/decision", 404).await;
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("no route `/v1/decision`")),
+        "{error}"
+    );
+    assert_eq!(error["routes"][2], "/v1/decisions");
+}
+
+#[tokio::test]
+async fn routes_answer_good_requests() {
+    let port = serve(registry()).await;
+    let answer = get_json(port, "/v1/decisions?pipeline=b&limit=1", 200).await;
+    let decisions = answer["decisions"].as_array().expect("list");
+    assert_eq!(decisions.len(), 1);
+    assert_eq!(
+        (&decisions[0]["pipeline"], &decisions[0]["tick"]),
+        (&json!("b"), &json!(2))
+    );
+    let answer = get_json(port, "/v1/decisions", 200).await;
+    assert_eq!(answer["decisions"].as_array().map(Vec::len), Some(7));
+    let answer = get_json(port, "/v1/status", 200).await;
+    assert_eq!(answer["pipelines"].as_array().map(Vec::len), Some(2));
+    let answer = get_json(port, "/v1/status?pipeline=a", 200).await;
+    assert_eq!(answer["pipelines"][0]["name"], "a");
+    assert_eq!(answer["pipelines"].as_array().map(Vec::len), Some(1));
+    // The probes and the scrape keep their plain-text answers.
+    let (code, _, body) = get(port, "/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let (code, content_type, body) = get(port, "/metrics?anything=1").await;
+    assert_eq!(code, 200);
+    assert!(content_type.starts_with("text/plain"), "{content_type}");
+    assert!(body.contains("infadapt_ticks_total"), "{body}");
+}
