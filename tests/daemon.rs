@@ -93,6 +93,11 @@ impl Daemon {
             Some(usec) => command.env("WATCHDOG_USEC", usec.to_string()),
             None => command.env_remove("WATCHDOG_USEC"),
         };
+        Daemon::spawn(command)
+    }
+
+    /// Starts `command` (an `infadaptd run` set up by the caller) with its stderr collected.
+    pub(crate) fn spawn(mut command: Command) -> Daemon {
         let mut child = command
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -6,6 +6,7 @@ mod assets_cli;
 mod daemon;
 mod demo_plot;
 mod forecast_cli;
+mod logging;
 mod one_loop;
 mod packaging;
 mod plan_cli;

@@ -1,16 +1,19 @@
 //! `infadaptd run`: the service (`--config FILE [--dry-run]`) or the embedded demo (`--demo`:
 //! the packaged default on the simulated backend in accelerated virtual time, decisions
 //! printed as they happen, fast-path decisions between ticks marked, a summary at the end,
-//! and with `--plot FILE.svg` a plot of the decisions over time).
+//! and with `--plot FILE.svg` a plot of the decisions over time). `--log-format text|json`
+//! chooses how the log on stderr is written.
 
 mod plot;
 
+use std::ffi::OsStr;
+use std::io::IsTerminal as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::Args;
+use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
@@ -60,6 +63,20 @@ pub struct RunArgs {
     /// bound, provisioned load, capacity of the plan, fast-path decisions; p99 vs SLO).
     #[arg(long, value_name = "FILE.svg", requires = "demo")]
     pub plot: Option<PathBuf>,
+    /// How the log is written: text (human-readable on stderr, coloured only on a terminal;
+    /// to the journal instead under the service manager) or json (one object per line on
+    /// stderr with timestamp, level, message, the event's fields, target, span and spans).
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+/// How the log is written (`run --log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines; the journal under the service manager.
+    Text,
+    /// One JSON object per line on stderr.
+    Json,
 }
 
 pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
@@ -73,7 +90,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
             return Ok(exit::USAGE);
         }
     };
-    init_logging(&config.daemon.log);
+    init_logging(&config.daemon.log, args.log_format);
     let grace = Duration::from_secs_f64(config.daemon.grace_s);
     let options = ServiceOptions {
         config,
@@ -110,25 +127,48 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-/// Logs to the journal under the service manager, else human-readable to stderr;
-/// `RUST_LOG` overrides the configured filter.
-fn init_logging(default_filter: &str) {
+/// Logs as `format` says: `text` to the journal under the service manager, else
+/// human-readable to stderr, coloured only where stderr is a terminal and `NO_COLOR` is
+/// unset; `json` one object per line to stderr. `RUST_LOG` overrides the configured filter.
+fn init_logging(default_filter: &str, format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(default_filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    if std::env::var_os("JOURNAL_STREAM").is_some()
-        && let Ok(journald) = tracing_journald::layer()
-    {
-        let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(journald)
-            .try_init();
-        return;
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Json => {
+            let json = tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_span_list(true)
+                .with_ansi(false)
+                .with_writer(std::io::stderr);
+            let _ = registry.with(json).try_init();
+        }
+        LogFormat::Text => {
+            if std::env::var_os("JOURNAL_STREAM").is_some()
+                && let Ok(journald) = tracing_journald::layer()
+            {
+                let _ = registry.with(journald).try_init();
+                return;
+            }
+            let ansi = colour(
+                std::io::stderr().is_terminal(),
+                std::env::var_os("NO_COLOR").as_deref(),
+            );
+            let text = tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(std::io::stderr);
+            let _ = registry.with(text).try_init();
+        }
     }
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .try_init();
+}
+
+/// Whether the text log is coloured: only on a terminal, and not where `NO_COLOR` is set to
+/// anything but the empty string.
+fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
+    terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
 /// The embedded default configuration with its catalogs.
@@ -246,7 +286,7 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
     }
     let mut config = embedded_config().map_err(|d| anyhow::anyhow!("{d}"))?;
     config.daemon.http = HttpListen::Disabled;
-    init_logging("warn");
+    init_logging("warn", args.log_format);
     let period = config.daemon.period_s;
     outln!(
         "infadaptd demo: the embedded default ({} pipeline, simulated backend, synthetic load), \
@@ -301,4 +341,38 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
         outln!("plot written to {}", path.display());
     }
     Ok(exit::OK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colour(true, None));
+        assert!(colour(true, Some(OsStr::new(""))));
+        assert!(!colour(true, Some(OsStr::new("1"))));
+        assert!(!colour(false, None));
+        assert!(!colour(false, Some(OsStr::new(""))));
+    }
+
+    #[test]
+    fn log_format_takes_text_or_json() {
+        use clap::Parser as _;
+        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args).map(|cli| cli.command);
+        let format = |args: &[&str]| match parse(args) {
+            Ok(crate::cli::Command::Run(run)) => Some(run.log_format),
+            _ => None,
+        };
+        assert_eq!(format(&["infadaptd", "run"]), Some(LogFormat::Text));
+        assert_eq!(
+            format(&["infadaptd", "run", "--log-format", "json"]),
+            Some(LogFormat::Json)
+        );
+        assert_eq!(
+            format(&["infadaptd", "run", "--log-format", "text"]),
+            Some(LogFormat::Text)
+        );
+        assert!(parse(&["infadaptd", "run", "--log-format", "xml"]).is_err());
+    }
 }
