@@ -8,7 +8,9 @@ use std::path::Path;
 use infadapt_model::Pipeline;
 use plotters::prelude::*;
 
-use crate::cmd_simulate::plot::{PANEL_HEIGHT, WIDTH, draw_error};
+use crate::cmd_simulate::plot::{
+    PANEL_HEIGHT, WIDTH, draw_error, draw_legend, latency_axis_max, legend_line, minutes, panel,
+};
 use crate::service::status::DecisionRecord;
 
 /// A line of the load panel: label, colour and the value it reads from a decision.
@@ -37,10 +39,6 @@ pub fn write_svg(
     }
     root.present().map_err(draw_error)?;
     Ok(())
-}
-
-fn minutes(seconds: f64) -> f64 {
-    seconds / 60.0
 }
 
 /// The end of the time axis, minutes.
@@ -84,24 +82,15 @@ fn draw_load(
         .fold(1.0f64, f64::max)
         * 1.1;
     let t_max = t_max(records);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} — load (requests/s) per decision; {fast} fast-path decisions",
-                pipeline.name
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(
+        area,
+        format!(
+            "{} — load (requests/s) per decision; {fast} fast-path decisions",
+            pipeline.name
+        ),
+        t_max,
+        y_max,
+    )?;
     for (label, color, get) in &series {
         let color = *color;
         let points: Vec<(f64, f64)> = records
@@ -116,9 +105,7 @@ fn draw_load(
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(draw_error)?
             .label(*label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
     }
     // Fast-path decisions: a red triangle on the load they provisioned for.
     chart
@@ -140,13 +127,7 @@ fn draw_load(
         .map_err(draw_error)?
         .label(FAST_PATH_LABEL)
         .legend(|(x, y)| TriangleMarker::new((x + 8, y), 6, RED.filled()));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 fn draw_latency(
@@ -155,32 +136,17 @@ fn draw_latency(
     records: &[DecisionRecord],
 ) -> anyhow::Result<()> {
     let slo = pipeline.slo_ms;
-    let lat_max = records
-        .iter()
-        .filter_map(|r| r.latency_p99_ms)
-        .filter(|v| v.is_finite())
-        .fold(slo, f64::max)
-        .min(slo * 5.0)
-        * 1.1;
+    let lat_max = latency_axis_max(records.iter().filter_map(|r| r.latency_p99_ms), slo);
     let t_max = t_max(records);
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!(
-                "{} — p99 latency of each tick's window (ms) vs SLO",
-                pipeline.name
-            ),
-            ("sans-serif", 18),
-        )
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..lat_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(
+        area,
+        format!(
+            "{} — p99 latency of each tick's window (ms) vs SLO",
+            pipeline.name
+        ),
+        t_max,
+        lat_max,
+    )?;
     chart
         .draw_series(LineSeries::new(
             records.iter().filter_map(|r| {
@@ -192,7 +158,7 @@ fn draw_latency(
         ))
         .map_err(draw_error)?
         .label("p99")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], RED.stroke_width(2)));
+        .legend(legend_line(RED.stroke_width(2)));
     chart
         .draw_series(LineSeries::new(
             vec![(0.0, slo), (t_max, slo)],
@@ -200,12 +166,6 @@ fn draw_latency(
         ))
         .map_err(draw_error)?
         .label("SLO")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK.stroke_width(1)));
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
-    Ok(())
+        .legend(legend_line(BLACK.stroke_width(1)));
+    draw_legend(&mut chart)
 }

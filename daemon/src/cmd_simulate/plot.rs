@@ -6,6 +6,7 @@ use std::path::Path;
 
 use infadapt_eval::{PolicyReport, TimelinePoint};
 use infadapt_model::Pipeline;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 pub(crate) const WIDTH: u32 = 1200;
@@ -26,7 +27,6 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
     root.fill(&WHITE).map_err(draw_error)?;
     let areas = root.split_evenly((panels, 1));
     let t = &report.timeline;
-    let minutes = |s: f64| s / 60.0;
     let t_max = t.last().map_or(1.0, |p| minutes(p.time_s)).max(1.0 / 60.0);
     let name = if report.oracle {
         format!("{} (oracle)", report.policy)
@@ -56,18 +56,7 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
         .filter(|v| v.is_finite())
         .fold(1.0f64, f64::max)
         * 1.1;
-    let mut chart = ChartBuilder::on(&areas[0])
-        .caption(headline, ("sans-serif", 18))
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..load_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(&areas[0], headline, t_max, load_max)?;
     let series: [Series; 5] = [
         ("observed mean", BLACK, Box::new(|p| Some(p.observed_rps))),
         ("forecast", BLUE, Box::new(|p| p.forecast_rps)),
@@ -95,40 +84,19 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
             .draw_series(LineSeries::new(points, color.stroke_width(2)))
             .map_err(draw_error)?
             .label(label)
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    draw_legend(&mut chart)?;
 
     // Latency against the SLO.
     let slo = pipeline.slo_ms;
-    let lat_max = t
-        .iter()
-        .filter_map(|p| p.p99_ms)
-        .fold(slo, f64::max)
-        .min(slo * 5.0)
-        * 1.1;
-    let mut chart = ChartBuilder::on(&areas[1])
-        .caption(
-            title("p99 latency per decision window (ms) vs SLO"),
-            ("sans-serif", 18),
-        )
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..lat_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .draw()
-        .map_err(draw_error)?;
+    let lat_max = latency_axis_max(t.iter().filter_map(|p| p.p99_ms), slo);
+    let mut chart = panel(
+        &areas[1],
+        title("p99 latency per decision window (ms) vs SLO"),
+        t_max,
+        lat_max,
+    )?;
     chart
         .draw_series(LineSeries::new(
             t.iter()
@@ -145,21 +113,12 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
 
     // Replicas per stage and cores.
     let cores_max = t.iter().map(|p| p.cores as f64).fold(1.0f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&areas[2])
-        .caption(
-            title("cores held (black) and replicas per stage"),
-            ("sans-serif", 18),
-        )
-        .margin(8)
-        .x_label_area_size(30)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..t_max, 0.0..cores_max)
-        .map_err(draw_error)?;
-    chart
-        .configure_mesh()
-        .x_desc("minutes")
-        .draw()
-        .map_err(draw_error)?;
+    let mut chart = panel(
+        &areas[2],
+        title("cores held (black) and replicas per stage"),
+        t_max,
+        cores_max,
+    )?;
     chart
         .draw_series(LineSeries::new(
             t.iter().map(|p| (minutes(p.time_s), p.cores as f64)),
@@ -180,16 +139,9 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
             ))
             .map_err(draw_error)?
             .label(stage.name.clone())
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], color.stroke_width(2))
-            });
+            .legend(legend_line(color.stroke_width(2)));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(draw_error)?;
+    draw_legend(&mut chart)?;
 
     // Variant per stage: the index in the stage's variant list (a mix shows its first).
     for (k, stage) in pipeline.stages.iter().enumerate() {
@@ -247,6 +199,64 @@ pub fn write_svg(path: &Path, report: &PolicyReport, pipeline: &Pipeline) -> any
     }
     root.present().map_err(draw_error)?;
     Ok(())
+}
+
+/// A panel's chart: time in minutes against a value.
+pub(crate) type Chart<'a, 'b> =
+    ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// Minutes of `seconds`, the time axis of every panel.
+pub(crate) fn minutes(seconds: f64) -> f64 {
+    seconds / 60.0
+}
+
+/// A panel in the plots' style: `caption`, time from 0 to `t_max` minutes, values from 0 to
+/// `y_max`, the mesh drawn.
+pub(crate) fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: String,
+    t_max: f64,
+    y_max: f64,
+) -> anyhow::Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(8)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..t_max, 0.0..y_max)
+        .map_err(draw_error)?;
+    chart
+        .configure_mesh()
+        .x_desc("minutes")
+        .draw()
+        .map_err(draw_error)?;
+    Ok(chart)
+}
+
+/// The legend's sample of a line drawn in `style`.
+pub(crate) fn legend_line(
+    style: ShapeStyle,
+) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> + 'static {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style)
+}
+
+/// Draws the legend box of `chart`.
+pub(crate) fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(draw_error)
+}
+
+/// Top of a latency panel: the largest finite p99, at least the SLO, at most 5× it, plus
+/// 10 %.
+pub(crate) fn latency_axis_max(p99s: impl Iterator<Item = f64>, slo_ms: f64) -> f64 {
+    p99s.filter(|v| v.is_finite())
+        .fold(slo_ms, f64::max)
+        .min(slo_ms * 5.0)
+        * 1.1
 }
 
 pub(crate) fn draw_error<E: std::fmt::Display>(error: E) -> anyhow::Error {
