@@ -188,20 +188,12 @@ pub fn render_frontier(runs: &[RunResult]) -> String {
     let mut checked = 0;
     for run in runs {
         let points = frontier_points(run);
-        let _ = write!(out, "| {} |", run.name);
         let mut checks: Vec<Check> = ADAPTIVE
             .iter()
             .map(|p| covering(&points, &run.report, p))
             .collect();
         checks.push(default_on_frontier(&points));
-        for check in &checks {
-            let _ = write!(out, " {} |", check.cell());
-            if let Some(holds) = check.holds {
-                checked += 1;
-                held += usize::from(holds);
-            }
-        }
-        out.push('\n');
+        check_row(&mut out, &run.name, &checks, &mut held, &mut checked);
     }
     let _ = writeln!(
         out,
@@ -428,6 +420,26 @@ impl Check {
     }
 }
 
+/// Writes one table row of `checks` for run `name`, counting those that hold and those
+/// that could be checked.
+fn check_row(
+    out: &mut String,
+    name: &str,
+    checks: &[Check],
+    held: &mut usize,
+    checked: &mut usize,
+) {
+    let _ = write!(out, "| {name} |");
+    for check in checks {
+        let _ = write!(out, " {} |", check.cell());
+        if let Some(holds) = check.holds {
+            *checked += 1;
+            *held += usize::from(holds);
+        }
+    }
+    out.push('\n');
+}
+
 /// Ours / theirs for `metric`, holding when at most `bound`.
 fn ratio_check(report: &SeedsReport, theirs: &str, metric: &str, bound: f64) -> Check {
     let (Some(ours), Some(base)) = (
@@ -510,16 +522,13 @@ pub fn render_targets(runs: &[RunResult]) -> String {
     let mut held = 0;
     let mut checked = 0;
     for run in runs {
-        let checks = targets(&run.report);
-        let _ = write!(out, "| {} |", run.name);
-        for check in &checks {
-            let _ = write!(out, " {} |", check.cell());
-            if let Some(holds) = check.holds {
-                checked += 1;
-                held += usize::from(holds);
-            }
-        }
-        out.push('\n');
+        check_row(
+            &mut out,
+            &run.name,
+            &targets(&run.report),
+            &mut held,
+            &mut checked,
+        );
     }
     let _ = writeln!(out, "\n{held} of {checked} checks hold on the means.");
     out
