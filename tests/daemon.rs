@@ -29,7 +29,7 @@ pub(crate) fn free_port() -> u16 {
     listener.local_addr().expect("addr").port()
 }
 
-fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
+pub(crate) fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
     let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
     format!(
         r#"

@@ -7,37 +7,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::daemon::{Daemon, repo_root, scratch};
+use crate::daemon::{self, Daemon, scratch};
 
+/// The daemon tests' service configuration with the HTTP API turned off.
 fn config_text(state_dir: &Path) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
-    format!(
-        r#"
-[daemon]
-period_s = 1
-state_dir = "{state}"
-grace_s = 5
-[daemon.http]
-enabled = false
-
-[[pipeline]]
-name = "resnet"
-catalog = "{catalog}"
-slo_ms = 750
-initial_load_rps = 30
-[[pipeline.stage]]
-name = "classify"
-variants = ["resnet18", "resnet50"]
-core_options = [1, 2, 4]
-max_replicas = 10
-[pipeline.backend]
-type = "sim"
-peak_rps = 60
-day_s = 60
-"#,
-        state = state_dir.display(),
-        catalog = catalog.display(),
-    )
+    let with_api = daemon::config_text(0, state_dir, 60);
+    let without = with_api.replace("listen = \"127.0.0.1:0\"", "enabled = false");
+    assert_ne!(with_api, without, "the HTTP listener line moved");
+    without
 }
 
 /// `infadaptd run ARGS` as a terminal user would start it, colours not turned off.
