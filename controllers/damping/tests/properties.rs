@@ -284,21 +284,24 @@ fn a_switch_never_applied_starts_no_dwell_time() {
     // time", exactly as a live run that had not switched yet would decide.
     let pipeline = pipeline();
     let mut damper = Damper::new(DampingConfig::default()).expect("config");
-    let deployed = plan("fast", 2);
     let tick = sized("slow", 60.0);
-    for t in [10.0, 20.0, 30.0] {
-        let damped = damper
+    let damp = |damper: &mut Damper, now_s: f64, deployed: &Plan| {
+        damper
             .damp(&DampingInput {
-                now_s: t,
+                now_s,
                 pipeline: &pipeline,
                 proposed: &tick.proposed,
-                deployed: &deployed,
+                deployed,
                 demand_rps: tick.demand_rps,
                 planned_load_rps: tick.planned_load_rps,
                 utilisation_cap: CAP,
                 limits: HostLimits::default(),
             })
-            .expect("damp");
+            .expect("damp")
+    };
+    let deployed = plan("fast", 2);
+    for t in [10.0, 20.0, 30.0] {
+        let damped = damp(&mut damper, t, &deployed);
         assert_eq!(
             variant_of(&damped.plan),
             "slow",
@@ -313,20 +316,8 @@ fn a_switch_never_applied_starts_no_dwell_time() {
         assert_eq!(damper.last_switch_s("s"), None);
     }
     // Once the plan in force shows the switch, its dwell time runs from when it was let
-    // through.
-    let switched = tick.proposed.clone();
-    damper
-        .damp(&DampingInput {
-            now_s: 40.0,
-            pipeline: &pipeline,
-            proposed: &switched,
-            deployed: &switched,
-            demand_rps: tick.demand_rps,
-            planned_load_rps: tick.planned_load_rps,
-            utilisation_cap: CAP,
-            limits: HostLimits::default(),
-        })
-        .expect("damp");
+    // through (t = 30).
+    damp(&mut damper, 40.0, &tick.proposed);
     assert_eq!(damper.last_switch_s("s"), Some(30.0));
 }
 
