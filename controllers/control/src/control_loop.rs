@@ -830,9 +830,8 @@ impl Policy for ControlLoop {
             ..Decision::default()
         };
         self.plan_and_damp(false, now_s, load_rps, rate_rps, &deployed, &mut decision);
-        let before = plan_capacity_rps(&self.config.problem.pipeline, &deployed).unwrap_or(0.0);
         let after = plan_capacity_rps(&self.config.problem.pipeline, &decision.plan).unwrap_or(0.0);
-        if decision.plan == deployed || after <= before {
+        if decision.plan == deployed || after <= capacity_rps {
             // Nothing more to start: the next tick decides.
             self.fast_exhausted = true;
             self.last_plan = deployed;
