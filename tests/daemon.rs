@@ -191,7 +191,7 @@ pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 /// Waits until the notification socket has received a message containing `needle`.
-fn wait_notify(socket: &UnixDatagram, needle: &str, timeout: Duration) -> Vec<String> {
+pub(crate) fn wait_notify(socket: &UnixDatagram, needle: &str, timeout: Duration) -> Vec<String> {
     let start = Instant::now();
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
@@ -447,7 +447,7 @@ fn a_service_manager_that_stops_reading_notifications_does_not_stall_the_daemon(
 }
 
 /// Runs `infadaptd validate --config FILE`.
-fn run_validate(config: &Path) -> std::process::Output {
+pub(crate) fn run_validate(config: &Path) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_infadaptd"))
         .args(["validate", "--config"])
         .arg(config)
@@ -636,7 +636,7 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
     let port = free_port();
     let text = plugin_service_config(port, &dir.join("state"), plugin_dir.path());
 
-    // `validate` finds the libraries without loading them, and names a missing one.
+    // `validate` names a missing library.
     let missing = text.replace("type = \"wrong_abi\"", "type = \"nosuch\"");
     std::fs::write(&config, &missing).expect("config");
     let out = run_validate(&config);
@@ -651,14 +651,18 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
         stderr.starts_with(&format!("{}:", config.display())),
         "{stderr}"
     );
+    // It loads them as `run` would (the misbehaving ones pass: their keys are fine), and
+    // refuses the one built for another ABI; `run` starts that pipeline degraded instead.
     std::fs::write(&config, &text).expect("config");
     let out = run_validate(&config);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("pipeline[3].backend.type: plugin ")
+            && stderr.contains("refused: built for plugin ABI version 99"),
+        "{stderr}"
     );
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
 
     let notify_path = dir.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).expect("notify socket");

@@ -3,6 +3,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 mod assets_cli;
+mod backend_check;
 mod daemon;
 mod demo_plot;
 mod forecast_cli;

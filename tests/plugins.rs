@@ -260,7 +260,7 @@ async fn c_plugin_built_from_the_header_is_driven() {
     compile_echo(&dir, "libinfadapt_plugin_c_echo.so");
     let host = host_for(&dir);
     let library = host.library("c_echo").expect("load the C plugin");
-    assert_eq!(library.declared_abi(), (1, 64));
+    assert_eq!(library.declared_abi(), (2, 72));
     let mut backend = GuardedBackend::create_plugin(library.clone(), "{}".into(), policy(2000, 1))
         .await
         .expect("create");
@@ -459,7 +459,7 @@ fn incompatible_libraries_are_refused_with_the_file_named() {
             err,
             HostError::AbiVersion {
                 found: 99,
-                expected: 1,
+                expected: 2,
                 ..
             }
         ),
@@ -468,7 +468,7 @@ fn incompatible_libraries_are_refused_with_the_file_named() {
     assert_eq!(
         err.to_string(),
         format!(
-            "plugin {} refused: built for plugin ABI version 99, this daemon speaks version 1",
+            "plugin {} refused: built for plugin ABI version 99, this daemon speaks versions 1 to 2",
             wrong.display()
         )
     );
@@ -542,4 +542,36 @@ fn writable_or_foreign_libraries_are_refused_before_loading() {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     host.library("c_echo")
         .expect("loads once the permissions are safe");
+}
+
+#[test]
+fn a_version_1_plugin_still_loads_and_has_no_config_check_while_version_2_checks() {
+    let dir = TempDir::new("abi-v1");
+    compile_c_text(
+        &dir,
+        &format!(
+            "#define ECHO_AS_ABI_V1 1\n#include \"{}\"\n",
+            repo_root().join("plugins/examples/c-echo/echo.c").display()
+        ),
+        "libold_echo.so",
+    );
+    compile_echo(&dir, "libnew_echo.so");
+    let host = host_for(&dir);
+
+    let old = host.library("old_echo").expect("a version-1 plugin loads");
+    assert_eq!(old.declared_abi(), (1, 64));
+    assert_eq!(old.check_config("{}").expect("no call"), None);
+    let instance = old.create("{}").expect("and creates instances");
+    assert_eq!(instance.describe().name, "c-echo");
+
+    let new = host.library("new_echo").expect("load");
+    assert_eq!(new.declared_abi().0, 2);
+    assert_eq!(new.check_config("{}").expect("checked"), Some(Vec::new()));
+    let problems = new
+        .check_config("[1]")
+        .expect("checked")
+        .expect("a version-2 check");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "");
+    assert_eq!(problems[0].message, "c-echo: config must be a JSON object");
 }

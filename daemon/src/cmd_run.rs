@@ -91,6 +91,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         }
     };
     init_logging(&config.daemon.log, args.log_format);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let grace = Duration::from_secs_f64(config.daemon.grace_s);
     let options = ServiceOptions {
         config,

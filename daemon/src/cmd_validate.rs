@@ -1,12 +1,13 @@
 //! `infadaptd validate --config FILE`: reads and checks a daemon configuration completely
-//! (catalogs, pipelines, backend settings) and lists every problem; exit 0 or 64. Used as
-//! `ExecStartPre` and before a reload.
+//! (catalogs, pipelines, and each backend's own keys through its plugin's config check,
+//! with the plugin loaded under the same trust checks as `run`) and lists every problem;
+//! exit 0 or 64. Used as `ExecStartPre` and before a reload.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{DEFAULT_CONFIG_PATH, load_config};
+use crate::config::{DEFAULT_CONFIG_PATH, load_config_strict};
 use crate::{exit, outln};
 
 #[derive(Debug, Args)]
@@ -17,8 +18,11 @@ pub struct ValidateArgs {
 }
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
-    match load_config(&args.config) {
+    match load_config_strict(&args.config) {
         Ok(config) => {
+            for warning in &config.warnings {
+                eprintln!("{}: warning: {warning}", args.config.display());
+            }
             outln!(
                 "{}: ok ({} pipeline{}: {})",
                 args.config.display(),

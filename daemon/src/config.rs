@@ -33,7 +33,9 @@ use infadapt_control::{
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::Catalog;
 use infadapt_planner::Problem;
+use infadapt_plugin_abi::{ConfigProblem, ProblemKind};
 
+use crate::backend_check::BackendCheck;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
@@ -74,6 +76,9 @@ pub struct DaemonSettings {
     pub decisions_kept: usize,
     /// Seconds a backend call may take before it counts as failed.
     pub backend_timeout_s: f64,
+    /// Exit with an error at start when no pipeline could create its backend (a service
+    /// that would only report failures is restarted instead of looking ready).
+    pub require_running_pipeline: bool,
 }
 
 impl Default for DaemonSettings {
@@ -87,6 +92,7 @@ impl Default for DaemonSettings {
             grace_s: 10.0,
             decisions_kept: 100,
             backend_timeout_s: 5.0,
+            require_running_pipeline: true,
         }
     }
 }
@@ -134,10 +140,29 @@ pub struct DaemonConfig {
     pub path: PathBuf,
     pub daemon: DaemonSettings,
     pub pipelines: Vec<PipelineConfig>,
+    /// What could not be checked and is not an error (a plugin without a config check).
+    pub warnings: Vec<String>,
 }
 
-/// Reads and validates a configuration file; catalogs are resolved relative to it.
+/// Checks a pipeline's backend keys with the backend's own rules (see
+/// [`crate::backend_check`]).
+pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> BackendCheck + 'a;
+
+/// Reads and validates a configuration file, as `run` and reloads do; catalogs are
+/// resolved relative to it. Each plugin backend checks its own keys (their problems are
+/// errors at their positions); a plugin that cannot be loaded is a warning here, since its
+/// pipeline starts degraded and the others run (see [`load_config_strict`]).
 pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
+    load_config_checked(path, false)
+}
+
+/// [`load_config`] as `validate` reads a file: a plugin that is refused (ownership,
+/// permissions, ABI), fails or hangs while loading or checking is an error too.
+pub fn load_config_strict(path: &Path) -> Result<DaemonConfig, Diagnostics> {
+    load_config_checked(path, true)
+}
+
+fn load_config_checked(path: &Path, strict: bool) -> Result<DaemonConfig, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: name.clone(),
@@ -149,24 +174,48 @@ pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
         }],
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut config = parse_config(&name, &text, &base, &mut |reference: &str| {
-        read_catalog(&base.join(reference))
-    })?;
+    let mut config = parse_config_checked(
+        &name,
+        &text,
+        &base,
+        &mut |reference: &str| read_catalog(&base.join(reference)),
+        &mut |daemon, pipeline| match crate::backend_check::check_plugin_backend(daemon, pipeline) {
+            BackendCheck::Failed(message) if !strict => BackendCheck::Unchecked(format!(
+                "{message}; the pipeline starts degraded and retries"
+            )),
+            outcome => outcome,
+        },
+    )?;
     config.path = path.to_path_buf();
     Ok(config)
 }
 
 /// Parses a configuration from text; `base` resolves relative paths, `catalogs` reads a
-/// catalog reference.
+/// catalog reference. Plugin backends are not loaded, so their own keys are not checked
+/// (the linked simulator's are); [`load_config`] checks them too.
 pub fn parse_config(
     name: &str,
     text: &str,
     base: &Path,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
 ) -> Result<DaemonConfig, Diagnostics> {
+    parse_config_checked(name, text, base, catalogs, &mut |_, _| {
+        BackendCheck::Skipped
+    })
+}
+
+/// [`parse_config`] with each plugin backend's keys checked by `backends`; its problems are
+/// reported at their keys like the daemon's own.
+pub fn parse_config_checked(
+    name: &str,
+    text: &str,
+    base: &Path,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    backends: &mut BackendChecker<'_>,
+) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     let mut config = read_document(name, text, |_, root| {
-        build_config(root, raw.as_ref(), base, catalogs)
+        build_config(root, raw.as_ref(), base, catalogs, backends)
     })?;
     config.path = PathBuf::from(name);
     Ok(config)
@@ -177,6 +226,7 @@ fn build_config(
     raw: Option<&toml::Table>,
     base: &Path,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
     let daemon = match root.opt_table("daemon") {
         Some(table) => {
@@ -195,6 +245,7 @@ fn build_config(
         .and_then(toml::Value::as_array);
     let mut loaded: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
     let mut pipelines: Vec<PipelineConfig> = Vec::new();
+    let mut warnings = Vec::new();
     let mut complete = true;
     for (i, table) in tables.iter().enumerate() {
         let raw_backend = raw_pipelines
@@ -214,6 +265,9 @@ fn build_config(
                 .clone()
         });
         table.finish();
+        if let Some(p) = &built {
+            check_backend_keys(table, &daemon, p, backends, &mut warnings);
+        }
         match built {
             Some(p) => {
                 if pipelines.iter().any(|q| q.name == p.name) {
@@ -253,7 +307,55 @@ fn build_config(
         path: PathBuf::new(),
         daemon,
         pipelines,
+        warnings,
     })
+}
+
+/// Reports the problems the backend finds with its own keys at their positions in
+/// `[pipeline.backend]`; a backend without a check adds a warning.
+fn check_backend_keys(
+    pipeline_table: &TableReader<'_, '_>,
+    daemon: &DaemonSettings,
+    pipeline: &PipelineConfig,
+    backends: &mut BackendChecker<'_>,
+    warnings: &mut Vec<String>,
+) {
+    let kind = pipeline.backend.kind.as_str();
+    // The linked simulator's keys were checked by `read_backend`; a missing plugin was
+    // reported there too.
+    let outcome = if kind == SIM_BACKEND
+        || crate::plugin_host::find_plugin_file(&daemon.plugin_dirs, kind).is_none()
+    {
+        BackendCheck::Skipped
+    } else {
+        backends(daemon, pipeline)
+    };
+    let Some(table) = pipeline_table.opt_table("backend") else {
+        return;
+    };
+    match outcome {
+        BackendCheck::Checked(problems) => report_backend_problems(&table, &problems),
+        BackendCheck::Failed(message) => table.report("type", message),
+        BackendCheck::Unchecked(message) => {
+            warnings.push(format!("pipeline `{}`: {message}", pipeline.name));
+        }
+        BackendCheck::Skipped => {}
+    }
+}
+
+/// Reports a backend's problems with its keys at their positions in its table.
+fn report_backend_problems(table: &TableReader<'_, '_>, problems: &[ConfigProblem]) {
+    for problem in problems {
+        let mut message = problem.message.clone();
+        if let Some(hint) = &problem.hint {
+            message.push_str(&format!(" (did you mean `{hint}`?)"));
+        }
+        table.report_path(
+            &problem.key,
+            problem.kind == ProblemKind::UnknownKey,
+            message,
+        );
+    }
 }
 
 fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
@@ -278,6 +380,9 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         .map(|dirs| dirs.iter().map(|d| base.join(d.get_ref())).collect())
         .unwrap_or(defaults.plugin_dirs);
     let log = table.opt_str("log").unwrap_or(defaults.log);
+    let require_running_pipeline = table
+        .opt_bool("require_running_pipeline")
+        .unwrap_or(defaults.require_running_pipeline);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         table.report("log", format!("invalid log filter: {e}"));
     }
@@ -327,6 +432,7 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         grace_s,
         decisions_kept,
         backend_timeout_s,
+        require_running_pipeline,
     }
 }
 
@@ -656,10 +762,13 @@ fn read_backend(
         }
     }
     let settings = serde_json::Value::Object(settings);
+    // A plugin's own keys are checked by the plugin once the pipeline is built
+    // (`check_backend_keys`); the linked simulator's here.
     if kind == SIM_BACKEND {
-        if let Err(e) = crate::service::sim_backend::SimSettings::from_json(&settings) {
-            table.report("type", format!("sim backend settings: {e}"));
-        }
+        report_backend_problems(
+            &table,
+            &crate::service::sim_backend::SimSettings::check(&settings),
+        );
     } else {
         if settings.get("pipeline").is_some() {
             table.report(

@@ -2,6 +2,7 @@
 //! binary runs. Everything that touches files, the terminal or the process lives here;
 //! the controllers it calls are pure.
 
+pub mod backend_check;
 pub mod cli;
 pub mod cmd_assets;
 pub mod cmd_forecast;

@@ -4,9 +4,11 @@
 //!
 //! Loading. A library is refused before `dlopen` when it (or its directory) is group- or
 //! world-writable or owned by someone other than root or the service user, and after
-//! `dlopen` when its entry symbol is missing, its `abi_version` differs from
-//! [`ABI_VERSION`], its `struct_size` is smaller than this build's vtable or an entry in the
-//! table is null. Only the first 8 bytes of the vtable are read before the version check.
+//! `dlopen` when its entry symbol is missing, its `abi_version` is outside
+//! [`OLDEST_ABI_VERSION`]..=[`ABI_VERSION`], its `struct_size` is smaller than the table of
+//! the version it declares or a version-1 entry in the table is null. Only the first 8
+//! bytes of the vtable are read before the version check. A version-1 plugin has no config
+//! check ([`LoadedLibrary::check_config`] answers `None`); version 2 may leave it null.
 //!
 //! Never unloading. A library stays mapped for the life of the process: its `Library`
 //! handle is leaked and registered in a process-wide table keyed by canonical path. A plugin
@@ -33,10 +35,11 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::{
-    ABI_VERSION, ApplyFn, ApplyReport, BackendError, BackendInstance, CreateFn, Description,
-    DestroyFn, ENTRY_SYMBOL, EntryFn, FreeBufferFn, HealthReport, PlanMessage, PluginBuffer,
-    PluginHandle, PluginObservation, PluginVTable, QueryFn, SCHEMA_VERSION, STATUS_ERROR,
-    STATUS_INVALID_INPUT, STATUS_OK, STATUS_PANIC, STATUS_UNAVAILABLE,
+    ABI_VERSION, ApplyFn, ApplyReport, BackendError, BackendInstance, CheckConfigFn, ConfigCheck,
+    ConfigProblem, CreateFn, Description, DestroyFn, ENTRY_SYMBOL, EntryFn, FreeBufferFn,
+    HealthReport, OLDEST_ABI_VERSION, PlanMessage, PluginBuffer, PluginHandle, PluginObservation,
+    PluginVTable, QueryFn, SCHEMA_VERSION, STATUS_ERROR, STATUS_INVALID_INPUT, STATUS_OK,
+    STATUS_PANIC, STATUS_UNAVAILABLE, VTABLE_V1_SIZE,
 };
 use serde::de::DeserializeOwned;
 
@@ -50,6 +53,7 @@ pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Call {
     Create,
+    CheckConfig,
     Describe,
     Observe,
     Apply,
@@ -60,6 +64,7 @@ impl fmt::Display for Call {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Call::Create => "create",
+            Call::CheckConfig => "check_config",
             Call::Describe => "describe",
             Call::Observe => "observe",
             Call::Apply => "apply",
@@ -128,7 +133,7 @@ pub enum HostError {
     #[error("plugin {} refused: it exports no `{ENTRY_SYMBOL}` symbol ({message})", path.display())]
     MissingEntry { path: PathBuf, message: String },
     #[error(
-        "plugin {} refused: built for plugin ABI version {found}, this daemon speaks version {expected}",
+        "plugin {} refused: built for plugin ABI version {found}, this daemon speaks versions {OLDEST_ABI_VERSION} to {expected}",
         path.display()
     )]
     AbiVersion {
@@ -233,6 +238,7 @@ struct RawVTable {
     apply: Option<ApplyFn>,
     health: Option<QueryFn>,
     free_buffer: Option<FreeBufferFn>,
+    check_config: Option<CheckConfigFn>,
 }
 
 /// The first two fields, the only ones read before the version check.
@@ -244,11 +250,42 @@ struct VTableHeader {
 
 const _: () = assert!(std::mem::size_of::<RawVTable>() == std::mem::size_of::<PluginVTable>());
 
+/// The part of a version-1 table the host reads from a version-1 plugin.
+#[repr(C)]
+struct RawVTableV1 {
+    abi_version: u32,
+    struct_size: u32,
+    create: Option<CreateFn>,
+    destroy: Option<DestroyFn>,
+    describe: Option<QueryFn>,
+    observe: Option<QueryFn>,
+    apply: Option<ApplyFn>,
+    health: Option<QueryFn>,
+    free_buffer: Option<FreeBufferFn>,
+}
+
+const _: () = assert!(std::mem::size_of::<RawVTableV1>() == VTABLE_V1_SIZE as usize);
+
+/// The checked entry points of a loaded library.
+struct Entries {
+    abi_version: u32,
+    struct_size: u32,
+    create: CreateFn,
+    destroy: DestroyFn,
+    describe: QueryFn,
+    observe: QueryFn,
+    apply: ApplyFn,
+    health: QueryFn,
+    free_buffer: FreeBufferFn,
+    /// ABI version 2 and later, when the plugin has a check.
+    check_config: Option<CheckConfigFn>,
+}
+
 /// A plugin library mapped into the process; it is never unmapped.
 pub struct LoadedLibrary {
     name: String,
     path: PathBuf,
-    vtable: PluginVTable,
+    vtable: Entries,
     _library: &'static libloading::os::unix::Library,
 }
 
@@ -516,14 +553,18 @@ fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, Ho
     // SAFETY: every vtable version starts with two u32 (`abi_version`, `struct_size`);
     // only those 8 bytes are read before the version is known.
     let header = unsafe { std::ptr::read_unaligned(table.cast::<VTableHeader>()) };
-    if header.abi_version != ABI_VERSION {
+    if !(OLDEST_ABI_VERSION..=ABI_VERSION).contains(&header.abi_version) {
         return Err(HostError::AbiVersion {
             path,
             found: header.abi_version,
             expected: ABI_VERSION,
         });
     }
-    let expected = std::mem::size_of::<PluginVTable>() as u32;
+    let expected = if header.abi_version == 1 {
+        VTABLE_V1_SIZE
+    } else {
+        std::mem::size_of::<PluginVTable>() as u32
+    };
     if header.struct_size < expected {
         return Err(HostError::VTableTooSmall {
             path,
@@ -531,14 +572,32 @@ fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, Ho
             expected,
         });
     }
-    // SAFETY: the plugin declared this ABI version and at least this many bytes; entries
-    // are read as nullable function pointers and checked below.
-    let raw = unsafe { std::ptr::read_unaligned(table.cast::<RawVTable>()) };
+    let raw = if header.abi_version == 1 {
+        // SAFETY: the plugin declared version 1 and at least a version-1 table's bytes;
+        // entries are read as nullable function pointers and checked below.
+        let v1 = unsafe { std::ptr::read_unaligned(table.cast::<RawVTableV1>()) };
+        RawVTable {
+            abi_version: v1.abi_version,
+            struct_size: v1.struct_size,
+            create: v1.create,
+            destroy: v1.destroy,
+            describe: v1.describe,
+            observe: v1.observe,
+            apply: v1.apply,
+            health: v1.health,
+            free_buffer: v1.free_buffer,
+            check_config: None,
+        }
+    } else {
+        // SAFETY: the plugin declared version 2 and at least this many bytes; entries are
+        // read as nullable function pointers and checked below.
+        unsafe { std::ptr::read_unaligned(table.cast::<RawVTable>()) }
+    };
     let missing = |entry: &str| HostError::BadVTable {
         path: path.clone(),
         problem: format!("vtable entry `{entry}` is null"),
     };
-    let vtable = PluginVTable {
+    let vtable = Entries {
         abi_version: raw.abi_version,
         struct_size: raw.struct_size,
         create: raw.create.ok_or_else(|| missing("create"))?,
@@ -548,6 +607,7 @@ fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, Ho
         apply: raw.apply.ok_or_else(|| missing("apply"))?,
         health: raw.health.ok_or_else(|| missing("health"))?,
         free_buffer: raw.free_buffer.ok_or_else(|| missing("free_buffer"))?,
+        check_config: raw.check_config,
     };
     let lib = Arc::new(LoadedLibrary {
         name,
@@ -620,6 +680,37 @@ impl LoadedLibrary {
             });
         }
         out.map_err(BackendError::failed)
+    }
+
+    /// Runs the plugin's config check on `config_json` (what `create` would get), on the
+    /// calling thread: `Ok(None)` when the plugin has none (ABI version 1, or a null entry).
+    ///
+    /// # Errors
+    ///
+    /// The call failed or panicked, or its answer is not a config check.
+    pub fn check_config(
+        self: &Arc<Self>,
+        config_json: &str,
+    ) -> Result<Option<Vec<ConfigProblem>>, HostError> {
+        let Some(check) = self.vtable.check_config else {
+            return Ok(None);
+        };
+        let mut out = PluginBuffer::empty();
+        let mut error = PluginBuffer::empty();
+        // SAFETY: the config bytes are valid for the call; `out` and `error` are writable
+        // slots owned by this frame.
+        let status = unsafe {
+            check(
+                config_json.as_ptr(),
+                config_json.len(),
+                &mut out,
+                &mut error,
+            )
+        };
+        self.finish(status, out, error)
+            .and_then(|bytes| decode::<ConfigCheck>(&bytes))
+            .map(|check| Some(check.problems))
+            .map_err(|e| backend_error(&self.name, &self.origin(), Call::CheckConfig, e))
     }
 
     /// Creates an instance from its JSON config (synchronously; a guarded variant is

@@ -235,6 +235,49 @@ impl<'r, 'i> TableReader<'r, 'i> {
         self.reader.report(span, &self.field(key), message);
     }
 
+    /// Reports a problem about a key nested in this table, given by its dotted path
+    /// (`models.resnet18`, `variants.small.command`, `stages[0].name`): at the key itself
+    /// when `at_key` (an unknown key), else at its value; where the path leaves the file
+    /// (a key the daemon adds, or one that is absent), at the deepest part that is there.
+    pub fn report_path(&self, path: &str, at_key: bool, message: impl Into<String>) {
+        let mut span = self.span.clone();
+        let mut table = Some(self.table);
+        'walk: for segment in path.split('.').filter(|s| !s.is_empty()) {
+            let (name, indices) = match segment.find('[') {
+                Some(at) => (&segment[..at], &segment[at..]),
+                None => (segment, ""),
+            };
+            let Some((key_span, found)) = table.and_then(|t| {
+                t.iter()
+                    .find(|(k, _)| k.get_ref().as_ref() == name)
+                    .map(|(k, v)| (k.span(), v))
+            }) else {
+                break;
+            };
+            span = if at_key { key_span } else { found.span() };
+            let mut value = Some(found);
+            for index in indices
+                .split(['[', ']'])
+                .filter(|s| !s.is_empty())
+                .map(str::parse::<usize>)
+            {
+                let item = match (index, value.and_then(|v| v.get_ref().as_array())) {
+                    (Ok(i), Some(items)) => items.get(i),
+                    _ => None,
+                };
+                match item {
+                    Some(item) => {
+                        span = item.span();
+                        value = Some(item);
+                    }
+                    None => break 'walk,
+                }
+            }
+            table = value.and_then(|v| v.get_ref().as_table());
+        }
+        self.reader.report(span, &self.field(path), message);
+    }
+
     fn missing(&self, key: &str) {
         self.reader.report(
             self.span.clone(),
@@ -527,6 +570,29 @@ mod tests {
                 "f.toml:3:2: t.missing: missing required field",
                 "f.toml:4:5: t.c: expected a string, found float",
                 "f.toml:5:1: t.zzz: unknown field",
+            ]
+        );
+    }
+
+    #[test]
+    fn nested_paths_are_reported_at_their_key_or_value_or_the_deepest_part_there() {
+        let text = "[b]\nurl = \"x\"\n[b.models]\nsmall = 3\n[[b.list]]\nname = 1\n";
+        let found = problems(text, |root| {
+            let b = root.opt_table("b").expect("b");
+            b.report_path("url", true, "unknown key");
+            b.report_path("models.small", false, "must be a model name");
+            b.report_path("list[0].name", false, "must be a string");
+            b.report_path("models.absent", false, "is required");
+            b.report_path("pipeline.stages", false, "added by the daemon");
+        });
+        assert_eq!(
+            found,
+            vec![
+                "f.toml:1:2: b.pipeline.stages: added by the daemon",
+                "f.toml:2:1: b.url: unknown key",
+                "f.toml:3:1: b.models.absent: is required",
+                "f.toml:4:9: b.models.small: must be a model name",
+                "f.toml:6:8: b.list[0].name: must be a string",
             ]
         );
     }

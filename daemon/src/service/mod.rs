@@ -40,6 +40,11 @@ pub enum ServiceError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error(
+        "no pipeline could start, so there is nothing to serve ({0}); fix the configuration \
+         or the backends, or set `require_running_pipeline = false` in [daemon] to start anyway"
+    )]
+    NoPipelineRuns(String),
 }
 
 /// How to run the service.
@@ -169,6 +174,9 @@ impl App {
         let loaded = tokio::task::spawn_blocking(move || load_config(&path)).await;
         match loaded {
             Ok(Ok(new)) => {
+                for warning in &new.warnings {
+                    warn!("{warning}");
+                }
                 if new.daemon != self.config.daemon {
                     warn!("changes to [daemon] take effect after a restart");
                 }
@@ -288,6 +296,43 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     };
     for p in config.pipelines {
         app.start(p);
+    }
+    // Ready once every pipeline has tried to create its backend, so that the status sent
+    // with READY=1 names the ones that could not (and none is mistaken for ready).
+    let settle = Duration::from_secs_f64(config.daemon.backend_timeout_s.clamp(0.001, 3600.0))
+        .saturating_mul(3)
+        + Duration::from_secs(1);
+    let settled = async {
+        while !registry.snapshot().iter().all(|s| s.state != "starting") {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(settle, settled).await.is_err() {
+        warn!("some pipelines are still starting; ready anyway");
+    }
+    let statuses = registry.snapshot();
+    if config.daemon.require_running_pipeline
+        && !statuses.is_empty()
+        && statuses.iter().all(|s| !s.is_serving())
+    {
+        let why = statuses
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}: {}",
+                    s.name,
+                    s.last_error
+                        .clone()
+                        .or_else(|| s.plugin.degraded.as_ref().map(|d| d.message.clone()))
+                        .unwrap_or_else(|| s.state.clone())
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        error!("no pipeline could start: {why}");
+        notify::status(&format!("no pipeline could start: {}", registry.summary()));
+        app.shutdown("no pipeline could start", &mut signals).await;
+        return Err(ServiceError::NoPipelineRuns(why));
     }
     notify::ready(&registry.summary());
     info!(

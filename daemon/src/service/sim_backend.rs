@@ -12,6 +12,7 @@ use infadapt_plugin_abi::{
     ApplyReport, Backend, BackendError, BackendInstance, Description, HealthReport, PlanMessage,
     PluginObservation,
 };
+use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
 use infadapt_plugin_sim::{
     DEFAULT_MAX_CATCH_UP_S, ManualClock, PipelineSpec, SimBackend as LinkedSim, SimPluginConfig,
     StageSpec, VariantSpec, WorkloadSpec,
@@ -57,6 +58,48 @@ impl SimSettings {
         let settings: SimSettings =
             serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
         settings.workload(1).map(|_| settings)
+    }
+
+    /// Every problem with the settings, each naming its key (the linked backend's config
+    /// check, reported by `validate` at the key's position).
+    pub fn check(value: &serde_json::Value) -> Vec<ConfigProblem> {
+        const KEYS: &[&str] = &[
+            "seed",
+            "rps",
+            "trough_rps",
+            "peak_rps",
+            "day_s",
+            "bursts_per_hour",
+            "noise",
+        ];
+        let mut problems = ConfigProblems::new();
+        if !value.is_object() {
+            problems.invalid("", "the backend settings must be a table");
+            return problems.into_problems();
+        }
+        problems.unknown_keys("", value, KEYS);
+        // Unknown keys are reported above; the rest is read without them.
+        let known: serde_json::Map<String, serde_json::Value> = value
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, _)| KEYS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if let Some(settings) =
+            problems.deserialize::<SimSettings>(&serde_json::Value::Object(known))
+        {
+            if let Some(rps) = settings.rps
+                && !(rps.is_finite() && rps >= 0.0)
+            {
+                problems.invalid("rps", format!("must be >= 0, got {rps}"));
+            } else if settings.day_s == 0 {
+                problems.invalid("day_s", "must be at least 1");
+            } else if let Err(e) = settings.workload(1) {
+                problems.invalid("", e);
+            }
+        }
+        problems.into_problems()
     }
 
     /// The load of the first `seconds` (at least one) seconds, requests/s, one per second:

@@ -184,6 +184,12 @@ pub struct PipelineStatus {
 }
 
 impl PipelineStatus {
+    /// Whether the pipeline runs with a backend it created (degraded calls included); not
+    /// when it failed to start or its backend could never be created.
+    pub fn is_serving(&self) -> bool {
+        self.state == "running" && !self.plugin.origin.is_empty()
+    }
+
     /// Share of finished requests that met the SLO since the start (1 when none finished).
     pub fn slo_attainment(&self) -> f64 {
         let finished = self.completed + self.dropped;
@@ -271,7 +277,11 @@ impl Registry {
                     .plan
                     .as_ref()
                     .map_or(0, |p| p.stages.iter().map(|st| st.cores()).sum());
-                let flag = if s.degraded { " degraded" } else { "" };
+                let flag = match (&s.plugin.degraded, s.degraded) {
+                    (Some(reason), _) => format!(" degraded ({})", reason.kind),
+                    (None, true) => " degraded".to_owned(),
+                    (None, false) => String::new(),
+                };
                 format!("{}: {} {rps:.0} rps {cores} cores{flag}", s.name, s.state)
             })
             .collect();

@@ -1,11 +1,12 @@
-/* infadapt_plugin.h: the C ABI between infadaptd and its backend plugins (ABI version 1).
+/* infadapt_plugin.h: the C ABI between infadaptd and its backend plugins (ABI version 2).
  *
  * Mirrors plugins/abi/src/lib.rs exactly; PLUGINS.md states the contract in full.
  *
  * A plugin is a shared library exporting one function, `infadapt_plugin_entry`, that
  * returns a pointer to a static `InfadaptPluginVTable`. The host reads `abi_version` and
- * `struct_size` first and refuses the library unless `abi_version == INFADAPT_ABI_VERSION`
- * and `struct_size >= sizeof(InfadaptPluginVTable)`; every entry must be non-null.
+ * `struct_size` first and refuses the library unless `abi_version` is 1 or 2 (this header
+ * is version 2) and `struct_size` covers the table of that version; every entry of version
+ * 1 must be non-null. Version 2 appended `check_config`, which may be NULL (no check).
  *
  * Ownership:
  * - Input bytes (config, plan) belong to the host and are valid only during the call; they
@@ -33,7 +34,7 @@ extern "C" {
 #endif
 
 /* Version of this binary interface; bumped on any layout or meaning change. */
-#define INFADAPT_ABI_VERSION 1u
+#define INFADAPT_ABI_VERSION 2u
 /* Version of the JSON messages (the `schema` field of every document). */
 #define INFADAPT_SCHEMA_VERSION 1u
 /* Name of the exported entry function. */
@@ -69,6 +70,16 @@ typedef int32_t (*InfadaptQueryFn)(InfadaptPluginHandle handle, InfadaptPluginBu
 typedef int32_t (*InfadaptApplyFn)(InfadaptPluginHandle handle, const uint8_t *plan_json,
                                    size_t plan_len, InfadaptPluginBuffer *out,
                                    InfadaptPluginBuffer *error);
+/* Version 2: checks a config (the JSON `create` gets) without creating anything or
+ * contacting the backend. Answers in `out` a JSON document
+ *   {"schema": 1, "problems": [{"key": "drain_s", "kind": "invalid",
+ *                               "message": "must be a number of seconds", "hint": null}]}
+ * where `key` is the dotted path inside the backend table (empty for the whole table) and
+ * `kind` is "unknown-key", "missing" or "invalid" (`hint`: the key meant, for a typo).
+ * INFADAPT_STATUS_OK means the check ran, whatever it found. */
+typedef int32_t (*InfadaptCheckConfigFn)(const uint8_t *config_json, size_t config_len,
+                                         InfadaptPluginBuffer *out,
+                                         InfadaptPluginBuffer *error);
 /* Releases a buffer this library filled (passed by value). */
 typedef void (*InfadaptFreeBufferFn)(InfadaptPluginBuffer buffer);
 
@@ -84,6 +95,7 @@ typedef struct InfadaptPluginVTable {
     InfadaptApplyFn apply;
     InfadaptQueryFn health;
     InfadaptFreeBufferFn free_buffer;
+    InfadaptCheckConfigFn check_config; /* version 2; may be NULL */
 } InfadaptPluginVTable;
 
 /* The one exported symbol: returns a pointer to a table that lives as long as the library. */

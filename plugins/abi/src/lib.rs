@@ -13,11 +13,13 @@
 //! The C header `include/infadapt_plugin.h` describes the same ABI for other languages.
 #![allow(unsafe_code)]
 
+pub mod config_check;
 pub mod messages;
 pub mod sdk;
 
 use std::ffi::c_void;
 
+pub use config_check::{ConfigCheck, ConfigProblem, ConfigProblems, ProblemKind};
 pub use messages::{
     ApplyReport, AssignmentMessage, Capabilities, Description, HealthReport, ObservedStage,
     PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
@@ -25,8 +27,15 @@ pub use messages::{
 pub use sdk::{Backend, BackendError, BackendInstance};
 
 /// Version of the binary interface. Bumped on any change to [`PluginVTable`]'s layout or
-/// meaning; the host refuses plugins built for another version.
-pub const ABI_VERSION: u32 = 1;
+/// meaning. Version 2 appended `check_config` to version 1's table; the host loads plugins
+/// built for any version from [`OLDEST_ABI_VERSION`] to this one and refuses the others.
+pub const ABI_VERSION: u32 = 2;
+
+/// The oldest ABI version the host still loads (its table ends before `check_config`).
+pub const OLDEST_ABI_VERSION: u32 = 1;
+
+/// Size of a version-1 table: `abi_version`, `struct_size` and seven entry points.
+pub const VTABLE_V1_SIZE: u32 = (8 + 7 * std::mem::size_of::<usize>()) as u32;
 
 /// Name of the exported entry function (`const PluginVTable *infadapt_plugin_entry(void)`).
 pub const ENTRY_SYMBOL: &str = "infadapt_plugin_entry";
@@ -113,6 +122,15 @@ pub type ApplyFn = unsafe extern "C" fn(
     out: *mut PluginBuffer,
     error: *mut PluginBuffer,
 ) -> i32;
+/// Checks a config (the same JSON `create` gets) without creating anything or contacting
+/// the backend; writes a [`ConfigCheck`] (JSON) to `out`. `STATUS_OK` means the check ran,
+/// whatever it found. Added in ABI version 2.
+pub type CheckConfigFn = unsafe extern "C" fn(
+    config_json: *const u8,
+    config_len: usize,
+    out: *mut PluginBuffer,
+    error: *mut PluginBuffer,
+) -> i32;
 /// Releases a buffer this library filled.
 pub type FreeBufferFn = unsafe extern "C" fn(buffer: PluginBuffer);
 
@@ -131,6 +149,9 @@ pub struct PluginVTable {
     pub apply: ApplyFn,
     pub health: QueryFn,
     pub free_buffer: FreeBufferFn,
+    /// ABI version 2: the config check `validate` and reloads run. The host reads it only
+    /// from plugins that declare version 2 or later.
+    pub check_config: CheckConfigFn,
 }
 
 /// Signature of the exported entry symbol.

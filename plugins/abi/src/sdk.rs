@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::config_check::ConfigProblem;
 use crate::messages::{ApplyReport, Description, HealthReport, PlanMessage, PluginObservation};
 
 /// An error a backend returns; `code` is one of the `STATUS_*` constants.
@@ -50,6 +51,15 @@ pub trait Backend: Send + Sized + 'static {
     /// Builds an instance from the JSON config (the backend table of the daemon config,
     /// plus `pipeline` with the pipeline's name and stages).
     fn create(config: serde_json::Value) -> Result<Self, BackendError>;
+    /// Every problem with `config` (the JSON `create` would get), found without creating
+    /// anything or contacting the backend: unknown keys (with the key meant as a hint),
+    /// wrong types, values out of range. `validate` and reloads run it, so that a mistake
+    /// is reported with its file position before a pipeline depends on it. The default
+    /// checks nothing; every shipped plugin overrides it.
+    fn check_config(config: &serde_json::Value) -> Vec<ConfigProblem> {
+        let _ = config;
+        Vec::new()
+    }
     /// Name, version and capabilities.
     fn describe(&self) -> Description;
     /// What happened since the previous call.
@@ -257,6 +267,29 @@ pub mod glue {
     }
 
     /// # Safety
+    /// ABI entry point: pointers as documented in the C header.
+    pub unsafe extern "C" fn check_config<B: Backend>(
+        config: *const u8,
+        config_len: usize,
+        out: *mut PluginBuffer,
+        error: *mut PluginBuffer,
+    ) -> i32 {
+        guarded(
+            error,
+            || {
+                let bytes = input(config, config_len)?;
+                let value: serde_json::Value = serde_json::from_slice(bytes)
+                    .map_err(|e| BackendError::invalid(format!("config is not valid JSON: {e}")))?;
+                to_json(&crate::ConfigCheck {
+                    problems: B::check_config(&value),
+                    ..crate::ConfigCheck::default()
+                })
+            },
+            out,
+        )
+    }
+
+    /// # Safety
     /// ABI entry point: `buffer` filled by this library.
     pub unsafe extern "C" fn free_buffer(buffer: PluginBuffer) {
         // SAFETY: the host only returns buffers this library made with `from_vec`.
@@ -279,6 +312,7 @@ macro_rules! export_plugin {
             apply: $crate::sdk::glue::apply::<$backend>,
             health: $crate::sdk::glue::health::<$backend>,
             free_buffer: $crate::sdk::glue::free_buffer,
+            check_config: $crate::sdk::glue::check_config::<$backend>,
         };
 
         /// Entry point of the plugin: returns its vtable.

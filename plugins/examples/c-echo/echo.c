@@ -13,7 +13,7 @@
 
 #include "infadapt_plugin.h"
 
-_Static_assert(sizeof(InfadaptPluginVTable) == 8 + 7 * sizeof(void *),
+_Static_assert(sizeof(InfadaptPluginVTable) == 8 + 8 * sizeof(void *),
                "the vtable layout must match the Rust definition");
 
 typedef struct Echo {
@@ -135,13 +135,38 @@ static int32_t echo_health(InfadaptPluginHandle handle, InfadaptPluginBuffer *ou
     return fill(out, text, sizeof text - 1, INFADAPT_STATUS_OK);
 }
 
+/* Version 2 config check: the same rule as create (a JSON object), as a problem list. */
+static int32_t echo_check_config(const uint8_t *config, size_t config_len,
+                                 InfadaptPluginBuffer *out, InfadaptPluginBuffer *error) {
+    (void)error;
+    static const char ok[] = "{\"schema\":1,\"problems\":[]}";
+    static const char bad[] =
+        "{\"schema\":1,\"problems\":[{\"key\":\"\",\"kind\":\"invalid\","
+        "\"message\":\"c-echo: config must be a JSON object\"}]}";
+    if (config_len < 2 || config[0] != '{') {
+        return fill(out, bad, sizeof bad - 1, INFADAPT_STATUS_OK);
+    }
+    return fill(out, ok, sizeof ok - 1, INFADAPT_STATUS_OK);
+}
+
 static void echo_free_buffer(InfadaptPluginBuffer buffer) {
     free(buffer.ptr);
 }
 
+/* Built with -DECHO_AS_ABI_V1 it declares itself an ABI version 1 plugin (a table that ends
+ * before `check_config`), as a plugin built before version 2 does; the host still loads it. */
+#ifdef ECHO_AS_ABI_V1
+#include <stddef.h>
+#define ECHO_ABI_VERSION 1u
+#define ECHO_TABLE_SIZE offsetof(InfadaptPluginVTable, check_config)
+#else
+#define ECHO_ABI_VERSION INFADAPT_ABI_VERSION
+#define ECHO_TABLE_SIZE sizeof(InfadaptPluginVTable)
+#endif
+
 static const InfadaptPluginVTable VTABLE = {
-    .abi_version = INFADAPT_ABI_VERSION,
-    .struct_size = sizeof(InfadaptPluginVTable),
+    .abi_version = ECHO_ABI_VERSION,
+    .struct_size = ECHO_TABLE_SIZE,
     .create = echo_create,
     .destroy = echo_destroy,
     .describe = echo_describe,
@@ -149,6 +174,7 @@ static const InfadaptPluginVTable VTABLE = {
     .apply = echo_apply,
     .health = echo_health,
     .free_buffer = echo_free_buffer,
+    .check_config = echo_check_config,
 };
 
 const InfadaptPluginVTable *infadapt_plugin_entry(void) {

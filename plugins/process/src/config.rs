@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
+
 use crate::error::ProcessError;
 
 /// Placeholders a command, health URL or endpoint URL template may use.
@@ -103,11 +105,21 @@ const VARIANT_KEYS: &[&str] = &[
 /// Collects problems while reading.
 struct Reader {
     problems: Vec<String>,
+    /// The same problems, each with its key, for the plugin's config check.
+    checked: ConfigProblems,
 }
 
 impl Reader {
+    fn new() -> Reader {
+        Reader {
+            problems: Vec::new(),
+            checked: ConfigProblems::new(),
+        }
+    }
+
     fn report(&mut self, path: &str, message: impl AsRef<str>) {
         self.problems.push(format!("{path}: {}", message.as_ref()));
+        self.checked.invalid(path, message.as_ref());
     }
 
     fn string(&mut self, table: &Map<String, Value>, path: &str, key: &str) -> Option<String> {
@@ -148,10 +160,12 @@ impl Reader {
     fn unknown_keys(&mut self, table: &Map<String, Value>, path: &str, known: &[&str]) {
         for key in table.keys() {
             if !known.contains(&key.as_str()) {
-                self.report(
-                    &join(path, key),
-                    format!("unknown key (known: {})", known.join(", ")),
-                );
+                self.problems.push(format!(
+                    "{}: unknown key (known: {})",
+                    join(path, key),
+                    known.join(", ")
+                ));
+                self.checked.unknown_key(join(path, key), key, known);
             }
         }
     }
@@ -287,9 +301,20 @@ fn pipeline_variants(reader: &mut Reader, pipeline: &Map<String, Value>) -> Vec<
 impl ProcessConfig {
     /// Reads and checks the config; every problem at once.
     pub fn from_json(value: &Value) -> Result<ProcessConfig, ProcessError> {
-        let mut reader = Reader {
-            problems: Vec::new(),
-        };
+        ProcessConfig::read(value, &mut Reader::new())
+    }
+
+    /// Every problem with the config, each naming its key (the plugin's config check).
+    pub fn check(value: &Value) -> Vec<ConfigProblem> {
+        let mut reader = Reader::new();
+        if !value.is_object() {
+            reader.report("", "the config must be a JSON object");
+        }
+        let _ = ProcessConfig::read(value, &mut reader);
+        reader.checked.into_problems()
+    }
+
+    fn read(value: &Value, reader: &mut Reader) -> Result<ProcessConfig, ProcessError> {
         let Some(top) = value.as_object() else {
             return Err(ProcessError::Config(vec![
                 "the config must be a JSON object".into(),
@@ -312,7 +337,7 @@ impl ProcessConfig {
         {
             reader.report("pipeline.name", "letters, digits, `-`, `_` and `.` only");
         }
-        let planned = pipeline_variants(&mut reader, pipeline);
+        let planned = pipeline_variants(reader, pipeline);
 
         let state_dir = match reader.string(top, "", "state_dir") {
             Some(s) => PathBuf::from(s),
@@ -423,7 +448,7 @@ impl ProcessConfig {
                         .iter()
                         .find(|p| &p.name == name)
                         .map_or(0.0, |p| p.gpu_mem_mb);
-                    if let Some(variant) = read_variant(&mut reader, &path, entry, catalog_gpu) {
+                    if let Some(variant) = read_variant(reader, &path, entry, catalog_gpu) {
                         variants.insert(name.clone(), variant);
                     }
                 }
@@ -450,7 +475,7 @@ impl ProcessConfig {
             }
         }
         if !reader.problems.is_empty() {
-            return Err(ProcessError::Config(reader.problems));
+            return Err(ProcessError::Config(reader.problems.clone()));
         }
         Ok(ProcessConfig {
             pipeline: pipeline_name,

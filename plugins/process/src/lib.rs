@@ -1286,6 +1286,10 @@ impl Backend for ProcessBackend {
         Ok(ProcessBackend::new(config)?)
     }
 
+    fn check_config(config: &serde_json::Value) -> Vec<infadapt_plugin_abi::ConfigProblem> {
+        ProcessConfig::check(config)
+    }
+
     fn describe(&self) -> Description {
         Description {
             schema: SCHEMA_VERSION,

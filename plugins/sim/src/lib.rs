@@ -451,6 +451,12 @@ impl Backend for SimBackend {
         SimBackend::from_json(config, Box::new(SystemClock::new()))
     }
 
+    fn check_config(config: &serde_json::Value) -> Vec<infadapt_plugin_abi::ConfigProblem> {
+        let mut problems = infadapt_plugin_abi::ConfigProblems::new();
+        let _ = problems.deserialize::<SimPluginConfig>(config);
+        problems.into_problems()
+    }
+
     fn describe(&self) -> Description {
         Description {
             schema: SCHEMA_VERSION,

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
 use serde_json::{Map, Value};
 
 use crate::TorchServeError;
@@ -61,17 +62,26 @@ pub struct Config {
 impl Config {
     /// Reads and checks a configuration; every problem is reported at once.
     pub fn from_json(value: &Value) -> Result<Config, TorchServeError> {
+        let (config, problems) = Config::read(value);
+        config.ok_or_else(|| TorchServeError::Config(problems.joined()))
+    }
+
+    /// Every problem with the configuration, each naming its key (the plugin's config
+    /// check).
+    pub fn check(value: &Value) -> Vec<ConfigProblem> {
+        Config::read(value).1.into_problems()
+    }
+
+    fn read(value: &Value) -> (Option<Config>, ConfigProblems) {
         let Some(table) = value.as_object() else {
-            return Err(TorchServeError::Config(
-                "the configuration must be a JSON object".into(),
-            ));
+            let mut problems = ConfigProblems::new();
+            problems.invalid("", "the configuration must be a JSON object");
+            return (None, problems);
         };
-        let mut problems = Vec::new();
-        for key in table.keys() {
-            if key != "type" && key != "pipeline" && !KEYS.contains(&key.as_str()) {
-                problems.push(format!("{key}: unknown key (known: {})", KEYS.join(", ")));
-            }
-        }
+        let mut problems = ConfigProblems::new();
+        let mut known = KEYS.to_vec();
+        known.extend(["type", "pipeline"]);
+        problems.unknown_keys("", value, &known);
         let management_url = url_key(
             table,
             "management_url",
@@ -118,21 +128,21 @@ impl Config {
                         Some(a) if !a.trim().is_empty() => {
                             archives.insert(variant.clone(), a.to_owned());
                         }
-                        _ => problems.push(format!(
-                            "archives.{variant}: must be a non-empty string (an archive file \
-                             in the model store or a URL TorchServe accepts)"
-                        )),
+                        _ => problems.invalid(
+                            format!("archives.{variant}"),
+                            "must be a non-empty string (an archive file in the model store \
+                             or a URL TorchServe accepts)",
+                        ),
                     }
                     if !stage_of.is_empty() && !stage_of.contains_key(variant) {
-                        problems.push(format!(
-                            "archives.{variant}: no variant `{variant}` in pipeline `{pipeline}`"
-                        ));
+                        problems.invalid(
+                            format!("archives.{variant}"),
+                            format!("no variant `{variant}` in pipeline `{pipeline}`"),
+                        );
                     }
                 }
             }
-            Some(_) => {
-                problems.push("archives: must be a table of variant = \"archive.mar\"".to_owned())
-            }
+            Some(_) => problems.invalid("archives", "must be a table of variant = \"archive.mar\""),
         }
         for variant in stage_of.keys() {
             archives
@@ -141,9 +151,9 @@ impl Config {
         }
 
         if !problems.is_empty() {
-            return Err(TorchServeError::Config(problems.join("; ")));
+            return (None, problems);
         }
-        Ok(Config {
+        let config = Config {
             management_url,
             inference_url,
             metrics_url,
@@ -157,7 +167,8 @@ impl Config {
             stage_of,
             stages,
             pipeline,
-        })
+        };
+        (Some(config), problems)
     }
 }
 
@@ -174,12 +185,15 @@ pub fn valid_variant_name(name: &str) -> bool {
 
 fn read_pipeline(
     value: Option<&Value>,
-    problems: &mut Vec<String>,
+    problems: &mut ConfigProblems,
 ) -> (Vec<String>, BTreeMap<String, String>, String) {
     let mut stages = Vec::new();
     let mut stage_of = BTreeMap::new();
     let Some(pipeline) = value else {
-        problems.push("pipeline: missing (the daemon passes the pipeline's stages)".into());
+        problems.missing(
+            "pipeline",
+            "missing (the daemon passes the pipeline's stages)",
+        );
         return (stages, stage_of, String::new());
     };
     let name = pipeline
@@ -188,12 +202,12 @@ fn read_pipeline(
         .unwrap_or("")
         .to_owned();
     let Some(list) = pipeline.get("stages").and_then(Value::as_array) else {
-        problems.push("pipeline.stages: missing or not a list".into());
+        problems.invalid("pipeline.stages", "missing or not a list");
         return (stages, stage_of, name);
     };
     for (i, stage) in list.iter().enumerate() {
         let Some(stage_name) = stage.get("name").and_then(Value::as_str) else {
-            problems.push(format!("pipeline.stages[{i}].name: missing"));
+            problems.missing(format!("pipeline.stages[{i}].name"), "missing");
             continue;
         };
         stages.push(stage_name.to_owned());
@@ -203,29 +217,35 @@ fn read_pipeline(
                 .as_str()
                 .or_else(|| variant.get("name").and_then(Value::as_str));
             let Some(variant_name) = variant_name else {
-                problems.push(format!(
-                    "pipeline.stages[{i}].variants[{j}]: neither a name nor an entry with `name`"
-                ));
+                problems.invalid(
+                    format!("pipeline.stages[{i}].variants[{j}]"),
+                    "neither a name nor an entry with `name`",
+                );
                 continue;
             };
             if !valid_variant_name(variant_name) {
-                problems.push(format!(
-                    "pipeline.stages[{i}].variants[{j}]: `{variant_name}` cannot be a TorchServe \
-                     model name (letters, digits, `-`, `_`, `.`, starting with a letter or \
-                     digit, no `--`)"
-                ));
+                problems.invalid(
+                    format!("pipeline.stages[{i}].variants[{j}]"),
+                    format!(
+                        "`{variant_name}` cannot be a TorchServe model name (letters, digits, \
+                         `-`, `_`, `.`, starting with a letter or digit, no `--`)"
+                    ),
+                );
                 continue;
             }
             if let Some(other) = stage_of.insert(variant_name.to_owned(), stage_name.to_owned()) {
-                problems.push(format!(
-                    "pipeline.stages[{i}].variants[{j}]: variant `{variant_name}` is also in \
-                     stage `{other}`; model names must be unique on one server"
-                ));
+                problems.invalid(
+                    format!("pipeline.stages[{i}].variants[{j}]"),
+                    format!(
+                        "variant `{variant_name}` is also in stage `{other}`; model names must \
+                         be unique on one server"
+                    ),
+                );
             }
         }
     }
     if stages.is_empty() {
-        problems.push("pipeline.stages: empty".into());
+        problems.invalid("pipeline.stages", "empty");
     }
     (stages, stage_of, name)
 }
@@ -234,7 +254,7 @@ fn url_key(
     table: &Map<String, Value>,
     key: &str,
     default: &str,
-    problems: &mut Vec<String>,
+    problems: &mut ConfigProblems,
 ) -> String {
     match table.get(key) {
         None => default.to_owned(),
@@ -242,9 +262,10 @@ fn url_key(
             s.trim_end_matches('/').to_owned()
         }
         Some(other) => {
-            problems.push(format!(
-                "{key}: must be an http:// or https:// URL, got {other}"
-            ));
+            problems.invalid(
+                key,
+                format!("must be an http:// or https:// URL, got {other}"),
+            );
             default.to_owned()
         }
     }
@@ -256,16 +277,17 @@ fn number_key(
     default: f64,
     min: f64,
     max: f64,
-    problems: &mut Vec<String>,
+    problems: &mut ConfigProblems,
 ) -> f64 {
     match table.get(key) {
         None => default,
         Some(v) => match v.as_f64() {
             Some(x) if x.is_finite() && (min..=max).contains(&x) => x,
             _ => {
-                problems.push(format!(
-                    "{key}: must be a number from {min} to {max}, got {v}"
-                ));
+                problems.invalid(
+                    key,
+                    format!("must be a number from {min} to {max}, got {v}"),
+                );
                 default
             }
         },
@@ -278,16 +300,17 @@ fn int_key(
     default: u64,
     min: u64,
     max: u64,
-    problems: &mut Vec<String>,
+    problems: &mut ConfigProblems,
 ) -> u64 {
     match table.get(key) {
         None => default,
         Some(v) => match v.as_u64() {
             Some(x) if (min..=max).contains(&x) => x,
             _ => {
-                problems.push(format!(
-                    "{key}: must be a whole number from {min} to {max}, got {v}"
-                ));
+                problems.invalid(
+                    key,
+                    format!("must be a whole number from {min} to {max}, got {v}"),
+                );
                 default
             }
         },
@@ -348,15 +371,15 @@ mod tests {
         .expect_err("invalid")
         .to_string();
         for needle in [
-            "archive: unknown key",
-            "drain_s: must be a number from 0 to 3600, got -1",
-            "management_url: must be an http:// or https:// URL",
+            "`archive`: unknown key (did you mean `archives`?)",
+            "`drain_s`: must be a number from 0 to 3600, got -1",
+            "`management_url`: must be an http:// or https:// URL",
             "`bad--name` cannot be a TorchServe model name",
             "`x y` cannot be",
             "variant `ok` is also in stage `s`",
-            "archives.missing: no variant `missing`",
-            "archives.ok: must be a non-empty string",
-            "request_timeout_ms: must be a whole number from 10 to 60000, got 1.5",
+            "`archives.missing`: no variant `missing`",
+            "`archives.ok`: must be a non-empty string",
+            "`request_timeout_ms`: must be a whole number from 10 to 60000, got 1.5",
         ] {
             assert!(err.contains(needle), "`{needle}` not in: {err}");
         }
@@ -367,6 +390,6 @@ mod tests {
         let err = Config::from_json(&json!({}))
             .expect_err("no pipeline")
             .to_string();
-        assert!(err.contains("pipeline: missing"), "{err}");
+        assert!(err.contains("`pipeline`: missing"), "{err}");
     }
 }

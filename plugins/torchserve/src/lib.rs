@@ -746,6 +746,10 @@ impl Backend for TorchServeBackend {
         Ok(TorchServeBackend::new(config)?)
     }
 
+    fn check_config(config: &Value) -> Vec<infadapt_plugin_abi::ConfigProblem> {
+        Config::check(config)
+    }
+
     fn describe(&self) -> Description {
         Description {
             schema: SCHEMA_VERSION,

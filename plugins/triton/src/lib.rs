@@ -53,8 +53,9 @@ use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointState};
 use infadapt_plugin_abi::{
-    ApplyReport, AssignmentMessage, Backend, BackendError, Capabilities, Description, HealthReport,
-    ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
+    ApplyReport, AssignmentMessage, Backend, BackendError, Capabilities, ConfigProblem,
+    ConfigProblems, Description, HealthReport, ObservedStage, PlanMessage, PluginObservation,
+    SCHEMA_VERSION, StagePlanMessage,
 };
 use serde_json::{Value, json};
 
@@ -131,14 +132,12 @@ const KNOWN_KEYS: &[&str] = &[
     "pipeline",
 ];
 
-fn base_url(key: &str, value: &Value) -> Result<String, TritonError> {
+fn base_url(value: &Value) -> Result<String, String> {
     let text = value
         .as_str()
-        .ok_or_else(|| TritonError::Config(format!("`{key}` must be a string")))?;
+        .ok_or_else(|| format!("must be a string, got {value}"))?;
     if !(text.starts_with("http://") || text.starts_with("https://")) {
-        return Err(TritonError::Config(format!(
-            "`{key}` must start with http:// or https://, got `{text}`"
-        )));
+        return Err(format!("must start with http:// or https://, got `{text}`"));
     }
     Ok(text.trim_end_matches('/').to_owned())
 }
@@ -148,16 +147,17 @@ fn seconds(
     key: &str,
     default: f64,
     scale: f64,
-) -> Result<Duration, TritonError> {
+) -> Result<Duration, String> {
     match map.get(key) {
         None => Ok(Duration::from_secs_f64(default / scale)),
         Some(v) => match v.as_f64() {
             Some(x) if x.is_finite() && x >= 0.0 && x / scale < 1e6 => {
                 Ok(Duration::from_secs_f64(x / scale))
             }
-            _ => Err(TritonError::Config(format!(
-                "`{key}` must be a non-negative number, got {v}"
-            ))),
+            _ => Err(format!(
+                "must be a non-negative number below {}, got {v}",
+                1e6 * scale
+            )),
         },
     }
 }
@@ -165,33 +165,45 @@ fn seconds(
 impl Settings {
     /// Reads and checks the config; every problem at once.
     pub fn from_json(config: &Value) -> Result<Settings, TritonError> {
-        let map = config
-            .as_object()
-            .ok_or_else(|| TritonError::Config("the backend config must be an object".into()))?;
-        let mut problems = Vec::new();
-        for key in map.keys() {
-            if key != "type" && !KNOWN_KEYS.contains(&key.as_str()) {
-                problems.push(format!("unknown key `{key}`"));
-            }
+        let (settings, problems) = Settings::read(config);
+        match settings {
+            Some(settings) if problems.is_empty() => Ok(settings),
+            _ => Err(TritonError::Config(problems.joined())),
         }
-        let mut note = |r: Result<(), TritonError>| {
-            if let Err(TritonError::Config(m)) = r {
-                problems.push(m);
-            }
+    }
+
+    /// Every problem with the config, each naming its key (the plugin's config check).
+    pub fn check(config: &Value) -> Vec<ConfigProblem> {
+        Settings::read(config).1.into_problems()
+    }
+
+    fn read(config: &Value) -> (Option<Settings>, ConfigProblems) {
+        let mut problems = ConfigProblems::new();
+        let Some(map) = config.as_object() else {
+            problems.invalid("", "the backend config must be a table");
+            return (None, problems);
         };
+        let mut known = KNOWN_KEYS.to_vec();
+        known.push("type");
+        problems.unknown_keys("", config, &known);
         let mut url = String::new();
         match map.get("url") {
-            None => note(Err(TritonError::Config("`url` is required".into()))),
-            Some(v) => note(base_url("url", v).map(|u| url = u)),
+            None => problems.missing("url", "is required (the server's HTTP address)"),
+            Some(v) => match base_url(v) {
+                Ok(u) => url = u,
+                Err(m) => problems.invalid("url", m),
+            },
         }
-        let mut metrics_url = None;
-        if let Some(v) = map.get("metrics_url") {
-            note(base_url("metrics_url", v).map(|u| metrics_url = Some(u)));
-        }
-        let mut inference_url = None;
-        if let Some(v) = map.get("inference_url") {
-            note(base_url("inference_url", v).map(|u| inference_url = Some(u)));
-        }
+        let mut optional_url = |key: &str| match map.get(key).map(base_url) {
+            None => None,
+            Some(Ok(u)) => Some(u),
+            Some(Err(m)) => {
+                problems.invalid(key, m);
+                None
+            }
+        };
+        let metrics_url = optional_url("metrics_url");
+        let inference_url = optional_url("inference_url");
         let mut models = BTreeMap::new();
         if let Some(v) = map.get("models") {
             match v.as_object() {
@@ -201,12 +213,14 @@ impl Settings {
                             Some(name) if !name.is_empty() && !name.contains('/') => {
                                 models.insert(variant.clone(), name.to_owned());
                             }
-                            _ => problems
-                                .push(format!("`models.{variant}` must be a Triton model name")),
+                            _ => problems.invalid(
+                                format!("models.{variant}"),
+                                "must be a Triton model name",
+                            ),
                         }
                     }
                 }
-                None => problems.push("`models` must be a table of variant = \"model\"".into()),
+                None => problems.invalid("models", "must be a table of variant = \"model\""),
             }
         }
         let mut headers = Vec::new();
@@ -220,13 +234,14 @@ impl Settings {
                             Some(text) if valid_name && !text.contains(['\r', '\n']) => {
                                 headers.push((name.clone(), text.to_owned()));
                             }
-                            _ => problems.push(format!(
-                                "`headers.{name}` must be a header name with a one-line string value"
-                            )),
+                            _ => problems.invalid(
+                                format!("headers.{name}"),
+                                "must be a header name with a one-line string value",
+                            ),
                         }
                     }
                 }
-                None => problems.push("`headers` must be a table of name = \"value\"".into()),
+                None => problems.invalid("headers", "must be a table of name = \"value\""),
             }
         }
         let tls = TlsSettings {
@@ -234,7 +249,7 @@ impl Settings {
                 None => None,
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => {
-                    problems.push("`tls_ca_file` must be a path".into());
+                    problems.invalid("tls_ca_file", "must be a path");
                     None
                 }
             },
@@ -242,11 +257,10 @@ impl Settings {
         let mut duration =
             |key: &str, default: f64, scale: f64| match seconds(map, key, default, scale) {
                 Ok(d) => d,
-                Err(TritonError::Config(m)) => {
-                    problems.push(m);
+                Err(m) => {
+                    problems.invalid(key, m);
                     Duration::ZERO
                 }
-                Err(_) => Duration::ZERO,
             };
         let timeout = duration("timeout_ms", 2000.0, 1000.0);
         let call_budget = duration("call_budget_ms", 4000.0, 1000.0);
@@ -256,12 +270,15 @@ impl Settings {
         let queue_delay_us = match map.get("queue_delay_us") {
             None => 1000,
             Some(v) => v.as_u64().unwrap_or_else(|| {
-                problems.push(format!("`queue_delay_us` must be a whole number, got {v}"));
+                problems.invalid(
+                    "queue_delay_us",
+                    format!("must be a whole number of microseconds, got {v}"),
+                );
                 0
             }),
         };
-        if timeout.is_zero() && map.contains_key("timeout_ms") {
-            problems.push("`timeout_ms` must be above 0".into());
+        if timeout.is_zero() && map.get("timeout_ms").is_some_and(|v| v.as_f64().is_some()) {
+            problems.invalid("timeout_ms", "must be above 0");
         }
         let mut stages = Vec::new();
         if let Some(stage_list) = config
@@ -285,20 +302,22 @@ impl Settings {
                     })
                     .unwrap_or_default();
                 if name.is_empty() || variants.is_empty() {
-                    problems.push("`pipeline.stages` entries need a name and variants".into());
+                    problems.invalid("pipeline.stages", "entries need a name and variants");
                 } else {
                     stages.push((name.to_owned(), variants));
                 }
             }
         }
         if stages.is_empty() {
-            problems
-                .push("`pipeline` with at least one stage is required (the daemon adds it)".into());
+            problems.missing(
+                "pipeline",
+                "with at least one stage is required (the daemon adds it)",
+            );
         }
         if !problems.is_empty() {
-            return Err(TritonError::Config(problems.join("; ")));
+            return (None, problems);
         }
-        Ok(Settings {
+        let settings = Settings {
             inference_url: inference_url.unwrap_or_else(|| url.clone()),
             url,
             metrics_url,
@@ -312,7 +331,8 @@ impl Settings {
             headers,
             tls,
             stages,
-        })
+        };
+        (Some(settings), problems)
     }
 
     /// The Triton model serving `variant`.
@@ -831,6 +851,10 @@ impl Backend for TritonBackend {
     fn create(config: Value) -> Result<Self, BackendError> {
         let settings = Settings::from_json(&config)?;
         Ok(TritonBackend::new(settings)?)
+    }
+
+    fn check_config(config: &Value) -> Vec<ConfigProblem> {
+        Settings::check(config)
     }
 
     fn describe(&self) -> Description {

@@ -4,13 +4,25 @@
 //! "create": "ok" | "panic", "gpu_mem_mb": 4096}`. `hang` sleeps `hang_ms` in every observe, `hang_once` only in
 //! the first; `panic` panics inside the plugin (the SDK turns it into `STATUS_PANIC`).
 //! `gpu_mem_mb` is reported by `describe` as the GPU memory the backend offers.
+//! `"check": "ok" | "panic" | "hang"` makes the config check answer, panic or sleep
+//! `hang_ms`; it reports unknown keys.
 
 use std::time::Duration;
 
 use infadapt_plugin_abi::{
-    ApplyReport, Backend, BackendError, Description, HealthReport, PlanMessage, PluginObservation,
-    SCHEMA_VERSION,
+    ApplyReport, Backend, BackendError, ConfigProblem, ConfigProblems, Description, HealthReport,
+    PlanMessage, PluginObservation, SCHEMA_VERSION,
 };
+
+const KEYS: &[&str] = &[
+    "type",
+    "pipeline",
+    "observe",
+    "hang_ms",
+    "create",
+    "gpu_mem_mb",
+    "check",
+];
 
 /// The misbehaving backend.
 #[derive(Debug)]
@@ -23,6 +35,22 @@ pub struct Misbehave {
 }
 
 impl Backend for Misbehave {
+    fn check_config(config: &serde_json::Value) -> Vec<ConfigProblem> {
+        match config.get("check").and_then(serde_json::Value::as_str) {
+            Some("panic") => panic!("misbehave: asked to panic in check_config"),
+            Some("hang") => std::thread::sleep(Duration::from_millis(
+                config
+                    .get("hang_ms")
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(2000),
+            )),
+            _ => {}
+        }
+        let mut problems = ConfigProblems::new();
+        problems.unknown_keys("", config, KEYS);
+        problems.into_problems()
+    }
+
     fn create(config: serde_json::Value) -> Result<Misbehave, BackendError> {
         let text = |key: &str| {
             config
