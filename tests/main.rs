@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 mod assets_cli;
 mod daemon;
 mod demo_plot;
+mod examples;
 mod forecast_cli;
 mod logging;
 mod no_debug_output;

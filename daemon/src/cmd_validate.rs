@@ -1,4 +1,4 @@
-//! `infadaptd validate --config FILE`: reads and checks a daemon configuration completely
+//! `infadaptd validate --config FILE [--plugin-dir DIR]...`: reads and checks a daemon configuration completely
 //! (catalogs, pipelines, backend settings) and lists every problem; exit 0 or 64. Used as
 //! `ExecStartPre` and before a reload.
 
@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::config::{DEFAULT_CONFIG_PATH, load_config};
+use crate::config::{DEFAULT_CONFIG_PATH, load_config_with_plugin_dirs};
 use crate::{exit, outln};
 
 #[derive(Debug, Args)]
@@ -14,10 +14,16 @@ pub struct ValidateArgs {
     /// The configuration file to check.
     #[arg(long, value_name = "FILE", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Look for backend plugin libraries in DIR instead of the file's `[daemon] plugin_dirs`
+    /// (repeatable), e.g. to check a configuration against a build's plugins before
+    /// installing them.
+    #[arg(long = "plugin-dir", value_name = "DIR")]
+    pub plugin_dirs: Vec<PathBuf>,
 }
 
 pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
-    match load_config(&args.config) {
+    let plugin_dirs = (!args.plugin_dirs.is_empty()).then(|| args.plugin_dirs.clone());
+    match load_config_with_plugin_dirs(&args.config, plugin_dirs) {
         Ok(config) => {
             outln!(
                 "{}: ok ({} pipeline{}: {})",

@@ -138,6 +138,15 @@ pub struct DaemonConfig {
 
 /// Reads and validates a configuration file; catalogs are resolved relative to it.
 pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
+    load_config_with_plugin_dirs(path, None)
+}
+
+/// [`load_config`], with `plugin_dirs` (when given) in place of the file's
+/// `[daemon] plugin_dirs`: backend libraries are looked for there (`validate --plugin-dir`).
+pub fn load_config_with_plugin_dirs(
+    path: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
+) -> Result<DaemonConfig, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: name.clone(),
@@ -149,7 +158,7 @@ pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
         }],
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut config = parse_config(&name, &text, &base, &mut |reference: &str| {
+    let mut config = parse(&name, &text, &base, plugin_dirs, &mut |reference: &str| {
         read_catalog(&base.join(reference))
     })?;
     config.path = path.to_path_buf();
@@ -164,9 +173,20 @@ pub fn parse_config(
     base: &Path,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
 ) -> Result<DaemonConfig, Diagnostics> {
+    parse(name, text, base, None, catalogs)
+}
+
+/// [`parse_config`], with `plugin_dirs` (when given) in place of the file's.
+fn parse(
+    name: &str,
+    text: &str,
+    base: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     let mut config = read_document(name, text, |_, root| {
-        build_config(root, raw.as_ref(), base, catalogs)
+        build_config(root, raw.as_ref(), base, plugin_dirs, catalogs)
     })?;
     config.path = PathBuf::from(name);
     Ok(config)
@@ -176,9 +196,10 @@ fn build_config(
     root: &TableReader<'_, '_>,
     raw: Option<&toml::Table>,
     base: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
 ) -> Option<DaemonConfig> {
-    let daemon = match root.opt_table("daemon") {
+    let mut daemon = match root.opt_table("daemon") {
         Some(table) => {
             let settings = read_daemon(&table, base);
             table.finish();
@@ -186,6 +207,9 @@ fn build_config(
         }
         None => DaemonSettings::default(),
     };
+    if let Some(dirs) = plugin_dirs {
+        daemon.plugin_dirs = dirs;
+    }
     let tables = root.tables("pipeline");
     if tables.is_empty() {
         root.report("pipeline", "no [[pipeline]] configured");
