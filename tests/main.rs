@@ -3,6 +3,7 @@
 use std::sync::{Mutex, MutexGuard};
 
 mod assets_cli;
+mod completions_cli;
 mod daemon;
 mod demo_plot;
 mod examples;
