@@ -4,10 +4,13 @@ use std::sync::{Mutex, MutexGuard};
 
 mod assets_cli;
 mod backend_check;
+mod completions_cli;
 mod daemon;
 mod demo_plot;
+mod examples;
 mod forecast_cli;
 mod logging;
+mod no_debug_output;
 mod one_loop;
 mod packaging;
 mod plan_cli;

@@ -49,9 +49,8 @@ pub fn write_assets(out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     write_man_pages(Cli::command(), &man_dir, &mut written)?;
     for (shell, file_name) in COMPLETIONS {
         let path = completion_dir.join(file_name);
-        let mut text = Vec::new();
-        clap_complete::generate(shell, &mut Cli::command(), "infadaptd", &mut text);
-        fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        fs::write(&path, crate::cmd_completions::script(shell))
+            .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }
     written.sort();

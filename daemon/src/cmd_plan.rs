@@ -227,7 +227,7 @@ fn print_table(solution: &Solution, solve_ms: f64, load_rps: f64, slo_ms: f64) {
         t.cold_start_s
     );
     if !solution.binding.is_empty() {
-        let names: Vec<String> = solution.binding.iter().map(|c| format!("{c:?}")).collect();
+        let names: Vec<String> = solution.binding.iter().map(ToString::to_string).collect();
         crate::outln!("binding: {}", names.join(", "));
     }
     for w in &solution.warnings {

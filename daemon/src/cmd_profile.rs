@@ -366,8 +366,14 @@ fn header_of(cells: &[Cell], args: &ProfileArgs) -> Vec<String> {
     let mut header = vec![
         "Profile catalog (schema 1) written by `infadaptd profile`.".to_owned(),
         format!(
-            "Capacity = highest offered rate (of {:?} rps, {} s each) served with no failure and p99 <= {} ms.",
-            args.rates, args.duration_s, args.slo_ms
+            "Capacity = highest offered rate (of {} rps, {} s each) served with no failure and p99 <= {} ms.",
+            args.rates
+                .iter()
+                .map(f64::to_string)
+                .collect::<Vec<_>>()
+                .join(", "),
+            args.duration_s,
+            args.slo_ms
         ),
         "Points come from the one-instance runs (per replica). All runs:".to_owned(),
     ];

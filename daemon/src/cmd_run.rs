@@ -193,31 +193,6 @@ pub fn embedded_config() -> Result<DaemonConfig, crate::tomlread::Diagnostics> {
     )
 }
 
-fn describe_plan(plan: &infadapt_model::Plan) -> String {
-    plan.stages
-        .iter()
-        .map(|s| {
-            let parts: Vec<String> = s
-                .assignments
-                .iter()
-                .map(|a| {
-                    let share = if s.assignments.len() > 1 {
-                        format!(" {:.0}%", a.share * 100.0)
-                    } else {
-                        String::new()
-                    };
-                    format!(
-                        "{} b{} {}c×{}{share}",
-                        a.variant, a.batch, a.cores, a.replicas
-                    )
-                })
-                .collect();
-            format!("{}: {}", s.stage, parts.join(" + "))
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
-}
-
 /// A rate for the decision lines; `-` when there is none (a fast-path decision forecasts
 /// nothing).
 fn rate(value: Option<f64>) -> String {
@@ -238,7 +213,7 @@ fn print_decision(record: &DecisionRecord) {
         record
             .latency_p99_ms
             .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}ms")),
-        describe_plan(&d.plan),
+        d.plan,
     );
     if record.applied {
         line.push_str("  [applied]");
@@ -275,7 +250,9 @@ fn print_summary(statuses: &[PipelineStatus], virtual_s: u32) {
             s.completed,
             s.slo_attainment() * 100.0,
             s.dropped,
-            s.plan.as_ref().map_or_else(String::new, describe_plan),
+            s.plan
+                .as_ref()
+                .map_or_else(String::new, ToString::to_string),
             cores,
             s.plugin_errors
         );

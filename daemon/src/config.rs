@@ -153,16 +153,25 @@ pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> Bac
 /// errors at their positions); a plugin that cannot be loaded is a warning here, since its
 /// pipeline starts degraded and the others run (see [`load_config_strict`]).
 pub fn load_config(path: &Path) -> Result<DaemonConfig, Diagnostics> {
-    load_config_checked(path, false)
+    load_config_checked(path, None, false)
 }
 
 /// [`load_config`] as `validate` reads a file: a plugin that is refused (ownership,
 /// permissions, ABI), fails or hangs while loading or checking is an error too.
-pub fn load_config_strict(path: &Path) -> Result<DaemonConfig, Diagnostics> {
-    load_config_checked(path, true)
+/// `plugin_dirs` (when given) replace the file's `[daemon] plugin_dirs`: backend libraries
+/// are looked for there (`validate --plugin-dir`).
+pub fn load_config_strict(
+    path: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
+) -> Result<DaemonConfig, Diagnostics> {
+    load_config_checked(path, plugin_dirs, true)
 }
 
-fn load_config_checked(path: &Path, strict: bool) -> Result<DaemonConfig, Diagnostics> {
+fn load_config_checked(
+    path: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
+    strict: bool,
+) -> Result<DaemonConfig, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: name.clone(),
@@ -178,6 +187,7 @@ fn load_config_checked(path: &Path, strict: bool) -> Result<DaemonConfig, Diagno
         &name,
         &text,
         &base,
+        plugin_dirs,
         &mut |reference: &str| read_catalog(&base.join(reference)),
         &mut |daemon, pipeline| match crate::backend_check::check_plugin_backend(daemon, pipeline) {
             BackendCheck::Failed(message) if !strict => BackendCheck::Unchecked(format!(
@@ -199,23 +209,25 @@ pub fn parse_config(
     base: &Path,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
 ) -> Result<DaemonConfig, Diagnostics> {
-    parse_config_checked(name, text, base, catalogs, &mut |_, _| {
+    parse_config_checked(name, text, base, None, catalogs, &mut |_, _| {
         BackendCheck::Skipped
     })
 }
 
-/// [`parse_config`] with each plugin backend's keys checked by `backends`; its problems are
-/// reported at their keys like the daemon's own.
+/// [`parse_config`] with each plugin backend's keys checked by `backends` (its problems are
+/// reported at their keys like the daemon's own), and `plugin_dirs` (when given) in place
+/// of the file's.
 pub fn parse_config_checked(
     name: &str,
     text: &str,
     base: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     let mut config = read_document(name, text, |_, root| {
-        build_config(root, raw.as_ref(), base, catalogs, backends)
+        build_config(root, raw.as_ref(), base, plugin_dirs, catalogs, backends)
     })?;
     config.path = PathBuf::from(name);
     Ok(config)
@@ -225,10 +237,11 @@ fn build_config(
     root: &TableReader<'_, '_>,
     raw: Option<&toml::Table>,
     base: &Path,
+    plugin_dirs: Option<Vec<PathBuf>>,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
     backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
-    let daemon = match root.opt_table("daemon") {
+    let mut daemon = match root.opt_table("daemon") {
         Some(table) => {
             let settings = read_daemon(&table, base);
             table.finish();
@@ -236,6 +249,9 @@ fn build_config(
         }
         None => DaemonSettings::default(),
     };
+    if let Some(dirs) = plugin_dirs {
+        daemon.plugin_dirs = dirs;
+    }
     let tables = root.tables("pipeline");
     if tables.is_empty() {
         root.report("pipeline", "no [[pipeline]] configured");

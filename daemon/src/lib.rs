@@ -5,6 +5,7 @@
 pub mod backend_check;
 pub mod cli;
 pub mod cmd_assets;
+pub mod cmd_completions;
 pub mod cmd_forecast;
 pub mod cmd_plan;
 pub mod cmd_profile;

@@ -430,10 +430,20 @@ pub fn parse_accuracies(input: InputText<'_>) -> Result<AccuracyTable, ImportErr
                             value,
                         });
                     }
-                    other => problems.push(Problem::in_file(
-                        input.name,
-                        format!("`{place}.{name}`: accuracy must be a number, got {other:?}"),
-                    )),
+                    other => {
+                        let got = match other {
+                            Value::String(text) => format!("the text `{text}`"),
+                            Value::Bool(b) => format!("`{b}`"),
+                            Value::Number(n) => format!("`{n}`"),
+                            Value::Sequence(_) => "a list".to_owned(),
+                            Value::Mapping(_) => "a mapping".to_owned(),
+                            _ => "a tagged value".to_owned(),
+                        };
+                        problems.push(Problem::in_file(
+                            input.name,
+                            format!("`{place}.{name}`: accuracy must be a number, got {got}"),
+                        ));
+                    }
                 }
             }
         }
@@ -1942,7 +1952,7 @@ other:
             .expect_err("not a number");
         assert!(
             bad.to_string()
-                .contains("`a.s.v`: accuracy must be a number"),
+                .contains("`a.s.v`: accuracy must be a number, got the text `high`"),
             "{bad}"
         );
         let broken =

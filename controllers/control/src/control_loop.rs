@@ -16,7 +16,7 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_forecast::models::{self, AnyForecaster, ModelKind};
 use infadapt_forecast::{Forecast, Forecaster};
 use infadapt_model::Plan;
-use infadapt_planner::{Constraint, LatencyModel, PlanError, Problem, Solution, solve};
+use infadapt_planner::{LatencyModel, PlanError, Problem, Solution, solve};
 use serde::Serialize;
 
 use crate::fast_path::{FastPathConfig, Pulse, TriggerInput, trigger};
@@ -677,16 +677,6 @@ fn describe_variants(plan: &Plan) -> String {
         .join(", ")
 }
 
-/// A binding constraint in words.
-fn describe_constraint(constraint: &Constraint) -> String {
-    match constraint {
-        Constraint::LatencySlo => "end-to-end latency SLO".to_owned(),
-        Constraint::Capacity { stage } => format!("capacity of stage {stage}"),
-        Constraint::HostCores => "host cores".to_owned(),
-        Constraint::HostGpuMemory => "host GPU memory".to_owned(),
-    }
-}
-
 impl Policy for ControlLoop {
     fn name(&self) -> &str {
         &self.config.name
@@ -934,7 +924,7 @@ impl ControlLoop {
             self.last_accuracy = Some(solution.terms.accuracy);
         }
         decision.objective = Some(solution.objective);
-        decision.binding = solution.binding.iter().map(describe_constraint).collect();
+        decision.binding = solution.binding.iter().map(ToString::to_string).collect();
         decision.binding.extend(note);
         decision.proposed = Some(solution.plan.clone());
         let (solution, kept) =

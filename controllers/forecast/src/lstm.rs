@@ -59,21 +59,43 @@ impl Default for LstmConfig {
 
 impl LstmConfig {
     fn validate(&self) -> Result<()> {
-        let ok = self.bucket_s.is_finite()
-            && self.bucket_s >= 1.0
-            && (1..=1024).contains(&self.window)
-            && (1..=1024).contains(&self.units)
-            && (1..=8).contains(&self.layers)
-            && self.horizon_s.is_finite()
-            && self.horizon_s >= self.bucket_s
-            && self.batch >= 1
-            && self.learning_rate.is_finite()
-            && self.learning_rate > 0.0;
-        if ok {
+        let mut problems = Vec::new();
+        if !(self.bucket_s.is_finite() && self.bucket_s >= 1.0) {
+            problems.push(format!(
+                "bucket_s must be at least 1, got {}",
+                self.bucket_s
+            ));
+        }
+        for (name, value, max) in [
+            ("window", self.window, 1024),
+            ("units", self.units, 1024),
+            ("layers", self.layers, 8),
+        ] {
+            if !(1..=max).contains(&value) {
+                problems.push(format!("{name} must be from 1 to {max}, got {value}"));
+            }
+        }
+        if !(self.horizon_s.is_finite() && self.horizon_s >= self.bucket_s) {
+            problems.push(format!(
+                "horizon_s must be at least bucket_s ({}), got {}",
+                self.bucket_s, self.horizon_s
+            ));
+        }
+        if self.batch < 1 {
+            problems.push("batch must be at least 1, got 0".to_owned());
+        }
+        if !(self.learning_rate.is_finite() && self.learning_rate > 0.0) {
+            problems.push(format!(
+                "learning_rate must be above 0, got {}",
+                self.learning_rate
+            ));
+        }
+        if problems.is_empty() {
             Ok(())
         } else {
             Err(ForecastError::InvalidConfig(format!(
-                "lstm options out of range: {self:?}"
+                "lstm options out of range: {}",
+                problems.join("; ")
             )))
         }
     }
@@ -992,5 +1014,25 @@ mod tests {
         let fc = f.forecast(1000.0, 60.0);
         assert!(fc.point.is_finite() && fc.upper >= fc.point);
         assert_eq!(f.hygiene().non_finite, 1);
+    }
+
+    #[test]
+    fn out_of_range_options_are_named_one_by_one() {
+        let bad = LstmConfig {
+            window: 0,
+            learning_rate: -1.0,
+            ..LstmConfig::default()
+        };
+        let err = bad.validate().expect_err("out of range").to_string();
+        assert!(
+            err.contains("window must be from 1 to 1024, got 0"),
+            "{err}"
+        );
+        assert!(
+            err.contains("learning_rate must be above 0, got -1"),
+            "{err}"
+        );
+        assert!(!err.contains("units") && !err.contains('{'), "{err}");
+        assert!(LstmConfig::default().validate().is_ok());
     }
 }

@@ -83,7 +83,7 @@ fn write_lp(problem: &Problem, m: &LinearModel) -> String {
     );
     let _ = writeln!(
         out,
-        "\\ load {} rps, slo {} ms, accuracy mode {:?}, objective: maximise alpha*accuracy - beta*cores - beta_gpu*gib - gamma*cold_start_s",
+        "\\ load {} rps, slo {} ms, accuracy mode {}, objective: maximise alpha*accuracy - beta*cores - beta_gpu*gib - gamma*cold_start_s",
         problem.load_rps, problem.pipeline.slo_ms, problem.accuracy_mode
     );
     for v in &m.vars {

@@ -14,6 +14,16 @@ pub enum AccuracyMode {
     Product,
 }
 
+/// The name used in files and output: `sum` or `product`.
+impl std::fmt::Display for AccuracyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AccuracyMode::Sum => "sum",
+            AccuracyMode::Product => "product",
+        })
+    }
+}
+
 /// What to do with profile estimates outside the measured batch/core ranges.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "policy")]

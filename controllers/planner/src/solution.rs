@@ -44,6 +44,19 @@ pub enum Constraint {
     HostGpuMemory,
 }
 
+/// The constraint in words: `end-to-end latency SLO`, `capacity of stage detect`,
+/// `host cores`, `host GPU memory`.
+impl std::fmt::Display for Constraint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Constraint::LatencySlo => f.write_str("end-to-end latency SLO"),
+            Constraint::Capacity { stage } => write!(f, "capacity of stage {stage}"),
+            Constraint::HostCores => f.write_str("host cores"),
+            Constraint::HostGpuMemory => f.write_str("host GPU memory"),
+        }
+    }
+}
+
 /// An optimal plan.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Solution {

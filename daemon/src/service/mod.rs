@@ -215,7 +215,11 @@ impl App {
                 }
                 let daemon = self.config.daemon.clone();
                 self.config = DaemonConfig { daemon, ..new };
-                info!(restarted = ?changed, reconfigured = ?in_place, "configuration reloaded");
+                info!(
+                    restarted = %listed(&changed),
+                    reconfigured = %listed(&in_place),
+                    "configuration reloaded"
+                );
             }
             Ok(Err(diagnostics)) => {
                 for line in diagnostics.to_string().lines() {
@@ -423,4 +427,13 @@ async fn serve_http(listen: &HttpListen, registry: Registry) -> Result<(), Servi
 /// The state directory a configuration resolves to (for messages).
 pub fn state_dir(config: &DaemonConfig) -> PathBuf {
     config.daemon.resolved_state_dir()
+}
+
+/// Pipeline names for the log, `a, b`, or `none`.
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
 }

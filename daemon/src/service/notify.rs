@@ -26,6 +26,20 @@ enum Message {
     Flush(std::sync::mpsc::Sender<()>),
 }
 
+/// The notification as the service manager receives it (`READY=1`, `STATUS=...`).
+impl std::fmt::Display for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Message::Ready(status) => write!(f, "READY=1 STATUS={status}"),
+            Message::Status(status) => write!(f, "STATUS={status}"),
+            Message::Watchdog => f.write_str("WATCHDOG=1"),
+            Message::Reloading => f.write_str("RELOADING=1"),
+            Message::Stopping => f.write_str("STOPPING=1"),
+            Message::Flush(_) => f.write_str("(flush)"),
+        }
+    }
+}
+
 fn deliver(message: &Message) -> std::io::Result<()> {
     match message {
         Message::Flush(done) => {
@@ -83,7 +97,7 @@ fn send(message: Message) {
         Err(TrySendError::Full(message)) => {
             if !DROPPED_LOGGED.swap(true, Ordering::Relaxed) {
                 tracing::warn!(
-                    ?message,
+                    %message,
                     "the service manager is not reading notifications; dropping them"
                 );
             }

@@ -418,7 +418,7 @@ impl PipelineTask {
             let limit = control.limit_gpu_memory(reported);
             info!(
                 reported_mb = reported,
-                limit_mb = ?limit,
+                limit_mb = limit,
                 "the backend's GPUs bound the plans"
             );
             self.registry
@@ -709,7 +709,7 @@ impl PipelineTask {
                     router.update(plan, &self.endpoints);
                 }
                 if report.changed {
-                    info!(reason, actions = ?report.actions, "applied");
+                    info!(reason, actions = %report.actions.join("; "), "applied");
                 }
                 let changed = report.changed;
                 let applied = self.applied.clone();
@@ -939,7 +939,7 @@ impl PipelineTask {
         if decision.plan != self.applied && !decision.plan.stages.is_empty() {
             let reason = if fast_path { "fast path" } else { "tick" };
             if self.options.dry_run {
-                info!(plan = ?decision.plan, reason, "dry run: would apply");
+                info!(plan = %decision.plan, reason, "dry run: would apply");
             } else if let Some(a) = self.apply(&decision.plan.clone(), reason).await {
                 applied = true;
                 actions = a;

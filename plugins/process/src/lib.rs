@@ -591,13 +591,7 @@ impl ProcessBackend {
         values.insert("host", self.config.host.clone());
         values.insert("gpu", gpu.map(|g| g.to_string()).unwrap_or_default());
         values.insert("cores", cores.to_string());
-        values.insert(
-            "cpus",
-            cpus.iter()
-                .map(usize::to_string)
-                .collect::<Vec<_>>()
-                .join(","),
-        );
+        values.insert("cpus", system::cpu_list(cpus));
         values.insert("variant", variant.to_owned());
         values.insert("stage", stage.to_owned());
         values.insert("batch", batch.to_string());
@@ -891,8 +885,9 @@ impl ProcessBackend {
         let start_ticks = system::proc_stat(pid).map_or(0, |s| s.start_ticks);
         self.counters.started += 1;
         let mut message = format!(
-            "{stage}/{}: started worker pid {pid} on port {port}, CPUs {cpus:?}",
-            want.variant
+            "{stage}/{}: started worker pid {pid} on port {port}, CPUs {}",
+            want.variant,
+            system::cpu_list(&cpus)
         );
         if let Some(g) = &gpu {
             message.push_str(&format!(", GPU {} ({})", g.index, g.name));

@@ -98,6 +98,14 @@ pub fn allowed_cpus() -> Vec<usize> {
     }
 }
 
+/// CPU numbers as the `{cpus}` placeholder writes them: `0,1,3`.
+pub fn cpu_list(cpus: &[usize]) -> String {
+    cpus.iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Pins every thread of `pid` to `cpus`: the main thread first (threads it starts later
 /// inherit the mask), then each task listed in `/proc/PID/task`.
 pub fn pin(pid: i32, cpus: &[usize]) -> Result<(), String> {
@@ -107,7 +115,7 @@ pub fn pin(pid: i32, cpus: &[usize]) -> Result<(), String> {
             .map_err(|e| format!("CPU {cpu} cannot be put in an affinity mask: {e}"))?;
     }
     sched_setaffinity(Pid::from_raw(pid), &set)
-        .map_err(|e| format!("cannot pin pid {pid} to CPUs {cpus:?}: {e}"))?;
+        .map_err(|e| format!("cannot pin pid {pid} to CPUs {}: {e}", cpu_list(cpus)))?;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Some(tid) = task
