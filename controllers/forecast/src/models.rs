@@ -141,6 +141,27 @@ impl Forecaster for AnyForecaster {
     }
 }
 
+impl AnyForecaster {
+    /// The name of the model whose forecast this one answers with: its own name, or for
+    /// `auto` the name of the candidate it follows now.
+    pub fn following(&self) -> &str {
+        match self {
+            AnyForecaster::Auto(auto) => auto.chosen(),
+            other => other.name(),
+        }
+    }
+
+    /// The trained network this forecaster runs, if any (for `auto`, its LSTM candidate's).
+    pub fn lstm_model(&self) -> Option<&LstmModel> {
+        match self {
+            AnyForecaster::Lstm(f) => Some(f.model()),
+            AnyForecaster::Ipa(f) => f.lstm_model(),
+            AnyForecaster::Auto(auto) => auto.candidates.iter().find_map(Self::lstm_model),
+            _ => None,
+        }
+    }
+}
+
 /// Builds a forecaster by kind with default settings. `lstm` is required for
 /// [`ModelKind::Lstm`] and [`ModelKind::IpaLstm`] and joins the `auto` candidates when
 /// given.
@@ -337,6 +358,39 @@ mod tests {
         assert_eq!(auto.chosen(), "naive");
         let errors = auto.recent_errors();
         assert!(errors[1].1.unwrap() < errors[0].1.unwrap());
+    }
+
+    #[test]
+    fn auto_names_the_candidate_it_follows_and_its_lstm() {
+        use crate::lstm::{LstmConfig, Normalisation};
+        let model = LstmModel::new(
+            LstmConfig {
+                window: 3,
+                units: 2,
+                ..LstmConfig::default()
+            },
+            Normalisation {
+                offset: 0.0,
+                scale: 1.0,
+            },
+        )
+        .unwrap();
+        let lstm = build(ModelKind::Lstm, 60.0, Some(&model)).unwrap();
+        assert_eq!(lstm.following(), "lstm");
+        assert_eq!(lstm.lstm_model(), Some(&model));
+        let auto = build(ModelKind::Auto, 60.0, Some(&model)).unwrap();
+        assert_eq!(auto.following(), "max");
+        assert_eq!(auto.lstm_model(), Some(&model));
+        assert_eq!(
+            build(ModelKind::Auto, 60.0, None).unwrap().lstm_model(),
+            None
+        );
+        let ipa = build(ModelKind::IpaLstm, 20.0, Some(&model)).unwrap();
+        assert_eq!(ipa.lstm_model(), Some(&model));
+        assert_eq!(
+            build(ModelKind::Max, 60.0, None).unwrap().lstm_model(),
+            None
+        );
     }
 
     #[test]
