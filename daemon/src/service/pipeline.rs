@@ -414,7 +414,11 @@ impl PipelineTask {
         let forecaster = self.config.control.forecast.model.to_string();
         let lstm_model = LstmModelStatus::of(self.config.lstm_model.as_ref());
         if let Some(model) = &lstm_model {
-            info!(path = %model.path, fingerprint = %model.fingerprint, "forecasting with the trained LSTM model");
+            info!(
+                path = %model.path,
+                fingerprint = %model.fingerprint,
+                "forecasting with the trained LSTM model"
+            );
         }
         self.registry.update(&self.name, |s| {
             s.period_s = period_s;
