@@ -394,6 +394,37 @@ mod tests {
     }
 
     #[test]
+    fn auto_follows_the_lstm_when_its_errors_are_lowest() {
+        use crate::lstm::{LstmConfig, Normalisation};
+        // A network whose head is zero answers its normalisation offset: a steady 40 rps.
+        let mut model = LstmModel::new(
+            LstmConfig {
+                window: 3,
+                units: 2,
+                ..LstmConfig::default()
+            },
+            Normalisation {
+                offset: 40.0,
+                scale: 5.0,
+            },
+        )
+        .unwrap();
+        model.head_w.fill(0.0);
+        model.head_b = 0.0;
+        let mut auto = build(ModelKind::Auto, 60.0, Some(&model)).unwrap();
+        // A steady load with one spike: the window maximum stays high for a minute after
+        // it, the steady network does not.
+        for t in 0..2000 {
+            if t % 10 == 0 {
+                auto.forecast(t as f64, 60.0);
+            }
+            auto.observe(t as f64, if t == 600 { 400.0 } else { 40.0 });
+        }
+        auto.forecast(2000.0, 60.0);
+        assert_eq!(auto.following(), "lstm");
+    }
+
+    #[test]
     fn auto_state_serialises() {
         let mut auto = build(ModelKind::Auto, 60.0, None).unwrap();
         for t in 0..100 {
