@@ -10,6 +10,7 @@ mod demo_plot;
 mod examples;
 mod forecast_cli;
 mod logging;
+mod lstm_run;
 mod no_debug_output;
 mod one_loop;
 mod packaging;

@@ -364,6 +364,13 @@ fn train(args: &TrainArgs) -> Result<(), CommandError> {
             report.best_epoch
         );
         println!("  wrote {}", args.out.display());
+        println!(
+            "  forecasts the maximum of the next {} s; use it in the daemon with \
+             [pipeline.forecast] model = \"lstm\" and lstm_model = \"{}\" (relative to \
+             the configuration file)",
+            config.horizon_s,
+            args.out.display()
+        );
     }
     Ok(())
 }

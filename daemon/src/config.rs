@@ -30,6 +30,8 @@ use std::path::{Path, PathBuf};
 use infadapt_control::{
     ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SpareConfig,
 };
+use infadapt_forecast::ForecastError;
+use infadapt_forecast::lstm::LstmModel;
 use infadapt_forecast::models::ModelKind;
 use infadapt_model::Catalog;
 use infadapt_planner::Problem;
@@ -131,6 +133,26 @@ pub struct PipelineConfig {
     /// `[pipeline.fast_path] check_s`: seconds of loop time between two looks at the
     /// load between ticks (the period is split into `round(period_s / check_s)` of them).
     pub check_s: f64,
+    /// `[pipeline.forecast] lstm_model`: the trained model file, whose network is in
+    /// `control.forecast.lstm`.
+    pub lstm_model: Option<LstmModelFile>,
+}
+
+/// A trained LSTM model file named by `[pipeline.forecast] lstm_model`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LstmModelFile {
+    /// The file, resolved against the configuration file's directory.
+    pub path: PathBuf,
+    /// FNV-1a 64 of the file's bytes in hex: which content was loaded.
+    pub fingerprint: String,
+}
+
+/// FNV-1a 64 of `bytes`, as 16 hex digits.
+fn fingerprint(bytes: &[u8]) -> String {
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{hash:016x}")
 }
 
 /// A whole validated configuration file.
@@ -268,7 +290,7 @@ fn build_config(
             .and_then(|p| p.get(i))
             .and_then(|p| p.get("backend"))
             .and_then(toml::Value::as_table);
-        let built = read_pipeline(table, &daemon, raw_backend, &mut |t, reference| {
+        let built = read_pipeline(table, &daemon, base, raw_backend, &mut |t, reference| {
             loaded
                 .entry(reference.to_owned())
                 .or_insert_with(|| match catalogs(reference) {
@@ -457,6 +479,7 @@ type CatalogLoader<'a> = dyn FnMut(&TableReader<'_, '_>, &str) -> Option<Catalog
 fn read_pipeline(
     p: &TableReader<'_, '_>,
     daemon: &DaemonSettings,
+    base: &Path,
     raw_backend: Option<&toml::Table>,
     load_catalog: &mut CatalogLoader<'_>,
 ) -> Option<PipelineConfig> {
@@ -491,8 +514,10 @@ fn read_pipeline(
     }
     let mut control = ControlConfig::new(problem);
     control.interval_s = period_s;
+    let mut lstm_model = None;
     if let Some(f) = p.opt_table("forecast") {
-        read_forecast(&f, &mut control);
+        lstm_model = read_forecast(&f, &mut control, Some(base));
+        check_lstm_fit(&f, &mut control, lstm_model.as_ref(), complete);
         f.finish();
     }
     if let Some(d) = p.opt_table("damping") {
@@ -528,6 +553,7 @@ fn read_pipeline(
         backend: backend?,
         router,
         check_s,
+        lstm_model,
     })
 }
 
@@ -645,17 +671,32 @@ fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
     })
 }
 
-pub(crate) fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig) {
+/// What `model = "lstm"` without a model file is told.
+const LSTM_NEEDS_A_FILE: &str = "the lstm model needs a trained model file: set \
+     `lstm_model = \"FILE\"` (relative to this file), made by `infadaptd forecast train \
+     --trace TRACE --out FILE`";
+
+/// The `[pipeline.forecast]` table. `lstm_files` is the directory a trained model file
+/// (`lstm_model`) is read relative to; without it (scenario files), `lstm` and
+/// `lstm_model` are not offered. Returns the model file read, its network in
+/// `control.forecast.lstm`.
+pub(crate) fn read_forecast(
+    f: &TableReader<'_, '_>,
+    control: &mut ControlConfig,
+    lstm_files: Option<&Path>,
+) -> Option<LstmModelFile> {
     let names: Vec<&str> = ModelKind::ALL
         .iter()
         .map(|k| k.as_str())
-        .filter(|n| *n != "lstm")
+        .filter(|n| lstm_files.is_some() || *n != "lstm")
         .collect();
-    if let Some(model) = f.opt_choice("model", &names)
-        && let Ok(kind) = model.parse::<ModelKind>()
-    {
+    let chosen = f.opt_choice("model", &names);
+    if let Some(kind) = chosen.as_deref().and_then(|m| m.parse::<ModelKind>().ok()) {
         control.forecast.model = kind;
     }
+    // A bad `model` is reported already; whether it needs a file is then unknown.
+    let model_known = chosen.is_some() || !f.has("model");
+    let file = lstm_files.and_then(|base| read_lstm_model(f, base, control, model_known));
     if f.has("horizon_s") {
         control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
     }
@@ -690,6 +731,147 @@ pub(crate) fn read_forecast(f: &TableReader<'_, '_>, control: &mut ControlConfig
         Some("observed-peak") => control.floor = LoadFloor::ObservedPeak,
         Some(_) => control.floor = LoadFloor::ObservedMean,
         None => {}
+    }
+    file
+}
+
+/// `lstm_model`: reads and parses the file (relative to `base`) into
+/// `control.forecast.lstm`; a missing file for a model that needs one, an unreadable,
+/// truncated or other-version file, and a file the model does not use are reported.
+fn read_lstm_model(
+    f: &TableReader<'_, '_>,
+    base: &Path,
+    control: &mut ControlConfig,
+    model_known: bool,
+) -> Option<LstmModelFile> {
+    let kind = control.forecast.model;
+    let uses_file = matches!(kind, ModelKind::Lstm | ModelKind::Auto | ModelKind::IpaLstm);
+    let Some(reference) = f.opt_str("lstm_model") else {
+        if matches!(kind, ModelKind::Lstm | ModelKind::IpaLstm) && !f.has("lstm_model") {
+            f.report("model", LSTM_NEEDS_A_FILE);
+        }
+        return None;
+    };
+    if !uses_file && model_known {
+        f.report(
+            "lstm_model",
+            format!(
+                "is read only with model = \"lstm\", \"auto\" or \"ipa-lstm\" (model is \
+                 `{kind}`); set one of them or leave lstm_model out"
+            ),
+        );
+        return None;
+    }
+    let path = base.join(&reference);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            f.report(
+                "lstm_model",
+                format!("cannot read `{}`: {e}", path.display()),
+            );
+            return None;
+        }
+    };
+    let parsed = std::str::from_utf8(&bytes)
+        .map_err(|_| ForecastError::InvalidModel("not UTF-8 text".to_owned()))
+        .and_then(LstmModel::from_json);
+    match parsed {
+        Ok(model) => {
+            control.forecast.lstm = Some(model);
+            Some(LstmModelFile {
+                path,
+                fingerprint: fingerprint(&bytes),
+            })
+        }
+        Err(e) => {
+            let hint = match e {
+                ForecastError::UnsupportedSchema { .. } => {
+                    "; train it again with this version's `infadaptd forecast train`"
+                }
+                _ => "",
+            };
+            f.report("lstm_model", format!("`{}`: {e}{hint}", path.display()));
+            None
+        }
+    }
+}
+
+/// Checks that the trained network fits the pipeline, reported at `lstm_model`: it
+/// forecasts the maximum over its own horizon, which must be the configured `horizon_s`,
+/// or without one cover the lead time (period plus longest cold start; the pipeline then
+/// forecasts the network's horizon); the forecaster's input, averaged over `smoothing_s`,
+/// must not be smoother than one of the network's buckets; IPA's predictor needs
+/// whole-second buckets. `complete`: whether the pipeline was read whole (else the lead
+/// time is unknown and not checked).
+fn check_lstm_fit(
+    f: &TableReader<'_, '_>,
+    control: &mut ControlConfig,
+    file: Option<&LstmModelFile>,
+    complete: bool,
+) {
+    let (Some(model), Some(file)) = (control.forecast.lstm.as_ref(), file) else {
+        return;
+    };
+    let name = file.path.display();
+    let trained = model.config;
+    let kind = control.forecast.model;
+    if kind == ModelKind::IpaLstm {
+        if let Err(e) = infadapt_forecast::models::build(kind, trained.horizon_s, Some(model)) {
+            f.report("lstm_model", format!("`{name}`: {e}"));
+        }
+        return;
+    }
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
+    let mut fits = true;
+    match control.forecast.horizon_s {
+        Some(horizon) if !close(horizon, trained.horizon_s) => {
+            f.report(
+                "lstm_model",
+                format!(
+                    "`{name}` forecasts the maximum of the next {} s, but horizon_s is {horizon}: \
+                     set horizon_s = {} or train it with `--horizon {horizon}`",
+                    trained.horizon_s, trained.horizon_s
+                ),
+            );
+            fits = false;
+        }
+        Some(_) => {}
+        None if complete => {
+            let lead = control.horizon_s();
+            if trained.horizon_s + 1e-9 < lead {
+                let needed = (lead / trained.bucket_s).ceil() * trained.bucket_s;
+                f.report(
+                    "lstm_model",
+                    format!(
+                        "`{name}` forecasts the maximum of the next {} s, shorter than the \
+                         pipeline's lead time of {lead} s (period plus the longest cold start): \
+                         train it with `--horizon {needed}` or set horizon_s = {}",
+                        trained.horizon_s, trained.horizon_s
+                    ),
+                );
+                fits = false;
+            }
+        }
+        None => {}
+    }
+    if control.forecast.smoothing_s > trained.bucket_s + 1e-9 {
+        f.report(
+            "lstm_model",
+            format!(
+                "`{name}` reads {} s buckets, but smoothing_s = {} averages the rates over \
+                 longer than a bucket: set smoothing_s to at most {} or train it with \
+                 `--bucket {}`",
+                trained.bucket_s,
+                control.forecast.smoothing_s,
+                trained.bucket_s,
+                control.forecast.smoothing_s
+            ),
+        );
+        fits = false;
+    }
+    if fits && control.forecast.horizon_s.is_none() {
+        control.forecast.horizon_s = Some(trained.horizon_s);
     }
 }
 
@@ -901,6 +1083,235 @@ peak_rps = 80
             assert!(errors.contains(needle), "{needle} missing from:\n{errors}");
         }
         assert!(errors.lines().all(|l| l.starts_with("c.toml:")), "{errors}");
+    }
+
+    /// A directory of LSTM model files for one test.
+    fn model_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("infadapt-config-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("model dir");
+        dir
+    }
+
+    /// An untrained network of the given bucket and horizon, as `forecast train` saves it.
+    fn model_text(bucket_s: f64, horizon_s: f64, seed: u64) -> String {
+        use infadapt_forecast::lstm::{LstmConfig, Normalisation};
+        let config = LstmConfig {
+            bucket_s,
+            horizon_s,
+            window: 4,
+            units: 3,
+            seed,
+            ..LstmConfig::default()
+        };
+        let normalisation = Normalisation {
+            offset: 20.0,
+            scale: 5.0,
+        };
+        LstmModel::new(config, normalisation)
+            .expect("valid shape")
+            .to_json()
+    }
+
+    /// `GOOD` with `forecast` as its `[pipeline.forecast]` table, parsed with model files
+    /// relative to `dir` (catalogs from `etc/`).
+    fn parse_in(dir: &Path, forecast: &str) -> Result<DaemonConfig, String> {
+        let text = GOOD.replace("model = \"ewma\"\n", forecast);
+        let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        parse_config("c.toml", &text, dir, &mut |r: &str| {
+            read_catalog(&etc.join(r))
+        })
+        .map_err(|d| d.to_string())
+    }
+
+    /// `file:line:col: field` of the value of `key = ` in `forecast` as placed in `GOOD`.
+    fn at(forecast: &str, key: &str) -> String {
+        let text = GOOD.replace("model = \"ewma\"\n", forecast);
+        let (line, column) = text
+            .lines()
+            .enumerate()
+            .find_map(|(i, l)| {
+                l.strip_prefix(&format!("{key} = "))
+                    .map(|_| (i + 1, key.len() + 4))
+            })
+            .expect("key in the text");
+        format!("c.toml:{line}:{column}: pipeline[0].forecast.{key}: ")
+    }
+
+    #[test]
+    fn an_lstm_model_file_is_read_relative_to_the_config_and_sets_the_horizon() {
+        let dir = model_dir("accepted");
+        std::fs::create_dir_all(dir.join("models")).unwrap();
+        let text = model_text(10.0, 60.0, 1);
+        std::fs::write(dir.join("models/resnet.lstm.json"), &text).unwrap();
+        let forecast = "model = \"lstm\"\nlstm_model = \"models/resnet.lstm.json\"\n";
+        let config = parse_in(&dir, forecast).expect("valid");
+        let p = &config.pipelines[0];
+        assert_eq!(p.control.forecast.model, ModelKind::Lstm);
+        assert_eq!(
+            p.control.forecast.lstm.as_ref(),
+            Some(&LstmModel::from_json(&text).unwrap())
+        );
+        // Without horizon_s the pipeline forecasts the network's horizon (it covers the
+        // lead time: period 2 s plus the longest cold start, 6.82 s).
+        assert_eq!(p.control.forecast.horizon_s, Some(60.0));
+        let file = p.lstm_model.as_ref().expect("model file");
+        assert_eq!(file.path, dir.join("models/resnet.lstm.json"));
+        assert_eq!(file.fingerprint.len(), 16);
+
+        // `auto` takes the network as one more candidate; with an explicit equal horizon.
+        let auto = parse_in(
+            &dir,
+            "model = \"auto\"\nlstm_model = \"models/resnet.lstm.json\"\nhorizon_s = 60\n",
+        )
+        .expect("valid");
+        let p = &auto.pipelines[0];
+        assert_eq!(p.control.forecast.model, ModelKind::Auto);
+        assert!(p.control.forecast.lstm.is_some());
+        // `auto` without a model file needs none.
+        let plain = parse_in(&dir, "model = \"auto\"\n").expect("valid");
+        assert_eq!(plain.pipelines[0].control.forecast.lstm, None);
+        assert_eq!(plain.pipelines[0].lstm_model, None);
+
+        // New content under the same path is a different configuration (a reload takes it).
+        std::fs::write(
+            dir.join("models/resnet.lstm.json"),
+            model_text(10.0, 60.0, 2),
+        )
+        .unwrap();
+        let retrained = parse_in(&dir, forecast).expect("valid");
+        assert_ne!(retrained.pipelines[0], config.pipelines[0]);
+        assert_ne!(
+            retrained.pipelines[0]
+                .lstm_model
+                .as_ref()
+                .map(|f| &f.fingerprint),
+            Some(&file.fingerprint)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_missing_unreadable_or_unfitting_lstm_model_is_reported_at_its_key() {
+        let dir = model_dir("errors");
+        let good = model_text(10.0, 60.0, 1);
+        std::fs::write(
+            dir.join("other-version.json"),
+            good.replace("\"schema_version\":1", "\"schema_version\":7"),
+        )
+        .unwrap();
+        std::fs::write(dir.join("truncated.json"), &good[..good.len() / 3]).unwrap();
+        std::fs::write(dir.join("short.json"), model_text(5.0, 5.0, 1)).unwrap();
+        std::fs::write(dir.join("m.json"), &good).unwrap();
+        let cases: [(&str, &str, &str); 7] = [
+            (
+                "model = \"lstm\"\nlstm_model = \"absent.json\"\n",
+                "lstm_model",
+                "cannot read `",
+            ),
+            (
+                "model = \"lstm\"\nlstm_model = \"other-version.json\"\n",
+                "lstm_model",
+                "other-version.json`: unsupported model schema version 7 (expected 1); train \
+                 it again with this version's `infadaptd forecast train`",
+            ),
+            (
+                "model = \"lstm\"\nlstm_model = \"truncated.json\"\n",
+                "lstm_model",
+                "truncated.json`: invalid model file: the file ends early (truncated?)",
+            ),
+            (
+                "model = \"lstm\"\nlstm_model = \"m.json\"\nhorizon_s = 30\n",
+                "lstm_model",
+                "m.json` forecasts the maximum of the next 60 s, but horizon_s is 30: set \
+                 horizon_s = 60 or train it with `--horizon 30`",
+            ),
+            (
+                "model = \"auto\"\nlstm_model = \"short.json\"\nsmoothing_s = 3\n",
+                "lstm_model",
+                "short.json` forecasts the maximum of the next 5 s, shorter than the \
+                 pipeline's lead time of 8.82 s (period plus the longest cold start): train \
+                 it with `--horizon 10` or set horizon_s = 5",
+            ),
+            (
+                "model = \"lstm\"\nlstm_model = \"short.json\"\nhorizon_s = 5\nsmoothing_s = 8\n",
+                "lstm_model",
+                "short.json` reads 5 s buckets, but smoothing_s = 8 averages the rates over \
+                 longer than a bucket: set smoothing_s to at most 5 or train it with \
+                 `--bucket 8`",
+            ),
+            (
+                "model = \"max\"\nlstm_model = \"m.json\"\n",
+                "lstm_model",
+                "is read only with model = \"lstm\", \"auto\" or \"ipa-lstm\" (model is \
+                 `max`)",
+            ),
+        ];
+        for (forecast, key, message) in cases {
+            let errors = parse_in(&dir, forecast).expect_err(forecast);
+            let expected = format!("{}{}", at(forecast, key), message);
+            assert!(
+                errors
+                    .lines()
+                    .any(|l| l.starts_with(&at(forecast, key)) && l.contains(message)),
+                "expected `{expected}` in:\n{errors}"
+            );
+        }
+        // Without a file the model itself is the error, with the command that makes one.
+        for model in ["lstm", "ipa-lstm"] {
+            let forecast = format!("model = \"{model}\"\n");
+            let errors = parse_in(&dir, &forecast).expect_err("needs a file");
+            assert!(
+                errors.starts_with(&at(&forecast, "model"))
+                    && errors.contains("set `lstm_model = \"FILE\"`")
+                    && errors.contains("infadaptd forecast train --trace TRACE --out FILE"),
+                "{errors}"
+            );
+        }
+        // Every problem at once: the model file's and another key's.
+        let errors = parse_in(
+            &dir,
+            "model = \"lstm\"\nlstm_model = \"truncated.json\"\nupper_quantile = 2\n",
+        )
+        .expect_err("invalid");
+        assert!(errors.contains("forecast.lstm_model: `"), "{errors}");
+        assert!(
+            errors.contains("forecast.upper_quantile: must be in (0, 1)"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn scenario_files_still_refuse_lstm_and_its_key() {
+        let text = "[control.forecast]\nmodel = \"lstm\"\nlstm_model = \"m.json\"\n";
+        let errors = crate::tomlread::read_document("s.toml", text, |_, root| {
+            let control = root.opt_table("control")?;
+            let f = control.opt_table("forecast")?;
+            let mut config = ControlConfig::new(Problem::new(
+                infadapt_model::Pipeline {
+                    name: "p".into(),
+                    slo_ms: 100.0,
+                    stages: Vec::new(),
+                },
+                1.0,
+            ));
+            let file = read_forecast(&f, &mut config, None);
+            f.finish();
+            control.finish();
+            file
+        })
+        .expect_err("refused");
+        let text = errors.to_string();
+        assert!(
+            text.contains("forecast.model: unknown value `lstm`"),
+            "{text}"
+        );
+        assert!(
+            text.contains("forecast.lstm_model: unknown field"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -289,6 +289,13 @@ impl LoopForecaster {
             LoopForecaster::Calibrated(f) => f.as_mut(),
         }
     }
+
+    fn model(&self) -> &AnyForecaster {
+        match self {
+            LoopForecaster::Plain(f) => f,
+            LoopForecaster::Calibrated(f) => f.inner(),
+        }
+    }
 }
 
 /// This project's policy: observe → forecast → plan → damp, every `interval_s` seconds.
@@ -458,8 +465,21 @@ impl ControlLoop {
                 "saved forecaster state is for `{saved}`, the pipeline now uses `{configured}`"
             )));
         }
+        // The state carries the network it ran; a new trained model replaces it.
+        if restored.model().lstm_model() != self.forecaster.model().lstm_model() {
+            return Err(ControlError::InvalidConfig(
+                "saved forecaster state ran another trained LSTM model than the configured one"
+                    .to_owned(),
+            ));
+        }
         self.forecaster = restored;
         Ok(())
+    }
+
+    /// The model whose forecast the last decision used: the configured one's name, or for
+    /// `auto` the candidate it follows (e.g. `lstm`).
+    pub fn forecaster_following(&self) -> &str {
+        self.forecaster.model().following()
     }
 
     /// The last forecaster refit error, if the last refit failed.
@@ -1297,6 +1317,54 @@ mod tests {
         assert!(replicas <= 2, "{:?}", decision.plan);
         // Sized for what two replicas of the fast variant carry at the cap, not for 400 rps.
         assert!(decision.provisioned_rps <= 2.0 * 50.0, "{decision:?}");
+    }
+
+    #[test]
+    fn an_lstm_loop_names_its_forecaster_and_keeps_a_new_model_over_saved_state() {
+        use infadapt_forecast::lstm::{LstmConfig, Normalisation};
+        let model = |seed: u64| {
+            LstmModel::new(
+                LstmConfig {
+                    window: 3,
+                    units: 2,
+                    seed,
+                    ..LstmConfig::default()
+                },
+                Normalisation {
+                    offset: 10.0,
+                    scale: 5.0,
+                },
+            )
+            .unwrap()
+        };
+        let config_with = |m: LstmModel| {
+            let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+            config.forecast.model = ModelKind::Lstm;
+            config.forecast.lstm = Some(m);
+            config
+        };
+        let mut first = ControlLoop::new(config_with(model(1))).unwrap();
+        first.decide(&observation(10.0, 12.0, plan(1)));
+        assert_eq!(first.forecaster_following(), "lstm");
+        let saved = first.forecaster_state().unwrap();
+        let mut same = ControlLoop::new(config_with(model(1))).unwrap();
+        assert!(same.restore_forecaster_state(saved.clone()).is_ok());
+        let mut retrained = ControlLoop::new(config_with(model(2))).unwrap();
+        let refused = retrained
+            .restore_forecaster_state(saved)
+            .expect_err("another network");
+        assert!(
+            refused.to_string().contains("another trained LSTM model"),
+            "{refused}"
+        );
+        let state = retrained.forecaster_state().unwrap();
+        let kept: LoopForecaster = serde_json::from_value(state).unwrap();
+        assert_eq!(kept.model().lstm_model(), Some(&model(2)));
+
+        let mut auto = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+        auto.forecast.model = ModelKind::Auto;
+        let auto = ControlLoop::new(auto).unwrap();
+        assert_eq!(auto.forecaster_following(), "max");
     }
 
     #[test]

@@ -193,6 +193,14 @@ impl IpaPredictor {
         }
     }
 
+    /// The trained network of the LSTM variant (`None` for the ARIMA one).
+    pub fn lstm_model(&self) -> Option<&LstmModel> {
+        match &self.model {
+            IpaModel::Lstm(model) => Some(model),
+            IpaModel::Arima => None,
+        }
+    }
+
     /// The ARIMA fit of the last forecast (`None` after a backup or LSTM forecast).
     pub fn last_fit(&self) -> Option<Ar1Fit> {
         self.last_fit

@@ -240,18 +240,30 @@ impl LstmModel {
     pub fn from_json(text: &str) -> Result<Self> {
         #[derive(Deserialize)]
         struct VersionOnly {
-            schema_version: u32,
+            schema_version: Option<u32>,
         }
-        let version: VersionOnly =
-            serde_json::from_str(text).map_err(|e| ForecastError::InvalidModel(e.to_string()))?;
-        if version.schema_version != LSTM_SCHEMA_VERSION {
+        let unreadable = |e: serde_json::Error| {
+            ForecastError::InvalidModel(if e.is_eof() {
+                format!("the file ends early (truncated?): {e}")
+            } else if e.is_syntax() {
+                format!("not JSON: {e}")
+            } else {
+                e.to_string()
+            })
+        };
+        let version: VersionOnly = serde_json::from_str(text).map_err(unreadable)?;
+        let Some(found) = version.schema_version else {
+            return Err(ForecastError::InvalidModel(
+                "no `schema_version`: not a model written by `infadaptd forecast train`".into(),
+            ));
+        };
+        if found != LSTM_SCHEMA_VERSION {
             return Err(ForecastError::UnsupportedSchema {
-                found: version.schema_version,
+                found,
                 expected: LSTM_SCHEMA_VERSION,
             });
         }
-        let model: Self =
-            serde_json::from_str(text).map_err(|e| ForecastError::InvalidModel(e.to_string()))?;
+        let model: Self = serde_json::from_str(text).map_err(unreadable)?;
         model.check_shapes()?;
         Ok(model)
     }
@@ -990,9 +1002,20 @@ mod tests {
             LstmModel::from_json(&broken.to_json()),
             Err(ForecastError::InvalidModel(_))
         ));
+        let text = model.to_json();
+        let truncated = LstmModel::from_json(&text[..text.len() / 2]).expect_err("truncated");
+        assert!(
+            truncated.to_string().contains("ends early (truncated?)"),
+            "{truncated}"
+        );
+        let not_json = LstmModel::from_json("schema_version = 1").expect_err("not JSON");
+        assert!(not_json.to_string().contains("not JSON"), "{not_json}");
+        let other = LstmModel::from_json(r#"{"weights": []}"#).expect_err("no version");
+        assert!(other.to_string().contains("no `schema_version`"), "{other}");
+        let missing = text.replace("\"head_b\":", "\"bias\":");
         assert!(matches!(
-            LstmModel::from_json("{"),
-            Err(ForecastError::InvalidModel(_))
+            LstmModel::from_json(&missing),
+            Err(ForecastError::InvalidModel(m)) if m.contains("head_b")
         ));
     }
 

@@ -141,6 +141,27 @@ impl Forecaster for AnyForecaster {
     }
 }
 
+impl AnyForecaster {
+    /// The name of the model whose forecast this one answers with: its own name, or for
+    /// `auto` the name of the candidate it follows now.
+    pub fn following(&self) -> &str {
+        match self {
+            AnyForecaster::Auto(auto) => auto.chosen(),
+            other => other.name(),
+        }
+    }
+
+    /// The trained network this forecaster runs, if any (for `auto`, its LSTM candidate's).
+    pub fn lstm_model(&self) -> Option<&LstmModel> {
+        match self {
+            AnyForecaster::Lstm(f) => Some(f.model()),
+            AnyForecaster::Ipa(f) => f.lstm_model(),
+            AnyForecaster::Auto(auto) => auto.candidates.iter().find_map(Self::lstm_model),
+            _ => None,
+        }
+    }
+}
+
 /// Builds a forecaster by kind with default settings. `lstm` is required for
 /// [`ModelKind::Lstm`] and [`ModelKind::IpaLstm`] and joins the `auto` candidates when
 /// given.
@@ -337,6 +358,70 @@ mod tests {
         assert_eq!(auto.chosen(), "naive");
         let errors = auto.recent_errors();
         assert!(errors[1].1.unwrap() < errors[0].1.unwrap());
+    }
+
+    #[test]
+    fn auto_names_the_candidate_it_follows_and_its_lstm() {
+        use crate::lstm::{LstmConfig, Normalisation};
+        let model = LstmModel::new(
+            LstmConfig {
+                window: 3,
+                units: 2,
+                ..LstmConfig::default()
+            },
+            Normalisation {
+                offset: 0.0,
+                scale: 1.0,
+            },
+        )
+        .unwrap();
+        let lstm = build(ModelKind::Lstm, 60.0, Some(&model)).unwrap();
+        assert_eq!(lstm.following(), "lstm");
+        assert_eq!(lstm.lstm_model(), Some(&model));
+        let auto = build(ModelKind::Auto, 60.0, Some(&model)).unwrap();
+        assert_eq!(auto.following(), "max");
+        assert_eq!(auto.lstm_model(), Some(&model));
+        assert_eq!(
+            build(ModelKind::Auto, 60.0, None).unwrap().lstm_model(),
+            None
+        );
+        let ipa = build(ModelKind::IpaLstm, 20.0, Some(&model)).unwrap();
+        assert_eq!(ipa.lstm_model(), Some(&model));
+        assert_eq!(
+            build(ModelKind::Max, 60.0, None).unwrap().lstm_model(),
+            None
+        );
+    }
+
+    #[test]
+    fn auto_follows_the_lstm_when_its_errors_are_lowest() {
+        use crate::lstm::{LstmConfig, Normalisation};
+        // A network whose head is zero answers its normalisation offset: a steady 40 rps.
+        let mut model = LstmModel::new(
+            LstmConfig {
+                window: 3,
+                units: 2,
+                ..LstmConfig::default()
+            },
+            Normalisation {
+                offset: 40.0,
+                scale: 5.0,
+            },
+        )
+        .unwrap();
+        model.head_w.fill(0.0);
+        model.head_b = 0.0;
+        let mut auto = build(ModelKind::Auto, 60.0, Some(&model)).unwrap();
+        // A steady load with one spike: the window maximum stays high for a minute after
+        // it, the steady network does not.
+        for t in 0..2000 {
+            if t % 10 == 0 {
+                auto.forecast(t as f64, 60.0);
+            }
+            auto.observe(t as f64, if t == 600 { 400.0 } else { 40.0 });
+        }
+        auto.forecast(2000.0, 60.0);
+        assert_eq!(auto.following(), "lstm");
     }
 
     #[test]

@@ -172,7 +172,7 @@ fn build_control(c: &TableReader<'_, '_>) -> LoopSettings {
         control.interval_s = period_s;
     }
     if let Some(f) = c.opt_table("forecast") {
-        read_forecast(&f, &mut control);
+        read_forecast(&f, &mut control, None);
         f.finish();
     }
     if let Some(d) = c.opt_table("damping") {

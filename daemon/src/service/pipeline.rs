@@ -43,7 +43,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::sim_backend::SimBackend;
 use super::state::{self, PipelineState, STATE_SCHEMA};
-use super::status::{DecisionRecord, DegradedReason, PluginStatus, Registry};
+use super::status::{DecisionRecord, DegradedReason, LstmModelStatus, PluginStatus, Registry};
 use crate::config::{PipelineConfig, SIM_BACKEND};
 use crate::plugin_host::{
     BackendOrigin, CallPolicy, GuardedBackend, HostError, InstanceFactory, PluginHost,
@@ -158,7 +158,16 @@ pub async fn run_pipeline(
             s.state = "starting".to_owned();
             s.dry_run = options.dry_run;
             s.period_s = config.control.interval_s;
+            s.forecaster = config.control.forecast.model.to_string();
+            s.lstm_model = LstmModelStatus::of(config.lstm_model.as_ref());
         });
+        if let Some(model) = &config.lstm_model {
+            info!(
+                path = %model.path.display(),
+                fingerprint = %model.fingerprint,
+                "forecasting with the trained LSTM model"
+            );
+        }
         let router = match &config.router {
             Some(settings) => match crate::router::bind(settings).await {
                 Ok(listener) => {
@@ -402,7 +411,20 @@ impl PipelineTask {
         self.schedule();
         self.bound_by_backend_gpus();
         let period_s = self.period_s;
-        self.registry.update(&self.name, |s| s.period_s = period_s);
+        let forecaster = self.config.control.forecast.model.to_string();
+        let lstm_model = LstmModelStatus::of(self.config.lstm_model.as_ref());
+        if let Some(model) = &lstm_model {
+            info!(
+                path = %model.path,
+                fingerprint = %model.fingerprint,
+                "forecasting with the trained LSTM model"
+            );
+        }
+        self.registry.update(&self.name, |s| {
+            s.period_s = period_s;
+            s.forecaster = forecaster;
+            s.lstm_model = lstm_model;
+        });
         info!("reconfigured in place; the backend and router keep running");
         true
     }
@@ -954,6 +976,10 @@ impl PipelineTask {
             observed_rps: seen.observed_rps,
             latency_p99_ms: seen.latency_p99_ms,
             decide_ms: seen.decide_ms,
+            forecaster: self
+                .control
+                .as_ref()
+                .map_or_else(String::new, |c| c.forecaster_following().to_owned()),
             fast_path,
             decision,
         };

@@ -21,10 +21,31 @@ pub struct DecisionRecord {
     pub observed_rps: f64,
     pub latency_p99_ms: Option<f64>,
     pub decide_ms: f64,
+    /// The model whose forecast the decision used (for `auto`, the candidate it follows,
+    /// e.g. `lstm`).
+    pub forecaster: String,
     /// Taken between ticks by the fast path (why: `decision.fast_path`); `tick` is then the
     /// last tick before it.
     pub fast_path: bool,
     pub decision: Decision,
+}
+
+/// The trained LSTM model file a pipeline forecasts with.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LstmModelStatus {
+    pub path: String,
+    /// FNV-1a 64 of the file's bytes as loaded, in hex.
+    pub fingerprint: String,
+}
+
+impl LstmModelStatus {
+    /// The status of `file`, if any.
+    pub fn of(file: Option<&crate::config::LstmModelFile>) -> Option<Self> {
+        file.map(|f| LstmModelStatus {
+            path: f.path.display().to_string(),
+            fingerprint: f.fingerprint.clone(),
+        })
+    }
 }
 
 /// Why a pipeline's backend is degraded.
@@ -153,6 +174,10 @@ pub struct PipelineStatus {
     pub state: String,
     pub dry_run: bool,
     pub period_s: f64,
+    /// The configured forecast model (`[pipeline.forecast] model`).
+    pub forecaster: String,
+    /// The trained LSTM model file in use, when one is configured.
+    pub lstm_model: Option<LstmModelStatus>,
     /// The plan the backend was last told to run.
     pub plan: Option<Plan>,
     pub last_decision: Option<DecisionRecord>,

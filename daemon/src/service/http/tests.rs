@@ -22,6 +22,7 @@ fn registry() -> Registry {
                 observed_rps: 10.0,
                 latency_p99_ms: None,
                 decide_ms: 1.0,
+                forecaster: "max".to_owned(),
                 fast_path: false,
                 decision: Default::default(),
             });
