@@ -7,6 +7,7 @@ mod daemon;
 mod demo_plot;
 mod forecast_cli;
 mod logging;
+mod metrics;
 mod one_loop;
 mod packaging;
 mod plan_cli;
