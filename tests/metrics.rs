@@ -165,9 +165,16 @@ fn valid_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
-/// `name{labels} value` split, the labels as pairs (escapes resolved); `None` when the line
-/// is not a well-formed sample.
-fn split_sample(line: &str) -> Option<(String, Vec<(String, String)>, String)> {
+/// One sample line, split.
+struct SampleLine {
+    name: String,
+    /// Label pairs, escapes resolved.
+    labels: Vec<(String, String)>,
+    value: String,
+}
+
+/// `name{labels} value` split; `None` when the line is not a well-formed sample.
+fn split_sample(line: &str) -> Option<SampleLine> {
     let name_end = line.find(['{', ' '])?;
     let name = line[..name_end].to_owned();
     let mut rest = &line[name_end..];
@@ -203,7 +210,19 @@ fn split_sample(line: &str) -> Option<(String, Vec<(String, String)>, String)> {
         }
     }
     let value = rest.strip_prefix(' ')?;
-    (!value.is_empty() && !value.contains(' ')).then(|| (name, labels, value.to_owned()))
+    (!value.is_empty() && !value.contains(' ')).then(|| SampleLine {
+        name,
+        labels,
+        value: value.to_owned(),
+    })
+}
+
+/// What a histogram series showed: (`le`, count) in order, `_sum` and `_count`.
+#[derive(Debug, Default)]
+struct HistogramSeen {
+    buckets: Vec<(f64, f64)>,
+    sum: Option<f64>,
+    count: Option<f64>,
 }
 
 /// Checks `text` against the exposition format and returns its families and their types:
@@ -217,10 +236,8 @@ pub(crate) fn check_exposition(text: &str) -> BTreeMap<String, String> {
     let mut closed = BTreeSet::new();
     let mut current: Option<String> = None;
     let mut series = BTreeSet::new();
-    // Histogram series (family, labels without le) → (le, count) in order, sum, count.
-    type Buckets = Vec<(f64, f64)>;
-    let mut histograms: BTreeMap<(String, String), (Buckets, Option<f64>, Option<f64>)> =
-        BTreeMap::new();
+    // Histogram series by family and labels without `le`.
+    let mut histograms: BTreeMap<(String, String), HistogramSeen> = BTreeMap::new();
     for (number, line) in text.lines().enumerate() {
         let at = format!("line {}: {line}", number + 1);
         assert!(!line.trim().is_empty(), "{at}: blank line");
@@ -252,7 +269,11 @@ pub(crate) fn check_exposition(text: &str) -> BTreeMap<String, String> {
             matches!(LineInfo::parse(line), LineInfo::Sample { .. }),
             "{at}: prometheus-parse does not read it as a sample"
         );
-        let (name, labels, value) = split_sample(line).unwrap_or_else(|| panic!("{at}"));
+        let SampleLine {
+            name,
+            labels,
+            value,
+        } = split_sample(line).unwrap_or_else(|| panic!("{at}"));
         assert!(valid_name(&name), "{at}");
         let family = current.clone().unwrap_or_else(|| panic!("{at}: no TYPE"));
         let kind = types[&family].as_str();
@@ -297,26 +318,29 @@ pub(crate) fn check_exposition(text: &str) -> BTreeMap<String, String> {
                     } else {
                         le.parse().unwrap_or_else(|_| panic!("{at}: le"))
                     };
-                    if let Some((last_bound, last_count)) = entry.0.last() {
+                    if let Some((last_bound, last_count)) = entry.buckets.last() {
                         assert!(bound > *last_bound, "{at}: le not increasing");
                         assert!(number >= *last_count, "{at}: buckets not cumulative");
                     }
-                    entry.0.push((bound, number));
+                    entry.buckets.push((bound, number));
                 }
-                "_sum" => entry.1 = Some(number),
-                _ => entry.2 = Some(number),
+                "_sum" => entry.sum = Some(number),
+                _ => entry.count = Some(number),
             }
         }
     }
     for name in &helps {
         assert!(types.contains_key(name), "{name}: HELP without TYPE");
     }
-    for ((family, labels), (buckets, sum, count)) in &histograms {
+    for ((family, labels), seen) in &histograms {
         let at = format!("{family}{labels}");
-        let last = buckets.last().unwrap_or_else(|| panic!("{at}: no buckets"));
+        let last = seen
+            .buckets
+            .last()
+            .unwrap_or_else(|| panic!("{at}: no buckets"));
         assert_eq!(last.0, f64::INFINITY, "{at}: no +Inf bucket");
-        assert_eq!(Some(last.1), *count, "{at}: +Inf bucket is not _count");
-        assert!(sum.is_some(), "{at}: no _sum");
+        assert_eq!(Some(last.1), seen.count, "{at}: +Inf bucket is not _count");
+        assert!(seen.sum.is_some(), "{at}: no _sum");
     }
     // The parser agrees on what each sample is.
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses");
