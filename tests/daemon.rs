@@ -251,9 +251,54 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         "infadapt_plan_replicas{pipeline=\"resnet\",stage=\"classify\"",
         "infadapt_reconfigurations_total{pipeline=\"resnet\"}",
         "infadapt_degraded{pipeline=\"resnet\"} 0",
+        "infadapt_slo_seconds{pipeline=\"resnet\"} 0.75",
+        "infadapt_build_info{version=\"",
+        "\nprocess_resident_memory_bytes ",
+        "\nprocess_start_time_seconds ",
     ] {
         assert!(body.contains(metric), "{metric} missing from:\n{body}");
     }
+    // The real exposition follows the text format; requests observed by the simulated
+    // backend count up, and the window has a value once some finished.
+    let families = crate::metrics::check_exposition(&body);
+    assert_eq!(
+        families
+            .get("infadapt_request_duration_seconds")
+            .map(String::as_str),
+        Some("histogram")
+    );
+    let mut body = body;
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            body = http_get(port, "/metrics")
+                .map(|(_, b)| b)
+                .unwrap_or_default();
+            metric(
+                &body,
+                "infadapt_requests_completed_total{pipeline=\"resnet\"}",
+            )
+            .is_some_and(|v| v > 0.0)
+        }),
+        "no completed requests in:\n{body}"
+    );
+    assert!(
+        metric(
+            &body,
+            "infadapt_requests_arrived_total{pipeline=\"resnet\"}"
+        )
+        .is_some_and(|v| v > 0.0),
+        "{body}"
+    );
+    let attainment = metric(
+        &body,
+        "infadapt_slo_attainment_ratio{pipeline=\"resnet\",window=\"5m\"}",
+    );
+    assert!(
+        attainment.is_some_and(|v| (0.0..=1.0).contains(&v)),
+        "{body}"
+    );
+    // No router: no request duration series for the pipeline.
+    assert!(!body.contains("infadapt_request_duration_seconds_count{pipeline=\"resnet\"}"));
     let (code, body) = http_get(port, "/v1/status").expect("status");
     assert_eq!(code, 200);
     let status: serde_json::Value = serde_json::from_str(&body).expect("status is JSON");

@@ -11,6 +11,7 @@ mod examples;
 mod forecast_cli;
 mod logging;
 mod lstm_run;
+mod metrics;
 mod no_debug_output;
 mod one_loop;
 mod packaging;

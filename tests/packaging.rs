@@ -2,7 +2,8 @@
 //! (packaging/check.sh checks the built packages): every asset in daemon/Cargo.toml exists
 //! and lands on a path of packaging/expected-files.txt, the man pages listed there are the
 //! ones the binary generates, the plugins listed are the crates packaging/build.sh builds,
-//! and the systemd unit has the directives the packages promise.
+//! the monitoring files (dashboard, alert rules) are shipped, and the systemd unit has the
+//! directives the packages promise.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -263,6 +264,24 @@ fn packaged_paths_agree_with_the_daemon_defaults() {
         expected.contains(&format!("/etc/infadaptd/{catalog}")),
         "{catalog} is not packaged next to the configuration"
     );
+}
+
+#[test]
+fn the_dashboard_and_alert_rules_are_shipped_under_usr_share() {
+    for format in ["deb", "rpm"] {
+        let expected = expected_paths(format);
+        for path in [
+            "/usr/share/infadaptd/dashboards/infadaptd.json",
+            "/usr/share/infadaptd/alerts/infadaptd.rules.yml",
+            "/usr/share/doc/infadaptd/metrics.md",
+        ] {
+            assert!(expected.contains(path), "{format}: {path} is not shipped");
+        }
+    }
+    // The paths the documentation gives are the packaged ones.
+    let docs = read("docs/metrics.md");
+    assert!(docs.contains("/usr/share/infadaptd/dashboards/infadaptd.json"));
+    assert!(docs.contains("rule_files:\n  - /usr/share/infadaptd/alerts/infadaptd.rules.yml"));
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! (`POST /v2/models/{pipeline}/infer`) forwarded to the variants the backend reports as
 //! `ready`, split by the current plan's load shares × each endpoint's weight, stages chained
 //! in order. It measures what the control loop needs: arrivals per whole second, latency,
-//! failures and SLO misses.
+//! failures and SLO misses, and keeps the durations of the answered requests for `/metrics`.
 //!
 //! Make-before-break on the client side: only `ready` endpoints receive requests; while no
 //! planned variant of a stage is ready (a new variant still loading), the stage's ready
@@ -251,6 +251,15 @@ impl Router {
             slo_misses: t.slo_misses.load(Ordering::Relaxed),
             ready_endpoints: routes.iter().map(|r| r.len() as u64).sum(),
         }
+    }
+
+    /// Durations of every request answered since the router started.
+    pub fn durations(&self) -> crate::service::status::Histogram {
+        self.inner
+            .window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .durations()
     }
 
     /// Whether every stage has a ready endpoint.

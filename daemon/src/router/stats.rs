@@ -1,10 +1,13 @@
 //! The router's measurement window: arrivals counted per whole second, latencies,
 //! completions, failures and SLO misses since the control loop last took them. A peek (the
 //! fast path between ticks) reads the seconds that ended since the previous peek and leaves
-//! them for the next take.
+//! them for the next take. Beside the window, a histogram of the durations of the answered
+//! requests since the router started (never taken, for `/metrics`).
 
 use std::collections::BTreeMap;
 use std::time::Instant;
+
+use crate::service::status::Histogram;
 
 /// What the router saw between two `take`s.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -32,6 +35,8 @@ pub struct Window {
     completed: u64,
     failed: u64,
     slo_misses: u64,
+    /// Durations of the answered requests since the start, seconds.
+    durations: Histogram,
 }
 
 impl Window {
@@ -45,6 +50,7 @@ impl Window {
             completed: 0,
             failed: 0,
             slo_misses: 0,
+            durations: Histogram::default(),
         }
     }
 
@@ -60,6 +66,7 @@ impl Window {
     pub fn finished(&mut self, ok: bool, missed: bool, latency_ms: f64) {
         if ok {
             self.completed += 1;
+            self.durations.observe(latency_ms / 1000.0);
             if self.latencies_ms.len() < MAX_LATENCIES {
                 self.latencies_ms.push(latency_ms);
             }
@@ -69,6 +76,11 @@ impl Window {
         if missed {
             self.slo_misses += 1;
         }
+    }
+
+    /// Durations of every request answered since the start (a take does not reset them).
+    pub fn durations(&self) -> Histogram {
+        self.durations.clone()
     }
 
     /// Arrivals in each whole second that ended before `now` since the previous peek (or
@@ -131,6 +143,14 @@ mod tests {
         assert_eq!(first.failed, 1);
         assert_eq!(first.slo_misses, 6);
         assert_eq!(first.latency_p99_ms, Some(99.0));
+        // The answered requests' durations stay after the take; the failed one is not in.
+        let durations = w.durations();
+        assert_eq!(durations.count, 100);
+        assert!((durations.sum_s - 5.05).abs() < 1e-9, "{}", durations.sum_s);
+        // 1..=100 ms: 5 up to 5 ms, 10 up to 10 ms, 25 up to 25 ms, 100 up to 100 ms.
+        let cumulative = durations.cumulative();
+        assert_eq!(&cumulative[..6], &[5, 10, 25, 50, 75, 100]);
+        assert_eq!(cumulative.last(), Some(&100));
         let second = w.take(t0 + Duration::from_millis(4100));
         assert_eq!(second.arrivals_per_second, vec![1.0]);
         assert_eq!(second.completed, 0);

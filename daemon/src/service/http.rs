@@ -1,4 +1,5 @@
-//! The HTTP API: `/metrics` (Prometheus text), `/v1/status`, `/v1/decisions`, `/healthz`.
+//! The HTTP API: `/metrics` (Prometheus text: the pipelines' families, `infadapt_build_info`
+//! and the process metrics; see docs/metrics.md), `/v1/status`, `/v1/decisions`, `/healthz`.
 //!
 //! The `/v1/` routes answer JSON. A request they cannot answer as asked gets an error status
 //! with `{"error": "…"}` and the details as fields: an unknown, repeated or malformed query
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
+use super::process::ProcessMetrics;
 use super::status::render_metrics;
 use super::status::{PipelineStatus, Registry};
 
@@ -193,7 +195,8 @@ pub fn decisions_body(
 async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        render_metrics(&registry.snapshot()),
+        // The pipelines' families, then the daemon process's own (read from /proc/self now).
+        render_metrics(&registry.snapshot()) + &ProcessMetrics::read().render(),
     )
 }
 

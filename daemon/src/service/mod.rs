@@ -9,6 +9,7 @@
 pub mod http;
 pub mod notify;
 pub mod pipeline;
+pub mod process;
 pub mod sim_backend;
 pub mod state;
 pub mod status;

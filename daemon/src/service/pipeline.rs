@@ -43,7 +43,10 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::sim_backend::SimBackend;
 use super::state::{self, PipelineState, STATE_SCHEMA};
-use super::status::{DecisionRecord, DegradedReason, LstmModelStatus, PluginStatus, Registry};
+use super::status::{
+    DecisionRecord, DegradedReason, Histogram, LstmModelStatus, PeriodCounts, PluginStatus,
+    Registry,
+};
 use crate::config::{PipelineConfig, SIM_BACKEND};
 use crate::plugin_host::{
     BackendOrigin, CallPolicy, GuardedBackend, HostError, InstanceFactory, PluginHost,
@@ -160,6 +163,7 @@ pub async fn run_pipeline(
             s.period_s = config.control.interval_s;
             s.forecaster = config.control.forecast.model.to_string();
             s.lstm_model = LstmModelStatus::of(config.lstm_model.as_ref());
+            s.slo_ms = config.control.problem.pipeline.slo_ms;
         });
         if let Some(model) = &config.lstm_model {
             info!(
@@ -264,6 +268,9 @@ struct PipelineTask {
     router: Option<Router>,
     /// The endpoints the backend reported last (the router's table is built from them).
     endpoints: Vec<EndpointMessage>,
+    /// The router's request durations as last added to the status (the status adds what
+    /// came since, so its histogram never goes backwards when a new router starts).
+    durations_seen: Histogram,
     started: Instant,
     /// Loop clock at start: the saved clock plus the downtime when resuming, else 0.
     clock_offset_s: f64,
@@ -352,6 +359,7 @@ impl PipelineTask {
             period_s,
             router,
             endpoints: Vec::new(),
+            durations_seen: Histogram::default(),
             started: Instant::now(),
             clock_offset_s,
             ticks: 0,
@@ -763,6 +771,23 @@ impl PipelineTask {
         } else {
             self.pulse().await;
         }
+        self.publish_router();
+    }
+
+    /// Copies the router's totals and the request durations since the last wake into the
+    /// status (every wake, so `/metrics` lags the router by one wake at most).
+    fn publish_router(&mut self) {
+        let Some(router) = &self.router else {
+            return;
+        };
+        let counters = router.counters();
+        let durations = router.durations();
+        let new = durations.since(&self.durations_seen);
+        self.durations_seen = durations;
+        self.registry.update(&self.name, |s| {
+            s.router = Some(counters);
+            s.request_latency.add(&new);
+        });
     }
 
     async fn tick(&mut self) {
@@ -770,17 +795,29 @@ impl PipelineTask {
         let tick = self.ticks;
         let started = Instant::now();
         let span = info_span!("tick", tick);
-        self.tick_inner(tick).instrument(span).await;
+        // A tick that observed nothing books an empty period: the windows move on.
+        let (counts, arrived) = self.tick_inner(tick).instrument(span).await.unwrap_or((
+            PeriodCounts {
+                at: Instant::now(),
+                completed: 0,
+                dropped: 0,
+                slo_misses: 0,
+            },
+            0.0,
+        ));
         let seconds = started.elapsed().as_secs_f64();
         self.registry.update(&self.name, |s| {
             s.ticks = tick;
             s.tick_times.record(seconds);
+            s.record_period(counts, arrived);
         });
     }
 
-    async fn tick_inner(&mut self, tick: u64) {
+    /// Observes, decides and carries the decision out; what the period observed (its
+    /// counts and arrivals) when there was an observation.
+    async fn tick_inner(&mut self, tick: u64) -> Option<(PeriodCounts, f64)> {
         if !self.ensure_backend().await {
-            return;
+            return None;
         }
         let observation = match self.observe().await {
             Ok(o) => o,
@@ -788,7 +825,7 @@ impl PipelineTask {
                 if !matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
                     info!(error = %e, "no observation; keeping the current plan");
                 }
-                return;
+                return None;
             }
         };
         // The reports taken at this period's pulses and the tick's own make the report of
@@ -819,19 +856,25 @@ impl PipelineTask {
             observation.dropped = window.failed;
             observation.slo_misses = window.slo_misses;
             observation.latency_p99_ms = window.latency_p99_ms;
-            let counters = router.counters();
-            self.registry
-                .update(&self.name, |s| s.router = Some(counters));
         }
+        // Booked whether or not the loop then decides.
+        let period = (
+            PeriodCounts {
+                at: Instant::now(),
+                completed: observation.completed,
+                dropped: observation.dropped,
+                slo_misses: observation.slo_misses,
+            },
+            observation
+                .arrivals_per_second
+                .iter()
+                .filter(|a| a.is_finite() && **a > 0.0)
+                .sum::<f64>(),
+        );
         let input = observation.clone();
         let Some((decision, decide_ms)) = self.consult(move |c| c.decide(&input)).await else {
-            return;
+            return Some(period);
         };
-        self.registry.update(&self.name, |s| {
-            s.completed += observation.completed;
-            s.dropped += observation.dropped;
-            s.slo_misses += observation.slo_misses;
-        });
         let seen = Seen {
             tick,
             observed_rps: observation.mean_rps(),
@@ -839,6 +882,7 @@ impl PipelineTask {
             decide_ms,
         };
         self.carry_out(decision, seen).await;
+        Some(period)
     }
 
     /// One pulse between ticks: shows the loop what arrived since the previous wake and

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use infadapt_control::Decision;
 use infadapt_model::Plan;
@@ -165,6 +166,105 @@ impl Serialize for TickTimes {
     }
 }
 
+/// Upper bounds of the request duration histogram, seconds: SLOs of tens of milliseconds
+/// to seconds fall between two bounds.
+pub const REQUEST_BUCKETS_S: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0,
+];
+
+/// A histogram of durations over [`REQUEST_BUCKETS_S`]: a count per bucket (not
+/// cumulative; the last one is above every bound), the count and the sum.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Histogram {
+    buckets: [u64; REQUEST_BUCKETS_S.len() + 1],
+    pub count: u64,
+    pub sum_s: f64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: [0; REQUEST_BUCKETS_S.len() + 1],
+            count: 0,
+            sum_s: 0.0,
+        }
+    }
+}
+
+impl Histogram {
+    /// Books one duration (a negative or non-finite one as 0).
+    pub fn observe(&mut self, seconds: f64) {
+        let seconds = if seconds.is_finite() {
+            seconds.max(0.0)
+        } else {
+            0.0
+        };
+        let index = REQUEST_BUCKETS_S
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(REQUEST_BUCKETS_S.len());
+        self.buckets[index] += 1;
+        self.count += 1;
+        self.sum_s += seconds;
+    }
+
+    /// What `self` booked since it was `earlier` (a copy of the same histogram taken
+    /// before); a bucket that shrank (another histogram) counts as empty.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let mut delta = Histogram::default();
+        for (d, (now, then)) in delta
+            .buckets
+            .iter_mut()
+            .zip(self.buckets.iter().zip(&earlier.buckets))
+        {
+            *d = now.saturating_sub(*then);
+        }
+        delta.count = delta.buckets.iter().sum();
+        delta.sum_s = if self.count >= earlier.count {
+            (self.sum_s - earlier.sum_s).max(0.0)
+        } else {
+            0.0
+        };
+        delta
+    }
+
+    /// Adds the observations of `other`.
+    pub fn add(&mut self, other: &Histogram) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine = mine.saturating_add(*theirs);
+        }
+        self.count = self.count.saturating_add(other.count);
+        self.sum_s += other.sum_s;
+    }
+
+    /// Cumulative counts per [`REQUEST_BUCKETS_S`] bound (the `+Inf` one is `count`).
+    pub fn cumulative(&self) -> Vec<u64> {
+        self.buckets[..REQUEST_BUCKETS_S.len()]
+            .iter()
+            .scan(0u64, |total, n| {
+                *total = total.saturating_add(*n);
+                Some(*total)
+            })
+            .collect()
+    }
+}
+
+/// The windows `infadapt_slo_attainment_ratio` is computed over: label and seconds.
+pub const SLO_WINDOWS: [(&str, f64); 2] = [("5m", 300.0), ("1h", 3600.0)];
+
+/// Most periods kept for the windows (bounds memory with very short periods).
+const PERIODS_KEPT: usize = 20_000;
+
+/// What one tick observed, for the windowed SLO attainment.
+#[derive(Debug, Clone, Copy)]
+pub struct PeriodCounts {
+    /// When the tick ended (monotonic wall clock).
+    pub at: Instant,
+    pub completed: u64,
+    pub dropped: u64,
+    pub slo_misses: u64,
+}
+
 /// The live state of one pipeline.
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct PipelineStatus {
@@ -199,9 +299,20 @@ pub struct PipelineStatus {
     pub planner_errors: u64,
     pub degraded: bool,
     pub last_error: Option<String>,
+    /// The pipeline's latency SLO, milliseconds (0 until its task started).
+    pub slo_ms: f64,
+    /// Requests that arrived, summed over the observed periods (the router's per-second
+    /// arrivals, or the backend's report): a counter, never reset while the service runs.
+    pub arrived: f64,
     pub completed: u64,
     pub slo_misses: u64,
     pub dropped: u64,
+    /// The newest periods' counts, oldest first (for the windowed SLO attainment).
+    #[serde(skip)]
+    pub periods: VecDeque<PeriodCounts>,
+    /// Durations of the requests the router answered (empty without a router).
+    #[serde(skip)]
+    pub request_latency: Histogram,
     /// The pipeline's request router, when it has one.
     pub router: Option<crate::router::RouterCounters>,
     /// GPU memory the plans stay within, MiB, once the backend reported its GPUs.
@@ -213,6 +324,42 @@ impl PipelineStatus {
     /// when it failed to start or its backend could never be created.
     pub fn is_serving(&self) -> bool {
         self.state == "running" && !self.plugin.origin.is_empty()
+    }
+
+    /// Books the counts one period observed: added to the totals (which therefore never go
+    /// backwards, whatever the backend's own counters do) and kept for the windows.
+    pub fn record_period(&mut self, counts: PeriodCounts, arrived: f64) {
+        if arrived.is_finite() && arrived > 0.0 {
+            self.arrived += arrived;
+        }
+        self.completed = self.completed.saturating_add(counts.completed);
+        self.dropped = self.dropped.saturating_add(counts.dropped);
+        self.slo_misses = self.slo_misses.saturating_add(counts.slo_misses);
+        self.periods.push_back(counts);
+        let longest = Duration::from_secs_f64(SLO_WINDOWS.iter().map(|w| w.1).fold(0.0, f64::max));
+        while self.periods.len() > PERIODS_KEPT
+            || self
+                .periods
+                .front()
+                .is_some_and(|p| counts.at.saturating_duration_since(p.at) > longest)
+        {
+            self.periods.pop_front();
+        }
+    }
+
+    /// Share of the requests finished in the periods that ended within `window` before
+    /// `now` that met the SLO; `None` when none finished.
+    pub fn slo_attainment_over(&self, window: Duration, now: Instant) -> Option<f64> {
+        let (mut finished, mut misses) = (0u64, 0u64);
+        for p in self
+            .periods
+            .iter()
+            .filter(|p| now.saturating_duration_since(p.at) <= window)
+        {
+            finished = finished.saturating_add(p.completed.saturating_add(p.dropped));
+            misses = misses.saturating_add(p.slo_misses);
+        }
+        (finished > 0).then(|| 1.0 - misses.min(finished) as f64 / finished as f64)
     }
 
     /// Share of finished requests that met the SLO since the start (1 when none finished).
@@ -325,9 +472,61 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// Prometheus text exposition of every pipeline.
+/// Labels of `infadapt_build_info`: the daemon's version, the plugin ABI it loads, and the
+/// operating system and architecture it was built for.
+fn build_info_labels() -> String {
+    format!(
+        "version=\"{}\",plugin_abi=\"{}\",os=\"{}\",arch=\"{}\"",
+        escape(env!("CARGO_PKG_VERSION")),
+        infadapt_plugin_abi::ABI_VERSION,
+        escape(std::env::consts::OS),
+        escape(std::env::consts::ARCH)
+    )
+}
+
+/// One histogram family: `_bucket` lines per bound (cumulative) and `+Inf`, `_sum` and
+/// `_count`, for each labelled series.
+struct HistogramSeries {
+    labels: String,
+    /// (upper bound, cumulative count) pairs, increasing bounds.
+    buckets: Vec<(f64, u64)>,
+    count: u64,
+    sum_s: f64,
+}
+
+fn write_histogram(out: &mut String, name: &str, help: &str, series: &[HistogramSeries]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for s in series {
+        let labels = &s.labels;
+        for (bound, count) in &s.buckets {
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {count}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels},le=\"+Inf\"}} {}\n\
+             {name}_sum{{{labels}}} {}\n\
+             {name}_count{{{labels}}} {}",
+            s.count, s.sum_s, s.count
+        );
+    }
+}
+
+/// Prometheus text exposition of every pipeline (and `infadapt_build_info`), with the
+/// windowed SLO attainment as of now. Process metrics are apart (`super::process`).
 pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
+    render_metrics_at(statuses, Instant::now())
+}
+
+/// [`render_metrics`] with the windows ending at `now`.
+pub fn render_metrics_at(statuses: &[PipelineStatus], now: Instant) -> String {
     let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP infadapt_build_info Always 1; the labels say which build of infadaptd runs.\n\
+         # TYPE infadapt_build_info gauge\n\
+         infadapt_build_info{{{}}} 1",
+        build_info_labels()
+    );
     let mut gauge = |name: &str, help: &str, kind: &str, rows: Vec<(String, f64)>| {
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for (labels, value) in rows {
@@ -400,6 +599,62 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "gauge",
         per(&|s| Some(s.slo_attainment())),
     );
+    gauge(
+        "infadapt_slo_attainment_ratio",
+        "Share of the requests finished in the ticks of the window that met the SLO \
+         (absent while none finished).",
+        "gauge",
+        statuses
+            .iter()
+            .flat_map(|s| {
+                SLO_WINDOWS.iter().filter_map(move |(label, seconds)| {
+                    s.slo_attainment_over(Duration::from_secs_f64(*seconds), now)
+                        .map(|v| {
+                            (
+                                format!("pipeline=\"{}\",window=\"{label}\"", escape(&s.name)),
+                                v,
+                            )
+                        })
+                })
+            })
+            .collect(),
+    );
+    gauge(
+        "infadapt_slo_seconds",
+        "The pipeline's end-to-end latency SLO.",
+        "gauge",
+        per(&|s| (s.slo_ms > 0.0).then_some(s.slo_ms / 1000.0)),
+    );
+    gauge(
+        "infadapt_period_seconds",
+        "The control period: time between two ticks.",
+        "gauge",
+        per(&|s| (s.period_s > 0.0).then_some(s.period_s)),
+    );
+    for (name, help, value) in [
+        (
+            "infadapt_requests_arrived_total",
+            "Requests that arrived, summed over the observed periods.",
+            (|s| s.arrived) as fn(&PipelineStatus) -> f64,
+        ),
+        (
+            "infadapt_requests_completed_total",
+            "Requests answered, summed over the observed periods.",
+            |s| s.completed as f64,
+        ),
+        (
+            "infadapt_requests_dropped_total",
+            "Requests dropped or failed, summed over the observed periods.",
+            |s| s.dropped as f64,
+        ),
+        (
+            "infadapt_requests_slo_misses_total",
+            "Requests that failed or took longer than the SLO, summed over the observed periods.",
+            |s| s.slo_misses as f64,
+        ),
+    ] {
+        gauge(name, help, "counter", per(&|s| Some(value(s))));
+    }
     for (name, help, value) in [
         (
             "infadapt_router_requests_total",
@@ -567,27 +822,46 @@ pub fn render_metrics(statuses: &[PipelineStatus]) -> String {
         "gauge",
         plan_rows,
     );
-    let _ = writeln!(
-        out,
-        "# HELP infadapt_tick_seconds Duration of a whole tick (observe, decide, apply, record).\n\
-         # TYPE infadapt_tick_seconds histogram"
+    let ticks: Vec<HistogramSeries> = statuses
+        .iter()
+        .map(|s| HistogramSeries {
+            labels: format!("pipeline=\"{}\"", escape(&s.name)),
+            buckets: TICK_BUCKETS_S
+                .iter()
+                .copied()
+                .zip(s.tick_times.buckets)
+                .collect(),
+            count: s.tick_times.count,
+            sum_s: s.tick_times.sum_s,
+        })
+        .collect();
+    write_histogram(
+        &mut out,
+        "infadapt_tick_seconds",
+        "Duration of a whole tick (observe, decide, apply, record).",
+        &ticks,
     );
-    for s in statuses {
-        let name = escape(&s.name);
-        for (bound, count) in TICK_BUCKETS_S.iter().zip(s.tick_times.buckets) {
-            let _ = writeln!(
-                out,
-                "infadapt_tick_seconds_bucket{{pipeline=\"{name}\",le=\"{bound}\"}} {count}"
-            );
-        }
-        let _ = writeln!(
-            out,
-            "infadapt_tick_seconds_bucket{{pipeline=\"{name}\",le=\"+Inf\"}} {}\n\
-             infadapt_tick_seconds_sum{{pipeline=\"{name}\"}} {}\n\
-             infadapt_tick_seconds_count{{pipeline=\"{name}\"}} {}",
-            s.tick_times.count, s.tick_times.sum_s, s.tick_times.count
-        );
-    }
+    let requests: Vec<HistogramSeries> = statuses
+        .iter()
+        .filter(|s| s.router.is_some())
+        .map(|s| HistogramSeries {
+            labels: format!("pipeline=\"{}\"", escape(&s.name)),
+            buckets: REQUEST_BUCKETS_S
+                .iter()
+                .copied()
+                .zip(s.request_latency.cumulative())
+                .collect(),
+            count: s.request_latency.count,
+            sum_s: s.request_latency.sum_s,
+        })
+        .collect();
+    write_histogram(
+        &mut out,
+        "infadapt_request_duration_seconds",
+        "End-to-end duration of the requests the pipeline's router answered (pipelines with a \
+         router only).",
+        &requests,
+    );
     out
 }
 
@@ -619,5 +893,98 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from:\n{text}");
         }
+    }
+
+    fn counts(at: Instant, completed: u64, dropped: u64, slo_misses: u64) -> PeriodCounts {
+        PeriodCounts {
+            at,
+            completed,
+            dropped,
+            slo_misses,
+        }
+    }
+
+    #[test]
+    fn periods_add_to_counters_and_windows_see_only_their_ticks() {
+        let start = Instant::now();
+        let at = |s: u64| start + Duration::from_secs(s);
+        let mut status = PipelineStatus {
+            name: "p".into(),
+            ..PipelineStatus::default()
+        };
+        // An old hour with many misses, then five good minutes.
+        status.record_period(counts(at(0), 100, 0, 50), 100.0);
+        status.record_period(counts(at(3000), 90, 10, 20), 100.0);
+        status.record_period(counts(at(3500), 99, 1, 1), 100.5);
+        status.record_period(counts(at(3600), 100, 0, 0), f64::NAN);
+        assert_eq!(
+            (status.completed, status.dropped, status.slo_misses),
+            (389, 11, 71)
+        );
+        assert!((status.arrived - 300.5).abs() < 1e-9);
+        let minute = |m: u64| Duration::from_secs(60 * m);
+        assert_eq!(
+            status.slo_attainment_over(minute(5), at(3600)),
+            Some(1.0 - 1.0 / 200.0)
+        );
+        assert_eq!(
+            status.slo_attainment_over(minute(60), at(3600)),
+            Some(1.0 - 71.0 / 400.0)
+        );
+        // Nothing finished in the window: no value rather than a made-up one.
+        assert_eq!(status.slo_attainment_over(minute(5), at(4000)), None);
+        let text = render_metrics_at(&[status.clone()], at(3600));
+        // A period an hour older than the newest one is dropped; the totals stay.
+        status.record_period(counts(at(3601), 0, 0, 0), 0.0);
+        assert_eq!(status.periods.len(), 4);
+        assert_eq!(status.completed, 389);
+        for line in [
+            "infadapt_requests_completed_total{pipeline=\"p\"} 389",
+            "infadapt_requests_dropped_total{pipeline=\"p\"} 11",
+            "infadapt_requests_slo_misses_total{pipeline=\"p\"} 71",
+            "infadapt_requests_arrived_total{pipeline=\"p\"} 300.5",
+            "infadapt_slo_attainment_ratio{pipeline=\"p\",window=\"5m\"} 0.995",
+            "infadapt_slo_attainment_ratio{pipeline=\"p\",window=\"1h\"} 0.8225",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        // Without a router there is no request duration series for the pipeline.
+        assert!(!text.contains("infadapt_request_duration_seconds_bucket{pipeline=\"p\""));
+    }
+
+    #[test]
+    fn request_durations_are_cumulative_and_deltas_never_go_backwards() {
+        let mut router = Histogram::default();
+        for ms in [3.0, 8.0, 60.0, 400.0, 20_000.0, f64::NAN] {
+            router.observe(ms / 1000.0);
+        }
+        let mut status = PipelineStatus {
+            name: "r".into(),
+            router: Some(crate::router::RouterCounters::default()),
+            ..PipelineStatus::default()
+        };
+        status
+            .request_latency
+            .add(&router.since(&Histogram::default()));
+        // A new router (restart) starts from zero: what came since an older, larger copy
+        // is nothing, never a negative count.
+        let fresh = Histogram::default();
+        assert_eq!(fresh.since(&router), Histogram::default());
+        let seen = router.clone();
+        router.observe(0.09);
+        status.request_latency.add(&router.since(&seen));
+        let text = render_metrics_at(&[status], Instant::now());
+        for line in [
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"0.005\"} 2",
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"0.01\"} 3",
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"0.075\"} 4",
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"0.1\"} 5",
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"10\"} 6",
+            "infadapt_request_duration_seconds_bucket{pipeline=\"r\",le=\"+Inf\"} 7",
+            "infadapt_request_duration_seconds_count{pipeline=\"r\"} 7",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
+        assert!(text.contains("infadapt_build_info{version=\""), "{text}");
     }
 }
