@@ -344,7 +344,10 @@ fn service_lifecycle_ready_http_reload_stop_and_resume() {
         daemon.log()
     );
     let log = daemon.log();
-    assert!(log.contains("pipeline[0].slo_ms: must be > 0"), "{log}");
+    assert!(
+        log.contains("pipeline[0].slo_ms: must be in (0, 3600000]"),
+        "{log}"
+    );
     assert!(
         log.contains("pipeline[0].stage[0].bogus: unknown field"),
         "{log}"
@@ -527,7 +530,7 @@ fn validate_lists_every_problem_and_exits_64() {
     assert_eq!(out.status.code(), Some(64));
     let stderr = String::from_utf8_lossy(&out.stderr);
     for needle in [
-        "daemon.period_s: must be > 0",
+        "daemon.period_s: must be in (0, 86400], got 0",
         "daemon.http.listen:",
         "pipeline[0].stage[0].variants: variant `resnet9000` is not in the catalog",
         "warp",

@@ -130,6 +130,27 @@ const TOP_LEVEL_SECTIONS: [(&str, &[&str]); 4] = [
     ),
 ];
 
+/// The CONFIGURATION section of the top-level page: every key from the configuration
+/// reference, the validator's own source of keys and ranges.
+fn configuration_section(roff: &mut clap_mangen::roff::Roff) {
+    use clap_mangen::roff::{bold, roman};
+    roff.control("SH", ["CONFIGURATION"]);
+    roff.control("PP", []);
+    roff.text([roman(
+        "Every key of the configuration file, with its type, default and range (also in \
+         docs/configuration.md). The keys of [pipeline.backend] other than type belong to the \
+         backend, which checks them itself.",
+    )]);
+    for (table, keys) in crate::config_reference::by_table() {
+        roff.control("SS", [table.as_str()]);
+        for key in keys {
+            roff.control("TP", []);
+            roff.text([bold(key.name()), roman(format!(" ({})", key.summary()))]);
+            roff.text([roman(key.doc.replace('`', ""))]);
+        }
+    }
+}
+
 fn render_man_page(command: clap::Command, is_top_level: bool) -> std::io::Result<Vec<u8>> {
     use clap_mangen::roff::{Roff, roman};
     let has_options = command.get_arguments().any(|a| !a.is_hide_set());
@@ -156,6 +177,7 @@ fn render_man_page(command: clap::Command, is_top_level: bool) -> std::io::Resul
                 roff.text([roman(*paragraph)]);
             }
         }
+        configuration_section(&mut roff);
         roff.to_writer(&mut page)?;
     }
     if has_version {

@@ -42,7 +42,7 @@ use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
 use crate::router::RouterSettings;
-use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
+use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
 
 /// Where the packaged configuration is installed.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
@@ -248,8 +248,12 @@ pub fn parse_config_checked(
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
-    let mut config = read_document(name, text, |_, root| {
-        build_config(root, raw.as_ref(), base, plugin_dirs, catalogs, backends)
+    // Every number is checked against its range in the configuration reference, the one
+    // source of the documented ranges.
+    let mut config = with_range_check(crate::config_reference::range_problem, || {
+        read_document(name, text, |_, root| {
+            build_config(root, raw.as_ref(), base, plugin_dirs, catalogs, backends)
+        })
     })?;
     config.path = PathBuf::from(name);
     Ok(config)
@@ -1070,14 +1074,14 @@ peak_rps = 80
             + "[pipeline.router]\nlisten = \"localhost\"\ntimeout_ms = 0\ncolour = 1\n";
         let errors = parse(&text).expect_err("invalid");
         for needle in [
-            "daemon.period_s: must be > 0",
+            "daemon.period_s: must be in (0, 86400], got -1",
             "daemon.bogus: unknown field",
             "pipeline[0].slo_ms: expected a number",
-            "pipeline[0].damping.min_dwell_s: must be >= 0",
-            "pipeline[0].damping.min_switch_gain: must be >= 0",
+            "pipeline[0].damping.min_dwell_s: must be in [0, 86400], got -3",
+            "pipeline[0].damping.min_switch_gain: must be in [0, 1000000000], got -0.5",
             "not_a_sim_key",
             "pipeline[0].router.listen: `localhost` is not an address",
-            "pipeline[0].router.timeout_ms: must be at least 1",
+            "pipeline[0].router.timeout_ms: must be in [1, 3600000], got 0",
             "pipeline[0].router.colour: unknown field",
         ] {
             assert!(errors.contains(needle), "{needle} missing from:\n{errors}");
@@ -1351,7 +1355,7 @@ peak_rps = 80
             "pipeline[0].fast_path.enabled: expected",
             "pipeline[0].fast_path.window_s: must be in [1, 3600], got 0.5",
             "pipeline[0].fast_path.sigmas: must be in [0, 3600], got -1",
-            "pipeline[0].fast_path.queue_slo_fraction: must be a positive share of the SLO",
+            "pipeline[0].fast_path.queue_slo_fraction: must be in (0, 100], got 0",
             "pipeline[0].fast_path.min_gap_s: must be in [0, 3600]",
             "pipeline[0].fast_path.check_s: must be in (0, 2] (the period, seconds), got 3",
             "pipeline[0].fast_path.period: unknown field",

@@ -14,6 +14,7 @@ pub mod cmd_run;
 pub mod cmd_simulate;
 pub mod cmd_validate;
 pub mod config;
+pub mod config_reference;
 pub mod exit;
 pub mod loadgen;
 pub mod output;

@@ -173,6 +173,60 @@ pub struct TableReader<'r, 'i> {
     used: RefCell<BTreeSet<String>>,
 }
 
+thread_local! {
+    /// The fields readers on this thread asked for, while [`record_fields`] runs.
+    static ASKED: RefCell<Option<BTreeSet<String>>> = const { RefCell::new(None) };
+}
+
+/// Checks a number read at a field (dotted path without indices): a message when it is out
+/// of the field's range.
+pub type RangeCheck = fn(field: &str, value: f64) -> Option<String>;
+
+thread_local! {
+    /// The range check [`with_range_check`] put in force on this thread.
+    static RANGE_CHECK: std::cell::Cell<Option<RangeCheck>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `read` with every number a [`TableReader`] reads checked by `check` (a value it
+/// refuses is reported at its position and read as absent).
+pub fn with_range_check<R>(check: RangeCheck, read: impl FnOnce() -> R) -> R {
+    let before = RANGE_CHECK.with(|c| c.replace(Some(check)));
+    let result = read();
+    RANGE_CHECK.with(|c| c.set(before));
+    result
+}
+
+/// Runs `read` and returns, with its result, every field a [`TableReader`] asked for during
+/// it (present or not), as dotted paths with array indices left out (`pipeline.stage.name`).
+/// The configuration reference's test uses it to prove the reference lists exactly the keys
+/// the reader reads.
+pub fn record_fields<R>(read: impl FnOnce() -> R) -> (R, BTreeSet<String>) {
+    ASKED.with(|asked| *asked.borrow_mut() = Some(BTreeSet::new()));
+    let result = read();
+    let fields = ASKED
+        .with(|asked| asked.borrow_mut().take())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|field| without_indices(&field))
+        .collect();
+    (result, fields)
+}
+
+/// `pipeline[0].stage[2].name` → `pipeline.stage.name`.
+pub fn without_indices(field: &str) -> String {
+    let mut out = String::with_capacity(field.len());
+    let mut depth = 0usize;
+    for c in field.chars() {
+        match c {
+            '[' => depth += 1,
+            ']' => depth = depth.saturating_sub(1),
+            _ if depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Describes a TOML value's type for messages.
 fn kind(value: &DeValue<'_>) -> &'static str {
     value.type_str()
@@ -218,6 +272,11 @@ impl<'r, 'i> TableReader<'r, 'i> {
 
     fn entry(&self, key: &str) -> Option<(Range<usize>, &'r Spanned<DeValue<'i>>)> {
         self.used.borrow_mut().insert(key.to_owned());
+        ASKED.with(|asked| {
+            if let Some(asked) = asked.borrow_mut().as_mut() {
+                asked.insert(self.field(key));
+            }
+        });
         self.table
             .iter()
             .find(|(k, _)| k.get_ref().as_ref() == key)
@@ -294,11 +353,28 @@ impl<'r, 'i> TableReader<'r, 'i> {
         );
     }
 
+    /// Reports `v` at `key` when the range check in force refuses it (see
+    /// [`with_range_check`]); whether it passed.
+    fn in_range(&self, key: &str, value: &Spanned<DeValue<'i>>, v: f64) -> bool {
+        let problem = RANGE_CHECK.with(|check| {
+            check
+                .get()
+                .and_then(|check| check(&without_indices(&self.field(key)), v))
+        });
+        match problem {
+            Some(message) => {
+                self.reader.report(value.span(), &self.field(key), message);
+                false
+            }
+            None => true,
+        }
+    }
+
     /// A number (integer or float) at `key`, if present.
     pub fn opt_f64(&self, key: &str) -> Option<f64> {
         let (_, value) = self.entry(key)?;
         match value_f64(value.get_ref()) {
-            Some(v) if v.is_finite() => Some(v),
+            Some(v) if v.is_finite() => self.in_range(key, value, v).then_some(v),
             Some(v) => {
                 self.reader.report(
                     value.span(),
@@ -335,7 +411,7 @@ impl<'r, 'i> TableReader<'r, 'i> {
                 .ok()
                 .and_then(|v| u32::try_from(v).ok())
             {
-                Some(v) => Some(v),
+                Some(v) => self.in_range(key, value, f64::from(v)).then_some(v),
                 None => {
                     self.reader.report(
                         value.span(),
