@@ -1007,6 +1007,7 @@ mod tests {
                 batch_sizes: vec![1],
                 core_options: vec![1],
                 max_replicas: 8,
+                min_replicas: 1,
             }],
         }
     }
