@@ -6,6 +6,7 @@
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
+pub mod access;
 pub mod http;
 pub mod notify;
 pub mod pipeline;
@@ -27,6 +28,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
 use crate::plugin_host::PluginHost;
+use access::WriteAccess;
 use pipeline::{DecisionSink, TaskOptions, run_pipeline};
 use status::Registry;
 
@@ -40,6 +42,8 @@ pub enum ServiceError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("[daemon.http] token_file: {0}")]
+    Token(String),
 }
 
 /// How to run the service.
@@ -272,8 +276,32 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     };
     let config = options.config.clone();
     let registry = Registry::new(config.daemon.decisions_kept);
+    let state_dir = options
+        .persist_state
+        .then(|| config.daemon.resolved_state_dir());
+    // Pipelines paused over the API stay paused across restarts.
+    if let Some(dir) = &state_dir {
+        match state::load_paused(dir) {
+            Ok(paused) => {
+                for name in paused {
+                    if config.pipelines.iter().any(|p| p.name == name) {
+                        info!(pipeline = %name, "paused (kept from before the restart)");
+                        registry.update(&name, |s| s.paused = true);
+                    }
+                }
+            }
+            Err(e) => warn!(error = %e, "cannot read the paused pipelines; none is paused"),
+        }
+    }
     if options.serve_http {
-        serve_http(&config.daemon.http, registry.clone()).await?;
+        let access = match &config.daemon.token_file {
+            Some(path) => WriteAccess::with_token(
+                access::read_token_file(path).map_err(ServiceError::Token)?,
+                state_dir.clone(),
+            ),
+            None => WriteAccess::disabled(),
+        };
+        serve_http(&config.daemon.http, registry.clone(), access).await?;
     }
     let plugins = Arc::new(PluginHost::new(
         config.daemon.plugin_dirs.clone(),
@@ -336,8 +364,12 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     })
 }
 
-async fn serve_http(listen: &HttpListen, registry: Registry) -> Result<(), ServiceError> {
-    let router = http::router(registry);
+async fn serve_http(
+    listen: &HttpListen,
+    registry: Registry,
+    access: WriteAccess,
+) -> Result<(), ServiceError> {
+    let router = http::router(registry, access);
     match listen {
         HttpListen::Disabled => {}
         HttpListen::Tcp(address) => {
