@@ -9,6 +9,7 @@ mod forecast_cli;
 mod logging;
 mod one_loop;
 mod packaging;
+mod pause;
 mod plan_cli;
 mod plugins;
 mod process;
