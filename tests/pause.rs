@@ -1,7 +1,8 @@
 //! Pause and resume over the API on the daemon's own pipeline task and the linked simulated
 //! backend: while paused the loop keeps deciding, every decision that would change the plan
 //! is recorded as not applied (`paused`) and the plan in force stays the same tick after
-//! tick; after a resume the next such decision is applied.
+//! tick; after a resume the next such decision is applied. Then the real binary: the
+//! `pause` and `resume` commands through the API, and a pause kept across a restart.
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
@@ -17,7 +18,7 @@ use infadaptd::service::pipeline::{TaskOptions, run_pipeline};
 use infadaptd::service::status::{DecisionRecord, Registry};
 use tokio::sync::{mpsc, watch};
 
-use crate::daemon::{http_get, repo_root, scratch};
+use crate::daemon::{Daemon, config_text, free_port, http_get, repo_root, scratch, wait_until};
 
 const TOKEN: &str = "pause-test-token-0123456789";
 
@@ -203,5 +204,105 @@ fn a_paused_pipeline_decides_but_keeps_its_plan_until_resumed() {
 
     let _ = stop.send(true);
     service.join().expect("the service thread");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs `infadaptd pause|resume resnet --config FILE`: the exit code and stdout.
+fn cli(verb: &str, config: &std::path::Path) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args([verb, "resnet", "--config"])
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run infadaptd");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Starts `infadaptd run --config FILE` without a service manager.
+fn start(config: &std::path::Path) -> Daemon {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_infadaptd"));
+    command
+        .args(["run", "--config"])
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("WATCHDOG_USEC");
+    Daemon::spawn(command)
+}
+
+/// Whether `/v1/status` says the pipeline is paused, once the service answers.
+fn paused_in_status(port: u16, daemon: &Daemon) -> bool {
+    let mut paused = None;
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            paused = http_get(port, "/v1/status")
+                .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .and_then(|s| s["pipelines"][0]["paused"].as_bool());
+            paused.is_some()
+        }),
+        "no status; log:\n{}",
+        daemon.log()
+    );
+    paused.unwrap_or_default()
+}
+
+#[test]
+fn the_cli_pauses_through_the_api_and_the_pause_survives_a_restart() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = scratch("pause-restart");
+    let token = dir.join("api-token");
+    std::fs::write(&token, format!("{TOKEN}\n")).expect("token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let port = free_port();
+    let config = dir.join("infadaptd.toml");
+    let text = config_text(port, &dir.join("state"), 60).replace(
+        &format!("listen = \"127.0.0.1:{port}\""),
+        &format!(
+            "listen = \"127.0.0.1:{port}\"\ntoken_file = \"{}\"",
+            token.display()
+        ),
+    );
+    std::fs::write(&config, text).expect("config");
+
+    let mut daemon = start(&config);
+    assert!(!paused_in_status(port, &daemon));
+    let (code, stdout, stderr) = cli("pause", &config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "pipeline `resnet` paused: its decisions are recorded, not applied"
+    );
+    assert!(paused_in_status(port, &daemon));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0), "{}", daemon.log());
+
+    let mut daemon = start(&config);
+    assert!(paused_in_status(port, &daemon), "{}", daemon.log());
+    assert!(
+        daemon.wait_log("paused (kept from before the restart)", Duration::from_secs(5)),
+        "{}",
+        daemon.log()
+    );
+    let (code, stdout, stderr) = cli("resume", &config);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(
+        stdout.trim(),
+        "pipeline `resnet` resumed: its decisions are applied again"
+    );
+    assert!(!paused_in_status(port, &daemon));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0), "{}", daemon.log());
+
+    // A token file others may read stops the command before it sends anything.
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let (code, _, stderr) = cli("pause", &config);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert!(stderr.contains("daemon.http.token_file") && stderr.contains("chmod 600"), "{stderr}");
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd_assets, cmd_forecast, cmd_plan, cmd_profile, cmd_profiles, cmd_run, cmd_simulate,
-    cmd_validate, exit,
+    cmd_assets, cmd_forecast, cmd_pause, cmd_plan, cmd_profile, cmd_profiles, cmd_run,
+    cmd_simulate, cmd_validate, exit,
 };
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
@@ -37,6 +37,11 @@ pub enum Command {
     Run(cmd_run::RunArgs),
     /// Check a daemon configuration file and list every problem (exit 64 if any).
     Validate(cmd_validate::ValidateArgs),
+    /// Ask the running service to stop applying a pipeline's decisions (it keeps deciding
+    /// and keeps the deployed plan); needs `[daemon.http] token_file`.
+    Pause(cmd_pause::PauseArgs),
+    /// Ask the running service to apply a paused pipeline's decisions again.
+    Resume(cmd_pause::PauseArgs),
 }
 
 /// `infadaptd generate-assets DIR`, the package build's helper. It is parsed apart from
@@ -103,5 +108,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Simulate(args) => cmd_simulate::run(&args),
         Command::Run(args) => cmd_run::run(&args),
         Command::Validate(args) => cmd_validate::run(&args),
+        Command::Pause(args) => cmd_pause::run(&args, true),
+        Command::Resume(args) => cmd_pause::run(&args, false),
     }
 }

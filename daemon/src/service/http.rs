@@ -354,8 +354,15 @@ async fn set_paused(
         }));
     };
     if let Some(dir) = api.access.state_dir().map(std::path::Path::to_path_buf) {
-        let set = api.registry.paused();
-        let saved = tokio::task::spawn_blocking(move || state::save_paused(&dir, &set)).await;
+        let registry = api.registry.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            // Pauses of pipelines not running now (a reload removed them) are kept.
+            let mut set = state::load_paused(&dir).unwrap_or_default();
+            set.retain(|name| !registry.contains(name));
+            set.extend(registry.paused());
+            state::save_paused(&dir, &set)
+        })
+        .await;
         let problem = match saved {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(e.to_string()),

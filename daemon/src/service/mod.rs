@@ -129,10 +129,27 @@ impl App {
     }
 
     fn start(&mut self, config: PipelineConfig) {
+        // A pipeline paused over the API stays paused across restarts and, when a reload
+        // removed it and brings it back, across that too: the state directory keeps the
+        // pauses of pipelines the service does not run.
+        let kept_paused = !self.registry.contains(&config.name)
+            && self.options.persist_state
+            && match state::load_paused(&self.config.daemon.resolved_state_dir()) {
+                Ok(paused) => paused.contains(&config.name),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the paused pipelines; not paused");
+                    false
+                }
+            };
+        if kept_paused {
+            info!(pipeline = %config.name, "paused (kept from before the restart)");
+        }
         // Known to the API from now on, before its task first runs: a request for it does
         // not meet an unknown pipeline.
-        self.registry
-            .update(&config.name, |s| s.state = "starting".to_owned());
+        self.registry.update(&config.name, |s| {
+            s.state = "starting".to_owned();
+            s.paused |= kept_paused;
+        });
         let (stop, stopped) = watch::channel(false);
         let (reconfigure, reconfigured) = mpsc::unbounded_channel();
         let handle = tokio::spawn(run_pipeline(
@@ -279,20 +296,6 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     let state_dir = options
         .persist_state
         .then(|| config.daemon.resolved_state_dir());
-    // Pipelines paused over the API stay paused across restarts.
-    if let Some(dir) = &state_dir {
-        match state::load_paused(dir) {
-            Ok(paused) => {
-                for name in paused {
-                    if config.pipelines.iter().any(|p| p.name == name) {
-                        info!(pipeline = %name, "paused (kept from before the restart)");
-                        registry.update(&name, |s| s.paused = true);
-                    }
-                }
-            }
-            Err(e) => warn!(error = %e, "cannot read the paused pipelines; none is paused"),
-        }
-    }
     if options.serve_http {
         let access = match &config.daemon.token_file {
             Some(path) => WriteAccess::with_token(

@@ -257,6 +257,11 @@ impl Registry {
         Some(std::mem::replace(&mut status.paused, paused))
     }
 
+    /// Whether the service knows `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
     /// Whether `name` is paused.
     pub fn is_paused(&self, name: &str) -> bool {
         self.lock().get(name).is_some_and(|s| s.paused)
