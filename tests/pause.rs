@@ -280,12 +280,20 @@ fn the_cli_pauses_through_the_api_and_the_pause_survives_a_restart() {
     );
     assert!(paused_in_status(port, &daemon));
     daemon.signal("TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0), "{}", daemon.log());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
 
     let mut daemon = start(&config);
     assert!(paused_in_status(port, &daemon), "{}", daemon.log());
     assert!(
-        daemon.wait_log("paused (kept from before the restart)", Duration::from_secs(5)),
+        daemon.wait_log(
+            "paused (kept from before the restart)",
+            Duration::from_secs(5)
+        ),
         "{}",
         daemon.log()
     );
@@ -297,12 +305,20 @@ fn the_cli_pauses_through_the_api_and_the_pause_survives_a_restart() {
     );
     assert!(!paused_in_status(port, &daemon));
     daemon.signal("TERM");
-    assert_eq!(daemon.wait_exit(Duration::from_secs(20)), Some(0), "{}", daemon.log());
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(20)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
 
     // A token file others may read stops the command before it sends anything.
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
     let (code, _, stderr) = cli("pause", &config);
     assert_eq!(code, Some(64), "{stderr}");
-    assert!(stderr.contains("daemon.http.token_file") && stderr.contains("chmod 600"), "{stderr}");
+    assert!(
+        stderr.contains("daemon.http.token_file") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

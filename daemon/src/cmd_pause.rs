@@ -78,9 +78,10 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
             exchange(&mut stream, &request)?
         }
         HttpListen::Unix(socket) => {
-            let mut stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| {
-                format!("cannot reach the service's API at {}", socket.display())
-            })?;
+            let mut stream =
+                std::os::unix::net::UnixStream::connect(socket).with_context(|| {
+                    format!("cannot reach the service's API at {}", socket.display())
+                })?;
             stream.set_read_timeout(Some(TIMEOUT))?;
             stream.set_write_timeout(Some(TIMEOUT))?;
             exchange(&mut stream, &request)?
@@ -90,7 +91,10 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
     let json: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     if code != 200 {
         let message = json["error"].as_str().unwrap_or(body.trim());
-        bail!("the service refused to {verb} `{}` (HTTP {code}): {message}", args.pipeline);
+        bail!(
+            "the service refused to {verb} `{}` (HTTP {code}): {message}",
+            args.pipeline
+        );
     }
     let changed = json["changed"].as_bool().unwrap_or(true);
     let what = match (paused, changed) {
@@ -104,7 +108,10 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
 }
 
 /// Sends `request` and reads the whole response (the request asks to close after it).
-fn exchange(stream: &mut (impl std::io::Read + std::io::Write), request: &str) -> anyhow::Result<String> {
+fn exchange(
+    stream: &mut (impl std::io::Read + std::io::Write),
+    request: &str,
+) -> anyhow::Result<String> {
     stream
         .write_all(request.as_bytes())
         .context("sending the request")?;

@@ -619,7 +619,10 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
             );
         }
     }
-    match d.opt_choice("scale_up_select_policy", &["max", "min"]).as_deref() {
+    match d
+        .opt_choice("scale_up_select_policy", &["max", "min"])
+        .as_deref()
+    {
         Some("min") => damping.scale_up_select_policy = SelectPolicy::Min,
         Some(_) => damping.scale_up_select_policy = SelectPolicy::Max,
         None => {}
@@ -866,14 +869,18 @@ peak_rps = 80
     #[test]
     fn a_token_file_must_exist_and_be_private() {
         use std::os::unix::fs::PermissionsExt as _;
-        let dir = std::env::temp_dir().join(format!("infadaptd-config-token-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("infadaptd-config-token-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let token = dir.join("token");
         std::fs::write(&token, "abcdef0123456789\n").expect("write");
         let with_token = |path: &Path| {
             GOOD.replace(
                 "listen = \"127.0.0.1:0\"",
-                &format!("listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"", path.display()),
+                &format!(
+                    "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"",
+                    path.display()
+                ),
             )
         };
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");

@@ -153,7 +153,11 @@ fn min_replicas_holds_every_solver_to_the_stage_total() {
     p.pipeline.stages[0].core_options = vec![1];
     p.allow_mix = true;
     let s = solve(&p).expect("feasible");
-    let total: u32 = s.plan.stages[0].assignments.iter().map(|a| a.replicas).sum();
+    let total: u32 = s.plan.stages[0]
+        .assignments
+        .iter()
+        .map(|a| a.replicas)
+        .sum();
     assert!(total >= 2, "{:?}", s.plan);
     // Cores the minimum cannot fit in make the problem infeasible, with a diagnosis.
     let mut p = one_stage(500.0, 1.0);

@@ -18,7 +18,8 @@ pub const DENIAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// read, write or execute (mode 0600 or stricter), holding one non-empty line. The error
 /// says what is wrong and how to fix it.
 pub fn read_token_file(path: &Path) -> Result<String, String> {
-    let metadata = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let metadata =
+        fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     if !metadata.is_file() {
         return Err(format!("{} is not a regular file", path.display()));
     }
@@ -166,9 +167,15 @@ mod tests {
         let access = WriteAccess::with_token("s3cret-token".to_owned(), None);
         assert_eq!(access.check(Some(b"Bearer s3cret-token")), Ok(()));
         assert_eq!(access.check(Some(b"bearer s3cret-token")), Ok(()));
-        assert_eq!(access.check(Some(b"Bearer s3cret-tokeN")), Err(Denied::Wrong));
+        assert_eq!(
+            access.check(Some(b"Bearer s3cret-tokeN")),
+            Err(Denied::Wrong)
+        );
         assert_eq!(access.check(Some(b"Bearer s3cret")), Err(Denied::Wrong));
-        assert_eq!(access.check(Some(b"Basic s3cret-token")), Err(Denied::Missing));
+        assert_eq!(
+            access.check(Some(b"Basic s3cret-token")),
+            Err(Denied::Missing)
+        );
         assert_eq!(access.check(Some(b"Bearer ")), Err(Denied::Missing));
         assert_eq!(access.check(None), Err(Denied::Missing));
         assert_eq!(

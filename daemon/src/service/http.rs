@@ -350,7 +350,11 @@ async fn set_paused(
     let _writing = api.access.writing.lock().await;
     let Some(was) = api.registry.set_paused(&name, paused) else {
         return Err(pipeline(Some(&name), &[]).err().unwrap_or_else(|| {
-            ApiError::new(StatusCode::NOT_FOUND, format!("unknown pipeline `{name}`"), json!({}))
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("unknown pipeline `{name}`"),
+                json!({}),
+            )
         }));
     };
     if let Some(dir) = api.access.state_dir().map(std::path::Path::to_path_buf) {

@@ -250,7 +250,8 @@ async fn post(port: u16, path: &str, token: Option<&str>) -> (u16, String, Value
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    let authorization = token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
     stream
         .write_all(
             format!(
@@ -368,8 +369,14 @@ async fn pause_and_resume_show_in_status_and_metrics_and_are_kept() {
         .collect();
     assert_eq!(paused, [("a", true), ("b", false)]);
     let (_, _, metrics) = get(port, "/metrics").await;
-    assert!(metrics.contains("infadapt_paused{pipeline=\"a\"} 1"), "{metrics}");
-    assert!(metrics.contains("infadapt_paused{pipeline=\"b\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("infadapt_paused{pipeline=\"a\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infadapt_paused{pipeline=\"b\"} 0"),
+        "{metrics}"
+    );
     assert_eq!(
         state::load_paused(&dir).expect("kept"),
         ["a".to_owned()].into()
