@@ -482,6 +482,8 @@ fn rate_policies_combine_like_the_horizontal_autoscaler() {
 #[test]
 fn a_needed_increase_ignores_the_scale_up_window_and_rate_policies() {
     // Deployed fast × 5 carries 40 rps; the proposal for 240 rps (30 replicas) is needed.
+    // The observed demand is still 30 rps, which the deployed plan carries: only the
+    // planned load makes the increase needed (the demand floor does not come into it).
     let config = DampingConfig {
         scale_up_stabilization_window_s: 600.0,
         max_replicas_added_per_tick: Some(1),
@@ -489,9 +491,13 @@ fn a_needed_increase_ignores_the_scale_up_window_and_rate_policies() {
         scale_up_select_policy: SelectPolicy::Min,
         ..DampingConfig::default()
     };
-    let ticks = vec![sized("fast", 20.0), sized("fast", 240.0)];
+    let mut rising = sized("fast", 240.0);
+    rising.demand_rps = 30.0;
+    let ticks = vec![sized("fast", 20.0), rising];
     let (plans, reasons) = drive(config, plan("fast", 5), &ticks);
     assert_eq!(plans[1], ticks[1].proposed, "{reasons:?}");
+    // Let through as needed, not held and then overridden by a guard.
+    assert!(reasons[1].is_empty(), "{reasons:?}");
 }
 
 #[test]

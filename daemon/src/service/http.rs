@@ -349,13 +349,16 @@ async fn set_paused(
     // One change of the paused set at a time, so the file keeps the last one.
     let _writing = api.access.writing.lock().await;
     let Some(was) = api.registry.set_paused(&name, paused) else {
-        return Err(pipeline(Some(&name), &[]).err().unwrap_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                format!("unknown pipeline `{name}`"),
-                json!({}),
-            )
-        }));
+        // Removed by a reload since the check above.
+        return Err(pipeline(Some(&name), &api.registry.snapshot())
+            .err()
+            .unwrap_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown pipeline `{name}`"),
+                    json!({ "pipeline": name }),
+                )
+            }));
     };
     if let Some(dir) = api.access.state_dir().map(std::path::Path::to_path_buf) {
         let registry = api.registry.clone();
