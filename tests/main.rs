@@ -15,6 +15,7 @@ mod metrics;
 mod no_debug_output;
 mod one_loop;
 mod packaging;
+mod pause;
 mod plan_cli;
 mod plugins;
 mod process;

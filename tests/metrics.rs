@@ -72,6 +72,7 @@ fn full_statuses() -> Vec<PipelineStatus> {
         decide_ms: 12.0,
         fast_path: true,
         forecaster: "arima".to_owned(),
+        not_applied: None,
         decision,
     };
     let mut routed = PipelineStatus {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::{
-    cmd_assets, cmd_completions, cmd_forecast, cmd_plan, cmd_profile, cmd_profiles, cmd_run,
-    cmd_simulate, cmd_validate, exit,
+    cmd_assets, cmd_completions, cmd_forecast, cmd_pause, cmd_plan, cmd_profile, cmd_profiles,
+    cmd_run, cmd_simulate, cmd_validate, exit,
 };
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
@@ -39,6 +39,11 @@ pub enum Command {
     Validate(cmd_validate::ValidateArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
     Completions(cmd_completions::CompletionsArgs),
+    /// Ask the running service to stop applying a pipeline's decisions (it keeps deciding
+    /// and keeps the deployed plan); needs `[daemon.http] token_file`.
+    Pause(cmd_pause::PauseArgs),
+    /// Ask the running service to apply a paused pipeline's decisions again.
+    Resume(cmd_pause::PauseArgs),
 }
 
 /// `infadaptd generate-assets DIR`, the package build's helper. It is parsed apart from
@@ -106,5 +111,7 @@ fn dispatch(command: Command) -> anyhow::Result<u8> {
         Command::Run(args) => cmd_run::run(&args),
         Command::Validate(args) => cmd_validate::run(&args),
         Command::Completions(args) => cmd_completions::run(&args),
+        Command::Pause(args) => cmd_pause::run(&args, true),
+        Command::Resume(args) => cmd_pause::run(&args, false),
     }
 }

@@ -7,6 +7,7 @@
 //! period_s = 10
 //! [daemon.http]
 //! listen = "127.0.0.1:9187"
+//! token_file = "api-token"                # optional: enables pause/resume (mode 0600)
 //!
 //! [[pipeline]]
 //! name = "resnet"
@@ -28,7 +29,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use infadapt_control::{
-    ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SpareConfig,
+    ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SelectPolicy,
+    SpareConfig,
 };
 use infadapt_forecast::ForecastError;
 use infadapt_forecast::lstm::LstmModel;
@@ -81,6 +83,9 @@ pub struct DaemonSettings {
     /// Exit with an error at start when no pipeline could create its backend (a service
     /// that would only report failures is restarted instead of looking ready).
     pub require_running_pipeline: bool,
+    /// `[daemon.http] token_file`: the file holding the bearer token of the API's write
+    /// endpoints (pause, resume); `None` turns them off (403).
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for DaemonSettings {
@@ -95,6 +100,7 @@ impl Default for DaemonSettings {
             decisions_kept: 100,
             backend_timeout_s: 5.0,
             require_running_pipeline: true,
+            token_file: None,
         }
     }
 }
@@ -436,8 +442,17 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         Some(n) => n as usize,
         None => defaults.decisions_kept,
     };
+    let mut token_file = None;
     let http = match table.opt_table("http") {
         Some(h) => {
+            if let Some(path) = h.opt_str("token_file") {
+                let path = base.join(path);
+                // Checked here so that `validate` and a start refuse a token others may read.
+                if let Err(message) = crate::service::access::read_token_file(&path) {
+                    h.report("token_file", message);
+                }
+                token_file = Some(path);
+            }
             let listen = h.opt_str("listen");
             let unix = h.opt_str("unix");
             let enabled = h.opt_bool("enabled").unwrap_or(true);
@@ -475,6 +490,7 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         decisions_kept,
         backend_timeout_s,
         require_running_pipeline,
+        token_file,
     }
 }
 
@@ -897,6 +913,28 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
     };
     damping.stabilization_window_s =
         non_negative("stabilization_window_s", damping.stabilization_window_s);
+    damping.scale_up_stabilization_window_s = non_negative(
+        "scale_up_stabilization_window_s",
+        damping.scale_up_stabilization_window_s,
+    );
+    if let Some(v) = d.opt_f64("max_scale_up_percent") {
+        if v.is_finite() && v > 0.0 {
+            damping.max_scale_up_percent = Some(v);
+        } else {
+            d.report(
+                "max_scale_up_percent",
+                format!("must be a positive percentage (leave it out for no limit), got {v}"),
+            );
+        }
+    }
+    match d
+        .opt_choice("scale_up_select_policy", &["max", "min"])
+        .as_deref()
+    {
+        Some("min") => damping.scale_up_select_policy = SelectPolicy::Min,
+        Some(_) => damping.scale_up_select_policy = SelectPolicy::Max,
+        None => {}
+    }
     damping.min_dwell_s = non_negative("min_dwell_s", damping.min_dwell_s);
     damping.min_switch_gain = non_negative("min_switch_gain", damping.min_switch_gain);
     if let Some(v) = d.opt_f64("deadband_fraction") {
@@ -1316,6 +1354,93 @@ peak_rps = 80
             text.contains("forecast.lstm_model: unknown field"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn min_replicas_and_the_scale_up_knobs_are_read_and_checked_with_positions() {
+        let config = parse(GOOD).expect("valid");
+        let p = &config.pipelines[0];
+        assert_eq!(p.control.problem.pipeline.stages[0].min_replicas, 1);
+        assert_eq!(p.control.damping.scale_up_stabilization_window_s, 0.0);
+        assert_eq!(p.control.damping.max_scale_up_percent, None);
+        assert_eq!(p.control.damping.scale_up_select_policy, SelectPolicy::Max);
+        let set = parse(
+            &GOOD
+                .replace("max_replicas = 10", "max_replicas = 10\nmin_replicas = 2")
+                .replace(
+                    "min_switch_gain = 0.01",
+                    "min_switch_gain = 0.01\nscale_up_stabilization_window_s = 30\n\
+                     max_scale_up_percent = 50\nscale_up_select_policy = \"min\"",
+                ),
+        )
+        .expect("valid");
+        let p = &set.pipelines[0];
+        assert_eq!(p.control.problem.pipeline.stages[0].min_replicas, 2);
+        assert_eq!(p.control.damping.scale_up_stabilization_window_s, 30.0);
+        assert_eq!(p.control.damping.max_scale_up_percent, Some(50.0));
+        assert_eq!(p.control.damping.scale_up_select_policy, SelectPolicy::Min);
+
+        let bad = parse(
+            &GOOD
+                .replace("max_replicas = 10", "max_replicas = 10\nmin_replicas = 11")
+                .replace(
+                    "min_switch_gain = 0.01",
+                    "min_switch_gain = 0.01\nscale_up_stabilization_window_s = -1\n\
+                     max_scale_up_percent = 0\nscale_up_select_policy = \"most\"",
+                ),
+        )
+        .expect_err("invalid");
+        for needle in [
+            "c.toml:15:16: pipeline[0].stage[0].min_replicas: must be at most max_replicas (10), got 11",
+            "c.toml:19:35: pipeline[0].damping.scale_up_stabilization_window_s: must be in [0, 86400], got -1",
+            "c.toml:20:24: pipeline[0].damping.max_scale_up_percent: must be in (0, 100000], got 0",
+            "c.toml:21:26: pipeline[0].damping.scale_up_select_policy:",
+        ] {
+            assert!(bad.contains(needle), "{needle} missing from:\n{bad}");
+        }
+        let zero = parse(&GOOD.replace("max_replicas = 10", "max_replicas = 10\nmin_replicas = 0"))
+            .expect_err("invalid");
+        assert!(
+            zero.contains("pipeline[0].stage[0].min_replicas: must be in [1, 100000], got 0"),
+            "{zero}"
+        );
+    }
+
+    #[test]
+    fn a_token_file_must_exist_and_be_private() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir =
+            std::env::temp_dir().join(format!("infadaptd-config-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let token = dir.join("token");
+        std::fs::write(&token, "abcdef0123456789\n").expect("write");
+        let with_token = |path: &Path| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!(
+                    "listen = \"127.0.0.1:0\"\ntoken_file = \"{}\"",
+                    path.display()
+                ),
+            )
+        };
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let config = parse(&with_token(&token)).expect("valid");
+        assert_eq!(config.daemon.token_file.as_deref(), Some(token.as_path()));
+        assert_eq!(parse(GOOD).expect("valid").daemon.token_file, None);
+        std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let errors = parse(&with_token(&token)).expect_err("readable by others");
+        assert!(
+            errors.contains("c.toml:6:14: daemon.http.token_file:")
+                && errors.contains("(mode 0644)")
+                && errors.contains("chmod 600"),
+            "{errors}"
+        );
+        let errors = parse(&with_token(&dir.join("missing"))).expect_err("missing");
+        assert!(
+            errors.contains("daemon.http.token_file: cannot read"),
+            "{errors}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -176,6 +176,14 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Unix socket of the HTTP API instead of `listen`.",
     },
     KeySpec {
+        path: "daemon.http.token_file",
+        kind: "path",
+        integer: false,
+        default: "none",
+        bounds: None,
+        doc: "File holding the bearer token of the write endpoints (pause, resume); mode 0600 or stricter. Without it they answer 403.",
+    },
+    KeySpec {
         path: "pipeline.name",
         kind: "string",
         integer: false,
@@ -269,6 +277,19 @@ pub const KEYS: &[KeySpec] = &[
         default: "`[1]`",
         bounds: None,
         doc: "Cores per replica the planner may choose (each ≥ 1).",
+    },
+    KeySpec {
+        path: "pipeline.stage.min_replicas",
+        kind: "integer",
+        integer: true,
+        default: "1",
+        bounds: Some(Bounds {
+            min: 1.0,
+            min_open: false,
+            max: 100000.0,
+            max_open: false,
+        }),
+        doc: "Fewest replicas of the stage (all its variants together); at most `max_replicas`.",
     },
     KeySpec {
         path: "pipeline.stage.max_replicas",
@@ -564,6 +585,19 @@ pub const KEYS: &[KeySpec] = &[
         doc: "Scale-down takes the largest recommendation of this window.",
     },
     KeySpec {
+        path: "pipeline.damping.scale_up_stabilization_window_s",
+        kind: "number (s)",
+        integer: false,
+        default: "0",
+        bounds: Some(Bounds {
+            min: 0.0,
+            min_open: false,
+            max: 86400.0,
+            max_open: false,
+        }),
+        doc: "An optional scale-up takes the smallest recommendation of this window (a needed increase goes at once).",
+    },
+    KeySpec {
         path: "pipeline.damping.deadband_fraction",
         kind: "number",
         integer: false,
@@ -627,6 +661,27 @@ pub const KEYS: &[KeySpec] = &[
             max_open: false,
         }),
         doc: "Most replicas one tick removes.",
+    },
+    KeySpec {
+        path: "pipeline.damping.max_scale_up_percent",
+        kind: "number (%)",
+        integer: false,
+        default: "no limit",
+        bounds: Some(Bounds {
+            min: 0.0,
+            min_open: true,
+            max: 100000.0,
+            max_open: false,
+        }),
+        doc: "Most replicas one tick adds, as a percentage of the stage's replicas (optional increases only).",
+    },
+    KeySpec {
+        path: "pipeline.damping.scale_up_select_policy",
+        kind: "`max` or `min`",
+        integer: false,
+        default: "`max`",
+        bounds: None,
+        doc: "How the replica and percent limits combine: the more permissive (`max`) or the stricter (`min`).",
     },
     KeySpec {
         path: "pipeline.damping.min_switch_gain",
@@ -917,6 +972,7 @@ period_s = 86400
 [[pipeline.stage]]
 name = "classify"
 variants = ["resnet18"]
+max_replicas = 100000
 [pipeline.weights]
 [pipeline.limits]
 [pipeline.solver]

@@ -7,6 +7,7 @@ pub mod cli;
 pub mod cmd_assets;
 pub mod cmd_completions;
 pub mod cmd_forecast;
+pub mod cmd_pause;
 pub mod cmd_plan;
 pub mod cmd_profile;
 pub mod cmd_profiles;

@@ -14,6 +14,7 @@
 //! batch_sizes = [1]
 //! core_options = [1, 2, 4]
 //! max_replicas = 20
+//! min_replicas = 2                          # the stage's least replicas (default 1)
 //! ```
 
 use std::collections::BTreeMap;
@@ -364,6 +365,16 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
     if max_replicas == 0 {
         st.report("max_replicas", "must be at least 1");
     }
+    // The whole stage's least replicas (a variant mix counts every assignment).
+    let min_replicas = st.opt_u32("min_replicas").unwrap_or(1);
+    if min_replicas == 0 {
+        st.report("min_replicas", "must be at least 1");
+    } else if max_replicas > 0 && min_replicas > max_replicas {
+        st.report(
+            "min_replicas",
+            format!("must be at most max_replicas ({max_replicas}), got {min_replicas}"),
+        );
+    }
     if !complete {
         return None;
     }
@@ -373,6 +384,7 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
         batch_sizes: batch_sizes?,
         core_options: core_options?,
         max_replicas,
+        min_replicas: min_replicas.clamp(1, max_replicas.max(1)),
     })
 }
 

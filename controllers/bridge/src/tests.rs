@@ -33,6 +33,7 @@ fn pipeline() -> Pipeline {
             batch_sizes: vec![1],
             core_options: vec![1],
             max_replicas: 8,
+            min_replicas: 1,
         }],
     }
 }

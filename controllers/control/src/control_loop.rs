@@ -1017,6 +1017,7 @@ mod tests {
                 batch_sizes: vec![1],
                 core_options: vec![1],
                 max_replicas: 8,
+                min_replicas: 1,
             }],
         }
     }
@@ -1365,6 +1366,55 @@ mod tests {
         auto.forecast.model = ModelKind::Auto;
         let auto = ControlLoop::new(auto).unwrap();
         assert_eq!(auto.forecaster_following(), "max");
+    }
+
+    #[test]
+    fn the_fast_path_adds_what_the_load_needs_whatever_the_scale_up_knobs_say() {
+        // The strictest scale-up settings: a 10-minute window, one replica or 10 % per
+        // tick, the stricter of the two. A burst to 150 rps outruns the plan in force; the
+        // fast path's re-plan is a needed increase (and the observed demand is above what
+        // the plan in force carries) and goes at once, whole.
+        let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+        config.damping.scale_up_stabilization_window_s = 600.0;
+        config.damping.max_replicas_added_per_tick = Some(1);
+        config.damping.max_scale_up_percent = Some(10.0);
+        config.damping.scale_up_select_policy = infadapt_damping::SelectPolicy::Min;
+        config.initial_plan = Some(plan(1));
+        let mut policy = ControlLoop::new(config).expect("builds");
+        let tick = policy.decide(&observation(10.0, 20.0, plan(1)));
+        let deployed = tick.plan;
+        let p = pipeline(500.0);
+        let carried =
+            |plan: &Plan| infadapt_damping::plan_capacity_rps(&p, plan).expect("capacity") * 0.8;
+        assert!(carried(&deployed) < 150.0);
+        let fired = (11..=20).find_map(|second| {
+            policy.react(&Pulse {
+                time_s: f64::from(second),
+                arrivals_per_second: vec![150.0],
+                queue_len: 0.0,
+                deployed: deployed.clone(),
+            })
+        });
+        let decision = fired.expect("the fast path fires");
+        assert!(decision.fast_path.is_some(), "{decision:?}");
+        assert!(
+            carried(&decision.plan) >= 150.0,
+            "{:?} carries {}: {:?}",
+            decision.plan,
+            carried(&decision.plan),
+            decision.held_back
+        );
+        // Let through as needed: neither held by the knobs nor rescued by a guard.
+        for line in &decision.held_back {
+            for rescued in [
+                "scale-up stabilization",
+                "per tick",
+                "would not carry the observed demand",
+                "damping overridden",
+            ] {
+                assert!(!line.contains(rescued), "{:?}", decision.held_back);
+            }
+        }
     }
 
     #[test]

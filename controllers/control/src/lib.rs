@@ -19,7 +19,7 @@ pub use control_loop::{
 };
 pub use error::ControlError;
 pub use fast_path::{FastPathConfig, Pulse};
-pub use infadapt_damping::{DampingConfig, HeadroomConfig};
+pub use infadapt_damping::{DampingConfig, HeadroomConfig, SelectPolicy};
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;
 pub use spare::SpareConfig;

@@ -44,6 +44,7 @@ fn pipeline() -> Pipeline {
         batch_sizes: vec![1, 2, 4],
         core_options: vec![1, 2],
         max_replicas: 40,
+        min_replicas: 1,
     };
     Pipeline {
         name: "synthetic".to_owned(),

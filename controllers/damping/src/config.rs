@@ -29,7 +29,23 @@ pub struct DampingConfig {
     pub min_dwell_s: f64,
     /// Most replicas an *optional* increase may add to one stage per tick (an increase
     /// needed to carry the load is never limited). `None`: no limit. Default `Some(8)`.
+    /// With [`DampingConfig::max_scale_up_percent`] set too, the two combine by
+    /// [`DampingConfig::scale_up_select_policy`].
     pub max_replicas_added_per_tick: Option<u32>,
+    /// Scale-up stabilization window, seconds: an *optional* increase of a stage only rises
+    /// to the lowest capacity recommended within this window (the horizontal autoscaler's
+    /// `behavior.scaleUp.stabilizationWindowSeconds`). An increase needed to carry the load
+    /// is never held. Default 0: increases go at once.
+    pub scale_up_stabilization_window_s: f64,
+    /// Rate policy in percent: an *optional* increase adds at most this share of the
+    /// stage's deployed replicas per tick (rounded up, at least one replica), like the
+    /// horizontal autoscaler's `Percent` policy with the control period as its period.
+    /// `None`: no percent policy. Default `None`.
+    pub max_scale_up_percent: Option<f64>,
+    /// How the replica and the percent policy combine when both are set: `max` (the more
+    /// permissive, the horizontal autoscaler's default `selectPolicy: Max`) or `min` (the
+    /// stricter). Default `max`.
+    pub scale_up_select_policy: SelectPolicy,
     /// Most replicas a decrease may remove from one stage per tick (same variants and
     /// cores; a variant switch replaces the whole stage). `None`: no limit. Default
     /// `None`: a decrease only comes after the load has been lower for a whole window, so
@@ -45,6 +61,28 @@ pub struct DampingConfig {
     pub min_switch_gain: f64,
 }
 
+/// Which of several scale-up rate policies applies (the horizontal autoscaler's
+/// `selectPolicy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelectPolicy {
+    /// The policy that allows the larger change.
+    #[default]
+    Max,
+    /// The policy that allows the smaller change.
+    Min,
+}
+
+impl SelectPolicy {
+    /// The configuration file's name of the policy.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SelectPolicy::Max => "max",
+            SelectPolicy::Min => "min",
+        }
+    }
+}
+
 /// Default of [`DampingConfig::min_switch_gain`].
 pub const DEFAULT_MIN_SWITCH_GAIN: f64 = 0.005;
 
@@ -57,6 +95,9 @@ impl Default for DampingConfig {
             deadband_replicas: 0,
             min_dwell_s: 120.0,
             max_replicas_added_per_tick: Some(8),
+            scale_up_stabilization_window_s: 0.0,
+            max_scale_up_percent: None,
+            scale_up_select_policy: SelectPolicy::Max,
             max_replicas_removed_per_tick: None,
             min_switch_gain: DEFAULT_MIN_SWITCH_GAIN,
         }
@@ -73,6 +114,9 @@ impl DampingConfig {
             deadband_replicas: 0,
             min_dwell_s: 0.0,
             max_replicas_added_per_tick: None,
+            scale_up_stabilization_window_s: 0.0,
+            max_scale_up_percent: None,
+            scale_up_select_policy: SelectPolicy::Max,
             max_replicas_removed_per_tick: None,
             min_switch_gain: 0.0,
         }
@@ -91,9 +135,44 @@ impl DampingConfig {
         }
     }
 
+    /// Most replicas an optional increase may add per tick to a stage that runs
+    /// `deployed_replicas` now: the replica policy and the percent policy combined by
+    /// [`DampingConfig::scale_up_select_policy`]; `None` when neither is set.
+    pub fn scale_up_limit(&self, deployed_replicas: u64) -> Option<u64> {
+        let by_replicas = self.max_replicas_added_per_tick.map(u64::from);
+        let by_percent = self.max_scale_up_percent.map(|percent| {
+            let share = (deployed_replicas as f64 * percent / 100.0).ceil();
+            // Saturating: a share beyond u64 is no limit in practice.
+            if share >= u64::MAX as f64 {
+                u64::MAX
+            } else {
+                (share as u64).max(1)
+            }
+        });
+        match (by_replicas, by_percent) {
+            (Some(a), Some(b)) => Some(match self.scale_up_select_policy {
+                SelectPolicy::Max => a.max(b),
+                SelectPolicy::Min => a.min(b),
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Checks every value is in range.
     pub fn validate(&self) -> Result<(), DampingError> {
         non_negative("stabilization_window_s", self.stabilization_window_s)?;
+        non_negative(
+            "scale_up_stabilization_window_s",
+            self.scale_up_stabilization_window_s,
+        )?;
+        if let Some(percent) = self.max_scale_up_percent
+            && !(percent.is_finite() && percent > 0.0)
+        {
+            return Err(DampingError::InvalidConfig {
+                field: "max_scale_up_percent",
+                problem: format!("must be a positive percentage, got {percent}"),
+            });
+        }
         non_negative("min_dwell_s", self.min_dwell_s)?;
         non_negative("min_switch_gain", self.min_switch_gain)?;
         if !(self.deadband_fraction.is_finite() && (0.0..1.0).contains(&self.deadband_fraction)) {

@@ -104,6 +104,19 @@ fn confirm_switch(memory: &mut StageMemory, deployed: &StagePlan) {
     }
 }
 
+/// The recommendations of the last `window_s` seconds (one exactly that old still counts).
+fn within(
+    memory: &StageMemory,
+    now_s: f64,
+    window_s: f64,
+) -> impl DoubleEndedIterator<Item = &Recommendation> {
+    let oldest = now_s - window_s - TIME_EPS_S;
+    memory
+        .recommendations
+        .iter()
+        .filter(move |r| r.time_s >= oldest)
+}
+
 fn total_replicas(plan: &StagePlan) -> u64 {
     plan.assignments.iter().map(|a| u64::from(a.replicas)).sum()
 }
@@ -152,8 +165,8 @@ fn scale_deployed(
 
 /// Moves the replica counts of `target` (same shape as `from`) at most `limit` replicas
 /// away from `from` in total, assignment by assignment.
-fn limit_step(from: &StagePlan, target: &StagePlan, limit: u32) -> StagePlan {
-    let mut budget = limit;
+fn limit_step(from: &StagePlan, target: &StagePlan, limit: u64) -> StagePlan {
+    let mut budget = u32::try_from(limit).unwrap_or(u32::MAX);
     let mut out = target.clone();
     for assignment in &mut out.assignments {
         let current = from
@@ -262,6 +275,7 @@ impl Damper {
         }
         let mut plan = Plan { stages };
 
+        self.enforce_min_replicas(input, &mut plan, &mut held_back)?;
         self.enforce_demand_floor(input, &mut plan, &mut held_back)?;
         self.enforce_latency_slo(input, &mut plan, &mut held_back, required_rps)?;
         self.enforce_host_limits(input, &mut plan, &mut held_back)?;
@@ -279,9 +293,7 @@ impl Damper {
                     self.stages.get_mut(&stage_plan.stage),
                 )
                 && let Ok(capacity) = stage_capacity_rps(stage, stage_plan)
-                && memory
-                    .recommendations
-                    .iter()
+                && within(memory, input.now_s, self.config.stabilization_window_s)
                     .all(|r| r.capacity_rps < capacity)
             {
                 memory.recommendations.push_back(Recommendation {
@@ -300,6 +312,31 @@ impl Damper {
             }
         }
         Ok(Damped { plan, held_back })
+    }
+
+    /// Never run a stage below its `min_replicas`: a damped stage with fewer replicas (the
+    /// deployed plan held while the minimum was raised) takes the proposal when that has
+    /// enough, as the planner's proposals do.
+    fn enforce_min_replicas(
+        &self,
+        input: &DampingInput<'_>,
+        plan: &mut Plan,
+        held_back: &mut Vec<String>,
+    ) -> Result<(), DampingError> {
+        for (damped, proposed) in plan.stages.iter_mut().zip(&input.proposed.stages) {
+            let stage = pipeline_stage(input.pipeline, &damped.stage)?;
+            let minimum = u64::from(stage.min_replicas);
+            let replicas = total_replicas(damped);
+            if replicas < minimum && total_replicas(proposed) >= minimum {
+                held_back.push(format!(
+                    "stage {}: {replicas} replicas would be below its min_replicas of \
+                     {minimum}; the proposal applies",
+                    damped.stage
+                ));
+                *damped = proposed.clone();
+            }
+        }
+        Ok(())
     }
 
     /// Never provision below observed demand: a stage whose damped capacity at the cap is
@@ -460,7 +497,11 @@ fn remember(
         capacity_rps: proposed_capacity,
         required_rps,
     });
-    let oldest = now_s - config.stabilization_window_s - TIME_EPS_S;
+    // Kept for the longer of the two windows; each rule looks at its own (`within`).
+    let window_s = config
+        .stabilization_window_s
+        .max(config.scale_up_stabilization_window_s);
+    let oldest = now_s - window_s - TIME_EPS_S;
     while memory
         .recommendations
         .front()
@@ -549,20 +590,24 @@ impl StageContext<'_> {
                 }
                 return (proposed.clone(), None);
             }
+            // An optional increase: the scale-up window, then the rate policies.
+            let (target, target_capacity) =
+                match self.scale_up_target(proposed, proposed_capacity, deployed_capacity) {
+                    Ok(target) => target,
+                    Err(reason) => return (deployed.clone(), Some(reason)),
+                };
             return self.optional_change(
-                proposed,
-                proposed_capacity,
+                &target,
+                target_capacity,
                 deployed,
                 deployed_capacity,
                 "increase",
-                self.config.max_replicas_added_per_tick,
+                self.config.scale_up_limit(total_replicas(deployed)),
             );
         }
         // A decrease (or a change at equal capacity): the stabilization window.
-        let highest = self
-            .memory
-            .recommendations
-            .iter()
+        let window_s = self.config.stabilization_window_s;
+        let highest = within(self.memory, self.now_s, window_s)
             .rev()
             .max_by(|a, b| a.capacity_rps.total_cmp(&b.capacity_rps));
         let Some(highest) = highest else {
@@ -587,10 +632,7 @@ impl StageContext<'_> {
         // and, a few ticks later, up again. The target is the window's highest
         // recommendation grown to that headroom, applied only while it is a decrease.
         // Variant switches are left to the dwell time; no deadband, no hysteresis.
-        let window_load = self
-            .memory
-            .recommendations
-            .iter()
+        let window_load = within(self.memory, self.now_s, window_s)
             .map(|r| r.required_rps)
             .fold(0.0, f64::max);
         let headroom = 1.0 - self.config.deadband_fraction;
@@ -632,8 +674,38 @@ impl StageContext<'_> {
             deployed,
             deployed_capacity,
             "decrease",
-            self.config.max_replicas_removed_per_tick,
+            self.config.max_replicas_removed_per_tick.map(u64::from),
         )
+    }
+
+    /// Where an optional increase may go: with a scale-up window, the lowest capacity
+    /// recommended within it (the latest of equals), or `Err` with the reason when that is
+    /// no increase over the deployed stage. Without one, the proposal.
+    fn scale_up_target(
+        &self,
+        proposed: &StagePlan,
+        proposed_capacity: f64,
+        deployed_capacity: f64,
+    ) -> Result<(StagePlan, f64), String> {
+        let window_s = self.config.scale_up_stabilization_window_s;
+        if window_s <= 0.0 {
+            return Ok((proposed.clone(), proposed_capacity));
+        }
+        let lowest = within(self.memory, self.now_s, window_s)
+            .rev()
+            .min_by(|a, b| a.capacity_rps.total_cmp(&b.capacity_rps));
+        match lowest {
+            Some(lowest) if lowest.capacity_rps > deployed_capacity => {
+                Ok((lowest.plan.clone(), lowest.capacity_rps))
+            }
+            Some(lowest) => Err(format!(
+                "stage {}: increase to {:.1} rps held by the {window_s:.0} s scale-up \
+                 stabilization window (lowest recent recommendation {:.1} rps, deployed \
+                 {:.1} rps)",
+                self.stage.name, proposed_capacity, lowest.capacity_rps, deployed_capacity
+            )),
+            None => Ok((proposed.clone(), proposed_capacity)),
+        }
     }
 
     /// A change the load does not require: subject to the dwell time, the deadband and
@@ -645,7 +717,7 @@ impl StageContext<'_> {
         deployed: &StagePlan,
         deployed_capacity: f64,
         direction: &str,
-        step_limit: Option<u32>,
+        step_limit: Option<u64>,
     ) -> (StagePlan, Option<String>) {
         let name = &self.stage.name;
         if shape(target) != shape(deployed) {
@@ -673,7 +745,7 @@ impl StageContext<'_> {
             );
         }
         if let Some(limit) = step_limit
-            && total_replicas(deployed).abs_diff(total_replicas(target)) > u64::from(limit)
+            && total_replicas(deployed).abs_diff(total_replicas(target)) > limit
         {
             return (
                 limit_step(deployed, target, limit),

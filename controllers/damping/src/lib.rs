@@ -13,7 +13,11 @@
 //!   less than a fraction (or a few replicas) are ignored;
 //! - **dwell time**: a stage's variants (or cores per replica) switch at most once per
 //!   `min_dwell_s`;
-//! - **step limits**: optional changes add or remove at most so many replicas per tick;
+//! - **scale-up window**: an optional increase only rises to the lowest capacity recommended
+//!   within `scale_up_stabilization_window_s` (default 0: at once);
+//! - **step limits**: optional changes add or remove at most so many replicas per tick (on
+//!   the way up, a replica and a percent policy combined by `scale_up_select_policy`);
+//! - **minimum replicas**: a stage never runs fewer than its `min_replicas`;
 //! - **demand floor**: the damped plan always carries the observed demand within the
 //!   utilisation cap; where damping would break this (or the latency SLO), the proposal
 //!   goes through.
@@ -34,7 +38,7 @@ pub use capacity::{
     change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_gpu_mem_mb,
     plan_latency_ms, stage_capacity_rps,
 };
-pub use config::{DEFAULT_MIN_SWITCH_GAIN, DampingConfig, HeadroomConfig};
+pub use config::{DEFAULT_MIN_SWITCH_GAIN, DampingConfig, HeadroomConfig, SelectPolicy};
 pub use damper::{Damped, Damper, DampingInput};
 pub use error::DampingError;
 pub use headroom::{HeadroomController, HeadroomSignal};

@@ -87,6 +87,7 @@ mod tests {
                 batch_sizes: vec![1, 2],
                 core_options: vec![1, 2, 4],
                 max_replicas: 8,
+                min_replicas: 1,
             }],
         }
     }

@@ -2,7 +2,7 @@
 //! tests over random proposal sequences.
 
 use infadapt_damping::{
-    Damper, DampingConfig, DampingInput, lead_time_horizon_s, plan_capacity_rps,
+    Damper, DampingConfig, DampingInput, SelectPolicy, lead_time_horizon_s, plan_capacity_rps,
 };
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
@@ -48,6 +48,7 @@ fn build_pipeline() -> Pipeline {
             batch_sizes: vec![1],
             core_options: vec![1],
             max_replicas: 10_000,
+            min_replicas: 1,
         }],
     }
 }
@@ -447,6 +448,159 @@ fn config_round_trips_through_serde_with_defaults() {
     assert_eq!(back, DampingConfig::disabled());
 }
 
+#[test]
+fn rate_policies_combine_like_the_horizontal_autoscaler() {
+    let both = |policy| DampingConfig {
+        max_replicas_added_per_tick: Some(8),
+        max_scale_up_percent: Some(50.0),
+        scale_up_select_policy: policy,
+        ..DampingConfig::default()
+    };
+    // 50 % of 10 replicas is 5: `max` takes the 8 of the replica policy, `min` the 5.
+    assert_eq!(both(SelectPolicy::Max).scale_up_limit(10), Some(8));
+    assert_eq!(both(SelectPolicy::Min).scale_up_limit(10), Some(5));
+    // 50 % of 40 is 20, more permissive than 8.
+    assert_eq!(both(SelectPolicy::Max).scale_up_limit(40), Some(20));
+    // A percentage rounds up and always allows one replica.
+    let percent_only = DampingConfig {
+        max_replicas_added_per_tick: None,
+        max_scale_up_percent: Some(10.0),
+        ..DampingConfig::default()
+    };
+    assert_eq!(percent_only.scale_up_limit(1), Some(1));
+    assert_eq!(percent_only.scale_up_limit(11), Some(2));
+    assert_eq!(DampingConfig::disabled().scale_up_limit(10), None);
+    for bad in [0.0, -5.0, f64::NAN] {
+        let config = DampingConfig {
+            max_scale_up_percent: Some(bad),
+            ..DampingConfig::default()
+        };
+        assert!(Damper::new(config).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_needed_increase_ignores_the_scale_up_window_and_rate_policies() {
+    // Deployed fast × 5 carries 40 rps; the proposal for 240 rps (30 replicas) is needed.
+    // The observed demand is still 30 rps, which the deployed plan carries: only the
+    // planned load makes the increase needed (the demand floor does not come into it).
+    let config = DampingConfig {
+        scale_up_stabilization_window_s: 600.0,
+        max_replicas_added_per_tick: Some(1),
+        max_scale_up_percent: Some(10.0),
+        scale_up_select_policy: SelectPolicy::Min,
+        ..DampingConfig::default()
+    };
+    let mut rising = sized("fast", 240.0);
+    rising.demand_rps = 30.0;
+    let ticks = vec![sized("fast", 20.0), rising];
+    let (plans, reasons) = drive(config, plan("fast", 5), &ticks);
+    assert_eq!(plans[1], ticks[1].proposed, "{reasons:?}");
+    // Let through as needed, not held and then overridden by a guard.
+    assert!(reasons[1].is_empty(), "{reasons:?}");
+}
+
+#[test]
+fn the_scale_up_window_holds_an_optional_increase_until_the_window_asks_for_it() {
+    // fast × 10 carries 60 rps; the planner asks for 14 replicas (optional: extra replicas
+    // for latency) from t = 20 after 10 at t = 10. With a 30 s window the increase waits
+    // until the 10-replica recommendation of t = 10 has left it (t = 50).
+    let config = DampingConfig {
+        scale_up_stabilization_window_s: 30.0,
+        ..DampingConfig::default()
+    };
+    let optional = |replicas| Tick {
+        proposed: plan("fast", replicas),
+        planned_load_rps: 60.0,
+        demand_rps: 50.0,
+    };
+    let mut ticks = vec![optional(10)];
+    ticks.extend(vec![optional(14); 5]);
+    let (plans, reasons) = drive(config, plan("fast", 10), &ticks);
+    let replicas: Vec<u32> = plans
+        .iter()
+        .map(|p| p.stages[0].assignments[0].replicas)
+        .collect();
+    assert_eq!(replicas, vec![10, 10, 10, 10, 14, 14], "{reasons:?}");
+    assert!(
+        reasons[1][0].contains("held by the 30 s scale-up stabilization window"),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn damping_never_keeps_a_stage_below_its_min_replicas() {
+    // The minimum was raised to 3 while one replica runs: the proposal of 3 replicas for a
+    // light load is an optional change the replica deadband would ignore, but it applies.
+    let mut pipeline = pipeline();
+    pipeline.stages[0].min_replicas = 3;
+    let mut damper = Damper::new(DampingConfig {
+        deadband_replicas: 5,
+        ..DampingConfig::default()
+    })
+    .expect("config");
+    let mut deployed = plan("fast", 1);
+    for (i, replicas) in [3, 3, 3].into_iter().enumerate() {
+        let proposed = plan("fast", replicas);
+        let damped = damper
+            .damp(&DampingInput {
+                now_s: (i as f64 + 1.0) * TICK_S,
+                pipeline: &pipeline,
+                proposed: &proposed,
+                deployed: &deployed,
+                demand_rps: 1.0,
+                planned_load_rps: 1.0,
+                utilisation_cap: CAP,
+                limits: HostLimits::default(),
+            })
+            .expect("damp");
+        assert_eq!(damped.plan, proposed, "{:?}", damped.held_back);
+        if i == 0 {
+            assert!(
+                damped
+                    .held_back
+                    .iter()
+                    .any(|r| r.contains("1 replicas would be below its min_replicas of 3")),
+                "{:?}",
+                damped.held_back
+            );
+        }
+        deployed = damped.plan;
+    }
+}
+
+/// Settings drawn for the scale-up properties: the rate policies, the select policy and a
+/// scale-up window of 0 to 6 ticks.
+fn scale_up_config() -> impl Strategy<Value = DampingConfig> {
+    (
+        prop::option::of(1u32..12),
+        prop::option::of(5.0f64..200.0),
+        prop::bool::ANY,
+        0u32..7,
+    )
+        .prop_map(|(added, percent, max, window_ticks)| DampingConfig {
+            max_replicas_added_per_tick: added,
+            max_scale_up_percent: percent,
+            scale_up_select_policy: if max {
+                SelectPolicy::Max
+            } else {
+                SelectPolicy::Min
+            },
+            scale_up_stabilization_window_s: f64::from(window_ticks) * TICK_S,
+            ..DampingConfig::default()
+        })
+}
+
+/// A proposal of any size of the fast variant, not sized to its load: increases are often
+/// optional (the deployed plan carries the load).
+fn free_tick() -> impl Strategy<Value = Tick> {
+    (1u32..60, 1.0f64..200.0, 0.5f64..1.0).prop_map(|(replicas, load, share)| Tick {
+        proposed: plan("fast", replicas),
+        planned_load_rps: load,
+        demand_rps: load * share,
+    })
+}
+
 fn tick_strategy() -> impl Strategy<Value = Tick> {
     (prop::bool::ANY, 1.0f64..200.0, 0.5f64..1.0).prop_map(|(fast, load, demand_share)| {
         let mut tick = sized(if fast { "fast" } else { "slow" }, load);
@@ -470,6 +624,71 @@ proptest! {
                     "damped {} < needed {}", capacity(damped) * CAP, needed);
             }
             prop_assert!(capacity(damped) * CAP >= tick.demand_rps.min(capacity(&tick.proposed) * CAP) - 1e-9);
+        }
+    }
+
+    /// With any scale-up window and rate policies, a needed increase still goes at once
+    /// and the demand is still carried.
+    #[test]
+    fn scale_up_knobs_never_delay_a_needed_increase(config in scale_up_config(), ticks in prop::collection::vec(tick_strategy(), 1..40)) {
+        let (plans, _) = drive(config, plan("fast", 1), &ticks);
+        for (tick, damped) in ticks.iter().zip(&plans) {
+            let needed = tick.planned_load_rps.max(tick.demand_rps);
+            if capacity(&tick.proposed) * CAP >= needed {
+                prop_assert!(capacity(damped) * CAP >= needed - 1e-9,
+                    "damped {} < needed {}", capacity(damped) * CAP, needed);
+            }
+        }
+    }
+
+    /// An optional increase adds at most what the rate policies allow per tick.
+    #[test]
+    fn optional_increases_respect_the_rate_policy(config in scale_up_config(), ticks in prop::collection::vec(free_tick(), 1..40)) {
+        let initial = plan("fast", 4);
+        let (plans, _) = drive(config.clone(), initial.clone(), &ticks);
+        let mut before = initial;
+        for (tick, damped) in ticks.iter().zip(&plans) {
+            let needed = tick.planned_load_rps.max(tick.demand_rps);
+            let optional = capacity(&before) * CAP >= needed;
+            let from = u64::from(before.stages[0].assignments[0].replicas);
+            let to = u64::from(damped.stages[0].assignments[0].replicas);
+            if optional && to > from && let Some(limit) = config.scale_up_limit(from) {
+                prop_assert!(to - from <= limit, "{from} → {to} with limit {limit}");
+            }
+            before = damped.clone();
+        }
+    }
+
+    /// With a scale-up window (no deadband, dwell or rate limit), an optional increase
+    /// goes exactly to the lowest capacity proposed within the window, or holds when that
+    /// is no increase; a needed one carries the load.
+    #[test]
+    fn the_scale_up_window_takes_the_lowest_recent_recommendation(window_ticks in 1u32..7, ticks in prop::collection::vec(prop_oneof![tick_strategy(), free_tick()], 1..40)) {
+        let config = DampingConfig {
+            scale_up_stabilization_window_s: f64::from(window_ticks) * TICK_S,
+            deadband_fraction: 0.0,
+            min_dwell_s: 0.0,
+            max_replicas_added_per_tick: None,
+            ..DampingConfig::default()
+        };
+        let initial = plan("fast", 4);
+        let (plans, reasons) = drive(config, initial.clone(), &ticks);
+        let mut before = initial;
+        for (i, (tick, damped)) in ticks.iter().zip(&plans).enumerate() {
+            let needed = tick.planned_load_rps.max(tick.demand_rps);
+            let deployed = capacity(&before);
+            if capacity(&tick.proposed) > deployed && deployed * CAP >= needed {
+                let lowest = ticks[i.saturating_sub(window_ticks as usize)..=i]
+                    .iter()
+                    .map(|t| capacity(&t.proposed))
+                    .fold(f64::INFINITY, f64::min);
+                prop_assert!(
+                    (capacity(damped) - deployed.max(lowest)).abs() < 1e-9,
+                    "tick {i}: damped {} from {deployed}, lowest recent {lowest}: {:?}",
+                    capacity(damped), reasons[i]
+                );
+            }
+            before = damped.clone();
         }
     }
 

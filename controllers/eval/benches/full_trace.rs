@@ -52,6 +52,7 @@ fn resnet_scenario() -> Scenario {
             batch_sizes: vec![1],
             core_options: vec![1, 2, 4, 8],
             max_replicas: 20,
+            min_replicas: 1,
         }],
     };
     let mut problem = Problem::new(pipeline, 0.0);

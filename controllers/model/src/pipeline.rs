@@ -27,6 +27,10 @@ pub struct Stage {
     pub core_options: Vec<u32>,
     /// Upper bound on replicas of one variant.
     pub max_replicas: u32,
+    /// Lower bound on the replicas of the whole stage (every assignment of a variant mix
+    /// counted, like the horizontal autoscaler's `minReplicas` for a workload): every plan
+    /// keeps at least this many. At least 1 and at most `max_replicas`.
+    pub min_replicas: u32,
 }
 
 /// A chain of stages with an end-to-end latency objective.
@@ -56,6 +60,12 @@ impl Stage {
         }
         if self.max_replicas == 0 {
             return Err(bad("max_replicas must be at least 1"));
+        }
+        if self.min_replicas == 0 || self.min_replicas > self.max_replicas {
+            return Err(bad(&format!(
+                "min_replicas must be in [1, max_replicas = {}], got {}",
+                self.max_replicas, self.min_replicas
+            )));
         }
         for (i, v) in self.variants.iter().enumerate() {
             if self.variants[..i].iter().any(|w| w.name == v.name) {

@@ -53,6 +53,7 @@ fn synthetic(stages: usize, variants: usize, cores: &[u32]) -> Problem {
                 batch_sizes: BATCHES.to_vec(),
                 core_options: cores.to_vec(),
                 max_replicas: 32,
+                min_replicas: 1,
             }
         })
         .collect::<Vec<_>>();

@@ -29,11 +29,12 @@ fn raw_options(problem: &Problem, k: usize) -> Vec<StageOption> {
                 let Some(probe) = make_option(problem, k, v, b, c, 1, problem.load_rps) else {
                     continue;
                 };
-                let Some(n_min) =
+                let Some(covers) =
                     scan_min_replicas(problem, probe.estimate.throughput_rps, stage.max_replicas)
                 else {
                     continue;
                 };
+                let n_min = covers.max(stage.min_replicas);
                 for n in 1..=stage.max_replicas.min(MAX_SCAN) {
                     if n >= n_min && n - n_min <= problem.extra_replicas {
                         out.extend(make_option(problem, k, v, b, c, n, problem.load_rps));
@@ -110,7 +111,8 @@ pub fn brute_force(problem: &Problem) -> Option<Solution> {
 }
 
 /// Mix candidates by their own enumeration: replicas from 1 to what the whole load needs plus
-/// `extra_replicas`, within `max_replicas`, with a non-empty feasible load interval.
+/// `extra_replicas` (or `min_replicas` when that is more), within `max_replicas`, with a
+/// non-empty feasible load interval.
 fn raw_mix_options(problem: &Problem) -> Vec<MixOption> {
     let stage = &problem.pipeline.stages[0];
     let mut out = Vec::new();
@@ -124,6 +126,7 @@ fn raw_mix_options(problem: &Problem) -> Vec<MixOption> {
                     .unwrap_or(MAX_SCAN);
                 let top = need
                     .saturating_add(problem.extra_replicas)
+                    .max(stage.min_replicas)
                     .min(stage.max_replicas)
                     .min(MAX_SCAN);
                 for n in 1..=top {
@@ -165,11 +168,13 @@ fn brute_force_mix(problem: &Problem) -> Option<Solution> {
             .collect();
         let cores: u64 = set.iter().map(|m| m.option.cores_used).sum();
         let gpu = set.iter().fold(0.0, |acc, m| acc + m.option.gpu_mb);
+        let replicas: u32 = set.iter().map(|m| m.option.replicas).sum();
         let fits = problem
             .limits
             .total_cores
             .is_none_or(|l| cores <= u64::from(l))
-            && problem.limits.gpu_mem_mb.is_none_or(|l| gpu <= l);
+            && problem.limits.gpu_mem_mb.is_none_or(|l| gpu <= l)
+            && replicas >= problem.pipeline.stages[0].min_replicas;
         if fits && let Some(loads) = optimal_loads(problem.weights.alpha, &set, load) {
             let selected: Vec<Selected> = set
                 .iter()

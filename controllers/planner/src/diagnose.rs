@@ -33,7 +33,9 @@ fn fastest_option(problem: &Problem, k: usize, load_rps: f64) -> Option<StageOpt
                 if n_min == u32::MAX {
                     continue;
                 }
-                let n_max = n_min.saturating_add(problem.extra_replicas);
+                let n_max = n_min
+                    .max(stage.min_replicas)
+                    .saturating_add(problem.extra_replicas);
                 // Queueing only falls with more replicas: the largest count is the fastest.
                 let Some(o) = make_option(problem, k, v, b, c, n_max, load_rps) else {
                     continue;

@@ -16,14 +16,16 @@
 //! Conventions:
 //! - every request visits every stage, so each stage of a chain sees the whole load;
 //! - an idle stage (load 0) has no batch-fill delay and no queueing, and keeps one replica;
-//! - replicas range from the fewest that carry the load within the cap to
-//!   `extra_replicas` more (more replicas shorten queueing), never above `max_replicas`;
+//! - replicas range from the fewest that carry the load within the cap (never fewer than the
+//!   stage's `min_replicas`) to `extra_replicas` more (more replicas shorten queueing),
+//!   never above `max_replicas`;
 //! - with no current plan the first plan pays no change cost; otherwise replicas of an
 //!   assignment with the same variant, batch and cores are reused and the others start cold;
 //! - a variant mix (single-stage pipelines only) splits the load over at most one assignment
 //!   per variant; each assignment must meet the SLO at its own share of the load, with
-//!   1 to (replicas the whole load needs + `extra_replicas`) replicas, at most
-//!   [`options::MIX_MAX_REPLICAS`]. With no load at all a mix degenerates to a single
+//!   1 to (replicas the whole load needs + `extra_replicas`, or `min_replicas` when more)
+//!   replicas, at most [`options::MIX_MAX_REPLICAS`]; the mix's replicas together are at
+//!   least the stage's `min_replicas`. With no load at all a mix degenerates to a single
 //!   assignment.
 //!
 //! Solvers: [`SolverChoice::ParetoDp`] is an exact Pareto dynamic programme over per-stage

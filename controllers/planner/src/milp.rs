@@ -9,13 +9,14 @@
 //! Mix (single stage): a binary `x` and a continuous share `s` per option, with
 //! `(lo/λ)·x ≤ s ≤ (hi/λ)·x` where `[lo, hi]` is the load interval on which the option meets
 //! the SLO, at most one option per variant, Σ s = 1, and the objective
-//! Σ α·accuracy·s − Σ penalty·x.
+//! Σ α·accuracy·s − Σ penalty·x. A stage `min_replicas` above 1 adds the row
+//! Σ replicas·x ≥ min_replicas (the stage total, every assignment counted).
 
 use std::time::Duration;
 
 use crate::linear::{LinearModel, ModelOutcome, Sense, VarKind};
 use crate::mix::{MixOption, mix_options, optimal_loads};
-use crate::options::{StageOption, mix_candidates, stage_load};
+use crate::options::{StageOption, mix_candidates, mix_min_replicas, stage_load};
 use crate::problem::{AccuracyMode, Problem};
 use crate::report::{Selected, build_solution};
 use crate::solution::{PlanError, Solution};
@@ -254,6 +255,20 @@ fn build_mix(problem: &Problem) -> BuiltModel {
             .collect();
         m.add_row("host_gpu_mb".to_owned(), terms, Sense::Le, limit);
     }
+    let min_replicas = mix_min_replicas(problem);
+    if min_replicas > 1 {
+        let terms = options
+            .iter()
+            .zip(&x)
+            .map(|(mo, &xv)| (xv, f64::from(mo.option.replicas)))
+            .collect();
+        m.add_row(
+            "min_replicas".to_owned(),
+            terms,
+            Sense::Ge,
+            f64::from(min_replicas),
+        );
+    }
     BuiltModel {
         model: m,
         kind: ModelKind::Mix {
@@ -309,6 +324,10 @@ fn decode(
                 .filter(|(_, xv)| on(**xv))
                 .map(|(mo, _)| mo)
                 .collect();
+            let replicas: u32 = set.iter().map(|mo| mo.option.replicas).sum();
+            if replicas < mix_min_replicas(problem) {
+                return Err("the chosen variants hold fewer than min_replicas".to_owned());
+            }
             let loads = optimal_loads(problem.weights.alpha, &set, *load_rps).ok_or_else(|| {
                 "the chosen variants cannot carry the load after rounding".to_owned()
             })?;

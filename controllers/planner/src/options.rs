@@ -109,8 +109,9 @@ fn option_at(
 }
 
 /// All feasible options of stage `stage` when it alone takes `load_rps` (no mix): replicas
-/// from the minimum that covers the load to `extra_replicas` more, within `max_replicas`,
-/// keeping those whose own latency is within the SLO.
+/// from the minimum that covers the load (never below the stage's `min_replicas`) to
+/// `extra_replicas` more, within `max_replicas`, keeping those whose own latency is within
+/// the SLO.
 pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<StageOption> {
     let st = &problem.pipeline.stages[stage];
     let slo = problem.pipeline.slo_ms;
@@ -132,6 +133,7 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
                 ) else {
                     continue;
                 };
+                let n_min = n_min.max(st.min_replicas);
                 let n_max = n_min
                     .saturating_add(problem.extra_replicas)
                     .min(st.max_replicas);
@@ -160,8 +162,10 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
 pub const MIX_MAX_REPLICAS: u32 = 4096;
 
 /// Candidate options of a single-stage mix: replicas from 1 up to what the whole load would
-/// need plus `extra_replicas` (within `max_replicas`), since a share can be any part of the
-/// load. Latency is judged per share later, on the option's feasible load interval.
+/// need plus `extra_replicas`, or the stage's `min_replicas` when that is more (within
+/// `max_replicas`), since a share can be any part of the load and one assignment may have to
+/// hold the stage's minimum alone. Latency is judged per share later, on the option's
+/// feasible load interval; the minimum counts the whole stage (see [`mix_min_replicas`]).
 pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
     let st = &problem.pipeline.stages[0];
     let mut out = Vec::new();
@@ -181,6 +185,7 @@ pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
                 );
                 let n_max = n_need
                     .saturating_add(problem.extra_replicas)
+                    .max(st.min_replicas)
                     .min(st.max_replicas);
                 for replicas in 1..=n_max {
                     out.push(option_at(
@@ -191,6 +196,17 @@ pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
         }
     }
     out
+}
+
+/// The least total replicas of a mix of the single stage (its `min_replicas`): every
+/// assignment of the mix counts, like the horizontal autoscaler's `minReplicas` counts every
+/// pod of a workload.
+pub fn mix_min_replicas(problem: &Problem) -> u32 {
+    problem
+        .pipeline
+        .stages
+        .first()
+        .map_or(1, |stage| stage.min_replicas)
 }
 
 /// What the dominance test compares, per option or per partial plan.

@@ -41,6 +41,7 @@ fn stage(name: &str, variants: Vec<Variant>) -> Stage {
         batch_sizes: vec![1, 2, 4, 8],
         core_options: vec![1, 2],
         max_replicas: 8,
+        min_replicas: 1,
     }
 }
 
@@ -132,6 +133,40 @@ fn idle_load_keeps_one_replica_without_fill_or_queue() {
 }
 
 #[test]
+fn min_replicas_holds_every_solver_to_the_stage_total() {
+    // Idle and light loads need one replica; the stage keeps its minimum of 3.
+    for load in [0.0, 2.0] {
+        for solver in [SolverChoice::ParetoDp, SolverChoice::Milp] {
+            let mut p = two_stage(500.0, load);
+            p.pipeline.stages[1].min_replicas = 3;
+            p.solver = solver;
+            let s = solve(&p).expect("feasible");
+            assert_eq!(chosen(&s, 0).replicas, 1, "{solver:?} at {load} rps");
+            assert_eq!(chosen(&s, 1).replicas, 3, "{solver:?} at {load} rps");
+        }
+    }
+    // A mix counts the replicas of all its assignments together.
+    let mut p = one_stage(400.0, 60.0);
+    p.pipeline.stages[0].max_replicas = 2;
+    p.pipeline.stages[0].min_replicas = 2;
+    p.pipeline.stages[0].batch_sizes = vec![1];
+    p.pipeline.stages[0].core_options = vec![1];
+    p.allow_mix = true;
+    let s = solve(&p).expect("feasible");
+    let total: u32 = s.plan.stages[0]
+        .assignments
+        .iter()
+        .map(|a| a.replicas)
+        .sum();
+    assert!(total >= 2, "{:?}", s.plan);
+    // Cores the minimum cannot fit in make the problem infeasible, with a diagnosis.
+    let mut p = one_stage(500.0, 1.0);
+    p.pipeline.stages[0].min_replicas = 4;
+    p.limits.total_cores = Some(3);
+    assert!(matches!(solve(&p), Err(PlanError::Infeasible(_))));
+}
+
+#[test]
 fn rejects_invalid_problems() {
     let base = two_stage(200.0, 50.0);
     type Edit = Box<dyn Fn(&mut Problem)>;
@@ -160,6 +195,14 @@ fn rejects_invalid_problems() {
             "max_factor",
         ),
         (Box::new(|p| p.allow_mix = true), "single-stage"),
+        (
+            Box::new(|p| p.pipeline.stages[0].min_replicas = 9),
+            "min_replicas must be in [1, max_replicas = 8], got 9",
+        ),
+        (
+            Box::new(|p| p.pipeline.stages[0].min_replicas = 0),
+            "min_replicas",
+        ),
         (
             Box::new(|p| {
                 p.accuracy_mode = AccuracyMode::Product;
@@ -375,6 +418,7 @@ fn extrapolated_points_are_warned_or_forbidden() {
         batch_sizes: vec![4],
         core_options: vec![1],
         max_replicas: 8,
+        min_replicas: 1,
     };
     let mut p = Problem::new(
         Pipeline {

@@ -47,6 +47,7 @@ fn stage(name: &str, variant: Variant) -> Stage {
         batch_sizes: vec![1, 2, 4, 8],
         core_options: vec![4],
         max_replicas: 32,
+        min_replicas: 1,
     }
 }
 

@@ -54,6 +54,7 @@ fn paper_window_replays() {
             batch_sizes: vec![1],
             core_options: vec![4],
             max_replicas: 20,
+            min_replicas: 1,
         }],
     };
     let plan = Plan {

@@ -1,23 +1,33 @@
 //! The HTTP API: `/metrics` (Prometheus text: the pipelines' families, `infadapt_build_info`
-//! and the process metrics; see docs/metrics.md), `/v1/status`, `/v1/decisions`, `/healthz`.
+//! and the process metrics; see docs/metrics.md), `/v1/status`, `/v1/decisions`, `/healthz`,
+//! and the write endpoints `POST /v1/pipelines/{name}/pause` and `…/resume`.
 //!
 //! The `/v1/` routes answer JSON. A request they cannot answer as asked gets an error status
 //! with `{"error": "…"}` and the details as fields: an unknown, repeated or malformed query
 //! parameter, or a `limit` outside 1..=[`MAX_LIMIT`], is 400 (`parameter`, and `accepted`
 //! or `known`); a pipeline the service does not run is 404 (`pipeline`, `known`); a path
-//! with no route is 404 (`routes`).
+//! with no route is 404 (`routes`); a route asked with another method is 405 (`allow`).
+//!
+//! The GET routes are open. The write endpoints need `Authorization: Bearer TOKEN` with the
+//! token of `[daemon.http] token_file` ([`WriteAccess`]): without it or with another one,
+//! 401 (and a `WWW-Authenticate: Bearer` header); with no `token_file` configured, 403 saying
+//! how to enable them. Access is checked before anything else, so a refused caller learns
+//! nothing about the pipelines.
 
 use std::collections::BTreeMap;
 
 use axum::Router;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
-use axum::http::{StatusCode, Uri, header};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{FromRef, Path, Query, State};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
+use tracing::{error, info};
 
+use super::access::{Denied, WriteAccess};
 use super::process::ProcessMetrics;
+use super::state;
 use super::status::render_metrics;
 use super::status::{PipelineStatus, Registry};
 
@@ -28,17 +38,45 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Every route, for the answer to a path with none.
-const ROUTES: [&str; 4] = ["/metrics", "/v1/status", "/v1/decisions", "/healthz"];
+const ROUTES: [&str; 6] = [
+    "/metrics",
+    "/v1/status",
+    "/v1/decisions",
+    "/healthz",
+    "POST /v1/pipelines/{name}/pause",
+    "POST /v1/pipelines/{name}/resume",
+];
 
-/// The API's routes over `registry`.
-pub fn router(registry: Registry) -> Router {
+/// What the handlers share: the pipelines' status and the write endpoints' access control.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub registry: Registry,
+    pub access: WriteAccess,
+}
+
+impl FromRef<ApiState> for Registry {
+    fn from_ref(state: &ApiState) -> Registry {
+        state.registry.clone()
+    }
+}
+
+/// The API's routes over `registry`, the write endpoints guarded by `access`.
+pub fn router(registry: Registry, access: WriteAccess) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
         .route("/v1/decisions", get(decisions))
         .route("/healthz", get(healthz))
+        .route(
+            "/v1/pipelines/{name}/pause",
+            post(pause).fallback(post_only),
+        )
+        .route(
+            "/v1/pipelines/{name}/resume",
+            post(resume).fallback(post_only),
+        )
         .fallback(no_route)
-        .with_state(registry)
+        .with_state(ApiState { registry, access })
 }
 
 /// A request the API refuses: its status and a JSON body with `error` and details.
@@ -68,7 +106,15 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = (self.status, Json(self.body)).into_response();
+        if unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }
 
@@ -229,6 +275,144 @@ async fn healthz(State(registry): State<Registry>) -> impl IntoResponse {
         format!("ok (degraded: {})\n", failing.join(", "))
     };
     (StatusCode::OK, body)
+}
+
+async fn pause(
+    State(api): State<ApiState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &headers, name, query, true).await
+}
+
+async fn resume(
+    State(api): State<ApiState>,
+    headers: HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    set_paused(&api, &headers, name, query, false).await
+}
+
+/// Whether a write request may go ahead: `Err` with the 401 or 403 answer, logged.
+pub fn authorize(access: &WriteAccess, headers: &HeaderMap, route: &str) -> Result<(), ApiError> {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .map(axum::http::HeaderValue::as_bytes);
+    let Err(denied) = access.check(given) else {
+        return Ok(());
+    };
+    access.log_denied(denied, route);
+    Err(match denied {
+        Denied::Disabled => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "the write endpoints are off: set `token_file = PATH` in [daemon.http] (a file \
+             holding the token, readable by the service user only), restart the daemon, and \
+             send `Authorization: Bearer TOKEN`"
+                .to_owned(),
+            json!({ "enable": "[daemon.http] token_file = PATH" }),
+        ),
+        Denied::Missing => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "this route needs `Authorization: Bearer TOKEN` with the token of \
+             [daemon.http] token_file"
+                .to_owned(),
+            json!({}),
+        ),
+        Denied::Wrong => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the bearer token is not the one of [daemon.http] token_file".to_owned(),
+            json!({}),
+        ),
+    })
+}
+
+/// Pauses (`paused`) or resumes the pipeline the path names, keeps the paused set in the
+/// state directory, and answers the pipeline's new state.
+async fn set_paused(
+    api: &ApiState,
+    headers: &HeaderMap,
+    name: Result<Path<String>, PathRejection>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    paused: bool,
+) -> Result<Json<Value>, ApiError> {
+    let verb = if paused { "pause" } else { "resume" };
+    authorize(&api.access, headers, verb)?;
+    let Path(name) = name.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("malformed pipeline name: {}", rejection.body_text()),
+            json!({}),
+        )
+    })?;
+    parameters(query, &[])?;
+    let statuses = api.registry.snapshot();
+    pipeline(Some(&name), &statuses)?;
+    // One change of the paused set at a time, so the file keeps the last one.
+    let _writing = api.access.writing.lock().await;
+    let Some(was) = api.registry.set_paused(&name, paused) else {
+        // Removed by a reload since the check above.
+        return Err(pipeline(Some(&name), &api.registry.snapshot())
+            .err()
+            .unwrap_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("unknown pipeline `{name}`"),
+                    json!({ "pipeline": name }),
+                )
+            }));
+    };
+    if let Some(dir) = api.access.state_dir().map(std::path::Path::to_path_buf) {
+        let registry = api.registry.clone();
+        let saved = tokio::task::spawn_blocking(move || {
+            // Pauses of pipelines not running now (a reload removed them) are kept.
+            let mut set = state::load_paused(&dir).unwrap_or_default();
+            set.retain(|name| !registry.contains(name));
+            set.extend(registry.paused());
+            state::save_paused(&dir, &set)
+        })
+        .await;
+        let problem = match saved {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("saving the paused pipelines panicked".to_owned()),
+        };
+        if let Some(problem) = problem {
+            api.registry.set_paused(&name, was);
+            error!(pipeline = %name, error = %problem, "cannot keep the {verb}; nothing changed");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot keep the {verb} across restarts, so nothing changed: {problem}"),
+                json!({ "pipeline": name }),
+            ));
+        }
+    }
+    if was != paused {
+        info!(
+            pipeline = %name,
+            "{} over the API",
+            if paused { "paused: decisions are no longer applied" } else { "resumed: decisions are applied again" }
+        );
+    }
+    Ok(Json(json!({
+        "pipeline": name,
+        "paused": paused,
+        "changed": was != paused,
+    })))
+}
+
+async fn post_only(method: Method, uri: Uri) -> Response {
+    let mut response = ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("`{}` takes POST, not {method}", uri.path()),
+        json!({ "allow": ["POST"] }),
+    )
+    .into_response();
+    response
+        .headers_mut()
+        .insert(header::ALLOW, axum::http::HeaderValue::from_static("POST"));
+    response
 }
 
 async fn no_route(uri: Uri) -> ApiError {

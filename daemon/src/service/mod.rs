@@ -6,6 +6,7 @@
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
+pub mod access;
 pub mod http;
 pub mod notify;
 pub mod pipeline;
@@ -28,6 +29,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
 use crate::plugin_host::PluginHost;
+use access::WriteAccess;
 use pipeline::{DecisionSink, TaskOptions, run_pipeline};
 use status::Registry;
 
@@ -46,6 +48,8 @@ pub enum ServiceError {
          or the backends, or set `require_running_pipeline = false` in [daemon] to start anyway"
     )]
     NoPipelineRuns(String),
+    #[error("[daemon.http] token_file: {0}")]
+    Token(String),
 }
 
 /// How to run the service.
@@ -131,10 +135,27 @@ impl App {
     }
 
     fn start(&mut self, config: PipelineConfig) {
+        // A pipeline paused over the API stays paused across restarts and, when a reload
+        // removed it and brings it back, across that too: the state directory keeps the
+        // pauses of pipelines the service does not run.
+        let kept_paused = !self.registry.contains(&config.name)
+            && self.options.persist_state
+            && match state::load_paused(&self.config.daemon.resolved_state_dir()) {
+                Ok(paused) => paused.contains(&config.name),
+                Err(e) => {
+                    warn!(error = %e, "cannot read the paused pipelines; not paused");
+                    false
+                }
+            };
+        if kept_paused {
+            info!(pipeline = %config.name, "paused (kept from before the restart)");
+        }
         // Known to the API from now on, before its task first runs: a request for it does
         // not meet an unknown pipeline.
-        self.registry
-            .update(&config.name, |s| s.state = "starting".to_owned());
+        self.registry.update(&config.name, |s| {
+            s.state = "starting".to_owned();
+            s.paused |= kept_paused;
+        });
         let (stop, stopped) = watch::channel(false);
         let (reconfigure, reconfigured) = mpsc::unbounded_channel();
         let handle = tokio::spawn(run_pipeline(
@@ -285,8 +306,18 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     };
     let config = options.config.clone();
     let registry = Registry::new(config.daemon.decisions_kept);
+    let state_dir = options
+        .persist_state
+        .then(|| config.daemon.resolved_state_dir());
     if options.serve_http {
-        serve_http(&config.daemon.http, registry.clone()).await?;
+        let access = match &config.daemon.token_file {
+            Some(path) => WriteAccess::with_token(
+                access::read_token_file(path).map_err(ServiceError::Token)?,
+                state_dir.clone(),
+            ),
+            None => WriteAccess::disabled(),
+        };
+        serve_http(&config.daemon.http, registry.clone(), access).await?;
     }
     let plugins = Arc::new(PluginHost::new(
         config.daemon.plugin_dirs.clone(),
@@ -386,8 +417,12 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     })
 }
 
-async fn serve_http(listen: &HttpListen, registry: Registry) -> Result<(), ServiceError> {
-    let router = http::router(registry);
+async fn serve_http(
+    listen: &HttpListen,
+    registry: Registry,
+    access: WriteAccess,
+) -> Result<(), ServiceError> {
+    let router = http::router(registry, access);
     match listen {
         HttpListen::Disabled => {}
         HttpListen::Tcp(address) => {

@@ -613,6 +613,9 @@ impl PipelineTask {
                 } else if self.options.dry_run {
                     info!("dry run: the starting plan differs from the backend; not applied");
                     self.applied = deployed;
+                } else if self.registry.is_paused(&self.name) {
+                    info!("paused: the starting plan differs from the backend; not applied");
+                    self.applied = deployed;
                 } else {
                     self.apply(&start_plan, "startup").await;
                 }
@@ -1001,14 +1004,21 @@ impl PipelineTask {
             info!(reason = %why, "fast path: re-planned between ticks");
         }
         let mut applied = false;
+        let mut not_applied = None;
         let mut actions = Vec::new();
         if decision.plan != self.applied && !decision.plan.stages.is_empty() {
             let reason = if fast_path { "fast path" } else { "tick" };
             if self.options.dry_run {
                 info!(plan = %decision.plan, reason, "dry run: would apply");
+                not_applied = Some("dry run");
+            } else if self.registry.is_paused(&self.name) {
+                debug!(reason, "paused: the decision is recorded, not applied");
+                not_applied = Some("paused");
             } else if let Some(a) = self.apply(&decision.plan.clone(), reason).await {
                 applied = true;
                 actions = a;
+            } else {
+                not_applied = Some("apply failed");
             }
         }
         let record = DecisionRecord {
@@ -1016,6 +1026,7 @@ impl PipelineTask {
             tick: seen.tick,
             unix_s: state::unix_now_s(),
             applied,
+            not_applied: not_applied.map(str::to_owned),
             apply_actions: actions,
             observed_rps: seen.observed_rps,
             latency_p99_ms: seen.latency_p99_ms,

@@ -1,6 +1,8 @@
-//! Persisted state per pipeline: the last applied plan and the forecaster, written atomically (temporary file,
-//! fsync, rename, fsync of the directory) so that a crash leaves the old or the new file.
+//! Persisted state per pipeline: the last applied plan and the forecaster, and the set of
+//! paused pipelines (`paused.json`), written atomically (temporary file, fsync, rename, fsync
+//! of the directory) so that a crash leaves the old or the new file.
 
+use std::collections::BTreeSet;
 use std::fs::{self, File};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -60,19 +62,24 @@ pub fn state_path(dir: &Path, pipeline: &str) -> PathBuf {
 /// Writes `state` atomically.
 pub fn save(dir: &Path, state: &PipelineState) -> Result<PathBuf, StateError> {
     let path = state_path(dir, &state.pipeline);
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomically(dir, path, &bytes)
+}
+
+/// Replaces `path` (in `dir`) with `bytes`: temporary file, fsync, rename, fsync of `dir`.
+fn write_atomically(dir: &Path, path: PathBuf, bytes: &[u8]) -> Result<PathBuf, StateError> {
     let io = |source| StateError::Io {
         path: path.clone(),
         source,
     };
     fs::create_dir_all(dir).map_err(io)?;
-    let bytes = serde_json::to_vec_pretty(state).map_err(|e| StateError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
     let tmp = path.with_extension("json.tmp");
     {
         let mut file = File::create(&tmp).map_err(io)?;
-        file.write_all(&bytes).map_err(io)?;
+        file.write_all(bytes).map_err(io)?;
         file.sync_all().map_err(io)?;
     }
     fs::rename(&tmp, &path).map_err(io)?;
@@ -99,6 +106,53 @@ pub fn load(dir: &Path, pipeline: &str) -> Result<Option<PipelineState>, StateEr
         });
     }
     Ok(Some(state))
+}
+
+/// The file listing the paused pipelines in `dir`.
+pub fn paused_path(dir: &Path) -> PathBuf {
+    dir.join("paused.json")
+}
+
+/// The paused pipelines as kept on disk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct PausedFile {
+    schema: u32,
+    paused: BTreeSet<String>,
+}
+
+/// Writes the set of paused pipelines atomically.
+pub fn save_paused(dir: &Path, paused: &BTreeSet<String>) -> Result<PathBuf, StateError> {
+    let path = paused_path(dir);
+    let file = PausedFile {
+        schema: STATE_SCHEMA,
+        paused: paused.clone(),
+    };
+    let bytes = serde_json::to_vec_pretty(&file).map_err(|e| StateError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    write_atomically(dir, path, &bytes)
+}
+
+/// Reads the set of paused pipelines; empty when there is no file.
+pub fn load_paused(dir: &Path) -> Result<BTreeSet<String>, StateError> {
+    let path = paused_path(dir);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(source) => return Err(StateError::Io { path, source }),
+    };
+    let file: PausedFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Format {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    if file.schema != STATE_SCHEMA {
+        return Err(StateError::Format {
+            path,
+            message: format!("schema {} (this daemon reads {STATE_SCHEMA})", file.schema),
+        });
+    }
+    Ok(file.paused)
 }
 
 /// Whether `plan` names exactly the stages of `pipeline` and only variants they offer.
@@ -139,6 +193,10 @@ mod tests {
         assert!(path.ends_with("pipeline-a_b.json"));
         assert_eq!(load(&dir, "a/b").expect("read"), Some(state));
         assert_eq!(load(&dir, "other").expect("read"), None);
+        assert_eq!(load_paused(&dir).expect("no file"), BTreeSet::new());
+        let paused: BTreeSet<String> = ["a/b".to_owned(), "c".to_owned()].into();
+        save_paused(&dir, &paused).expect("saved");
+        assert_eq!(load_paused(&dir).expect("read"), paused);
         let _ = fs::remove_dir_all(dir);
     }
 }

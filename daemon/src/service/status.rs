@@ -16,8 +16,13 @@ pub struct DecisionRecord {
     pub pipeline: String,
     pub tick: u64,
     pub unix_s: u64,
-    /// Whether the plan was handed to the backend (false: unchanged, dry run or failed).
+    /// Whether the plan was handed to the backend (false: unchanged, dry run, paused or
+    /// failed).
     pub applied: bool,
+    /// Why a plan that differs from the one in force was not applied: `paused`, `dry run`
+    /// or `apply failed`; absent when it was applied or kept the plan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_applied: Option<String>,
     pub apply_actions: Vec<String>,
     pub observed_rps: f64,
     pub latency_p99_ms: Option<f64>,
@@ -273,6 +278,8 @@ pub struct PipelineStatus {
     /// `starting`, `running`, `failed` or `stopped`.
     pub state: String,
     pub dry_run: bool,
+    /// Paused over the API: the loop keeps deciding, nothing is applied.
+    pub paused: bool,
     pub period_s: f64,
     /// The configured forecast model (`[pipeline.forecast] model`).
     pub forecaster: String,
@@ -418,6 +425,33 @@ impl Registry {
 
     pub fn remove(&self, name: &str) {
         self.lock().remove(name);
+    }
+
+    /// Pauses or resumes `name`; `None` when the service runs no such pipeline, else
+    /// whether it was paused before.
+    pub fn set_paused(&self, name: &str, paused: bool) -> Option<bool> {
+        let mut map = self.lock();
+        let status = map.get_mut(name)?;
+        Some(std::mem::replace(&mut status.paused, paused))
+    }
+
+    /// Whether the service knows `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().contains_key(name)
+    }
+
+    /// Whether `name` is paused.
+    pub fn is_paused(&self, name: &str) -> bool {
+        self.lock().get(name).is_some_and(|s| s.paused)
+    }
+
+    /// The names of the paused pipelines.
+    pub fn paused(&self) -> std::collections::BTreeSet<String> {
+        self.lock()
+            .values()
+            .filter(|s| s.paused)
+            .map(|s| s.name.clone())
+            .collect()
     }
 
     /// A copy of every status.
@@ -763,6 +797,12 @@ pub fn render_metrics_at(statuses: &[PipelineStatus], now: Instant) -> String {
         "Ticks where no plan could be found (the deployed plan was kept).",
         "counter",
         per(&|s| Some(s.planner_errors as f64)),
+    );
+    gauge(
+        "infadapt_paused",
+        "1 while the pipeline is paused over the API (it decides but applies nothing).",
+        "gauge",
+        per(&|s| Some(f64::from(u8::from(s.paused)))),
     );
     gauge(
         "infadapt_degraded",

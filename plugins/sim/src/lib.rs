@@ -281,6 +281,8 @@ impl PipelineSpec {
                 batch_sizes: stage.batch_sizes.clone(),
                 core_options: stage.core_options.clone(),
                 max_replicas: stage.max_replicas,
+                // The simulator does not plan: the lower bound is the daemon's business.
+                min_replicas: 1,
             });
         }
         let pipeline = Pipeline {

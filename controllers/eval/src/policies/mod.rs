@@ -247,6 +247,7 @@ pub(crate) mod tests {
                 batch_sizes: vec![1],
                 core_options: vec![1, 2, 4, 8],
                 max_replicas: 32,
+                min_replicas: 1,
             }],
         };
         let plan = Plan {

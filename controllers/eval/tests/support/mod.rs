@@ -67,6 +67,7 @@ pub fn one_stage_scenario(setup: OneStage) -> Scenario {
             batch_sizes: vec![1],
             core_options: vec![1, 2, 4],
             max_replicas: 16,
+            min_replicas: 1,
         }],
     };
     Scenario {

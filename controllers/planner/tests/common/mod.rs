@@ -131,6 +131,7 @@ pub fn random_problem(seed: u64, max_stages: u32) -> Problem {
             batch_sizes: batches,
             core_options: cores,
             max_replicas: rng.int(1, 6),
+            min_replicas: 1,
         });
     }
     let slo_ms = rng.range(20.0, 700.0) * f64::from(n_stages);
@@ -196,6 +197,12 @@ pub fn random_problem(seed: u64, max_stages: u32) -> Problem {
             .collect();
         problem.current = Some(Plan { stages });
     }
+    // Drawn last, so that the instances of the other draws stay those of earlier seeds.
+    for stage in &mut problem.pipeline.stages {
+        if rng.chance(0.4) {
+            stage.min_replicas = rng.int(1, stage.max_replicas);
+        }
+    }
     problem.solver = SolverChoice::ParetoDp;
     problem.time_limit_ms = 60_000;
     problem
@@ -233,6 +240,13 @@ pub fn assert_respects_constraints(problem: &Problem, solution: &Solution) {
             assert!(a.replicas >= 1 && a.replicas <= stage.max_replicas);
             gpu += variant.gpu_mem_mb * f64::from(a.replicas);
         }
+        let replicas: u32 = sp.assignments.iter().map(|a| a.replicas).sum();
+        assert!(
+            replicas >= stage.min_replicas,
+            "stage {} has {replicas} replicas, below its min_replicas {}",
+            stage.name,
+            stage.min_replicas
+        );
         let report = solution
             .stages
             .iter()

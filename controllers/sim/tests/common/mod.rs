@@ -64,6 +64,7 @@ pub fn stage(name: &str, variants: Vec<Variant>) -> Stage {
         batch_sizes: vec![1, 2, 4, 8],
         core_options: vec![1, 2, 4],
         max_replicas: 64,
+        min_replicas: 1,
     }
 }
 

@@ -1,10 +1,12 @@
 //! API tests: the checks of `limit` and `pipeline` on their own, then the routes served on
 //! loopback, where a request that cannot be answered as asked gets 400 or 404 with a JSON
-//! error, and a good one gets what it asked for.
+//! error, and a good one gets what it asked for; the write endpoints answer 403 without a
+//! token file and 401 without the token.
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::*;
+use crate::service::access::WriteAccess;
 use crate::service::status::DecisionRecord;
 
 /// A registry with pipelines `a` (decisions at ticks 1..=5) and `b` (ticks 1..=2).
@@ -18,6 +20,7 @@ fn registry() -> Registry {
                 tick,
                 unix_s: 1_000 + tick,
                 applied: false,
+                not_applied: None,
                 apply_actions: Vec::new(),
                 observed_rps: 10.0,
                 latency_p99_ms: None,
@@ -115,11 +118,16 @@ fn decisions_are_the_newest_of_the_pipeline_asked_for() {
 
 /// Serves the API over `registry` on a loopback port.
 async fn serve(registry: Registry) -> u16 {
+    serve_with(registry, WriteAccess::disabled()).await
+}
+
+/// Serves the API over `registry` with the write endpoints guarded by `access`.
+async fn serve_with(registry: Registry, access: WriteAccess) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move { axum::serve(listener, router(registry)).await });
+    tokio::spawn(async move { axum::serve(listener, router(registry, access)).await });
     port
 }
 
@@ -235,4 +243,150 @@ async fn routes_answer_good_requests() {
     assert_eq!(code, 200);
     assert!(content_type.starts_with("text/plain"), "{content_type}");
     assert!(body.contains("infadapt_ticks_total"), "{body}");
+}
+
+/// POST `path` with `token` as the bearer token, if any: the status, the
+/// `WWW-Authenticate` header and the JSON body.
+async fn post(port: u16, path: &str, token: Option<&str>) -> (u16, String, Value) {
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let authorization =
+        token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
+    stream
+        .write_all(
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Content-Length: 0\r\n\
+                 Connection: close\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await
+        .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status");
+    let challenge = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("www-authenticate:")
+                .map(|v| v.trim().to_owned())
+        })
+        .unwrap_or_default();
+    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, challenge, json)
+}
+
+const TOKEN: &str = "0123456789abcdef-test-token";
+
+#[tokio::test]
+async fn write_endpoints_are_off_without_a_token_file() {
+    let registry = registry();
+    let port = serve(registry.clone()).await;
+    for token in [None, Some(TOKEN)] {
+        let (code, _, error) = post(port, "/v1/pipelines/a/pause", token).await;
+        assert_eq!(code, 403, "{error}");
+        let message = error["error"].as_str().expect("message");
+        assert!(
+            message.contains("token_file") && message.contains("[daemon.http]"),
+            "{message}"
+        );
+        assert_eq!(error["enable"], "[daemon.http] token_file = PATH");
+    }
+    // Even for a pipeline that does not exist: nothing is said about the pipelines.
+    let (code, _, _) = post(port, "/v1/pipelines/nope/resume", None).await;
+    assert_eq!(code, 403);
+    assert!(!registry.is_paused("a"));
+}
+
+#[tokio::test]
+async fn write_endpoints_need_the_configured_bearer_token() {
+    let registry = registry();
+    let port = serve_with(
+        registry.clone(),
+        WriteAccess::with_token(TOKEN.to_owned(), None),
+    )
+    .await;
+    let (code, challenge, error) = post(port, "/v1/pipelines/a/pause", None).await;
+    assert_eq!((code, challenge.as_str()), (401, "bearer"), "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("Authorization: Bearer")),
+        "{error}"
+    );
+    let (code, challenge, error) = post(port, "/v1/pipelines/a/pause", Some("not-it")).await;
+    assert_eq!((code, challenge.as_str()), (401, "bearer"), "{error}");
+    assert_eq!(
+        error["error"],
+        "the bearer token is not the one of [daemon.http] token_file"
+    );
+    // Refused before the pipeline is looked up.
+    let (code, _, _) = post(port, "/v1/pipelines/nope/pause", Some("not-it")).await;
+    assert_eq!(code, 401);
+    assert!(!registry.is_paused("a"));
+
+    let (code, _, error) = post(port, "/v1/pipelines/nope/pause", Some(TOKEN)).await;
+    assert_eq!(code, 404, "{error}");
+    assert_eq!(error["error"], "unknown pipeline `nope`; known: `a`, `b`");
+    let (code, _, error) = post(port, "/v1/pipelines/a/pause?now=1", Some(TOKEN)).await;
+    assert_eq!(code, 400, "{error}");
+    assert_eq!(error["parameter"], "now");
+    let error = get_json(port, "/v1/pipelines/a/pause", 405).await;
+    assert_eq!(error["allow"], json!(["POST"]));
+    assert!(!registry.is_paused("a"));
+}
+
+#[tokio::test]
+async fn pause_and_resume_show_in_status_and_metrics_and_are_kept() {
+    let registry = registry();
+    let dir = std::env::temp_dir().join(format!("infadaptd-pause-api-{}", std::process::id()));
+    let port = serve_with(
+        registry.clone(),
+        WriteAccess::with_token(TOKEN.to_owned(), Some(dir.clone())),
+    )
+    .await;
+    let (code, _, answer) = post(port, "/v1/pipelines/a/pause", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(
+        answer,
+        json!({ "pipeline": "a", "paused": true, "changed": true })
+    );
+    assert!(registry.is_paused("a") && !registry.is_paused("b"));
+    let (_, _, again) = post(port, "/v1/pipelines/a/pause", Some(TOKEN)).await;
+    assert_eq!(again["changed"], false);
+    let status = get_json(port, "/v1/status", 200).await;
+    let paused: Vec<(&str, bool)> = status["pipelines"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|p| (p["name"].as_str().unwrap_or(""), p["paused"] == true))
+        .collect();
+    assert_eq!(paused, [("a", true), ("b", false)]);
+    let (_, _, metrics) = get(port, "/metrics").await;
+    assert!(
+        metrics.contains("infadapt_paused{pipeline=\"a\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("infadapt_paused{pipeline=\"b\"} 0"),
+        "{metrics}"
+    );
+    assert_eq!(
+        state::load_paused(&dir).expect("kept"),
+        ["a".to_owned()].into()
+    );
+
+    let (code, _, answer) = post(port, "/v1/pipelines/a/resume", Some(TOKEN)).await;
+    assert_eq!(code, 200, "{answer}");
+    assert_eq!(answer["paused"], false);
+    assert!(!registry.is_paused("a"));
+    assert!(state::load_paused(&dir).expect("kept").is_empty());
+    let _ = std::fs::remove_dir_all(dir);
 }
