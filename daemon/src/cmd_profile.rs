@@ -348,7 +348,7 @@ fn catalog_of(cells: &[Cell], args: &ProfileArgs, accuracy: &[(String, f64)]) ->
                 .map(|(_, a)| *a)
                 .unwrap_or(0.0),
             load_time_s: (load_time_s * 100.0).round() / 100.0,
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: None,
             source: format!(
                 "infadaptd profile: open-loop Poisson, {} s per rate, SLO {} ms",
                 args.duration_s, args.slo_ms
