@@ -12,6 +12,7 @@ mod packaging;
 mod plan_cli;
 mod plugins;
 mod process;
+mod profile_cli;
 mod profiles_import;
 mod replay;
 mod simulate_cli;

@@ -474,7 +474,7 @@ pub fn render_catalog(header: &[String], catalog: &Catalog) -> String {
             toml_float(variant.load_time_s)
         ));
         match variant.gpu_mem_mb {
-            Some(mb) if mb == 0.0 => {}
+            Some(0.0) => {}
             Some(mb) => out.push_str(&format!("gpu_mem_mb = {}\n", toml_float(mb))),
             None => out.push_str(&format!(
                 "gpu_mem_mb = {}\n",

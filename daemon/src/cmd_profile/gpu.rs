@@ -115,9 +115,7 @@ impl GpuRecorder {
 
     /// Memory held above the baseline given a configuration's highest reading.
     pub fn held_mb(&self, peak_mb: Option<f64>) -> Option<f64> {
-        if self.meter.is_none() {
-            return None;
-        }
+        self.meter.as_ref()?;
         Some(peak_mb? - self.baseline_mb?)
     }
 
