@@ -1,9 +1,9 @@
 //! `infadaptd profile`: measures variants on a real backend, the way Triton's Model Analyzer
 //! does offline, and writes the profile catalog the planner reads. For each variant, batch
 //! size and instance count it deploys that configuration through the backend plugin, waits
-//! until it serves, then offers open-loop Poisson load at rising rates through the endpoint
-//! the backend reports; the capacity of a configuration is the highest rate served with no
-//! failure and a p99 within the SLO.
+//! until it serves, then offers open-loop Poisson load at rising rates through the endpoints
+//! the backend reports (in turn, where it reports one per replica); the capacity of a
+//! configuration is the highest rate served with no failure and a p99 within the SLO.
 //!
 //! The catalog gets one point per (variant, batch) from the one-instance runs (the
 //! planner's profiles are per replica); runs with more instances are listed in the header
@@ -62,7 +62,8 @@ pub struct ProfileArgs {
     /// Latency SLO (ms) that defines capacity.
     #[arg(long)]
     pub slo_ms: f64,
-    /// JSON file with the inference request to send (a KServe v2 body).
+    /// JSON file with the inference request to send as it is: a KServe v2 body, or the
+    /// body a raw-HTTP endpoint (a worker process) takes.
     #[arg(long, value_name = "FILE")]
     pub request: PathBuf,
     /// Accuracy of a variant for the catalog, `NAME=VALUE` (repeatable; default 0).
@@ -333,6 +334,12 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
                     gpu_mem_mb: gpu.held_mb(peak),
                 });
             }
+        }
+    }
+    if !gpu.recording() {
+        // A reading failed: no figure is kept, not even those taken before.
+        for cell in &mut cells {
+            cell.gpu_mem_mb = None;
         }
     }
     let catalog = catalog_of(&cells, args, &accuracy);

@@ -113,10 +113,17 @@ impl GpuRecorder {
         self.baseline_mb = self.read();
     }
 
-    /// Memory held above the baseline given a configuration's highest reading.
+    /// Whether every reading so far succeeded (figures taken before a failed reading are
+    /// dropped with the rest).
+    pub fn recording(&self) -> bool {
+        self.meter.is_some()
+    }
+
+    /// Memory held above the baseline given a configuration's highest reading; `None` when
+    /// there is no reading or no increase (nothing attributable to the backend).
     pub fn held_mb(&self, peak_mb: Option<f64>) -> Option<f64> {
         self.meter.as_ref()?;
-        Some(peak_mb? - self.baseline_mb?)
+        Some(peak_mb? - self.baseline_mb?).filter(|mb| *mb > 0.0)
     }
 
     /// How the figures were obtained, or why there are none, for the report and catalog.
@@ -187,13 +194,21 @@ mod tests {
         recorder.take_baseline();
         let peak = recorder.read();
         assert_eq!(recorder.held_mb(peak), Some(1200.0));
+        assert_eq!(recorder.held_mb(Some(500.0)), None, "no increase");
+        assert_eq!(
+            recorder.held_mb(Some(450.0)),
+            None,
+            "memory freed meanwhile"
+        );
         assert!(
             recorder.method().contains("minus 500 MiB"),
             "{}",
             recorder.method()
         );
         // A failed reading makes every figure unmeasured, saying why.
+        assert!(recorder.recording());
         assert_eq!(recorder.read(), None);
+        assert!(!recorder.recording());
         assert_eq!(recorder.held_mb(Some(1700.0)), None);
         assert!(recorder.method().starts_with("unmeasured: device lost"));
     }
