@@ -19,6 +19,7 @@ mod pause;
 mod plan_cli;
 mod plugins;
 mod process;
+mod profile_cli;
 mod profiles_import;
 mod replay;
 mod simulate_cli;

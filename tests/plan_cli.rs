@@ -264,3 +264,64 @@ fn export_lp_writes_a_cplex_lp_model() {
         assert!(lower.contains(section), "LP file lacks `{section}`");
     }
 }
+
+#[test]
+fn unmeasured_gpu_memory_is_not_planned_under_a_gpu_limit() {
+    // The shipped catalog with the larger variants' GPU memory unmeasured: without a GPU
+    // limit they may be chosen; under one they are left out, each named in a warning.
+    let dir = scratch("unmeasured-gpu");
+    let mut catalog =
+        std::fs::read_to_string(repo_root().join("etc/catalogs/resnet-cpu.toml")).expect("read");
+    for name in ["resnet50", "resnet101", "resnet152"] {
+        let entry = format!("name = \"{name}\"\n");
+        assert!(catalog.contains(&entry), "{name} in the catalog");
+        catalog = catalog.replace(&entry, &format!("{entry}gpu_mem_mb = \"unmeasured\"\n"));
+    }
+    std::fs::write(dir.join("catalog.toml"), catalog).expect("write");
+    let problem = std::fs::read_to_string(example("resnet-service.toml"))
+        .expect("read")
+        .replace("../catalogs/resnet-cpu.toml", "catalog.toml");
+    let free = dir.join("free.toml");
+    std::fs::write(&free, &problem).expect("write");
+    let limited = dir.join("limited.toml");
+    std::fs::write(
+        &limited,
+        problem.replace(
+            "total_cores = 20\n",
+            "total_cores = 20\ngpu_mem_mb = 40000\n",
+        ),
+    )
+    .expect("write");
+    let variants = |plan: &Value| -> Vec<String> {
+        plan["stages"][0]["assignments"]
+            .as_array()
+            .expect("assignments")
+            .iter()
+            .map(|a| a["variant"].as_str().expect("variant").to_owned())
+            .collect()
+    };
+    let (out, solved) = plan_json(&["--problem", &free.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        variants(&solved).iter().any(|v| v == "resnet50"),
+        "{solved}"
+    );
+    let (out, solved) = plan_json(&["--problem", &limited.display().to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        variants(&solved)
+            .iter()
+            .all(|v| v == "resnet18" || v == "resnet34"),
+        "{solved}"
+    );
+    let warnings = solved["warnings"].to_string();
+    for name in ["resnet50", "resnet101", "resnet152"] {
+        assert!(
+            warnings.contains(&format!(
+                "variant `{name}`: not planned, its GPU memory is unmeasured"
+            )),
+            "{warnings}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,13 +1,18 @@
 //! `infadaptd profile`: measures variants on a real backend, the way Triton's Model Analyzer
 //! does offline, and writes the profile catalog the planner reads. For each variant, batch
 //! size and instance count it deploys that configuration through the backend plugin, waits
-//! until it serves, then offers open-loop Poisson load at rising rates through the endpoint
-//! the backend reports; the capacity of a configuration is the highest rate served with no
-//! failure and a p99 within the SLO.
+//! until it serves, then offers open-loop Poisson load at rising rates through the endpoints
+//! the backend reports (in turn, where it reports one per replica); the capacity of a
+//! configuration is the highest rate served with no failure and a p99 within the SLO.
 //!
 //! The catalog gets one point per (variant, batch) from the one-instance runs (the
 //! planner's profiles are per replica); runs with more instances are listed in the header
-//! with their scaling efficiency.
+//! with their scaling efficiency. GPU memory is read through NVML where a driver exists
+//! ([`gpu`] says how) and written as `"unmeasured"` otherwise; `--report FILE` writes a
+//! readable report of every configuration ([`report`]).
+
+pub mod gpu;
+pub mod report;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -57,7 +62,8 @@ pub struct ProfileArgs {
     /// Latency SLO (ms) that defines capacity.
     #[arg(long)]
     pub slo_ms: f64,
-    /// JSON file with the inference request to send (a KServe v2 body).
+    /// JSON file with the inference request to send as it is: a KServe v2 body, or the
+    /// body a raw-HTTP endpoint (a worker process) takes.
     #[arg(long, value_name = "FILE")]
     pub request: PathBuf,
     /// Accuracy of a variant for the catalog, `NAME=VALUE` (repeatable; default 0).
@@ -69,6 +75,10 @@ pub struct ProfileArgs {
     /// Where to write the catalog.
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    /// Also write a readable report: Markdown (`.md`, with one SVG plot per variant next
+    /// to it) or self-contained HTML (`.html`), by the file name.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// One measured configuration.
@@ -81,6 +91,8 @@ struct Cell {
     ready_s: f64,
     /// (rate, summary) per rate tried.
     steps: Vec<(f64, loadgen::Summary)>,
+    /// GPU memory held above the baseline (MiB, all instances); `None`: unmeasured.
+    gpu_mem_mb: Option<f64>,
 }
 
 impl Cell {
@@ -110,6 +122,11 @@ fn check(args: &ProfileArgs) -> anyhow::Result<()> {
     }
     if args.rates.iter().any(|r| !(r.is_finite() && *r > 0.0)) {
         problems.push("--rates take rates > 0".to_owned());
+    }
+    if let Some(path) = &args.report
+        && let Err(e) = report::Format::of(path)
+    {
+        problems.push(e.to_string());
     }
     if !problems.is_empty() {
         bail!("{}", problems.join("; "));
@@ -177,15 +194,15 @@ fn plan(variant: &str, batch: u32, instances: u32) -> PlanMessage {
     }
 }
 
-/// Applies the configuration and waits until the backend serves exactly it; the
-/// endpoint URL.
+/// Applies the configuration and waits until the backend serves exactly it; the URLs of
+/// its ready endpoints (KServe v2 or raw HTTP: the request body is sent as it is).
 fn deploy(
     backend: &mut dyn BackendInstance,
     variant: &str,
     batch: u32,
     instances: u32,
     timeout: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Vec<String>> {
     let wanted = plan(variant, batch, instances);
     backend.apply(&wanted).map_err(|e| {
         anyhow::anyhow!("apply {variant} batch {batch} × {instances}: {}", e.message)
@@ -201,13 +218,21 @@ fn deploy(
                 && s.assignments[0].batch == batch
                 && s.assignments[0].replicas == instances
         });
-        let endpoint = observation.endpoints.iter().find(|e| {
-            e.variant == variant
-                && e.state == EndpointState::Ready
-                && e.protocol == EndpointProtocol::KserveV2
-        });
-        if let (true, Some(endpoint)) = (serving, endpoint) {
-            return Ok(endpoint.url.clone());
+        let urls: Vec<String> = observation
+            .endpoints
+            .iter()
+            .filter(|e| {
+                e.variant == variant
+                    && e.state == EndpointState::Ready
+                    && matches!(
+                        e.protocol,
+                        EndpointProtocol::KserveV2 | EndpointProtocol::RawHttp
+                    )
+            })
+            .map(|e| e.url.clone())
+            .collect();
+        if serving && !urls.is_empty() {
+            return Ok(urls);
         }
         if started.elapsed() > timeout {
             let health = backend.health().map(|h| h.detail).unwrap_or_default();
@@ -246,12 +271,16 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
     let mut rates = args.rates.clone();
     rates.sort_by(f64::total_cmp);
     let seconds = args.duration_s.ceil() as usize;
+    let mut gpu = gpu::GpuRecorder::new(
+        gpu::NvmlMeter::open().map(|m| Box::new(m) as Box<dyn gpu::GpuMeter>),
+    );
+    gpu.take_baseline();
     let mut cells = Vec::new();
     for variant in &args.variants {
         for &batch in &args.batch {
             for &instances in &args.instances {
                 let started = Instant::now();
-                let url = deploy(
+                let urls = deploy(
                     &mut backend,
                     variant,
                     batch,
@@ -261,17 +290,18 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
                 let ready_s = started.elapsed().as_secs_f64();
                 // Warm-up: a few requests so first-call costs stay out of the figures.
                 let warm = loadgen::poisson_arrivals(&[10.0], 1);
-                runtime.block_on(loadgen::run(
-                    &url,
+                runtime.block_on(loadgen::run_over(
+                    &urls,
                     request.clone().into(),
                     &warm,
                     Duration::from_secs(10),
                 ));
+                let mut peak = gpu.read();
                 let mut steps = Vec::new();
                 for (i, &rate) in rates.iter().enumerate() {
                     let arrivals = loadgen::poisson_arrivals(&vec![rate; seconds], 1000 + i as u64);
-                    let records = runtime.block_on(loadgen::run(
-                        &url,
+                    let records = runtime.block_on(loadgen::run_over(
+                        &urls,
                         request.clone().into(),
                         &arrivals,
                         Duration::from_secs_f64((args.slo_ms / 1000.0 * 20.0).max(5.0)),
@@ -284,6 +314,10 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
                         summary.p50_ms,
                         summary.p99_ms
                     );
+                    peak = match (peak, gpu.read()) {
+                        (Some(a), Some(b)) => Some(a.max(b)),
+                        _ => None,
+                    };
                     let within = summary.p99_ms <= args.slo_ms;
                     let over = summary.failed > 0 || !within;
                     steps.push((rate, summary));
@@ -297,12 +331,20 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
                     instances,
                     ready_s,
                     steps,
+                    gpu_mem_mb: gpu.held_mb(peak),
                 });
             }
         }
     }
+    if !gpu.recording() {
+        // A reading failed: no figure is kept, not even those taken before.
+        for cell in &mut cells {
+            cell.gpu_mem_mb = None;
+        }
+    }
     let catalog = catalog_of(&cells, args, &accuracy);
-    let header = header_of(&cells, args);
+    let mut header = header_of(&cells, args);
+    header.push(format!("GPU memory: {}.", gpu.method()));
     let text = crate::profile_import::render_catalog(&header, &catalog);
     Catalog::from_toml_str(&text).context("the written catalog does not read back")?;
     std::fs::write(&args.out, text)
@@ -317,7 +359,73 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
             .map(|v| v.points.len())
             .sum::<usize>()
     );
+    if let Some(path) = &args.report {
+        let format = report::Format::of(path)?;
+        let files = report::build(
+            &report_of(&cells, &catalog, args, gpu.method()),
+            format,
+            path,
+        )?;
+        let dir = path.parent().unwrap_or(std::path::Path::new(""));
+        for file in &files {
+            let target = dir.join(&file.name);
+            std::fs::write(&target, &file.text)
+                .with_context(|| format!("cannot write {}", target.display()))?;
+        }
+        outln!(
+            "{}: report of {} configuration(s){}",
+            path.display(),
+            cells.len(),
+            if files.len() > 1 {
+                format!(", {} plot(s) next to it", files.len() - 1)
+            } else {
+                String::new()
+            }
+        );
+    }
     Ok(exit::OK)
+}
+
+/// The report's data: every configuration measured, with the catalog's GPU memory.
+fn report_of(
+    cells: &[Cell],
+    catalog: &Catalog,
+    args: &ProfileArgs,
+    gpu_method: String,
+) -> report::Report {
+    let mut rates = args.rates.clone();
+    rates.sort_by(f64::total_cmp);
+    report::Report {
+        slo_ms: args.slo_ms,
+        rates,
+        duration_s: args.duration_s,
+        gpu_method,
+        variants: args
+            .variants
+            .iter()
+            .map(|name| report::VariantReport {
+                name: name.clone(),
+                gpu_mem_mb: catalog.get(name).and_then(|v| v.gpu_mem_mb),
+                points: cells
+                    .iter()
+                    .filter(|c| &c.variant == name)
+                    .map(|c| {
+                        let capacity = c.capacity(args.slo_ms);
+                        report::ReportPoint {
+                            batch: c.batch,
+                            instances: c.instances,
+                            cores: 1,
+                            ready_s: c.ready_s,
+                            throughput_rps: capacity.map(|(rate, _)| rate),
+                            p50_ms: capacity.map(|(_, s)| s.p50_ms),
+                            p99_ms: capacity.map(|(_, s)| s.p99_ms),
+                            gpu_mem_mb: c.gpu_mem_mb,
+                        }
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
 }
 
 fn catalog_of(cells: &[Cell], args: &ProfileArgs, accuracy: &[(String, f64)]) -> Catalog {
@@ -348,7 +456,12 @@ fn catalog_of(cells: &[Cell], args: &ProfileArgs, accuracy: &[(String, f64)]) ->
                 .map(|(_, a)| *a)
                 .unwrap_or(0.0),
             load_time_s: (load_time_s * 100.0).round() / 100.0,
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: gpu::per_replica_mb(
+                &mine
+                    .iter()
+                    .map(|c| (c.instances, c.gpu_mem_mb))
+                    .collect::<Vec<_>>(),
+            ),
             source: format!(
                 "infadaptd profile: open-loop Poisson, {} s per rate, SLO {} ms",
                 args.duration_s, args.slo_ms
@@ -379,6 +492,10 @@ fn header_of(cells: &[Cell], args: &ProfileArgs) -> Vec<String> {
     ];
     for cell in cells {
         let capacity = cell.capacity(args.slo_ms);
+        let held = cell.gpu_mem_mb.map_or_else(
+            || "GPU memory unmeasured".to_owned(),
+            |mb| format!("GPU memory {mb:.0} MiB"),
+        );
         let single = cells
             .iter()
             .find(|c| c.variant == cell.variant && c.batch == cell.batch && c.instances == 1)
@@ -392,7 +509,7 @@ fn header_of(cells: &[Cell], args: &ProfileArgs) -> Vec<String> {
             _ => String::new(),
         };
         header.push(format!(
-            "  {} batch {} × {} instance(s): ready after {:.1} s, capacity {}{}",
+            "  {} batch {} × {} instance(s): ready after {:.1} s, capacity {}{}, {held}",
             cell.variant,
             cell.batch,
             cell.instances,

@@ -294,7 +294,7 @@ pub fn synthetic_video_catalog() -> Catalog {
                 name: v.name.to_owned(),
                 accuracy: v.accuracy,
                 load_time_s: v.load_time_s,
-                gpu_mem_mb: 0.0,
+                gpu_mem_mb: Some(0.0),
                 source: format!(
                     "synthetic: mean = {}*b/c + {}*b + {}/c + {} ms, p99 = {} x mean",
                     v.gamma, v.delta, v.epsilon, v.eta, v.p99_factor

@@ -59,6 +59,20 @@ pub async fn run(
     arrivals: &[f64],
     timeout: Duration,
 ) -> Vec<RequestRecord> {
+    run_over(&[url.to_owned()], body, arrivals, timeout).await
+}
+
+/// As [`run`], the requests spread over `urls` in turn (one endpoint per replica, as a
+/// backend of worker processes reports them). No request is sent without a URL.
+pub async fn run_over(
+    urls: &[String],
+    body: Bytes,
+    arrivals: &[f64],
+    timeout: Duration,
+) -> Vec<RequestRecord> {
+    if urls.is_empty() {
+        return Vec::new();
+    }
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(timeout));
@@ -66,10 +80,10 @@ pub async fn run(
         Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(arrivals.len());
-    for &due_s in arrivals {
+    for (i, &due_s) in arrivals.iter().enumerate() {
         tokio::time::sleep_until(start + Duration::from_secs_f64(due_s)).await;
         let client = client.clone();
-        let url = url.to_owned();
+        let url = urls[i % urls.len()].clone();
         let body = body.clone();
         let due = Instant::now();
         tasks.push(tokio::spawn(async move {

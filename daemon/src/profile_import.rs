@@ -483,11 +483,13 @@ pub fn render_catalog(header: &[String], catalog: &Catalog) -> String {
             "load_time_s = {}\n",
             toml_float(variant.load_time_s)
         ));
-        if variant.gpu_mem_mb != 0.0 {
-            out.push_str(&format!(
+        match variant.gpu_mem_mb {
+            Some(0.0) => {}
+            Some(mb) => out.push_str(&format!("gpu_mem_mb = {}\n", toml_float(mb))),
+            None => out.push_str(&format!(
                 "gpu_mem_mb = {}\n",
-                toml_float(variant.gpu_mem_mb)
-            ));
+                toml_string(infadapt_model::catalog::UNMEASURED)
+            )),
         }
         if !variant.source.is_empty() {
             out.push_str(&format!("source = {}\n", toml_string(&variant.source)));
@@ -1298,7 +1300,7 @@ fn finish(
             name: name.clone(),
             accuracy: resolved.accuracy.map_or(0.0, |(v, _)| v),
             load_time_s: resolved.load_time_s.map_or(0.0, |(v, _)| v),
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: Some(0.0),
             source,
             points,
         };

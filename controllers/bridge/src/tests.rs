@@ -11,7 +11,7 @@ fn variant(name: &str, load_time_s: f64) -> Variant {
         name: name.to_owned(),
         accuracy: 0.8,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(vec![ProfilePoint {
             batch: 1,
             cores: 1,

@@ -877,7 +877,16 @@ impl ControlLoop {
             return None;
         }
         let weights = &problem.weights;
-        let gpu_gib = plan_gpu_mem_mb(&problem.pipeline, deployed).unwrap_or(0.0) / 1024.0;
+        // GPU memory is priced only where β_gpu is set; a deployed plan whose GPU memory is
+        // unmeasured has no price then, and no spare is planned on a guess.
+        let gpu_gib = if weights.beta_per_gpu_gib == 0.0 {
+            0.0
+        } else {
+            plan_gpu_mem_mb(&problem.pipeline, deployed)
+                .ok()
+                .flatten()?
+                / 1024.0
+        };
         let price_per_rps = (weights.beta_per_core * deployed.cores() as f64
             + weights.beta_per_gpu_gib * gpu_gib)
             / carried;
@@ -995,7 +1004,7 @@ mod tests {
             name: name.to_owned(),
             accuracy,
             load_time_s: 5.0,
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: Some(0.0),
             profile: Profile::new(vec![ProfilePoint {
                 batch: 1,
                 cores: 1,
@@ -1294,7 +1303,7 @@ mod tests {
         // Each replica needs 1000 MB of GPU memory; 2500 MB hold two.
         let mut gpu_pipeline = pipeline(500.0);
         for variant in &mut gpu_pipeline.stages[0].variants {
-            variant.gpu_mem_mb = 1000.0;
+            variant.gpu_mem_mb = Some(1000.0);
         }
         let mut policy =
             ControlLoop::new(ControlConfig::new(Problem::new(gpu_pipeline, 10.0))).expect("builds");

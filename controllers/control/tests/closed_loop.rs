@@ -28,7 +28,7 @@ fn variant(name: &str, accuracy: f64, load_time_s: f64, per_request_ms: f64) -> 
         name: name.to_owned(),
         accuracy,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(points).expect("valid profile"),
     }
 }

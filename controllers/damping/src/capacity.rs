@@ -83,14 +83,17 @@ pub fn plan_capacity_rps(pipeline: &Pipeline, plan: &Plan) -> Result<f64, Dampin
     Ok(if capacity.is_finite() { capacity } else { 0.0 })
 }
 
-/// GPU memory the whole plan holds (variant memory × replicas over every assignment), MB.
-pub fn plan_gpu_mem_mb(pipeline: &Pipeline, plan: &Plan) -> Result<f64, DampingError> {
-    let mut total = 0.0;
+/// GPU memory the whole plan holds (variant memory × replicas over every assignment), MB;
+/// `None` when a variant it runs has unmeasured GPU memory (never counted as 0).
+pub fn plan_gpu_mem_mb(pipeline: &Pipeline, plan: &Plan) -> Result<Option<f64>, DampingError> {
+    let mut total = Some(0.0);
     for stage_plan in &plan.stages {
         let stage = pipeline_stage(pipeline, &stage_plan.stage)?;
         for assignment in &stage_plan.assignments {
             let variant = assignment_variant(stage, assignment)?;
-            total += variant.gpu_mem_mb * f64::from(assignment.replicas);
+            total = total
+                .zip(variant.gpu_mem_mb)
+                .map(|(sum, mb)| sum + mb * f64::from(assignment.replicas));
         }
     }
     Ok(total)

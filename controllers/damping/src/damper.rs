@@ -430,13 +430,21 @@ impl Damper {
             .total_cores
             .filter(|&limit| cores > u64::from(limit));
         let gpu_mb = plan_gpu_mem_mb(input.pipeline, plan)?;
-        let over_gpu = input.limits.gpu_mem_mb.filter(|&limit| gpu_mb > limit);
-        let excess = match (over_cores, over_gpu) {
-            (Some(limit), _) => format!("{cores} cores of the host's {limit}"),
-            (None, Some(limit)) => {
-                format!("{gpu_mb:.0} MB of GPU memory of the host's {limit:.0} MB")
+        // Unmeasured GPU memory cannot be shown to fit a GPU limit: the proposal, which
+        // the planner built without such variants, applies.
+        let over_gpu = input
+            .limits
+            .gpu_mem_mb
+            .filter(|&limit| gpu_mb.is_none_or(|mb| mb > limit));
+        let excess = match (over_cores, over_gpu, gpu_mb) {
+            (Some(limit), _, _) => format!("{cores} cores of the host's {limit}"),
+            (None, Some(limit), Some(mb)) => {
+                format!("{mb:.0} MB of GPU memory of the host's {limit:.0} MB")
             }
-            (None, None) => return Ok(()),
+            (None, Some(limit), None) => format!(
+                "GPU memory that was not measured (a variant's gpu_mem_mb is unmeasured) within the host's {limit:.0} MB"
+            ),
+            (None, None, _) => return Ok(()),
         };
         held_back.push(format!(
             "damping overridden: the damped plan needs {excess}; the proposal applies"

@@ -65,7 +65,7 @@ mod tests {
             name: name.to_owned(),
             accuracy: 0.5,
             load_time_s: 1.0,
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: Some(0.0),
             profile: Profile::new(vec![ProfilePoint {
                 batch: 1,
                 cores: 1,

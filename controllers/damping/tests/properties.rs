@@ -3,6 +3,7 @@
 
 use infadapt_damping::{
     Damper, DampingConfig, DampingInput, SelectPolicy, lead_time_horizon_s, plan_capacity_rps,
+    plan_gpu_mem_mb,
 };
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
@@ -19,7 +20,7 @@ fn variant(name: &str, throughput_rps: f64, load_time_s: f64) -> Variant {
         name: name.to_owned(),
         accuracy: 0.5,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(vec![ProfilePoint {
             batch: 1,
             cores: 1,
@@ -368,6 +369,51 @@ fn host_limits_override_the_dwell_time() {
         reasons[1]
             .iter()
             .any(|r| r.contains("29 cores of the host's 20")),
+        "{reasons:?}"
+    );
+}
+
+#[test]
+fn unmeasured_gpu_memory_never_counts_as_fitting_a_gpu_limit() {
+    // As above, with `slow`'s GPU memory unmeasured and a GPU limit instead of a core
+    // limit: growing `slow` cannot be shown to fit, so the proposal applies.
+    let mut pipeline = pipeline();
+    pipeline.stages[0].variants[1].gpu_mem_mb = None;
+    assert_eq!(
+        plan_gpu_mem_mb(&pipeline, &plan("slow", 2)).expect("fits"),
+        None
+    );
+    assert_eq!(
+        plan_gpu_mem_mb(&pipeline, &plan("fast", 2)).expect("fits"),
+        Some(0.0)
+    );
+    let limits = HostLimits {
+        total_cores: None,
+        gpu_mem_mb: Some(1e6),
+    };
+    let ticks = [sized("slow", 60.0), sized("fast", 90.0)];
+    let mut damper = Damper::new(DampingConfig::default()).expect("config");
+    let mut deployed = plan("fast", 2);
+    let mut reasons = Vec::new();
+    for (i, tick) in ticks.iter().enumerate() {
+        let damped = damper
+            .damp(&DampingInput {
+                now_s: (i as f64 + 1.0) * TICK_S,
+                pipeline: &pipeline,
+                proposed: &tick.proposed,
+                deployed: &deployed,
+                demand_rps: tick.demand_rps,
+                planned_load_rps: tick.planned_load_rps,
+                utilisation_cap: CAP,
+                limits,
+            })
+            .expect("damp");
+        deployed = damped.plan;
+        reasons.push(damped.held_back);
+    }
+    assert_eq!(deployed, ticks[1].proposed);
+    assert!(
+        reasons[1].iter().any(|r| r.contains("not measured")),
         "{reasons:?}"
     );
 }

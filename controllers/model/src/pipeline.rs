@@ -11,8 +11,9 @@ pub struct Variant {
     pub accuracy: f64,
     /// Cold-start time of one replica, in seconds.
     pub load_time_s: f64,
-    /// GPU memory one replica holds, in MiB.
-    pub gpu_mem_mb: f64,
+    /// GPU memory one replica holds, in MiB (0: CPU-only); `None` when it was not
+    /// measured, which the planner never reads as 0 where GPU memory counts.
+    pub gpu_mem_mb: Option<f64>,
     pub profile: Profile,
 }
 

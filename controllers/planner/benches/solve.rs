@@ -42,7 +42,7 @@ fn synthetic(stages: usize, variants: usize, cores: &[u32]) -> Problem {
                         name: format!("s{s}v{v}"),
                         accuracy: 0.6 + 0.35 * (v as f64 + 1.0) / variants as f64,
                         load_time_s: 2.0 + v as f64,
-                        gpu_mem_mb: 0.0,
+                        gpu_mem_mb: Some(0.0),
                         profile: Profile::new(points).expect("valid synthetic profile"),
                     }
                 })

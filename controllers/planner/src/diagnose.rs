@@ -7,7 +7,10 @@
 //! too small for any plan that meets the SLO.
 
 use crate::latency::min_replicas_unbounded;
-use crate::options::{StageOption, make_option, stage_load, stage_options};
+use crate::options::{
+    StageOption, gpu_memory_admissible, make_option, stage_load, stage_options,
+    unmeasured_gpu_excluded,
+};
 use crate::problem::{HostLimits, Problem, Weights};
 use crate::report::round_for_message;
 use crate::solution::{Constraint, Infeasible};
@@ -94,8 +97,54 @@ fn max_sustainable_load(problem: &Problem, upper: f64) -> Option<f64> {
     Some(good)
 }
 
-/// Diagnoses an infeasible (valid) problem.
+/// Diagnoses an infeasible (valid) problem. Variants left out because their GPU memory is
+/// unmeasured (see [`gpu_memory_admissible`]) are named: as the cause when they are all a
+/// stage has, else after the diagnosis.
 pub fn diagnose(problem: &Problem) -> Infeasible {
+    let excluded = unmeasured_gpu_excluded(problem);
+    if excluded.is_empty() {
+        return diagnose_measured(problem);
+    }
+    let names = |stage: &str| {
+        excluded
+            .iter()
+            .filter(|(s, _)| s == stage)
+            .map(|(_, v)| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(stage) = problem.pipeline.stages.iter().find(|st| {
+        !st.variants
+            .iter()
+            .any(|v| gpu_memory_admissible(problem, v))
+    }) {
+        return Infeasible {
+            binding: Constraint::HostGpuMemory,
+            message: format!(
+                "stage `{}` has no variant with measured gpu memory ({} unmeasured) and a gpu memory limit or gpu cost applies: measure them with `infadaptd profile` on a gpu host or set gpu_mem_mb in the catalog",
+                stage.name,
+                names(&stage.name)
+            ),
+            max_sustainable_load_rps: None,
+            min_latency_ms: None,
+        };
+    }
+    let mut infeasible = diagnose_measured(problem);
+    let mut stages: Vec<&str> = excluded.iter().map(|(s, _)| s.as_str()).collect();
+    stages.dedup();
+    let listed: Vec<String> = stages
+        .iter()
+        .map(|s| format!("stage `{s}` {}", names(s)))
+        .collect();
+    infeasible.message.push_str(&format!(
+        " (not considered, gpu memory unmeasured: {})",
+        listed.join("; ")
+    ));
+    infeasible
+}
+
+/// The diagnosis over the variants the planner considers.
+fn diagnose_measured(problem: &Problem) -> Infeasible {
     let pipeline = &problem.pipeline;
     let load = stage_load(problem);
     let slo = pipeline.slo_ms;

@@ -1,7 +1,7 @@
 //! Per-stage options: every admissible (variant, batch, cores, replicas) of a stage with its
 //! latency, accuracy and cost at the stage load, and the dominance pruning the solvers use.
 
-use infadapt_model::Estimate;
+use infadapt_model::{Estimate, Variant};
 
 use crate::latency::{
     LatencyBreakdown, cold_start_s, estimate_usable, extrapolation_allowed, min_replicas,
@@ -37,8 +37,35 @@ pub fn stage_load(problem: &Problem) -> f64 {
     problem.load_rps
 }
 
+/// Whether GPU memory enters the problem: a host GPU-memory limit or a GPU cost (β_gpu ≠ 0).
+pub fn gpu_memory_counts(problem: &Problem) -> bool {
+    problem.limits.gpu_mem_mb.is_some() || problem.weights.beta_per_gpu_gib != 0.0
+}
+
+/// Whether `variant` may be planned: a variant whose GPU memory was not measured is left
+/// out wherever GPU memory counts, never read as 0 (free). Every solver and the brute
+/// force build their options through this rule.
+pub fn gpu_memory_admissible(problem: &Problem, variant: &Variant) -> bool {
+    variant.gpu_mem_mb.is_some() || !gpu_memory_counts(problem)
+}
+
+/// `(stage, variant)` names of the variants [`gpu_memory_admissible`] leaves out.
+pub fn unmeasured_gpu_excluded(problem: &Problem) -> Vec<(String, String)> {
+    problem
+        .pipeline
+        .stages
+        .iter()
+        .flat_map(|st| {
+            st.variants
+                .iter()
+                .filter(|v| !gpu_memory_admissible(problem, v))
+                .map(|v| (st.name.clone(), v.name.clone()))
+        })
+        .collect()
+}
+
 /// Builds an option for a fixed point, or `None` when the profile point is unusable or
-/// excluded by the extrapolation policy.
+/// excluded by the extrapolation policy or the GPU-memory rule.
 pub(crate) fn make_option(
     problem: &Problem,
     stage: usize,
@@ -48,9 +75,11 @@ pub(crate) fn make_option(
     replicas: u32,
     load_rps: f64,
 ) -> Option<StageOption> {
-    let estimate = problem.pipeline.stages[stage].variants[variant]
-        .profile
-        .estimate(batch, cores);
+    let v = &problem.pipeline.stages[stage].variants[variant];
+    if !gpu_memory_admissible(problem, v) {
+        return None;
+    }
+    let estimate = v.profile.estimate(batch, cores);
     if !estimate_usable(&estimate) || !extrapolation_allowed(problem.extrapolation, estimate.source)
     {
         return None;
@@ -83,7 +112,9 @@ fn option_at(
         problem.service_cv2,
     );
     let cores_used = u64::from(cores) * u64::from(replicas);
-    let gpu_mb = v.gpu_mem_mb * f64::from(replicas);
+    // Unmeasured memory reaches here only where GPU memory counts nowhere
+    // (`gpu_memory_admissible`); the solution then warns that its GPU figure leaves it out.
+    let gpu_mb = v.gpu_mem_mb.unwrap_or(0.0) * f64::from(replicas);
     let cold = cold_start_s(
         problem.current.as_ref(),
         &st.name,
@@ -117,6 +148,9 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
     let slo = problem.pipeline.slo_ms;
     let mut out = Vec::new();
     for variant in 0..st.variants.len() {
+        if !gpu_memory_admissible(problem, &st.variants[variant]) {
+            continue;
+        }
         for &batch in &st.batch_sizes {
             for cores in problem.core_options(stage, variant) {
                 let estimate = st.variants[variant].profile.estimate(batch, cores);
@@ -170,6 +204,9 @@ pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
     let st = &problem.pipeline.stages[0];
     let mut out = Vec::new();
     for variant in 0..st.variants.len() {
+        if !gpu_memory_admissible(problem, &st.variants[variant]) {
+            continue;
+        }
         for &batch in &st.batch_sizes {
             for cores in problem.core_options(0, variant) {
                 let estimate = st.variants[variant].profile.estimate(batch, cores);

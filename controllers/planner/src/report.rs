@@ -5,7 +5,7 @@
 use infadapt_model::{Assignment, EstimateSource, Plan, StagePlan};
 
 use crate::latency::{LatencyBreakdown, stage_latency_in};
-use crate::options::StageOption;
+use crate::options::{StageOption, unmeasured_gpu_excluded};
 use crate::problem::{AccuracyMode, Problem};
 use crate::solution::{Constraint, ObjectiveTerms, Solution, StageReport};
 
@@ -110,6 +110,12 @@ pub fn build_solution(
                 share: a.share,
             });
             sources.push(o.estimate.source);
+            if variant.gpu_mem_mb.is_none() {
+                warnings.push(format!(
+                    "stage `{}` variant `{}`: GPU memory unmeasured, left out of the plan's GPU memory",
+                    stage.name, variant.name
+                ));
+            }
             if let EstimateSource::Extrapolated { factor } = o.estimate.source {
                 warnings.push(format!(
                     "stage `{}` variant `{}` batch {} cores {} relies on a fit {}× beyond the measured range",
@@ -158,6 +164,11 @@ pub fn build_solution(
             stage: stage.name.clone(),
             assignments,
         });
+    }
+    for (stage, variant) in unmeasured_gpu_excluded(problem) {
+        warnings.push(format!(
+            "stage `{stage}` variant `{variant}`: not planned, its GPU memory is unmeasured and a GPU memory limit or GPU cost applies (measure it with `infadaptd profile` on a GPU host or set gpu_mem_mb in the catalog)"
+        ));
     }
     if pipeline.slo_ms - latency_ms < BINDING_SLACK * pipeline.slo_ms {
         binding.insert(0, Constraint::LatencySlo);

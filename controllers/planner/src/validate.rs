@@ -91,7 +91,9 @@ pub fn validate(problem: &Problem) -> Result<(), PlanError> {
                     stage.name, v.name
                 ));
             }
-            if !(v.gpu_mem_mb.is_finite() && v.gpu_mem_mb >= 0.0) {
+            if v.gpu_mem_mb
+                .is_some_and(|mb| !(mb.is_finite() && mb >= 0.0))
+            {
                 return bad(format!(
                     "stage `{}` variant `{}`: gpu_mem_mb must be finite and >= 0",
                     stage.name, v.name

@@ -4,6 +4,7 @@
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
 };
+use infadapt_planner::brute::brute_force;
 use infadapt_planner::options::stage_options;
 use infadapt_planner::{
     AccuracyMode, Constraint, ExtrapolationPolicy, HostLimits, PlanError, Problem, SolverChoice,
@@ -29,7 +30,7 @@ fn variant(name: &str, accuracy: f64, p99_b1: f64, gpu_mem_mb: f64) -> Variant {
         name: name.into(),
         accuracy,
         load_time_s: 5.0,
-        gpu_mem_mb,
+        gpu_mem_mb: Some(gpu_mem_mb),
         profile: Profile::new(points).expect("profile"),
     }
 }
@@ -179,6 +180,10 @@ fn rejects_invalid_problems() {
         (
             Box::new(|p| p.limits.gpu_mem_mb = Some(f64::NAN)),
             "gpu memory",
+        ),
+        (
+            Box::new(|p| p.pipeline.stages[0].variants[0].gpu_mem_mb = Some(-1.0)),
+            "gpu_mem_mb must be finite",
         ),
         (Box::new(|p| p.service_cv2 = f64::NAN), "service_cv2"),
         (Box::new(|p| p.pipeline.slo_ms = f64::NAN), "slo_ms"),
@@ -340,6 +345,85 @@ fn diagnoses_host_cores_and_gpu_memory() {
 }
 
 #[test]
+fn unmeasured_gpu_memory_is_never_planned_as_free() {
+    // `large` is the accurate one and would win under a loose SLO; its GPU memory is
+    // unmeasured.
+    let mut p = one_stage(500.0, 20.0);
+    p.pipeline.stages[0].variants[1].gpu_mem_mb = None;
+    // Where GPU memory counts nowhere it is planned, and the plan says its GPU figure
+    // leaves it out.
+    let free = solve(&p).expect("feasible");
+    assert_eq!(chosen(&free, 0).variant, "large");
+    assert_eq!(free.terms.gpu_gib, 0.0);
+    assert!(
+        free.warnings
+            .iter()
+            .any(|w| w.contains("`large`: GPU memory unmeasured")),
+        "{:?}",
+        free.warnings
+    );
+    // Under a GPU memory limit, under a GPU cost, and in a mix it is left out, by name.
+    let mut limited = p.clone();
+    limited.limits.gpu_mem_mb = Some(1e6);
+    let mut costed = p.clone();
+    costed.weights.beta_per_gpu_gib = 0.01;
+    let mut mixed = limited.clone();
+    mixed.allow_mix = true;
+    for problem in [&limited, &costed, &mixed] {
+        let s = solve(problem).expect("feasible without `large`");
+        assert!(
+            s.plan.stages[0]
+                .assignments
+                .iter()
+                .all(|a| a.variant == "small"),
+            "{:?}",
+            s.plan
+        );
+        assert!(
+            s.warnings
+                .iter()
+                .any(|w| w.contains("variant `large`: not planned, its GPU memory is unmeasured")),
+            "{:?}",
+            s.warnings
+        );
+        let reference = brute_force(problem).expect("brute force finds the same plan");
+        assert!((reference.objective - s.objective).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn a_stage_with_only_unmeasured_gpu_memory_is_diagnosed_by_name() {
+    let mut p = two_stage(400.0, 10.0);
+    p.limits.gpu_mem_mb = Some(1e6);
+    for v in &mut p.pipeline.stages[1].variants {
+        v.gpu_mem_mb = None;
+    }
+    let i = infeasible(&p);
+    assert_eq!(i.binding, Constraint::HostGpuMemory);
+    assert!(
+        i.message
+            .contains("stage `classify` has no variant with measured gpu memory")
+            && i.message.contains("`small`, `large` unmeasured"),
+        "{}",
+        i.message
+    );
+    // One unmeasured variant beside an infeasible remainder is named after the diagnosis.
+    let mut p = two_stage(400.0, 100.0);
+    p.limits = HostLimits {
+        total_cores: None,
+        gpu_mem_mb: Some(100.0),
+    };
+    p.pipeline.stages[1].variants[1].gpu_mem_mb = None;
+    let i = infeasible(&p);
+    assert!(
+        i.message
+            .ends_with("(not considered, gpu memory unmeasured: stage `classify` `large`)"),
+        "{}",
+        i.message
+    );
+}
+
+#[test]
 fn host_limits_bind() {
     let mut p = two_stage(400.0, 100.0);
     let free = solve(&p).expect("feasible");
@@ -409,7 +493,7 @@ fn extrapolated_points_are_warned_or_forbidden() {
         name: "only".into(),
         accuracy: 0.7,
         load_time_s: 1.0,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(measured).expect("p"),
     };
     let s = Stage {

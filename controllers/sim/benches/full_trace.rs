@@ -35,7 +35,7 @@ fn variant(name: &str, accuracy: f64, base_ms: f64, per_request_ms: f64, overlap
         name: name.to_owned(),
         accuracy,
         load_time_s: 8.0,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(points).expect("valid profile"),
     }
 }

@@ -253,7 +253,7 @@ fn removing_replicas_never_loses_a_batch() {
 #[test]
 fn cost_integrates_cores_over_time_including_cold_starts() {
     let mut p = fixed_pipeline(10.0, 50.0);
-    p.stages[0].variants[0].gpu_mem_mb = 1000.0;
+    p.stages[0].variants[0].gpu_mem_mb = Some(1000.0);
     let four_cores = |replicas| plan(&[("s", vec![assignment("v", 1, 4, replicas, 1.0)])]);
     let mut sim = HostSim::new(&p, &four_cores(2), config(12)).expect("sim");
     run(&mut sim, 0.0, 100);

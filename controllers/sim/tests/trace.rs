@@ -35,7 +35,7 @@ fn paper_window_replays() {
         name: "resnet50".to_owned(),
         accuracy: 0.76,
         load_time_s: 8.0,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(vec![ProfilePoint {
             batch: 1,
             cores: 4,

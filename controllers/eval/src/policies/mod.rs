@@ -230,7 +230,7 @@ pub(crate) mod tests {
             name: name.to_owned(),
             accuracy,
             load_time_s: 2.0,
-            gpu_mem_mb: 0.0,
+            gpu_mem_mb: Some(0.0),
             profile: Profile::new(points).expect("profile"),
         }
     }

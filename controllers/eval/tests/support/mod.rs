@@ -30,7 +30,7 @@ pub fn variant(
         name: name.to_owned(),
         accuracy,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(points).expect("profile"),
     }
 }

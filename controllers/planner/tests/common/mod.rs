@@ -85,10 +85,12 @@ pub fn random_variant(
         name,
         accuracy,
         load_time_s: rng.range(0.0, 10.0),
-        gpu_mem_mb: if rng.chance(0.5) {
-            0.0
+        gpu_mem_mb: if rng.chance(0.15) {
+            None
+        } else if rng.chance(0.5) {
+            Some(0.0)
         } else {
-            rng.range(100.0, 2000.0)
+            Some(rng.range(100.0, 2000.0))
         },
         profile: Profile::new(points).expect("valid random profile"),
     }
@@ -153,7 +155,11 @@ pub fn random_problem(seed: u64, max_stages: u32) -> Problem {
             rng.range(0.1, 2.0)
         },
         beta_per_core: rng.range(0.0, 0.05),
-        beta_per_gpu_gib: rng.range(0.0, 0.1),
+        beta_per_gpu_gib: if rng.chance(0.3) {
+            0.0
+        } else {
+            rng.range(0.0, 0.1)
+        },
         gamma_per_cold_start_s: rng.range(0.0, 0.01),
     };
     problem.accuracy_mode = if rng.chance(0.5) {
@@ -238,7 +244,14 @@ pub fn assert_respects_constraints(problem: &Problem, solution: &Solution) {
                 a.replicas
             );
             assert!(a.replicas >= 1 && a.replicas <= stage.max_replicas);
-            gpu += variant.gpu_mem_mb * f64::from(a.replicas);
+            // GPU memory that was not measured is never planned where it counts.
+            let gpu_counts =
+                problem.limits.gpu_mem_mb.is_some() || problem.weights.beta_per_gpu_gib != 0.0;
+            assert!(
+                variant.gpu_mem_mb.is_some() || !gpu_counts,
+                "assignment {a:?} uses a variant with unmeasured GPU memory"
+            );
+            gpu += variant.gpu_mem_mb.unwrap_or(0.0) * f64::from(a.replicas);
         }
         let replicas: u32 = sp.assignments.iter().map(|a| a.replicas).sum();
         assert!(

@@ -237,10 +237,11 @@ impl HostSim {
                         } else {
                             0.0
                         },
-                        gpu_mem_mb: if v.gpu_mem_mb.is_finite() {
-                            v.gpu_mem_mb.max(0.0)
-                        } else {
-                            0.0
+                        // The simulator holds what the catalog says; unmeasured memory
+                        // (which the planner keeps out wherever GPU memory counts) holds none.
+                        gpu_mem_mb: match v.gpu_mem_mb {
+                            Some(mb) if mb.is_finite() => mb.max(0.0),
+                            _ => 0.0,
                         },
                         mode: LaneMode::Off,
                         share: 0.0,

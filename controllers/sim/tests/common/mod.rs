@@ -28,7 +28,7 @@ pub fn variant(
         name: name.to_owned(),
         accuracy,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(points).expect("valid profile"),
     }
 }
@@ -45,7 +45,7 @@ pub fn measured_variant(
         name: name.to_owned(),
         accuracy,
         load_time_s,
-        gpu_mem_mb: 0.0,
+        gpu_mem_mb: Some(0.0),
         profile: Profile::new(vec![ProfilePoint {
             batch: 1,
             cores: 1,
