@@ -7,6 +7,7 @@ mod backend_check;
 mod completions_cli;
 mod daemon;
 mod demo_plot;
+mod dry_run;
 mod examples;
 mod forecast_cli;
 mod logging;

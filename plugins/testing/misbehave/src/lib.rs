@@ -6,6 +6,12 @@
 //! `gpu_mem_mb` is reported by `describe` as the GPU memory the backend offers.
 //! `"check": "ok" | "panic" | "hang"` makes the config check answer, panic or sleep
 //! `hang_ms`; it reports unknown keys.
+//!
+//! Scripted load: `"load_rps": [20, 40, ...]` makes observe number k report one second of
+//! arrivals at the k-th rate (the last one repeats), all completed; `"record": PATH`
+//! appends every observation it reports to PATH as a JSON line, and `"replay": PATH` reports
+//! those lines in order instead (the deployed plan included), whatever was applied: a run
+//! that applies nothing sees what a run that applied everything saw.
 
 use std::time::Duration;
 
@@ -22,6 +28,9 @@ const KEYS: &[&str] = &[
     "create",
     "gpu_mem_mb",
     "check",
+    "load_rps",
+    "record",
+    "replay",
 ];
 
 /// The misbehaving backend.
@@ -32,6 +41,9 @@ pub struct Misbehave {
     observed: u64,
     last_plan: PlanMessage,
     gpu_mem_mb: Option<f64>,
+    load_rps: Vec<f64>,
+    record: Option<std::path::PathBuf>,
+    replay: Vec<PluginObservation>,
 }
 
 impl Backend for Misbehave {
@@ -73,6 +85,24 @@ impl Backend for Misbehave {
             observed: 0,
             last_plan: PlanMessage::default(),
             gpu_mem_mb: config.get("gpu_mem_mb").and_then(serde_json::Value::as_f64),
+            load_rps: config
+                .get("load_rps")
+                .and_then(serde_json::Value::as_array)
+                .map(|rates| rates.iter().filter_map(serde_json::Value::as_f64).collect())
+                .unwrap_or_default(),
+            record: config
+                .get("record")
+                .and_then(serde_json::Value::as_str)
+                .map(std::path::PathBuf::from),
+            replay: match config.get("replay").and_then(serde_json::Value::as_str) {
+                None => Vec::new(),
+                Some(path) => std::fs::read_to_string(path)
+                    .map_err(|e| BackendError::invalid(format!("misbehave: replay {path}: {e}")))?
+                    .lines()
+                    .map(serde_json::from_str)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| BackendError::invalid(format!("misbehave: replay {path}: {e}")))?,
+            },
         })
     }
 
@@ -95,11 +125,36 @@ impl Backend for Misbehave {
             "hang_once" if self.observed == 1 => std::thread::sleep(self.hang),
             _ => {}
         }
-        Ok(PluginObservation {
+        if !self.replay.is_empty() {
+            let at = (self.observed as usize - 1).min(self.replay.len() - 1);
+            return Ok(self.replay[at].clone());
+        }
+        let mut observation = PluginObservation {
             completed: self.observed,
             deployed: self.last_plan.clone(),
             ..PluginObservation::default()
-        })
+        };
+        if let Some(last) = self.load_rps.last() {
+            let rate = *self
+                .load_rps
+                .get(self.observed as usize - 1)
+                .unwrap_or(last);
+            observation.arrivals_per_second = vec![rate];
+            observation.completed = rate.max(0.0) as u64;
+            observation.latency_p99_ms = Some(100.0);
+        }
+        if let Some(path) = &self.record {
+            use std::io::Write as _;
+            let line = serde_json::to_string(&observation)
+                .map_err(|e| BackendError::failed(format!("misbehave: record: {e}")))?;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .and_then(|mut file| writeln!(file, "{line}"))
+                .map_err(|e| BackendError::failed(format!("misbehave: record: {e}")))?;
+        }
+        Ok(observation)
     }
 
     fn apply(&mut self, plan: &PlanMessage) -> Result<ApplyReport, BackendError> {
