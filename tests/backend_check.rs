@@ -23,11 +23,14 @@ fn pipeline(name: &str, backend: &str) -> String {
     )
 }
 
-fn daemon_table(plugins: &Path, extra: &str) -> String {
+/// The `[daemon]` table: plugins from `plugins`, state under `state` (never the system's
+/// state directory), no HTTP API.
+fn daemon_table(plugins: &Path, state: &Path, extra: &str) -> String {
     format!(
-        "[daemon]\nperiod_s = 1\nbackend_timeout_s = 2\ngrace_s = 2\nplugin_dirs = [\"{}\"]\n{extra}\
-         [daemon.http]\nenabled = false\n",
-        plugins.display()
+        "[daemon]\nperiod_s = 1\nbackend_timeout_s = 2\ngrace_s = 2\nplugin_dirs = [\"{}\"]\n\
+         state_dir = \"{}\"\n{extra}[daemon.http]\nenabled = false\n",
+        plugins.display(),
+        state.display()
     )
 }
 
@@ -67,7 +70,7 @@ fn validate_reports_backend_keys_at_their_positions_and_warns_about_an_old_abi()
     let dir = scratch("backend-check");
     let config = dir.join("c.toml");
 
-    let mut text = daemon_table(plugins.path(), "");
+    let mut text = daemon_table(plugins.path(), &dir.join("state"), "");
     text.push_str(&pipeline(
         "triton",
         "type = \"triton\"\nurl = \"http://127.0.0.1:1\"\nmetrics_ulr = \"http://127.0.0.1:2\"\n\
@@ -148,7 +151,7 @@ fn a_plugin_check_that_panics_or_hangs_is_reported_and_validate_finishes() {
     );
     let dir = scratch("backend-check-misbehave");
     let config = dir.join("c.toml");
-    let mut text = daemon_table(plugins.path(), "");
+    let mut text = daemon_table(plugins.path(), &dir.join("state"), "");
     text.push_str(&pipeline(
         "panics",
         "type = \"misbehave\"\ncheck = \"panic\"",
@@ -196,7 +199,11 @@ fn run_refuses_to_start_when_no_pipeline_can_create_its_backend_unless_told_othe
         .expect("timeout");
     let broken = pipeline("broken", "type = \"misbehave\"\ncreate = \"panic\"");
 
-    std::fs::write(&config, daemon_table(plugins.path(), "") + &broken).expect("config");
+    std::fs::write(
+        &config,
+        daemon_table(plugins.path(), &dir.join("state"), "") + &broken,
+    )
+    .expect("config");
     let mut daemon = Daemon::start(&config, &notify_path);
     let code = daemon.wait_exit(Duration::from_secs(20));
     let log = daemon.log();
@@ -220,8 +227,12 @@ fn run_refuses_to_start_when_no_pipeline_can_create_its_backend_unless_told_othe
     // Told to start anyway, and with one pipeline that works: ready, with the broken one
     // named in the status.
     let port = free_port();
-    let text = daemon_table(plugins.path(), "require_running_pipeline = false\n")
-        .replace("enabled = false", &format!("listen = \"127.0.0.1:{port}\""))
+    let text = daemon_table(
+        plugins.path(),
+        &dir.join("state"),
+        "require_running_pipeline = false\n",
+    )
+    .replace("enabled = false", &format!("listen = \"127.0.0.1:{port}\""))
         + &broken;
     std::fs::write(&config, &text).expect("config");
     let mut daemon = Daemon::start(&config, &notify_path);
