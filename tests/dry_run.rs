@@ -28,13 +28,8 @@ fn load() -> Vec<f64> {
         .collect()
 }
 
-fn pipeline(plugins: &std::path::Path, backend: &str) -> PipelineConfig {
-    let text = format!(
-        r#"
-[daemon]
-period_s = 1
-plugin_dirs = ["{plugins}"]
-
+/// The pipeline of these tests, up to its `[pipeline.backend]` table.
+pub(crate) const PIPELINE_WITHOUT_BACKEND: &str = r#"
 [[pipeline]]
 name = "resnet"
 catalog = "catalogs/resnet-cpu.toml"
@@ -55,11 +50,13 @@ smoothing_s = 1
 [pipeline.damping]
 stabilization_window_s = 5
 min_dwell_s = 5
-[pipeline.backend]
-type = "misbehave"
-{backend}
-"#,
-        plugins = plugins.display()
+"#;
+
+fn pipeline(plugins: &std::path::Path, backend: &str) -> PipelineConfig {
+    let text = format!(
+        "[daemon]\nperiod_s = 1\nplugin_dirs = [\"{}\"]\n{PIPELINE_WITHOUT_BACKEND}\
+         [pipeline.backend]\ntype = \"misbehave\"\n{backend}\n",
+        plugins.display()
     );
     let base = repo_root().join("etc");
     let config = parse_config("dry-run.toml", &text, &base, &mut |r: &str| {

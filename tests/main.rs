@@ -14,6 +14,7 @@ mod logging;
 mod lstm_run;
 mod metrics;
 mod no_debug_output;
+mod observations;
 mod one_loop;
 mod packaging;
 mod pause;

@@ -561,6 +561,9 @@ fn read_pipeline(
         r.finish();
         settings
     });
+    if complete && let Err(problem) = check_pipeline_name(&control.problem.pipeline.name) {
+        p.report("name", problem);
+    }
     if complete && let Err(e) = control.validate() {
         p.report("name", e.to_string());
     }
@@ -575,6 +578,26 @@ fn read_pipeline(
         check_s,
         lstm_model,
     })
+}
+
+/// A pipeline's name names its state file, its log lines, its metric labels and its API
+/// paths: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`, so that two
+/// names never share a state file and no name can forge a log line or a path.
+pub fn check_pipeline_name(name: &str) -> Result<(), String> {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+    if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(allowed) {
+        // Escaped, so that a control character in the name cannot forge the message.
+        let shown: String = name
+            .chars()
+            .take(64)
+            .flat_map(char::escape_default)
+            .collect();
+        return Err(format!(
+            "`{shown}` is not a pipeline name: use 1 to 64 letters, digits, `-`, `_` or `.`, \
+             not starting with `.`"
+        ));
+    }
+    Ok(())
 }
 
 /// Default seconds between two looks at the load between ticks (the fast path).
@@ -1441,6 +1464,32 @@ peak_rps = 80
             "{errors}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn pipeline_names_that_could_share_a_state_file_or_forge_a_line_are_refused() {
+        for bad in [
+            "a/b",
+            "a b",
+            "x\ny",
+            "\u{1b}[31mred",
+            ".hidden",
+            "",
+            &"n".repeat(65),
+        ] {
+            let quoted = toml::Value::String(bad.to_owned()).to_string();
+            let text = GOOD.replace("name = \"resnet\"", &format!("name = {quoted}"));
+            let errors = parse(&text).expect_err(bad);
+            assert!(
+                errors.contains("pipeline[0].name:") && errors.contains("is not a pipeline name"),
+                "{bad:?}: {errors}"
+            );
+            assert_eq!(errors.lines().count(), 1, "{errors}");
+        }
+        for good in ["a_b", "resnet-50.v2", &"n".repeat(64)] {
+            let text = GOOD.replace("name = \"resnet\"", &format!("name = {good:?}"));
+            assert!(parse(&text).is_ok(), "{good}");
+        }
     }
 
     #[test]

@@ -189,7 +189,7 @@ pub const KEYS: &[KeySpec] = &[
         integer: false,
         default: "required",
         bounds: None,
-        doc: "The pipeline's name (unique in the file).",
+        doc: "The pipeline's name (unique in the file): 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.` (it names the state file, log lines, metric labels and API paths).",
     },
     KeySpec {
         path: "pipeline.catalog",

@@ -181,6 +181,49 @@ pub fn observation_from_plugin(
     }
 }
 
+/// A backend's report made fit to act on: arrival rates that are negative or not finite
+/// read as 0, a p99 that is negative or not finite as unknown, queue lengths and busy
+/// fractions as 0 (busy fractions above 1 as 1). Returns the report and one line per field
+/// it changed (empty for a sane report), for the caller to log and count.
+pub fn sanitise_observation(message: &PluginObservation) -> (PluginObservation, Vec<String>) {
+    let mut clean = message.clone();
+    let mut problems = Vec::new();
+    for (i, rate) in clean.arrivals_per_second.iter_mut().enumerate() {
+        if !(rate.is_finite() && *rate >= 0.0) {
+            problems.push(format!(
+                "arrivals_per_second[{i}] = {rate} is not a rate; read as 0"
+            ));
+            *rate = 0.0;
+        }
+    }
+    if let Some(p99) = clean.latency_p99_ms
+        && !(p99.is_finite() && p99 >= 0.0)
+    {
+        problems.push(format!(
+            "latency_p99_ms = {p99} is not a latency; read as unknown"
+        ));
+        clean.latency_p99_ms = None;
+    }
+    for stage in &mut clean.stages {
+        if !(stage.queue_len.is_finite() && stage.queue_len >= 0.0) {
+            problems.push(format!(
+                "stage `{}`: queue_len = {} read as 0",
+                stage.stage, stage.queue_len
+            ));
+            stage.queue_len = 0.0;
+        }
+        if !(stage.busy_fraction.is_finite() && (0.0..=1.0).contains(&stage.busy_fraction)) {
+            let read = if stage.busy_fraction > 1.0 { 1.0 } else { 0.0 };
+            problems.push(format!(
+                "stage `{}`: busy_fraction = {} read as {read}",
+                stage.stage, stage.busy_fraction
+            ));
+            stage.busy_fraction = read;
+        }
+    }
+    (clean, problems)
+}
+
 /// What the control loop sees of a simulator observation, time shifted by `offset_s`: the
 /// simulated backend's report ([`sim_observation_message`]) read as the daemon reads any
 /// backend's ([`observation_from_plugin`]), with the simulator's target plan in force.

@@ -164,3 +164,37 @@ fn per_second_reports_merge_into_the_report_of_the_whole_period() {
     assert!(merged.latency_p99_ms >= once.latency_p99_ms);
     assert_eq!(merge_observations(&[]), None);
 }
+
+#[test]
+fn reports_that_make_no_sense_are_made_fit_and_every_change_named() {
+    let message = PluginObservation {
+        arrivals_per_second: vec![10.0, -3.0, f64::NAN, f64::INFINITY, 5.0],
+        latency_p99_ms: Some(-1.0),
+        stages: vec![infadapt_plugin_abi::ObservedStage {
+            stage: "s".to_owned(),
+            queue_len: f64::NEG_INFINITY,
+            busy_fraction: 7.0,
+            ready_replicas: 1,
+            starting_replicas: 0,
+        }],
+        ..PluginObservation::default()
+    };
+    let (clean, problems) = crate::sanitise_observation(&message);
+    assert_eq!(clean.arrivals_per_second, vec![10.0, 0.0, 0.0, 0.0, 5.0]);
+    assert_eq!(clean.latency_p99_ms, None);
+    assert_eq!(clean.stages[0].queue_len, 0.0);
+    assert_eq!(clean.stages[0].busy_fraction, 1.0);
+    assert_eq!(problems.len(), 6, "{problems:?}");
+    assert!(
+        problems[0].contains("arrivals_per_second[1] = -3"),
+        "{problems:?}"
+    );
+    let sane = PluginObservation {
+        arrivals_per_second: vec![1.0, 2.0],
+        latency_p99_ms: Some(120.0),
+        ..PluginObservation::default()
+    };
+    let (same, none) = crate::sanitise_observation(&sane);
+    assert_eq!(same, sane);
+    assert!(none.is_empty());
+}

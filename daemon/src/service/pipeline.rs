@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use infadapt_bridge::{
     merge_observations, observation_from_plugin, plan_from_message, plan_to_message,
-    pulse_from_plugin,
+    pulse_from_plugin, sanitise_observation,
 };
 use infadapt_control::{ControlLoop, Decision, Policy, Pulse};
 use infadapt_model::{CatalogVariant, Plan};
@@ -629,7 +629,22 @@ impl PipelineTask {
         let Some(backend) = self.backend.as_mut() else {
             return Err(self.no_backend(crate::plugin_host::Call::Observe));
         };
-        let result = backend.observe().await;
+        let result = backend.observe().await.map(|observation| {
+            // A report the loop cannot act on as it is (negative or non-finite rates,
+            // latencies, queues) is made fit and the fields it changed are logged and
+            // counted: bad data never scales the pipeline.
+            let (clean, problems) = sanitise_observation(&observation);
+            if !problems.is_empty() {
+                warn!(
+                    backend = %self.config.backend.kind,
+                    "observe: the backend reported values that make no sense: {}",
+                    problems.join("; ")
+                );
+                self.registry
+                    .update(&self.name, |s| s.bad_observations += 1);
+            }
+            clean
+        });
         self.note(result.as_ref().err());
         if let (Ok(observation), Some(router)) = (&result, &self.router) {
             self.endpoints = observation.endpoints.clone();

@@ -304,6 +304,9 @@ pub struct PipelineStatus {
     /// The guarded backend calls in detail.
     pub plugin: PluginStatus,
     pub planner_errors: u64,
+    /// Backend reports that held values making no sense (negative or non-finite rates,
+    /// latencies or queues), made fit before the loop saw them.
+    pub bad_observations: u64,
     pub degraded: bool,
     pub last_error: Option<String>,
     /// The pipeline's latency SLO, milliseconds (0 until its task started).
@@ -797,6 +800,13 @@ pub fn render_metrics_at(statuses: &[PipelineStatus], now: Instant) -> String {
         "Ticks where no plan could be found (the deployed plan was kept).",
         "counter",
         per(&|s| Some(s.planner_errors as f64)),
+    );
+    gauge(
+        "infadapt_bad_observations_total",
+        "Backend reports with values that make no sense (negative or non-finite rates, \
+         latencies or queues), made fit before the loop saw them.",
+        "counter",
+        per(&|s| Some(s.bad_observations as f64)),
     );
     gauge(
         "infadapt_paused",
