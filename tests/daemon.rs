@@ -809,7 +809,8 @@ fn misbehaving_plugins_are_contained_while_other_pipelines_run() {
         "{body}"
     );
     let (code, health) = http_get(port, "/healthz").expect("healthz");
-    assert_eq!(code, 200);
+    assert_eq!(code, 503, "{health}");
+    assert_eq!(http_get(port, "/livez").map(|(c, _)| c), Some(200));
     assert!(
         health.contains("panicky") && health.contains("stuck"),
         "{health}"

@@ -564,8 +564,24 @@ fn read_pipeline(
     if complete && let Err(problem) = check_pipeline_name(&control.problem.pipeline.name) {
         p.report("name", problem);
     }
-    if complete && let Err(e) = control.validate() {
-        p.report("name", e.to_string());
+    if complete && !p.reader().has_problems() {
+        match control.validate() {
+            Err(e) => p.report("name", e.to_string()),
+            // The loop `run` would build, built here: a pipeline whose SLO no configuration
+            // meets, or whose loop cannot be made, is refused now rather than failing when
+            // it starts.
+            Ok(()) => match infadapt_control::ControlLoop::new(control.clone()) {
+                Err(infadapt_control::ControlError::Plan(e)) => p.report(
+                    "slo_ms",
+                    format!(
+                        "no configuration of the pipeline can start: {e} (at \
+                         initial_load_rps = {initial_load})"
+                    ),
+                ),
+                Err(e) => p.report("name", format!("the control loop cannot start: {e}")),
+                Ok(_) => {}
+            },
+        }
     }
     if !complete {
         return None;
@@ -1464,6 +1480,19 @@ peak_rps = 80
             "{errors}"
         );
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_pipeline_no_configuration_can_start_is_refused_at_its_slo() {
+        let errors = parse(&GOOD.replace("slo_ms = 750", "slo_ms = 1")).expect_err("infeasible");
+        assert!(
+            errors.contains(
+                "pipeline[0].slo_ms: no configuration of the pipeline can start: no \
+                             feasible plan"
+            ),
+            "{errors}"
+        );
+        assert!(errors.starts_with("c.toml:9:10:"), "{errors}");
     }
 
     #[test]

@@ -1119,6 +1119,14 @@ listen = "127.0.0.1:0"
                     Err(d) => {
                         let report = d.to_string();
                         let at_field = report.lines().any(|l| l.contains(&field));
+                        // In range, but no configuration meets the SLO at that load: the
+                        // range check let it through and the feasibility check refused it.
+                        let infeasible = report
+                            .lines()
+                            .all(|l| l.contains("no configuration of the pipeline can start"));
+                        if expect_ok && infeasible {
+                            continue;
+                        }
                         if expect_ok {
                             wrong.push(format!("{} = {text} was refused: {report}", key.path));
                         } else if !at_field {

@@ -1,5 +1,5 @@
 //! The HTTP API: `/metrics` (Prometheus text: the pipelines' families, `infadapt_build_info`
-//! and the process metrics; see docs/metrics.md), `/v1/status`, `/v1/decisions`, `/healthz`,
+//! and the process metrics; see docs/metrics.md), `/v1/status`, `/v1/decisions`, `/healthz` (503 naming the failed or degraded pipelines), `/livez`,
 //! and the write endpoints `POST /v1/pipelines/{name}/pause` and `…/resume`.
 //!
 //! The `/v1/` routes answer JSON. A request they cannot answer as asked gets an error status
@@ -38,11 +38,12 @@ pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 10_000;
 
 /// Every route, for the answer to a path with none.
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/metrics",
     "/v1/status",
     "/v1/decisions",
     "/healthz",
+    "/livez",
     "POST /v1/pipelines/{name}/pause",
     "POST /v1/pipelines/{name}/resume",
 ];
@@ -67,6 +68,7 @@ pub fn router(registry: Registry, access: WriteAccess) -> Router {
         .route("/v1/status", get(status))
         .route("/v1/decisions", get(decisions))
         .route("/healthz", get(healthz))
+        .route("/livez", get(livez))
         .route(
             "/v1/pipelines/{name}/pause",
             post(pause).fallback(post_only),
@@ -269,12 +271,22 @@ async fn healthz(State(registry): State<Registry>) -> impl IntoResponse {
         .filter(|s| s.degraded || s.state == "failed")
         .map(|s| s.name.as_str())
         .collect();
-    let body = if failing.is_empty() {
-        "ok\n".to_owned()
+    // Health of the service, not just of the process: a failed or degraded pipeline makes
+    // it unhealthy (503, naming them), so a probe or a load balancer sees it. `/livez`
+    // answers whether the process serves at all.
+    if failing.is_empty() {
+        (StatusCode::OK, "ok\n".to_owned())
     } else {
-        format!("ok (degraded: {})\n", failing.join(", "))
-    };
-    (StatusCode::OK, body)
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("degraded: {}\n", failing.join(", ")),
+        )
+    }
+}
+
+/// Liveness: the process answers (whatever its pipelines do).
+async fn livez() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
 }
 
 async fn pause(

@@ -17,7 +17,7 @@ pub mod status;
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -410,6 +410,10 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             }
         }
     };
+    if let HttpListen::Unix(path) = &app.config.daemon.http {
+        // Ours: `prepare_unix_socket` refused to start over anything else.
+        let _ = std::fs::remove_file(path);
+    }
     info!("stopped");
     Ok(Stopped {
         registry,
@@ -443,7 +447,7 @@ async fn serve_http(
             });
         }
         HttpListen::Unix(path) => {
-            let _ = std::fs::remove_file(path);
+            prepare_unix_socket(path)?;
             let listener =
                 tokio::net::UnixListener::bind(path).map_err(|source| ServiceError::Listen {
                     address: path.display().to_string(),
@@ -460,6 +464,43 @@ async fn serve_http(
     Ok(())
 }
 
+/// Makes `path` free for the API's socket: nothing there, or a socket nobody answers on (left
+/// by a daemon that died), which is removed. Anything else is refused and left alone: a
+/// file that is not a socket, or a socket another process serves (a second instance must
+/// not take over a running daemon's API).
+pub fn prepare_unix_socket(path: &Path) -> Result<(), ServiceError> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let refuse = |why: String| ServiceError::Listen {
+        address: path.display().to_string(),
+        source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, why),
+    };
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => {
+            return Err(ServiceError::Listen {
+                address: path.display().to_string(),
+                source,
+            });
+        }
+    };
+    if !meta.file_type().is_socket() {
+        return Err(refuse(
+            "something that is not a socket is there; remove it or choose another `unix` path"
+                .to_owned(),
+        ));
+    }
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(refuse(
+            "another process serves this socket (is the daemon already running?)".to_owned(),
+        ));
+    }
+    std::fs::remove_file(path).map_err(|source| ServiceError::Listen {
+        address: path.display().to_string(),
+        source,
+    })
+}
+
 /// The state directory a configuration resolves to (for messages).
 pub fn state_dir(config: &DaemonConfig) -> PathBuf {
     config.daemon.resolved_state_dir()
@@ -471,5 +512,40 @@ fn listed(names: &[String]) -> String {
         "none".to_owned()
     } else {
         names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod socket_tests {
+    use super::prepare_unix_socket;
+
+    #[test]
+    fn the_api_socket_replaces_only_a_dead_socket() {
+        let dir = std::env::temp_dir().join(format!("infadaptd-socket-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("api.sock");
+
+        // Nothing there: free.
+        prepare_unix_socket(&path).expect("free");
+
+        // A regular file is refused and kept.
+        std::fs::write(&path, "precious").expect("file");
+        let err = prepare_unix_socket(&path).expect_err("a file");
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&path).expect("kept"), "precious");
+        std::fs::remove_file(&path).expect("rm");
+
+        // A socket someone serves is refused and kept.
+        let live = std::os::unix::net::UnixListener::bind(&path).expect("bind");
+        let err = prepare_unix_socket(&path).expect_err("served");
+        assert!(err.to_string().contains("another process serves"), "{err}");
+        assert!(path.exists());
+
+        // The same socket once nobody serves it: removed.
+        drop(live);
+        prepare_unix_socket(&path).expect("stale socket replaced");
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -161,9 +161,19 @@ pub fn plan_fits(plan: &Plan, pipeline: &Pipeline) -> bool {
         && plan.stages.iter().zip(&pipeline.stages).all(|(p, s)| {
             p.stage == s.name
                 && !p.assignments.is_empty()
+                && p.assignments.iter().all(|a| {
+                    s.variant(&a.variant).is_some()
+                        && s.batch_sizes.contains(&a.batch)
+                        && s.core_options.contains(&a.cores)
+                        && a.replicas <= s.max_replicas
+                        && a.share.is_finite()
+                        && (0.0..=1.0).contains(&a.share)
+                })
                 && p.assignments
                     .iter()
-                    .all(|a| s.variant(&a.variant).is_some())
+                    .map(|a| u64::from(a.replicas))
+                    .sum::<u64>()
+                    >= 1
         })
 }
 
@@ -177,6 +187,43 @@ pub fn unix_now_s() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_plan_fits_only_within_the_stage_options() {
+        use infadapt_model::{Assignment, StagePlan};
+        let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        let text = "[[pipeline]]\nname = \"p\"\ncatalog = \"catalogs/resnet-cpu.toml\"\n\
+                    slo_ms = 750\n[[pipeline.stage]]\nname = \"classify\"\n\
+                    variants = [\"resnet18\"]\nbatch_sizes = [1, 4]\ncore_options = [1, 2]\n\
+                    max_replicas = 8\n[pipeline.backend]\ntype = \"sim\"\n";
+        let config = crate::config::parse_config("c.toml", text, &etc, &mut |r: &str| {
+            crate::problem_file::read_catalog(&etc.join(r))
+        })
+        .expect("valid");
+        let pipeline = &config.pipelines[0].control.problem.pipeline;
+        let plan = |batch: u32, cores: u32, replicas: u32, share: f64| Plan {
+            stages: vec![StagePlan {
+                stage: "classify".to_owned(),
+                assignments: vec![Assignment {
+                    variant: "resnet18".to_owned(),
+                    batch,
+                    cores,
+                    replicas,
+                    share,
+                }],
+            }],
+        };
+        assert!(plan_fits(&plan(4, 2, 8, 1.0), pipeline));
+        for (label, bad) in [
+            ("replicas beyond max_replicas", plan(1, 1, u32::MAX, 1.0)),
+            ("no replica at all", plan(1, 1, 0, 1.0)),
+            ("a batch size not offered", plan(0, 1, 1, 1.0)),
+            ("a core count not offered", plan(1, 3, 1, 1.0)),
+            ("a share that is not one", plan(1, 1, 1, f64::NAN)),
+        ] {
+            assert!(!plan_fits(&bad, pipeline), "{label} was taken");
+        }
+    }
 
     #[test]
     fn state_round_trips_atomically() {
