@@ -955,6 +955,10 @@ pub struct GuardedBackend {
     factory: Option<InstanceFactory>,
     needs_restart: bool,
     stats: GuardStats,
+    /// While degraded: when the next health probe may run (see [`GuardedBackend::call`]).
+    next_probe: Option<Instant>,
+    /// A health probe is running (its failure is logged quietly).
+    probing: bool,
 }
 
 impl fmt::Debug for GuardedBackend {
@@ -987,6 +991,8 @@ impl GuardedBackend {
             factory: None,
             needs_restart: false,
             stats: GuardStats::default(),
+            next_probe: None,
+            probing: false,
         }
     }
 
@@ -1206,7 +1212,19 @@ impl GuardedBackend {
         self.reclaim_hung(call).await?;
         if let Some(degraded) = &self.stats.degraded {
             let now = Instant::now();
-            if now < degraded.retry_at {
+            // While backing off, a cheap health call once per initial backoff (one period in
+            // the service) finds a backend that is back, so control resumes at once instead
+            // of after the whole backoff.
+            let probe_due = now < degraded.retry_at
+                && self.next_probe.is_none_or(|at| now >= at)
+                && self.instance.is_some()
+                && !self.needs_restart
+                && call != Call::Health;
+            if probe_due && self.probe_recovered().await {
+                // Recovered: the call goes ahead below.
+            } else if let Some(degraded) = &self.stats.degraded
+                && now < degraded.retry_at
+            {
                 self.stats.refused += 1;
                 return Err(HostError::Backoff {
                     backend: self.name.clone(),
@@ -1254,6 +1272,56 @@ impl GuardedBackend {
             None => (None, Ok(Err(BackendError::failed("no instance")))),
         })
         .await
+    }
+
+    /// One health call while degraded: whether the backend answered healthy, in which case
+    /// the backoff ends now and the call asked for goes ahead (its outcome decides whether
+    /// the backend recovered, or backs off longer as before). A failed probe keeps the
+    /// backoff as it was. Either way the next probe is one initial backoff later.
+    async fn probe_recovered(&mut self) -> bool {
+        let before = self.stats.degraded.clone();
+        let consecutive = self.stats.consecutive_failures;
+        let instance = self.instance.take();
+        self.probing = true;
+        let result = self
+            .run(Call::Health, instance, move |instance| match instance {
+                Some(mut instance) => {
+                    let result = catch_unwind(AssertUnwindSafe(|| {
+                        instance.health().and_then(|report| {
+                            if report.healthy {
+                                Ok(Answer::Health(report))
+                            } else {
+                                Err(BackendError::unavailable(format!(
+                                    "unhealthy: {}",
+                                    report.detail
+                                )))
+                            }
+                        })
+                    }));
+                    (Some(instance), result)
+                }
+                None => (None, Ok(Err(BackendError::failed("no instance")))),
+            })
+            .await;
+        self.probing = false;
+        let interval = self.policy.backoff_initial.max(Duration::from_millis(1));
+        self.next_probe = Some(Instant::now() + interval);
+        match result {
+            Ok(_) => {
+                if let Some(degraded) = &mut self.stats.degraded {
+                    degraded.retry_at = Instant::now();
+                }
+                true
+            }
+            Err(_) => {
+                if let (Some(mut kept), Some(now)) = (before, self.stats.degraded.as_ref()) {
+                    kept.last_error = now.last_error.clone();
+                    self.stats.degraded = Some(kept);
+                }
+                self.stats.consecutive_failures = consecutive;
+                false
+            }
+        }
     }
 
     /// Runs `job` on the blocking pool within the time limit and books the outcome.
@@ -1319,6 +1387,11 @@ impl GuardedBackend {
     }
 
     fn succeeded(&mut self) {
+        if self.probing {
+            // A healthy probe only lets the next call try; that call decides.
+            return;
+        }
+        self.next_probe = None;
         if let Some(degraded) = self.stats.degraded.take() {
             tracing::info!(
                 backend = %self.name,
@@ -1345,11 +1418,31 @@ impl GuardedBackend {
             .min(self.policy.backoff_max);
         let now = Instant::now();
         let since = self.stats.degraded.as_ref().map_or(now, |d| d.since);
+        // The same failure again is logged quietly: one warning when a backend degrades or
+        // its error changes, not one per attempt.
+        let repeated = self
+            .stats
+            .degraded
+            .as_ref()
+            .is_some_and(|d| d.last_error == error.to_string());
         self.stats.degraded = Some(Degraded {
             since,
             last_error: error.to_string(),
             retry_at: now + backoff,
         });
+        if self.probing {
+            tracing::debug!(backend = %self.name, "health probe while degraded failed: {error}");
+            return;
+        }
+        self.next_probe = Some(now + self.policy.backoff_initial.max(Duration::from_millis(1)));
+        if repeated {
+            tracing::debug!(
+                backend = %self.name,
+                retry_in_s = backoff.as_secs_f64(),
+                "backend still degraded: {error}"
+            );
+            return;
+        }
         tracing::warn!(
             backend = %self.name,
             origin = %self.origin,
@@ -1480,6 +1573,43 @@ mod tests {
         assert!(!backend.is_degraded());
         let stats = backend.stats();
         assert_eq!((stats.errors, stats.refused, stats.calls), (2, 1, 3));
+    }
+
+    #[tokio::test]
+    async fn a_health_probe_while_backing_off_lets_a_recovered_backend_answer_early() {
+        // A long backoff (400 ms after two failures) but probes every 20 ms.
+        let policy = CallPolicy {
+            timeout: Duration::from_millis(1000),
+            backoff_initial: Duration::from_millis(20),
+            backoff_max: Duration::from_secs(10),
+        };
+        let mut backend = GuardedBackend::new(
+            scripted(&["error", "error", "error", "error", "error"], 0),
+            BackendOrigin::Linked,
+            policy,
+        );
+        backend.observe().await.unwrap_err();
+        // Still failing: the probe is healthy, the observe it lets through fails, and the
+        // backoff keeps doubling.
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(25)).await;
+            let err = backend.observe().await.unwrap_err();
+            assert!(!matches!(err, HostError::Backoff { .. }), "{err}");
+        }
+        let stats = backend.stats();
+        assert_eq!(stats.consecutive_failures, 4);
+        let degraded = stats.degraded.clone().expect("degraded");
+        assert!(degraded.retry_at - Instant::now() > Duration::from_millis(100));
+        // Within the probe interval, calls are refused as before.
+        let refused = backend.observe().await.unwrap_err();
+        assert!(matches!(refused, HostError::Backoff { .. }), "{refused}");
+        // The backend is back: the next probe finds it long before the backoff ends.
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        backend.observe().await.unwrap_err();
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        backend.observe().await.expect("answered after a probe");
+        assert!(!backend.is_degraded());
+        assert_eq!(backend.stats().consecutive_failures, 0);
     }
 
     #[tokio::test]
