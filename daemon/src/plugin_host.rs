@@ -225,32 +225,8 @@ impl HostError {
     }
 }
 
-/// The vtable as read from foreign memory: entries may be null, so they are `Option`s
-/// (same layout as the nullable C function pointers).
-#[repr(C)]
-struct RawVTable {
-    abi_version: u32,
-    struct_size: u32,
-    create: Option<CreateFn>,
-    destroy: Option<DestroyFn>,
-    describe: Option<QueryFn>,
-    observe: Option<QueryFn>,
-    apply: Option<ApplyFn>,
-    health: Option<QueryFn>,
-    free_buffer: Option<FreeBufferFn>,
-    check_config: Option<CheckConfigFn>,
-}
-
-/// The first two fields, the only ones read before the version check.
-#[repr(C)]
-struct VTableHeader {
-    abi_version: u32,
-    struct_size: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<RawVTable>() == std::mem::size_of::<PluginVTable>());
-
-/// The part of a version-1 table the host reads from a version-1 plugin.
+/// A version-1 table as read from foreign memory: entries may be null, so they are
+/// `Option`s (same layout as the nullable C function pointers).
 #[repr(C)]
 struct RawVTableV1 {
     abi_version: u32,
@@ -264,6 +240,21 @@ struct RawVTableV1 {
     free_buffer: Option<FreeBufferFn>,
 }
 
+/// A table of this version: version 1's, then the entries appended since.
+#[repr(C)]
+struct RawVTable {
+    v1: RawVTableV1,
+    check_config: Option<CheckConfigFn>,
+}
+
+/// The first two fields, the only ones read before the version check.
+#[repr(C)]
+struct VTableHeader {
+    abi_version: u32,
+    struct_size: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<RawVTable>() == std::mem::size_of::<PluginVTable>());
 const _: () = assert!(std::mem::size_of::<RawVTableV1>() == VTABLE_V1_SIZE as usize);
 
 /// The checked entry points of a loaded library.
@@ -572,26 +563,16 @@ fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, Ho
             expected,
         });
     }
-    let raw = if header.abi_version == 1 {
+    let (raw, check_config) = if header.abi_version == 1 {
         // SAFETY: the plugin declared version 1 and at least a version-1 table's bytes;
         // entries are read as nullable function pointers and checked below.
         let v1 = unsafe { std::ptr::read_unaligned(table.cast::<RawVTableV1>()) };
-        RawVTable {
-            abi_version: v1.abi_version,
-            struct_size: v1.struct_size,
-            create: v1.create,
-            destroy: v1.destroy,
-            describe: v1.describe,
-            observe: v1.observe,
-            apply: v1.apply,
-            health: v1.health,
-            free_buffer: v1.free_buffer,
-            check_config: None,
-        }
+        (v1, None)
     } else {
         // SAFETY: the plugin declared version 2 and at least this many bytes; entries are
         // read as nullable function pointers and checked below.
-        unsafe { std::ptr::read_unaligned(table.cast::<RawVTable>()) }
+        let raw = unsafe { std::ptr::read_unaligned(table.cast::<RawVTable>()) };
+        (raw.v1, raw.check_config)
     };
     let missing = |entry: &str| HostError::BadVTable {
         path: path.clone(),
@@ -607,7 +588,7 @@ fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, Ho
         apply: raw.apply.ok_or_else(|| missing("apply"))?,
         health: raw.health.ok_or_else(|| missing("health"))?,
         free_buffer: raw.free_buffer.ok_or_else(|| missing("free_buffer"))?,
-        check_config: raw.check_config,
+        check_config,
     };
     let lib = Arc::new(LoadedLibrary {
         name,
