@@ -155,6 +155,12 @@ pub mod glue {
         Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
     }
 
+    /// The config `create` and `check_config` get: the host's bytes as a JSON value.
+    fn config_value(ptr: *const u8, len: usize) -> Result<serde_json::Value, BackendError> {
+        serde_json::from_slice(input(ptr, len)?)
+            .map_err(|e| BackendError::invalid(format!("config is not valid JSON: {e}")))
+    }
+
     /// # Safety
     /// ABI entry point: pointers as documented in the C header.
     pub unsafe extern "C" fn create<B: Backend>(
@@ -167,10 +173,7 @@ pub mod glue {
             return fail(error, STATUS_INVALID_INPUT, "null out_handle");
         }
         let made = catch_unwind(AssertUnwindSafe(|| -> Result<B, BackendError> {
-            let bytes = input(config, config_len)?;
-            let value: serde_json::Value = serde_json::from_slice(bytes)
-                .map_err(|e| BackendError::invalid(format!("config is not valid JSON: {e}")))?;
-            B::create(value)
+            B::create(config_value(config, config_len)?)
         }));
         match made {
             Ok(Ok(instance)) => {
@@ -277,9 +280,7 @@ pub mod glue {
         guarded(
             error,
             || {
-                let bytes = input(config, config_len)?;
-                let value: serde_json::Value = serde_json::from_slice(bytes)
-                    .map_err(|e| BackendError::invalid(format!("config is not valid JSON: {e}")))?;
+                let value = config_value(config, config_len)?;
                 to_json(&crate::ConfigCheck {
                     problems: B::check_config(&value),
                     ..crate::ConfigCheck::default()
