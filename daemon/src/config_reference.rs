@@ -896,23 +896,20 @@ pub fn markdown() -> String {
          keys of `[pipeline.backend]` other than `type` belong to the backend, which checks \
          them itself (see `docs/backends/`).\n",
     );
-    let mut table = None;
-    for key in KEYS {
-        let (parent, name) = split(key.path);
-        if table != Some(parent) {
-            table = Some(parent);
+    for (table, keys) in by_table() {
+        out.push_str(&format!(
+            "\n## `{table}`\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n"
+        ));
+        for key in keys {
             out.push_str(&format!(
-                "\n## `{}`\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n",
-                table_heading(parent)
+                "| `{}` | {} | {} | {} | {} |\n",
+                key.name(),
+                key.kind,
+                key.default,
+                range_text(key),
+                key.doc
             ));
         }
-        out.push_str(&format!(
-            "| `{name}` | {} | {} | {} | {} |\n",
-            key.kind,
-            key.default,
-            range_text(key),
-            key.doc
-        ));
     }
     out
 }
