@@ -417,11 +417,16 @@ fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
     }
 }
 
+/// The `[daemon]` table. Its numbers are checked against their ranges in the configuration
+/// reference as they are read (a number out of range reads as absent), so none is checked
+/// again here.
 fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
     let defaults = DaemonSettings::default();
-    let period_s = positive(table, "period_s", defaults.period_s);
-    let grace_s = positive(table, "grace_s", defaults.grace_s);
-    let backend_timeout_s = positive(table, "backend_timeout_s", defaults.backend_timeout_s);
+    let period_s = table.opt_f64("period_s").unwrap_or(defaults.period_s);
+    let grace_s = table.opt_f64("grace_s").unwrap_or(defaults.grace_s);
+    let backend_timeout_s = table
+        .opt_f64("backend_timeout_s")
+        .unwrap_or(defaults.backend_timeout_s);
     let state_dir = table.opt_str("state_dir").map(|s| base.join(s));
     let plugin_dirs = table
         .opt_str_list("plugin_dirs")
@@ -434,14 +439,9 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log) {
         table.report("log", format!("invalid log filter: {e}"));
     }
-    let decisions_kept = match table.opt_u32("decisions_kept") {
-        Some(0) => {
-            table.report("decisions_kept", "must be at least 1");
-            defaults.decisions_kept
-        }
-        Some(n) => n as usize,
-        None => defaults.decisions_kept,
-    };
+    let decisions_kept = table
+        .opt_u32("decisions_kept")
+        .map_or(defaults.decisions_kept, |n| n as usize);
     let mut token_file = None;
     let http = match table.opt_table("http") {
         Some(h) => {
@@ -505,7 +505,8 @@ fn read_pipeline(
 ) -> Option<PipelineConfig> {
     let default_catalog = p.opt_str("catalog").and_then(|c| load_catalog(p, &c));
     let pipeline = build_pipeline(p, default_catalog.as_ref(), &mut |t, r| load_catalog(t, r));
-    let period_s = positive(p, "period_s", daemon.period_s);
+    // In range as read (see `read_daemon`).
+    let period_s = p.opt_f64("period_s").unwrap_or(daemon.period_s);
     let initial_load = match p.opt_f64("initial_load_rps") {
         Some(v) if v < 0.0 => {
             p.report("initial_load_rps", format!("must be >= 0, got {v}"));
@@ -703,22 +704,11 @@ fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
         },
         None => None,
     };
-    let timeout_ms = match r.opt_u32("timeout_ms") {
-        Some(0) => {
-            r.report("timeout_ms", "must be at least 1");
-            DEFAULT_ROUTER_TIMEOUT_MS
-        }
-        Some(ms) => ms,
-        None => DEFAULT_ROUTER_TIMEOUT_MS,
-    };
-    let max_body_bytes = match r.opt_u32("max_body_bytes") {
-        Some(n) if n < 1024 => {
-            r.report("max_body_bytes", format!("must be at least 1024, got {n}"));
-            DEFAULT_ROUTER_MAX_BODY_BYTES
-        }
-        Some(n) => n,
-        None => DEFAULT_ROUTER_MAX_BODY_BYTES,
-    };
+    // Numbers in range as read (see `read_daemon`).
+    let timeout_ms = r.opt_u32("timeout_ms").unwrap_or(DEFAULT_ROUTER_TIMEOUT_MS);
+    let max_body_bytes = r
+        .opt_u32("max_body_bytes")
+        .unwrap_or(DEFAULT_ROUTER_MAX_BODY_BYTES);
     let ready_wait_ms = r
         .opt_u32("ready_wait_ms")
         .unwrap_or(DEFAULT_ROUTER_READY_WAIT_MS);
