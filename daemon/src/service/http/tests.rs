@@ -133,16 +133,21 @@ async fn serve_with(registry: Registry, access: WriteAccess) -> u16 {
 
 /// GET `path`: the status, the content type and the body.
 async fn get(port: u16, path: &str) -> (u16, String, String) {
+    let (code, head, body) = exchange(
+        port,
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"),
+    )
+    .await;
+    (code, header(&head, "content-type"), body)
+}
+
+/// Sends `request` on a new connection and reads the whole answer: the status, the head and
+/// the body.
+async fn exchange(port: u16, request: String) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .as_bytes(),
-        )
-        .await
-        .expect("send");
+    stream.write_all(request.as_bytes()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
@@ -151,15 +156,18 @@ async fn get(port: u16, path: &str) -> (u16, String, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("status");
-    let content_type = head
-        .lines()
+    (code, head.to_owned(), body.to_owned())
+}
+
+/// The value of the header `name` (lower case) in `head`, empty when absent.
+fn header(head: &str, name: &str) -> String {
+    head.lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
-                .strip_prefix("content-type:")
+                .strip_prefix(&format!("{name}:"))
                 .map(|v| v.trim().to_owned())
         })
-        .unwrap_or_default();
-    (code, content_type, body.to_owned())
+        .unwrap_or_default()
 }
 
 /// GET `path` expecting `code` and a JSON body.
@@ -248,39 +256,18 @@ async fn routes_answer_good_requests() {
 /// POST `path` with `token` as the bearer token, if any: the status, the
 /// `WWW-Authenticate` header and the JSON body.
 async fn post(port: u16, path: &str, token: Option<&str>) -> (u16, String, Value) {
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
     let authorization =
         token.map_or_else(String::new, |t| format!("Authorization: Bearer {t}\r\n"));
-    stream
-        .write_all(
-            format!(
-                "POST {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Content-Length: 0\r\n\
-                 Connection: close\r\n\r\n"
-            )
-            .as_bytes(),
-        )
-        .await
-        .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
-    let code = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let challenge = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("www-authenticate:")
-                .map(|v| v.trim().to_owned())
-        })
-        .unwrap_or_default();
-    let json = serde_json::from_str(body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
-    (code, challenge, json)
+    let (code, head, body) = exchange(
+        port,
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Content-Length: 0\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    let json = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"));
+    (code, header(&head, "www-authenticate"), json)
 }
 
 const TOKEN: &str = "0123456789abcdef-test-token";
