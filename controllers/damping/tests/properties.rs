@@ -110,7 +110,17 @@ fn drive_within(
     initial: Plan,
     ticks: &[Tick],
 ) -> (Vec<Plan>, Vec<Vec<String>>) {
-    let pipeline = pipeline();
+    drive_on(&pipeline(), config, limits, initial, ticks)
+}
+
+/// [`drive_within`] for `pipeline` instead of the test pipeline.
+fn drive_on(
+    pipeline: &Pipeline,
+    config: DampingConfig,
+    limits: HostLimits,
+    initial: Plan,
+    ticks: &[Tick],
+) -> (Vec<Plan>, Vec<Vec<String>>) {
     let mut damper = Damper::new(config).expect("config");
     let mut deployed = initial;
     let mut plans = Vec::new();
@@ -119,7 +129,7 @@ fn drive_within(
         let damped = damper
             .damp(&DampingInput {
                 now_s: (i as f64 + 1.0) * TICK_S,
-                pipeline: &pipeline,
+                pipeline,
                 proposed: &tick.proposed,
                 deployed: &deployed,
                 demand_rps: tick.demand_rps,
@@ -392,26 +402,14 @@ fn unmeasured_gpu_memory_never_counts_as_fitting_a_gpu_limit() {
         gpu_mem_mb: Some(1e6),
     };
     let ticks = [sized("slow", 60.0), sized("fast", 90.0)];
-    let mut damper = Damper::new(DampingConfig::default()).expect("config");
-    let mut deployed = plan("fast", 2);
-    let mut reasons = Vec::new();
-    for (i, tick) in ticks.iter().enumerate() {
-        let damped = damper
-            .damp(&DampingInput {
-                now_s: (i as f64 + 1.0) * TICK_S,
-                pipeline: &pipeline,
-                proposed: &tick.proposed,
-                deployed: &deployed,
-                demand_rps: tick.demand_rps,
-                planned_load_rps: tick.planned_load_rps,
-                utilisation_cap: CAP,
-                limits,
-            })
-            .expect("damp");
-        deployed = damped.plan;
-        reasons.push(damped.held_back);
-    }
-    assert_eq!(deployed, ticks[1].proposed);
+    let (plans, reasons) = drive_on(
+        &pipeline,
+        DampingConfig::default(),
+        limits,
+        plan("fast", 2),
+        &ticks,
+    );
+    assert_eq!(plans[1], ticks[1].proposed);
     assert!(
         reasons[1].iter().any(|r| r.contains("not measured")),
         "{reasons:?}"
@@ -580,39 +578,33 @@ fn damping_never_keeps_a_stage_below_its_min_replicas() {
     // light load is an optional change the replica deadband would ignore, but it applies.
     let mut pipeline = pipeline();
     pipeline.stages[0].min_replicas = 3;
-    let mut damper = Damper::new(DampingConfig {
-        deadband_replicas: 5,
-        ..DampingConfig::default()
-    })
-    .expect("config");
-    let mut deployed = plan("fast", 1);
-    for (i, replicas) in [3, 3, 3].into_iter().enumerate() {
-        let proposed = plan("fast", replicas);
-        let damped = damper
-            .damp(&DampingInput {
-                now_s: (i as f64 + 1.0) * TICK_S,
-                pipeline: &pipeline,
-                proposed: &proposed,
-                deployed: &deployed,
-                demand_rps: 1.0,
-                planned_load_rps: 1.0,
-                utilisation_cap: CAP,
-                limits: HostLimits::default(),
-            })
-            .expect("damp");
-        assert_eq!(damped.plan, proposed, "{:?}", damped.held_back);
-        if i == 0 {
-            assert!(
-                damped
-                    .held_back
-                    .iter()
-                    .any(|r| r.contains("1 replicas would be below its min_replicas of 3")),
-                "{:?}",
-                damped.held_back
-            );
-        }
-        deployed = damped.plan;
+    let ticks: Vec<Tick> = (0..3)
+        .map(|_| Tick {
+            proposed: plan("fast", 3),
+            planned_load_rps: 1.0,
+            demand_rps: 1.0,
+        })
+        .collect();
+    let (plans, reasons) = drive_on(
+        &pipeline,
+        DampingConfig {
+            deadband_replicas: 5,
+            ..DampingConfig::default()
+        },
+        HostLimits::default(),
+        plan("fast", 1),
+        &ticks,
+    );
+    for (i, (tick, plan)) in ticks.iter().zip(&plans).enumerate() {
+        assert_eq!(plan, &tick.proposed, "{:?}", reasons[i]);
     }
+    assert!(
+        reasons[0]
+            .iter()
+            .any(|r| r.contains("1 replicas would be below its min_replicas of 3")),
+        "{:?}",
+        reasons[0]
+    );
 }
 
 /// Settings drawn for the scale-up properties: the rate policies, the select policy and a
