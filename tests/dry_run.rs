@@ -4,17 +4,13 @@
 //! observations. The decisions are the same, tick for tick, switches and damping included,
 //! although the dry run applied none of them.
 
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
 use infadaptd::config::{PipelineConfig, parse_config};
 use infadaptd::problem_file::read_catalog;
-use infadaptd::service::pipeline::{TaskOptions, run_pipeline};
-use infadaptd::service::status::{DecisionRecord, Registry};
-use tokio::sync::{mpsc, watch};
+use infadaptd::service::status::DecisionRecord;
 
 use crate::daemon::{repo_root, scratch};
-use crate::plugins::{TempDir, install_rust_plugin};
+use crate::one_loop::run_task;
+use crate::plugins::{TempDir, host_for, install_rust_plugin};
 
 const TICKS: u64 = 40;
 
@@ -67,29 +63,7 @@ fn pipeline(plugins: &std::path::Path, backend: &str) -> PipelineConfig {
 }
 
 fn decisions(config: PipelineConfig, plugins: &TempDir, dry_run: bool) -> Vec<DecisionRecord> {
-    let records = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&records);
-    let options = TaskOptions {
-        dry_run,
-        state_dir: None,
-        backend_timeout: Duration::from_secs(60),
-        plugins: Arc::new(crate::plugins::host_for(plugins)),
-        speed: 1000.0,
-        on_decision: Some(Arc::new(move |r: &DecisionRecord| {
-            sink.lock().expect("records").push(r.clone());
-        })),
-        max_ticks: Some(TICKS),
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(async {
-        let (_stop, stopped) = watch::channel(false);
-        let (_reconfigure, reconfigured) = mpsc::unbounded_channel();
-        run_pipeline(config, options, Registry::new(16), stopped, reconfigured).await;
-    });
-    records.lock().expect("records").clone()
+    run_task(config, host_for(plugins), dry_run, TICKS).0
 }
 
 #[test]

@@ -91,29 +91,44 @@ seed = {seed}
 /// The daemon's decisions: its real pipeline task, accelerated (the loop clock is the
 /// tick count times the period, the simulator moves one period per tick).
 fn daemon_decisions(config: PipelineConfig) -> Vec<DecisionRecord> {
+    run_task(config, PluginHost::new(Vec::new(), None), false, TICKS).0
+}
+
+/// Runs the daemon's pipeline task for `config` in virtual time (1000× speed) for
+/// `max_ticks` ticks, with plugins from `plugins`, live or as a dry run; returns every
+/// decision it recorded and the status registry it wrote.
+pub(crate) fn run_task(
+    config: PipelineConfig,
+    plugins: PluginHost,
+    dry_run: bool,
+    max_ticks: u64,
+) -> (Vec<DecisionRecord>, Registry) {
     let records = Arc::new(Mutex::new(Vec::new()));
     let sink = Arc::clone(&records);
     let options = TaskOptions {
-        dry_run: false,
+        dry_run,
         state_dir: None,
         backend_timeout: Duration::from_secs(60),
-        plugins: Arc::new(PluginHost::new(Vec::new(), None)),
+        plugins: Arc::new(plugins),
         speed: 1000.0,
         on_decision: Some(Arc::new(move |r: &DecisionRecord| {
             sink.lock().expect("records").push(r.clone());
         })),
-        max_ticks: Some(TICKS),
+        max_ticks: Some(max_ticks),
     };
+    let registry = Registry::new(16);
     let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
+        .enable_all()
         .build()
         .expect("runtime");
-    runtime.block_on(async {
+    let task_registry = registry.clone();
+    runtime.block_on(async move {
         let (_stop, stopped) = watch::channel(false);
         let (_reconfigure, reconfigured) = mpsc::unbounded_channel();
-        run_pipeline(config, options, Registry::new(16), stopped, reconfigured).await;
+        run_pipeline(config, options, task_registry, stopped, reconfigured).await;
     });
-    records.lock().expect("records").clone()
+    let records = records.lock().expect("records").clone();
+    (records, registry)
 }
 
 /// The control loop, keeping every decision it makes.
