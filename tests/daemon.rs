@@ -62,6 +62,24 @@ day_s = 60
     )
 }
 
+/// `infadaptd run EXTRA --config FILE` as started without a service manager: plain logs at
+/// `info`, no notification socket, watchdog or journal.
+pub(crate) fn run_command(extra: &[&str], config: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
+    command
+        .arg("run")
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("WATCHDOG_USEC")
+        .env_remove("WATCHDOG_PID");
+    command
+}
+
 /// A running daemon with its stderr collected.
 pub(crate) struct Daemon {
     child: Child,
@@ -80,19 +98,11 @@ impl Daemon {
         notify: &Path,
         watchdog_usec: Option<u64>,
     ) -> Daemon {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-        command
-            .args(["run", "--config"])
-            .arg(config)
-            .env("NOTIFY_SOCKET", notify)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .env_remove("JOURNAL_STREAM")
-            .env_remove("WATCHDOG_PID");
-        match watchdog_usec {
-            Some(usec) => command.env("WATCHDOG_USEC", usec.to_string()),
-            None => command.env_remove("WATCHDOG_USEC"),
-        };
+        let mut command = run_command(&[], config);
+        command.env("NOTIFY_SOCKET", notify);
+        if let Some(usec) = watchdog_usec {
+            command.env("WATCHDOG_USEC", usec.to_string());
+        }
         Daemon::spawn(command)
     }
 

@@ -171,17 +171,7 @@ fn the_daemon_forecasts_with_a_trained_lstm_and_reloads_a_retrained_one() {
     );
 
     // run: every decision forecast by the LSTM; the status names the model file.
-    let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-    command
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    let mut service = Daemon::spawn(command);
+    let mut service = Daemon::spawn(daemon::run_command(&[], &config));
     let first = wait_for_lstm_decisions(&service, port, 0, 3);
     assert!(
         service
@@ -255,17 +245,7 @@ fn the_daemon_forecasts_with_a_trained_lstm_and_reloads_a_retrained_one() {
     // Restarted with yet another network: the saved state of the old one is not restored
     // over it, and the new one forecasts.
     train(&trace, &model, "3");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-    command
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    let mut restarted = Daemon::spawn(command);
+    let mut restarted = Daemon::spawn(daemon::run_command(&[], &config));
     wait_for_lstm_decisions(&restarted, port, 0, 2);
     assert!(
         restarted

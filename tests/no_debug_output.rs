@@ -177,17 +177,7 @@ fn the_service_log_and_api_show_no_debug_output() {
     let port = free_port();
     let text = daemon::config_text(port, &dir.join("state"), 120);
     std::fs::write(&config, &text).expect("config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-    command
-        .args(["run", "--dry-run", "--config"])
-        .arg(&config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    let mut service = Daemon::spawn(command);
+    let mut service = Daemon::spawn(daemon::run_command(&["--dry-run"], &config));
     assert!(
         service.wait_log("dry run: would apply", Duration::from_secs(30)),
         "no dry-run decision:\n{}",

@@ -224,16 +224,7 @@ fn cli(verb: &str, config: &std::path::Path) -> (Option<i32>, String, String) {
 
 /// Starts `infadaptd run --config FILE` without a service manager.
 fn start(config: &std::path::Path) -> Daemon {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-    command
-        .args(["run", "--config"])
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC");
-    Daemon::spawn(command)
+    Daemon::spawn(crate::daemon::run_command(&[], config))
 }
 
 /// Whether `/v1/status` says the pipeline is paused, once the service answers.
