@@ -203,15 +203,20 @@ fn markdown_escape(text: &str) -> String {
     out
 }
 
-fn markdown(report: &Report, svgs: &[ReportFile]) -> String {
-    let mut out = String::from("# Profile report\n\n");
-    out.push_str(&format!(
+/// What the capacity, p50 and p99 columns mean, in both formats.
+fn capacity_note(report: &Report) -> String {
+    format!(
         "Capacity is the highest offered rate (of {} rps, {} s each) served with no failure and \
-         p99 ≤ {} ms, for all instances together; p50 and p99 are at that rate.\n\n",
+         p99 ≤ {} ms, for all instances together; p50 and p99 are at that rate.",
         rates(report),
         report.duration_s,
         report.slo_ms
-    ));
+    )
+}
+
+fn markdown(report: &Report, svgs: &[ReportFile]) -> String {
+    let mut out = String::from("# Profile report\n\n");
+    out.push_str(&format!("{}\n\n", capacity_note(report)));
     out.push_str(&format!(
         "GPU memory: {}\n\n",
         markdown_escape(&report.gpu_method)
@@ -261,13 +266,7 @@ fn html(report: &Report, svgs: &[ReportFile]) -> String {
          .unmeasured { color: #a33; }\n\
          </style>\n</head>\n<body>\n<h1>Profile report</h1>\n",
     );
-    out.push_str(&format!(
-        "<p>Capacity is the highest offered rate (of {} rps, {} s each) served with no failure \
-         and p99 ≤ {} ms, for all instances together; p50 and p99 are at that rate.</p>\n",
-        html_escape(&rates(report)),
-        report.duration_s,
-        report.slo_ms
-    ));
+    out.push_str(&format!("<p>{}</p>\n", html_escape(&capacity_note(report))));
     out.push_str(&format!(
         "<p>GPU memory: {}</p>\n",
         html_escape(&report.gpu_method)
