@@ -13,7 +13,7 @@ use crate::daemon::{Daemon, free_port, repo_root, run_validate, scratch, wait_no
 use crate::plugins::{TempDir, WRONG_ABI, compile_c_text, install_rust_plugin};
 
 /// One pipeline on the resnet catalog with `backend` as its backend table.
-fn pipeline(name: &str, backend: &str) -> String {
+pub(crate) fn pipeline(name: &str, backend: &str) -> String {
     let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
     format!(
         "\n[[pipeline]]\nname = \"{name}\"\ncatalog = \"{catalog}\"\nslo_ms = 750\n\
@@ -25,7 +25,7 @@ fn pipeline(name: &str, backend: &str) -> String {
 
 /// The `[daemon]` table: plugins from `plugins`, state under `state` (never the system's
 /// state directory), no HTTP API.
-fn daemon_table(plugins: &Path, state: &Path, extra: &str) -> String {
+pub(crate) fn daemon_table(plugins: &Path, state: &Path, extra: &str) -> String {
     format!(
         "[daemon]\nperiod_s = 1\nbackend_timeout_s = 2\ngrace_s = 2\nplugin_dirs = [\"{}\"]\n\
          state_dir = \"{}\"\n{extra}[daemon.http]\nenabled = false\n",

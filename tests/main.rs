@@ -19,6 +19,7 @@ mod one_loop;
 mod packaging;
 mod pause;
 mod plan_cli;
+mod plugin_trust;
 mod plugins;
 mod process;
 mod profile_cli;

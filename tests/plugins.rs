@@ -538,7 +538,11 @@ fn writable_or_foreign_libraries_are_refused_before_loading() {
     let err = host
         .library("c_echo")
         .expect_err("world-writable directory");
-    assert!(err.to_string().contains("its directory"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("on its path is group- or world-writable"),
+        "{err}"
+    );
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
     host.library("c_echo")
         .expect("loads once the permissions are safe");

@@ -1,12 +1,10 @@
 //! Command-line definition and dispatch for `infadaptd`.
 
-use std::process::ExitCode;
-
 use clap::{Parser, Subcommand};
 
 use crate::{
     cmd_assets, cmd_completions, cmd_forecast, cmd_pause, cmd_plan, cmd_profile, cmd_profiles,
-    cmd_run, cmd_simulate, cmd_validate, exit,
+    cmd_run, cmd_simulate, cmd_validate, exit, plugin_host,
 };
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
@@ -76,27 +74,34 @@ fn parse<P: Parser>(args: impl Iterator<Item = std::ffi::OsString>) -> Result<P,
     })
 }
 
-/// Parses arguments, runs the command and maps its outcome to an exit code.
-pub fn main() -> ExitCode {
+/// Parses arguments, runs the command, maps its outcome to an exit code and ends the
+/// process with it ([`plugin_host::exit_process`]: an exit from plugin code is told apart
+/// from the daemon's own).
+pub fn main() -> ! {
+    plugin_host::guard_exits();
+    plugin_host::exit_process(run_command_line())
+}
+
+fn run_command_line() -> u8 {
     let is_assets = std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == GENERATE_ASSETS);
     let result = if is_assets {
         match parse::<AssetsCli>(std::env::args_os().skip(1)) {
             Ok(assets) => cmd_assets::run(&assets.args),
-            Err(code) => return ExitCode::from(code),
+            Err(code) => return code,
         }
     } else {
         match parse::<Cli>(std::env::args_os()) {
             Ok(cli) => dispatch(cli.command),
-            Err(code) => return ExitCode::from(code),
+            Err(code) => return code,
         }
     };
     match result {
-        Ok(code) => ExitCode::from(code),
+        Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
-            ExitCode::from(exit::FAILURE)
+            exit::FAILURE
         }
     }
 }

@@ -1,7 +1,5 @@
 //! `infadaptd` binary: parses the command line and hands over to the library.
 
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
+fn main() {
     infadaptd::cli::main()
 }

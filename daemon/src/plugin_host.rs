@@ -25,6 +25,11 @@
 //! runtime should be shut down with `Runtime::shutdown_timeout`, not by dropping it.
 #![allow(unsafe_code)]
 
+mod exit_guard;
+
+use exit_guard::LoadInFlight;
+pub use exit_guard::{PLUGIN_EXIT_STATUS, exit_process, guard_exits, loads_in_flight};
+
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_int;
 use std::fmt;
@@ -398,7 +403,8 @@ impl PluginHost {
             path: path.to_owned(),
             message: "a plugin file name must end in `.so`".into(),
         })?;
-        let canonical = check_file(path, &self.allowed_owners)?;
+        let trusted = open_trusted(path, &self.allowed_owners)?;
+        let canonical = trusted.canonical.clone();
         let mut loaded = self.loaded.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lib) = loaded.get(&name) {
             if lib.path == canonical {
@@ -410,7 +416,7 @@ impl PluginHost {
                 first: lib.path.clone(),
             });
         }
-        let lib = load_library(&canonical, name.clone())?;
+        let lib = load_library(trusted, name.clone())?;
         loaded.insert(name, lib.clone());
         Ok(lib)
     }
@@ -447,16 +453,30 @@ impl PluginHost {
     }
 }
 
-/// Checks ownership and permissions of a plugin file and its directory; returns the
-/// canonical path.
-fn check_file(path: &Path, allowed_owners: &[u32]) -> Result<PathBuf, HostError> {
+/// A plugin file opened for loading: its canonical path and the open file the checks were
+/// made on (loaded through `/proc/self/fd`, so the file mapped is the file checked).
+struct TrustedFile {
+    canonical: PathBuf,
+    file: std::fs::File,
+}
+
+/// Checks a plugin file and the whole path to it, then opens it without following a
+/// symbolic link. Refused: a file that is not a regular file, is group- or world-writable
+/// or is owned by anyone but `allowed_owners`; a file that a symbolic link leads to
+/// outside the directory it was found in; any directory on the way from `/` that is owned
+/// by someone else or is group- or world-writable without the sticky bit (anyone who can
+/// rename entries there could swap the plugin). Ownership and mode are read from the open
+/// file, so a file replaced after the path checks is not the one loaded.
+fn open_trusted(path: &Path, allowed_owners: &[u32]) -> Result<TrustedFile, HostError> {
+    use std::os::unix::fs::OpenOptionsExt;
+
     let metadata_error = |source| HostError::Metadata {
         path: path.to_owned(),
         source,
     };
     let canonical = path.canonicalize().map_err(metadata_error)?;
     let refuse = |reason: String| HostError::Unsafe {
-        path: canonical.clone(),
+        path: path.to_owned(),
         reason,
     };
     let owners = || {
@@ -466,7 +486,44 @@ fn check_file(path: &Path, allowed_owners: &[u32]) -> Result<PathBuf, HostError>
             .collect::<Vec<_>>()
             .join(" or ")
     };
-    let meta = std::fs::metadata(&canonical).map_err(metadata_error)?;
+    let found_in = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .canonicalize()
+        .map_err(metadata_error)?;
+    if canonical.parent() != Some(found_in.as_path()) {
+        return Err(refuse(format!(
+            "it is a symbolic link to {}, outside its directory {}; install the file itself there",
+            canonical.display(),
+            found_in.display()
+        )));
+    }
+    for dir in canonical.ancestors().skip(1) {
+        let meta = std::fs::metadata(dir).map_err(metadata_error)?;
+        let mode = meta.permissions().mode();
+        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+            return Err(refuse(format!(
+                "the directory {} on its path is group- or world-writable (mode {:o}); run `chmod go-w` on it",
+                dir.display(),
+                mode & 0o7777
+            )));
+        }
+        if meta.uid() != 0 && !allowed_owners.contains(&meta.uid()) {
+            return Err(refuse(format!(
+                "the directory {} on its path is owned by uid {}, not by uid {} (root or the service user)",
+                dir.display(),
+                meta.uid(),
+                owners()
+            )));
+        }
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_CLOEXEC)
+        .open(&canonical)
+        .map_err(metadata_error)?;
+    let meta = file.metadata().map_err(metadata_error)?;
     if !meta.is_file() {
         return Err(refuse("not a regular file".into()));
     }
@@ -484,47 +541,38 @@ fn check_file(path: &Path, allowed_owners: &[u32]) -> Result<PathBuf, HostError>
             owners()
         )));
     }
-    if let Some(dir) = canonical.parent() {
-        let dir_meta = std::fs::metadata(dir).map_err(metadata_error)?;
-        let dir_mode = dir_meta.permissions().mode();
-        if dir_mode & 0o022 != 0 && dir_mode & 0o1000 == 0 {
-            return Err(refuse(format!(
-                "its directory {} is group- or world-writable (mode {:o})",
-                dir.display(),
-                dir_mode & 0o7777
-            )));
-        }
-        if !allowed_owners.contains(&dir_meta.uid()) {
-            return Err(refuse(format!(
-                "its directory {} is owned by uid {}, not by uid {}",
-                dir.display(),
-                dir_meta.uid(),
-                owners()
-            )));
-        }
-    }
-    Ok(canonical)
+    Ok(TrustedFile { canonical, file })
 }
 
 /// Maps the library (or returns the already mapped one) and validates its vtable.
-fn load_library(canonical: &Path, name: String) -> Result<Arc<LoadedLibrary>, HostError> {
+fn load_library(trusted: TrustedFile, name: String) -> Result<Arc<LoadedLibrary>, HostError> {
+    use std::os::fd::AsRawFd;
+
     let mut registry = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(lib) = registry.get(canonical) {
+    if let Some(lib) = registry.get(&trusted.canonical) {
         return Ok(lib.clone());
     }
-    let path = canonical.to_owned();
+    let path = trusted.canonical.clone();
+    // The open file the checks were made on, by descriptor: a file swapped in at the path
+    // after the checks is not the one mapped. A load that fails closes the descriptor.
+    let by_descriptor = PathBuf::from(format!("/proc/self/fd/{}", trusted.file.as_raw_fd()));
     let flags: c_int = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    let _loading = LoadInFlight::enter();
     // SAFETY: mapping runs the library's initialisers; the file passed the ownership and
     // permission checks, which is the trust decision for running its code.
-    let library =
-        unsafe { libloading::os::unix::Library::open(Some(canonical), flags) }.map_err(|e| {
-            HostError::Load {
-                path: path.clone(),
-                message: e.to_string(),
-            }
+    let library = unsafe { libloading::os::unix::Library::open(Some(&by_descriptor), flags) }
+        .map_err(|e| HostError::Load {
+            path: path.clone(),
+            message: e.to_string().replace(
+                &by_descriptor.display().to_string(),
+                &path.display().to_string(),
+            ),
         })?;
     // Leaked on purpose: a library is never unloaded (see the module docs). A refused
-    // library stays mapped too, since its initialisers may have started code.
+    // library stays mapped too, since its initialisers may have started code. Its
+    // descriptor stays open as long: the loader knows the library by the name
+    // `/proc/self/fd/N` and would hand it out again for a later file opened as N.
+    let _descriptor: &'static std::fs::File = Box::leak(Box::new(trusted.file));
     let library: &'static libloading::os::unix::Library = Box::leak(Box::new(library));
     // SAFETY: the symbol's type is fixed by the ABI (`const PluginVTable *(void)`).
     let entry: EntryFn = unsafe { library.get::<EntryFn>(ENTRY_SYMBOL.as_bytes()) }

@@ -1,8 +1,9 @@
 //! A test plugin that misbehaves on request, so tests can prove the host contains it.
 //!
-//! Config: `{"observe": "ok" | "panic" | "error" | "hang" | "hang_once", "hang_ms": 2000,
+//! Config: `{"observe": "ok" | "panic" | "error" | "hang" | "hang_once" | "exit", "hang_ms": 2000,
 //! "create": "ok" | "panic", "gpu_mem_mb": 4096}`. `hang` sleeps `hang_ms` in every observe, `hang_once` only in
-//! the first; `panic` panics inside the plugin (the SDK turns it into `STATUS_PANIC`).
+//! the first; `panic` panics inside the plugin (the SDK turns it into `STATUS_PANIC`);
+//! `exit` ends the whole process with status 0, as a careless library might.
 //! `gpu_mem_mb` is reported by `describe` as the GPU memory the backend offers.
 //! `"check": "ok" | "panic" | "hang"` makes the config check answer, panic or sleep
 //! `hang_ms`; it reports unknown keys.
@@ -121,6 +122,7 @@ impl Backend for Misbehave {
         match self.observe_mode.as_str() {
             "panic" => panic!("misbehave: asked to panic in observe"),
             "error" => return Err(BackendError::unavailable("misbehave: asked to fail")),
+            "exit" => std::process::exit(0),
             "hang" => std::thread::sleep(self.hang),
             "hang_once" if self.observed == 1 => std::thread::sleep(self.hang),
             _ => {}
