@@ -847,12 +847,12 @@ impl PipelineTask {
                 o
             }
             Err(e) => {
-                let quiet = self.observe_failing
-                    || matches!(e, HostError::Backoff { .. } | HostError::Hung { .. });
-                self.observe_failing = true;
-                if quiet {
+                if matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
+                    // Not attempted: nothing new to say.
+                } else if self.observe_failing {
                     debug!(error = %e, "still no observation; keeping the current plan");
                 } else {
+                    self.observe_failing = true;
                     info!(error = %e, "no observation; keeping the current plan");
                 }
                 return None;
