@@ -647,7 +647,7 @@ pub(crate) fn pipeline_status<'a>(
 }
 
 /// The value of the metric line starting with `series` (name and labels).
-fn metric(body: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

@@ -9,6 +9,8 @@ mod daemon;
 mod demo_plot;
 mod dry_run;
 mod examples;
+mod fault_server;
+mod faults;
 mod forecast_cli;
 mod logging;
 mod lstm_run;

@@ -51,6 +51,9 @@ use serde::de::DeserializeOwned;
 /// Default time limit of one plugin call.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// While a backend stays degraded, a changed error is warned about at most this often.
+pub const REWARN_INTERVAL: Duration = Duration::from_secs(60);
+
 /// Largest answer accepted from a plugin, bytes.
 pub const MAX_ANSWER_BYTES: usize = 64 << 20;
 
@@ -988,6 +991,8 @@ pub struct GuardedBackend {
     next_probe: Option<Instant>,
     /// A health probe is running (its failure is logged quietly).
     probing: bool,
+    /// When the last "backend degraded" warning was logged.
+    warned_at: Option<Instant>,
 }
 
 impl fmt::Debug for GuardedBackend {
@@ -1022,6 +1027,7 @@ impl GuardedBackend {
             stats: GuardStats::default(),
             next_probe: None,
             probing: false,
+            warned_at: None,
         }
     }
 
@@ -1447,13 +1453,16 @@ impl GuardedBackend {
             .min(self.policy.backoff_max);
         let now = Instant::now();
         let since = self.stats.degraded.as_ref().map_or(now, |d| d.since);
-        // The same failure again is logged quietly: one warning when a backend degrades or
-        // its error changes, not one per attempt.
-        let repeated = self
-            .stats
-            .degraded
-            .as_ref()
-            .is_some_and(|d| d.last_error == error.to_string());
+        // The same failure again is logged quietly: one warning when a backend degrades, and
+        // while it stays degraded one when its error changes, at most every
+        // `REWARN_INTERVAL` (a backend whose answers change each time, as garbage does,
+        // would otherwise warn at every attempt).
+        let repeated = self.stats.degraded.as_ref().is_some_and(|d| {
+            d.last_error == error.to_string()
+                || self
+                    .warned_at
+                    .is_some_and(|at| now.duration_since(at) < REWARN_INTERVAL)
+        });
         self.stats.degraded = Some(Degraded {
             since,
             last_error: error.to_string(),
@@ -1472,6 +1481,7 @@ impl GuardedBackend {
             );
             return;
         }
+        self.warned_at = Some(now);
         tracing::warn!(
             backend = %self.name,
             origin = %self.origin,

@@ -293,6 +293,9 @@ struct PipelineTask {
     pulse_reports: Vec<PluginObservation>,
     /// The plan the backend reported at the last tick (the plan in force in a dry run).
     reported: Option<Plan>,
+    /// The tick's observations have failed since the last one that succeeded (the first
+    /// failure is logged, the others quietly: the backend's own warning tells more).
+    observe_failing: bool,
 }
 
 impl PipelineTask {
@@ -371,6 +374,7 @@ impl PipelineTask {
             wakes_since_base: 0,
             pulse_reports: Vec::new(),
             reported: None,
+            observe_failing: false,
         };
         task.schedule();
         task.ensure_backend().await;
@@ -838,9 +842,17 @@ impl PipelineTask {
             return None;
         }
         let observation = match self.observe().await {
-            Ok(o) => o,
+            Ok(o) => {
+                self.observe_failing = false;
+                o
+            }
             Err(e) => {
-                if !matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
+                if matches!(e, HostError::Backoff { .. } | HostError::Hung { .. }) {
+                    // Not attempted: nothing new to say.
+                } else if self.observe_failing {
+                    debug!(error = %e, "still no observation; keeping the current plan");
+                } else {
+                    self.observe_failing = true;
                     info!(error = %e, "no observation; keeping the current plan");
                 }
                 return None;

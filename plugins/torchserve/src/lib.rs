@@ -51,7 +51,8 @@
 //! arrivals (the period's mean rate, one value per elapsed second), completions and busy
 //! fractions; the host-wide `Requests5XX` counts dropped requests. TorchServe exports no
 //! latency percentiles, so `latency_p99_ms` stays empty. Missing metrics read as no change
-//! and counters that go backwards count as reset.
+//! and counters that go backwards count as reset; the pipeline's counters with values that
+//! are no counts (NaN, infinite, negative) fail the observation.
 
 mod config;
 mod http;
@@ -599,6 +600,23 @@ impl TorchServeBackend {
             });
         }
         let scrape = Scrape::from_page(&page);
+        // Counters that are no counts (NaN, infinite, negative) make the page unusable:
+        // read as nothing they would look like no load.
+        let invalid: Vec<String> = scrape
+            .invalid
+            .iter()
+            .filter(|(model, _)| model.as_deref().is_none_or(|m| self.counts_as_ours(m)))
+            .map(|(model, value)| match model {
+                Some(m) => format!("{m}: {value}"),
+                None => value.clone(),
+            })
+            .collect();
+        if !invalid.is_empty() {
+            return Err(TorchServeError::Garbage {
+                call: http::describe(Method::Get, &url, "read metrics"),
+                detail: format!("values that are no counts: {}", invalid.join("; ")),
+            });
+        }
         let first = self.counters.is_none();
         let previous = self.counters.get_or_insert_with(HashMap::new);
         let mut deltas = HashMap::new();

@@ -171,15 +171,30 @@ pub struct ModelCounters {
 pub struct Scrape {
     pub models: HashMap<String, ModelCounters>,
     pub requests_5xx: Option<f64>,
+    /// Samples of the counters above whose value is no count (NaN, infinite, negative):
+    /// the model (`None` for the host-wide 5xx counter) and `name = value`.
+    pub invalid: Vec<(Option<String>, String)>,
 }
 
 impl Scrape {
     /// Picks the plugin's counters out of a page. Missing metrics read as absent, not zero;
-    /// non-finite or negative values are ignored.
+    /// non-finite or negative values are left out and listed in `invalid`.
     pub fn from_page(page: &Page) -> Scrape {
         let mut scrape = Scrape::default();
         for sample in &page.samples {
             if !sample.value.is_finite() || sample.value < 0.0 {
+                let model = sample.label("model_name").map(str::to_owned);
+                let counted = match sample.name.as_str() {
+                    REQUESTS_5XX => true,
+                    REQUESTS_TOTAL | INFERENCE_LATENCY_US | QUEUE_LATENCY_US => model.is_some(),
+                    _ => false,
+                };
+                if counted {
+                    let model = model.filter(|_| sample.name != REQUESTS_5XX);
+                    scrape
+                        .invalid
+                        .push((model, format!("{} = {}", sample.name, sample.value)));
+                }
                 continue;
             }
             if sample.name == REQUESTS_5XX {
@@ -296,18 +311,34 @@ MemoryUsed{Level="Host",Hostname="vm",} 1653.921875
     }
 
     #[test]
-    fn bad_values_and_unlabelled_counters_are_ignored() {
+    fn bad_values_are_listed_and_unlabelled_counters_ignored() {
         let page = parse(
             "ts_inference_requests_total{model_name=\"m\",} NaN\n\
              ts_inference_requests_total{model_name=\"n\",} -4\n\
              ts_inference_requests_total 7\n\
-             ts_queue_latency_microseconds{model_name=\"m\",} 10\n",
+             ts_queue_latency_microseconds{model_name=\"m\",} 10\n\
+             Requests5XX{Level=\"Host\",} +Inf\n\
+             MemoryUsed{Level=\"Host\",} -1\n",
         );
         let scrape = Scrape::from_page(&page);
         assert_eq!(scrape.models.len(), 1);
         assert_eq!(scrape.models["m"].requests, 0.0);
         assert_eq!(scrape.models["m"].queue_us, 10.0);
         assert_eq!(scrape.requests_5xx, None);
+        assert_eq!(
+            scrape.invalid,
+            [
+                (
+                    Some("m".to_owned()),
+                    "ts_inference_requests_total = NaN".to_owned()
+                ),
+                (
+                    Some("n".to_owned()),
+                    "ts_inference_requests_total = -4".to_owned()
+                ),
+                (None, "Requests5XX = inf".to_owned()),
+            ]
+        );
     }
 
     #[test]

@@ -382,6 +382,8 @@ pub struct TritonBackend {
     desired: Option<PlanMessage>,
     counters: metrics::CounterTracker,
     last_observe: Option<Instant>,
+    /// Fraction of a second observed but not yet reported in `arrivals_per_second`.
+    carried_s: f64,
     /// When the current plugin call's HTTP budget runs out.
     deadline: Instant,
 }
@@ -397,6 +399,7 @@ impl TritonBackend {
             desired: None,
             counters: metrics::CounterTracker::default(),
             last_observe: None,
+            carried_s: 0.0,
             deadline: Instant::now(),
         })
     }
@@ -790,6 +793,27 @@ impl TritonBackend {
                     detail: "the answer holds no Prometheus samples".into(),
                 });
             }
+            // Counters of the pipeline's models that are no counts (NaN, infinite, negative)
+            // make the page unusable: read as nothing they would look like no load.
+            let invalid: Vec<String> = self
+                .settings
+                .stages
+                .iter()
+                .flat_map(|(_, variants)| variants)
+                .filter_map(|variant| {
+                    let model = self.settings.model_of(variant);
+                    scrape
+                        .invalid
+                        .get(model)
+                        .map(|values| format!("model `{model}`: {}", values.join(", ")))
+                })
+                .collect();
+            if !invalid.is_empty() {
+                return Err(TritonError::Protocol {
+                    call: format!("GET {metrics_url}"),
+                    detail: format!("values that are no counts: {}", invalid.join("; ")),
+                });
+            }
             let mut requests = 0.0;
             let mut arrivals_known = false;
             for (stage, variants) in self.settings.stages.clone() {
@@ -824,11 +848,14 @@ impl TritonBackend {
                     }
                 }
             }
-            if let Some(seconds) = elapsed.filter(|e| *e >= 1.0)
+            // One value per whole second observed; the fractions left over carry to the
+            // next observation, so that periods under a second report arrivals too.
+            if let Some(seconds) = elapsed.filter(|e| *e > 0.0)
                 && arrivals_known
             {
-                let rate = requests / seconds;
-                observation.arrivals_per_second = vec![rate; seconds.floor() as usize];
+                let (whole, carried) = whole_seconds(seconds, self.carried_s);
+                self.carried_s = carried;
+                observation.arrivals_per_second = vec![requests / seconds; whole];
             }
             observation.slo_misses = observation.dropped;
         }
@@ -845,6 +872,14 @@ impl TritonBackend {
             .collect();
         Ok(observation)
     }
+}
+
+/// The whole seconds in `elapsed_s` plus the fraction `carried_s` left over before, and
+/// the fraction left over now.
+fn whole_seconds(elapsed_s: f64, carried_s: f64) -> (usize, f64) {
+    let total = elapsed_s + carried_s;
+    let whole = total.floor();
+    (whole as usize, (total - whole).clamp(0.0, 1.0))
 }
 
 impl Backend for TritonBackend {
@@ -921,3 +956,22 @@ impl Backend for TritonBackend {
 }
 
 infadapt_plugin_abi::export_plugin!(TritonBackend);
+
+#[cfg(test)]
+mod tests {
+    use super::whole_seconds;
+
+    #[test]
+    fn observations_under_a_second_apart_report_every_second_once() {
+        let mut carried = 0.0;
+        let mut seconds = 0;
+        for _ in 0..40 {
+            let (whole, left) = whole_seconds(0.25, carried);
+            carried = left;
+            seconds += whole;
+        }
+        assert_eq!(seconds, 10);
+        assert_eq!(whole_seconds(2.5, 0.0), (2, 0.5));
+        assert_eq!(whole_seconds(1.5, 0.5), (2, 0.0));
+    }
+}

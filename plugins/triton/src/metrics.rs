@@ -22,7 +22,20 @@ pub struct Scrape {
     pub models: BTreeMap<String, ModelCounters>,
     pub samples: usize,
     pub malformed: usize,
+    /// Per model, the samples of the families read above whose value is no count (NaN,
+    /// infinite or negative), as `name = value`; they are left out of `models`.
+    pub invalid: BTreeMap<String, Vec<String>>,
 }
+
+/// The per-model families the plugin reads.
+const FAMILIES: [&str; 6] = [
+    "nv_inference_request_success",
+    "nv_inference_request_failure",
+    "nv_inference_request_duration_us",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_pending_request_count",
+];
 
 /// Parses Prometheus text exposition. Comment lines and unknown families are skipped;
 /// malformed sample lines are counted, not fatal.
@@ -38,12 +51,20 @@ pub fn parse(text: &str) -> Scrape {
             continue;
         };
         scrape.samples += 1;
-        if !value.is_finite() {
-            continue;
-        }
         let Some(model) = labels.get("model") else {
             continue;
         };
+        if !FAMILIES.contains(&name) {
+            continue;
+        }
+        if !(value.is_finite() && value >= 0.0) {
+            scrape
+                .invalid
+                .entry(model.clone())
+                .or_default()
+                .push(format!("{name} = {value}"));
+            continue;
+        }
         let entry = scrape.models.entry(model.clone()).or_default();
         let slot = match name {
             "nv_inference_request_success" => &mut entry.success,
@@ -213,6 +234,31 @@ nv_inference_request_success{model="big\"q",version="1"} 7 1712345678
         assert_eq!(scrape.malformed, 1);
         assert_eq!(scrape.samples, 8);
         assert_eq!(parse("<html>oops</html>").samples, 0);
+    }
+
+    #[test]
+    fn values_that_are_no_counts_are_set_apart_per_model() {
+        let scrape = parse(
+            "nv_inference_request_success{model=\"tiny\",version=\"1\"} NaN\n\
+             nv_inference_compute_infer_duration_us{model=\"tiny\",version=\"1\"} -3\n\
+             nv_inference_request_failure{model=\"tiny\",version=\"1\"} 2\n\
+             nv_inference_request_success{model=\"other\",version=\"1\"} +Inf\n\
+             nv_gpu_power_usage{model=\"tiny\"} -1\n",
+        );
+        assert_eq!(
+            scrape.invalid["tiny"],
+            [
+                "nv_inference_request_success = NaN",
+                "nv_inference_compute_infer_duration_us = -3"
+            ]
+        );
+        assert_eq!(
+            scrape.invalid["other"],
+            ["nv_inference_request_success = inf"]
+        );
+        let tiny = scrape.models["tiny"];
+        assert_eq!((tiny.success, tiny.failure), (None, Some(2.0)));
+        assert_eq!(scrape.samples, 5);
     }
 
     #[test]
