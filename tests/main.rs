@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 mod assets_cli;
 mod backend_check;
 mod completions_cli;
+mod crash;
 mod daemon;
 mod demo_plot;
 mod dry_run;

@@ -143,7 +143,7 @@ impl App {
             && match state::load_paused(&self.config.daemon.resolved_state_dir()) {
                 Ok(paused) => paused.contains(&config.name),
                 Err(e) => {
-                    warn!(error = %e, "cannot read the paused pipelines; not paused");
+                    warn!("cannot read the paused pipelines; none kept paused: {e}");
                     false
                 }
             };

@@ -304,6 +304,8 @@ impl PipelineTask {
     ) -> Result<PipelineTask, String> {
         let name = config.name.clone();
         let pipeline = config.control.problem.pipeline.clone();
+        // An unreadable state file was moved aside: a good one replaces it once started.
+        let mut replace_state = false;
         let saved = match &options.state_dir {
             Some(dir) => match state::load(dir, &name) {
                 Ok(Some(s)) if state::plan_fits(&s.plan, &pipeline) => Some(s),
@@ -313,7 +315,8 @@ impl PipelineTask {
                 }
                 Ok(None) => None,
                 Err(e) => {
-                    warn!(error = %e, "cannot read saved state; starting fresh");
+                    replace_state = e.was_set_aside();
+                    warn!("cannot read saved state; starting fresh: {e}");
                     None
                 }
             },
@@ -374,6 +377,9 @@ impl PipelineTask {
         };
         task.schedule();
         task.ensure_backend().await;
+        if replace_state {
+            task.persist().await;
+        }
         let plan = task.applied.clone();
         task.registry.update(&task.name, |s| s.plan = Some(plan));
         Ok(task)
