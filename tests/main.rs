@@ -28,6 +28,7 @@ mod replay;
 mod simulate_cli;
 mod torchserve;
 mod triton;
+mod watchdog;
 
 /// Real servers (Triton, TorchServe) saturate two cores: the tests that start one take this
 /// lock, so only one runs at a time whichever suite it belongs to.

@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod http;
+pub mod liveness;
 pub mod notify;
 pub mod pipeline;
 pub mod process;
@@ -391,7 +392,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         };
         match event {
             Event::Reload => app.reload().await,
-            Event::Watchdog => notify::watchdog(),
+            Event::Watchdog => keep_alive(&registry),
             Event::Status => {
                 notify::status(&registry.summary());
                 if options.max_ticks.is_some()
@@ -419,6 +420,29 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         registry,
         stop_began,
     })
+}
+
+/// Sends the watchdog keep-alive when every running control loop finished a wake within
+/// its limit (see [`liveness`]); names a stuck loop once, and once more when it recovers.
+fn keep_alive(registry: &Registry) {
+    let verdict = registry.liveness().check(Instant::now());
+    for stuck in &verdict.newly_stuck {
+        error!(
+            pipeline = %stuck.pipeline,
+            silent_s = stuck.silent.as_secs_f64().round(),
+            limit_s = stuck.limit.as_secs_f64().round(),
+            "the control loop of pipeline `{}` is stuck: no finished tick for {:.0} s; \
+             withholding the watchdog keep-alive so that the service manager restarts the service",
+            stuck.pipeline,
+            stuck.silent.as_secs_f64()
+        );
+    }
+    for name in &verdict.recovered {
+        warn!(pipeline = %name, "the control loop of pipeline `{name}` ticks again; keep-alives resume");
+    }
+    if verdict.alive {
+        notify::watchdog();
+    }
 }
 
 async fn serve_http(

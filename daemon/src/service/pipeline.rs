@@ -216,6 +216,10 @@ pub async fn run_pipeline(
         };
         registry.update(&name, |s| s.state = "running".to_owned());
         let mut timer = wake_timer(task.wake_wall());
+        // Watched by the watchdog from now on, until the task ends (see `liveness`).
+        let heart = registry
+            .liveness()
+            .register(&name, task.liveness_limit(), Instant::now());
         loop {
             let wake = tokio::select! {
                 biased;
@@ -229,15 +233,18 @@ pub async fn run_pipeline(
                     if task.reconfigure(*new).await {
                         timer = wake_timer(task.wake_wall());
                     }
+                    heart.beat(task.liveness_limit(), Instant::now());
                     continue;
                 }
                 Wake::Timer => {}
             }
             task.wake().await;
+            heart.beat(task.liveness_limit(), Instant::now());
             if task.options.max_ticks.is_some_and(|m| task.ticks >= m) {
                 break;
             }
         }
+        drop(heart);
         task.persist().await;
         registry.update(&name, |s| s.state = "stopped".to_owned());
         info!("pipeline stopped");
@@ -483,6 +490,13 @@ impl PipelineTask {
         }
         self.registry
             .update(&self.name, |s| s.fast_path = text.to_owned());
+    }
+
+    /// How long this loop may go without a finished wake before the watchdog counts it
+    /// stuck: from the period in wall time and the backend calls' time limit.
+    fn liveness_limit(&self) -> Duration {
+        let period = Duration::from_secs_f64((self.period_s / self.options.speed).max(0.0));
+        super::liveness::limit(period, self.options.backend_timeout)
     }
 
     /// Loop time between two wakes, seconds.
