@@ -574,7 +574,7 @@ fn demo_runs_on_the_embedded_default_and_exits_by_itself() {
 }
 
 /// One pipeline of the plugin test: the resnet stage with a name and a backend table.
-fn pipeline_text(name: &str, backend: &str) -> String {
+pub(crate) fn pipeline_text(name: &str, backend: &str) -> String {
     let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
     format!(
         r#"

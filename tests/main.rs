@@ -5,6 +5,7 @@ use std::sync::{Mutex, MutexGuard};
 mod assets_cli;
 mod backend_check;
 mod completions_cli;
+mod crash;
 mod daemon;
 mod demo_plot;
 mod dry_run;
@@ -30,6 +31,7 @@ mod replay;
 mod simulate_cli;
 mod torchserve;
 mod triton;
+mod watchdog;
 
 /// Real servers (Triton, TorchServe) saturate two cores: the tests that start one take this
 /// lock, so only one runs at a time whichever suite it belongs to.

@@ -527,3 +527,136 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     );
     assert!(recorded_workers(dir.path()).expect("state").is_empty());
 }
+
+/// The command lines of the ready workers the state file lists that run.
+fn live_worker_commands(dir: &Path) -> Vec<String> {
+    live_workers(dir)
+        .iter()
+        .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).replace('\0', " "))
+        .collect()
+}
+
+#[test]
+fn reloads_that_restart_a_routed_pipeline_drop_no_request() {
+    use hyper::body::Bytes;
+    const RELOADS: usize = 4;
+    const RPS: f64 = 200.0;
+    const SECONDS: usize = 36;
+    let dir = Scratch::new("reload-drain");
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir_all(&plugins).expect("plugin dir");
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let installed = plugins.join("libinfadapt_plugin_process.so");
+    std::fs::copy(&built().plugin, &installed).expect("install plugin");
+    std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let http_port = free_port();
+    let router_port = free_port();
+    // Each reload changes the workers' command (a backend key): the pipeline restarts, its
+    // workers are replaced by ones running the new command.
+    let text = |work: u32| {
+        daemon_config(dir.path(), http_port, &plugins)
+            .replace("initial_load_rps = 30", "initial_load_rps = 200")
+            .replace("port_range = [21400, 21449]", "port_range = [21500, 21549]")
+            .replace("\"--work\", \"50000\"", &format!("\"--work\", \"{work}\""))
+            + &format!(
+                "[pipeline.router]\nlisten = \"127.0.0.1:{router_port}\"\nready_wait_ms = 10000\n"
+            )
+    };
+    let config = dir.path().join("infadaptd.toml");
+    std::fs::write(&config, text(2000)).expect("config");
+    let notify = dir.path().join("notify.sock");
+    let _sink = NotifySink::bind(&notify);
+    let _cleanup = KillRecordedWorkers(dir.path().to_owned());
+    let mut daemon = Daemon::start(&config, &notify);
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+        }),
+        "the router never became ready; log:\n{}",
+        daemon.log()
+    );
+
+    // Steady Poisson load through the router for the whole test.
+    let url = format!("http://127.0.0.1:{router_port}/v2/models/bare/infer");
+    let arrivals = infadaptd::loadgen::poisson_arrivals(&[RPS; SECONDS], 7);
+    let load = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(infadaptd::loadgen::run(
+            &url,
+            Bytes::from_static(b"hi"),
+            &arrivals,
+            Duration::from_secs(30),
+        ))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let mut took = Vec::new();
+    for reload in 1..=RELOADS {
+        let work = 2000 + reload as u32;
+        let began = Instant::now();
+        std::fs::write(&config, text(work)).expect("new config");
+        daemon.signal("HUP");
+        let in_force = wait_until(Duration::from_secs(20), || {
+            daemon.log().matches("configuration reloaded").count() >= reload && {
+                let commands = live_worker_commands(dir.path());
+                !commands.is_empty()
+                    && commands.iter().all(|c| {
+                        c.contains(&format!("--work {work} "))
+                            || c.ends_with(&format!("--work {work}"))
+                    })
+            }
+        });
+        assert!(
+            in_force,
+            "reload {reload}: the new workers never ran alone: {:?}\n{}",
+            live_worker_commands(dir.path()),
+            daemon.log()
+        );
+        took.push(began.elapsed().as_secs_f64());
+        std::thread::sleep(Duration::from_secs(3));
+    }
+    let records = load.join().expect("load thread");
+    let failed: Vec<String> = records
+        .iter()
+        .filter(|r| !r.ok())
+        .map(|r| {
+            format!(
+                "{:.2} s: {} {}",
+                r.due_s,
+                r.status,
+                r.error.clone().unwrap_or_default()
+            )
+        })
+        .collect();
+    let slowest = records.iter().map(|r| r.latency_ms).fold(0.0, f64::max);
+    println!(
+        "reload drain: {} requests at {RPS}/s over {SECONDS} s, {} failed, slowest {slowest:.0} ms; \
+         {RELOADS} reloads, each in force after {took:.1?} s",
+        records.len(),
+        failed.len()
+    );
+    assert!(
+        daemon.log().contains("restarted=bare"),
+        "the reloads did not restart the pipeline:\n{}",
+        daemon.log()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed across the reloads: {:?}\n{}",
+        failed.len(),
+        records.len(),
+        &failed[..failed.len().min(20)],
+        daemon.log()
+    );
+    assert!(records.len() > 6000, "{} requests", records.len());
+    daemon.signal("TERM");
+    assert_eq!(
+        daemon.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        daemon.log()
+    );
+}

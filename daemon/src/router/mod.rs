@@ -16,6 +16,7 @@
 //! `INPUT1`, … in output order of the previous stage. `raw-http` endpoints get the previous
 //! answer's body unchanged.
 
+mod front;
 mod stats;
 
 use std::net::SocketAddr;
@@ -39,6 +40,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+pub use front::Front;
 pub use stats::RouterWindow;
 
 /// What the router sees now, for the fast path between ticks (see [`Router::peek`]).
@@ -238,6 +240,11 @@ impl Router {
             arrivals_per_second,
             in_flight: self.inner.in_flight.load(Ordering::Relaxed),
         }
+    }
+
+    /// Requests received and not answered yet.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn counters(&self) -> RouterCounters {

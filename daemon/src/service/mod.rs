@@ -2,12 +2,15 @@
 //! main loop over a closed set of [`Event`]s (signals, timers) in one `select!`.
 //!
 //! SIGHUP re-reads and fully validates the configuration, then restarts only the pipelines
-//! whose configuration changed; on any problem the running configuration stays. SIGTERM or
+//! whose configuration changed; on any problem the running configuration stays. A restarted
+//! pipeline keeps its router's socket (the service holds it, see `router::Front`): the old
+//! router finishes what it accepted, new requests wait for the new one. SIGTERM or
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
 pub mod access;
 pub mod http;
+pub mod liveness;
 pub mod notify;
 pub mod pipeline;
 pub mod process;
@@ -29,8 +32,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
 use crate::plugin_host::PluginHost;
+use crate::router::{Front, RouterSettings};
 use access::WriteAccess;
-use pipeline::{DecisionSink, TaskOptions, run_pipeline};
+use pipeline::{DecisionSink, TaskOptions, run_pipeline_at};
 use status::Registry;
 
 /// Why the service could not run.
@@ -102,6 +106,9 @@ struct App {
     registry: Registry,
     plugins: Arc<PluginHost>,
     pipelines: BTreeMap<String, Running>,
+    /// The bound router address of each pipeline with a router (as configured, and the
+    /// listening front): kept across restarts of the pipeline while the address stays.
+    fronts: BTreeMap<String, (std::net::SocketAddr, Front)>,
 }
 
 /// How the service ended.
@@ -134,7 +141,31 @@ impl App {
         }
     }
 
-    fn start(&mut self, config: PipelineConfig) {
+    /// The router front for pipeline `name` with `settings`: the one it has when the address
+    /// is the same (and not an ephemeral port 0), else a new one; a front it no longer uses
+    /// is closed. `None` without a router.
+    async fn front_for(
+        &mut self,
+        name: &str,
+        settings: Option<&RouterSettings>,
+    ) -> Option<Result<Front, String>> {
+        if let Some((address, front)) = self.fronts.get(name) {
+            if settings.is_some_and(|s| s.listen == *address && address.port() != 0) {
+                return Some(Ok(front.clone()));
+            }
+            front.close();
+            self.fronts.remove(name);
+        }
+        let settings = settings?;
+        let bound = Front::bind(settings).await;
+        if let Ok(front) = &bound {
+            self.fronts
+                .insert(name.to_owned(), (settings.listen, front.clone()));
+        }
+        Some(bound)
+    }
+
+    async fn start(&mut self, config: PipelineConfig) {
         // A pipeline paused over the API stays paused across restarts and, when a reload
         // removed it and brings it back, across that too: the state directory keeps the
         // pauses of pipelines the service does not run.
@@ -143,7 +174,7 @@ impl App {
             && match state::load_paused(&self.config.daemon.resolved_state_dir()) {
                 Ok(paused) => paused.contains(&config.name),
                 Err(e) => {
-                    warn!(error = %e, "cannot read the paused pipelines; not paused");
+                    warn!("cannot read the paused pipelines; none kept paused: {e}");
                     false
                 }
             };
@@ -158,12 +189,14 @@ impl App {
         });
         let (stop, stopped) = watch::channel(false);
         let (reconfigure, reconfigured) = mpsc::unbounded_channel();
-        let handle = tokio::spawn(run_pipeline(
+        let front = self.front_for(&config.name, config.router.as_ref()).await;
+        let handle = tokio::spawn(run_pipeline_at(
             config.clone(),
             self.task_options(),
             self.registry.clone(),
             stopped,
             reconfigured,
+            front,
         ));
         self.pipelines.insert(
             config.name.clone(),
@@ -223,6 +256,9 @@ impl App {
                     if now.is_none_or(|p| Some(p) != self.pipelines.get(&name).map(|r| &r.config)) {
                         self.stop_one(&name).await;
                         if now.is_none() {
+                            if let Some((_, front)) = self.fronts.remove(&name) {
+                                front.close();
+                            }
                             self.registry.remove(&name);
                             info!(pipeline = %name, "pipeline removed");
                         }
@@ -232,7 +268,7 @@ impl App {
                 for p in &new.pipelines {
                     if !self.pipelines.contains_key(&p.name) {
                         info!(pipeline = %p.name, "pipeline (re)started with the new configuration");
-                        self.start(p.clone());
+                        self.start(p.clone()).await;
                     }
                 }
                 let daemon = self.config.daemon.clone();
@@ -271,7 +307,11 @@ impl App {
             }
         };
         tokio::select! {
-            _ = tokio::time::timeout(grace, all) => {}
+            _ = tokio::time::timeout(grace, all) => {
+                for (_, front) in std::mem::take(&mut self.fronts).into_values() {
+                    front.close();
+                }
+            }
             _ = signals.term.recv() => { warn!("second signal: exiting now"); std::process::exit(1) }
             _ = signals.int.recv() => { warn!("second signal: exiting now"); std::process::exit(1) }
         }
@@ -329,9 +369,10 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         registry: registry.clone(),
         plugins,
         pipelines: BTreeMap::new(),
+        fronts: BTreeMap::new(),
     };
     for p in config.pipelines {
-        app.start(p);
+        app.start(p).await;
     }
     // Ready once every pipeline has tried to create its backend, so that the status sent
     // with READY=1 names the ones that could not (and none is mistaken for ready).
@@ -391,7 +432,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         };
         match event {
             Event::Reload => app.reload().await,
-            Event::Watchdog => notify::watchdog(),
+            Event::Watchdog => keep_alive(&registry),
             Event::Status => {
                 notify::status(&registry.summary());
                 if options.max_ticks.is_some()
@@ -419,6 +460,29 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         registry,
         stop_began,
     })
+}
+
+/// Sends the watchdog keep-alive when every running control loop finished a wake within
+/// its limit (see [`liveness`]); names a stuck loop once, and once more when it recovers.
+fn keep_alive(registry: &Registry) {
+    let verdict = registry.liveness().check(Instant::now());
+    for stuck in &verdict.newly_stuck {
+        error!(
+            pipeline = %stuck.pipeline,
+            silent_s = stuck.silent.as_secs_f64().round(),
+            limit_s = stuck.limit.as_secs_f64().round(),
+            "the control loop of pipeline `{}` is stuck: no finished tick for {:.0} s; \
+             withholding the watchdog keep-alive so that the service manager restarts the service",
+            stuck.pipeline,
+            stuck.silent.as_secs_f64()
+        );
+    }
+    for name in &verdict.recovered {
+        warn!(pipeline = %name, "the control loop of pipeline `{name}` ticks again; keep-alives resume");
+    }
+    if verdict.alive {
+        notify::watchdog();
+    }
 }
 
 async fn serve_http(

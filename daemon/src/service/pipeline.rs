@@ -51,7 +51,7 @@ use crate::config::{PipelineConfig, SIM_BACKEND};
 use crate::plugin_host::{
     BackendOrigin, CallPolicy, GuardedBackend, HostError, InstanceFactory, PluginHost,
 };
-use crate::router::Router;
+use crate::router::{Front, Router, RouterSettings};
 
 /// Callback for each decision (the demo prints them).
 pub type DecisionSink = Arc<dyn Fn(&DecisionRecord) + Send + Sync>;
@@ -146,12 +146,38 @@ fn serving_slots(plan: &Plan) -> u64 {
 /// Runs one pipeline until `stop` turns true; persists its state on the way out. A
 /// configuration sent on `reconfigure` replaces the control settings in place (see
 /// [`PipelineTask::reconfigure`]): the backend, its workers and the router keep running.
+/// With `[pipeline.router]` it binds the router's address itself and closes it when done;
+/// the service keeps the address across restarts instead ([`run_pipeline_at`]).
 pub async fn run_pipeline(
+    config: PipelineConfig,
+    options: TaskOptions,
+    registry: Registry,
+    stop: watch::Receiver<bool>,
+    reconfigure: mpsc::UnboundedReceiver<PipelineConfig>,
+) {
+    let front = match &config.router {
+        Some(settings) => Some(Front::bind(settings).await),
+        None => None,
+    };
+    let own = front.as_ref().and_then(|f| f.as_ref().ok().cloned());
+    run_pipeline_at(config, options, registry, stop, reconfigure, front).await;
+    if let Some(front) = own {
+        front.close();
+    }
+}
+
+/// [`run_pipeline`] on a router address bound by the caller (`front`: the bound address, or
+/// why it could not be bound; `None` without `[pipeline.router]`). The task attaches its
+/// router to the front; when told to stop, it detaches it, lets it finish the requests it
+/// accepted (at most twice its `timeout_ms` plus `ready_wait_ms`) and only then drops the
+/// backend, so a restart with the same address loses no request.
+pub async fn run_pipeline_at(
     config: PipelineConfig,
     options: TaskOptions,
     registry: Registry,
     mut stop: watch::Receiver<bool>,
     mut reconfigure: mpsc::UnboundedReceiver<PipelineConfig>,
+    front: Option<Result<Front, String>>,
 ) {
     let name = config.name.clone();
     let span = info_span!("pipeline", pipeline = %name);
@@ -172,39 +198,43 @@ pub async fn run_pipeline(
                 "forecasting with the trained LSTM model"
             );
         }
-        let router = match &config.router {
-            Some(settings) => match crate::router::bind(settings).await {
-                Ok(listener) => {
-                    let pipeline = &config.control.problem.pipeline;
-                    let router = Router::new(
-                        &pipeline.name,
-                        pipeline.slo_ms,
-                        pipeline.stages.iter().map(|s| s.name.clone()).collect(),
-                        settings.timeout,
-                        settings.ready_wait,
-                    );
-                    tokio::spawn(router.clone().serve(
-                        listener,
-                        settings.max_body_bytes,
-                        stop.clone(),
-                    ));
-                    Some(router)
-                }
-                Err(message) => {
-                    error!(error = %message, "pipeline cannot start; the others keep running");
-                    registry.update(&name, |s| {
-                        s.state = "failed".to_owned();
-                        s.last_error = Some(message);
-                    });
-                    let _ = stop.wait_for(|s| *s).await;
-                    return;
-                }
-            },
-            None => None,
+        let mut front_in_use = None;
+        let router = match (&config.router, front) {
+            (Some(settings), Some(Ok(front))) => {
+                let pipeline = &config.control.problem.pipeline;
+                let router = Router::new(
+                    &pipeline.name,
+                    pipeline.slo_ms,
+                    pipeline.stages.iter().map(|s| s.name.clone()).collect(),
+                    settings.timeout,
+                    settings.ready_wait,
+                );
+                front.attach(router.clone(), settings);
+                front_in_use = Some((front, settings.clone()));
+                Some(router)
+            }
+            (Some(settings), bound) => {
+                let message = match bound {
+                    Some(Err(message)) => message,
+                    _ => format!("router: {} was not bound", settings.listen),
+                };
+                error!(error = %message, "pipeline cannot start; the others keep running");
+                registry.update(&name, |s| {
+                    s.state = "failed".to_owned();
+                    s.last_error = Some(message);
+                });
+                let _ = stop.wait_for(|s| *s).await;
+                return;
+            }
+            (None, _) => None,
         };
-        let mut task = match PipelineTask::start(config, options, registry.clone(), router).await {
+        let started = PipelineTask::start(config, options, registry.clone(), router.clone()).await;
+        let mut task = match started {
             Ok(task) => task,
             Err(message) => {
+                if let (Some((front, _)), Some(router)) = (&front_in_use, &router) {
+                    front.detach(router);
+                }
                 error!(error = %message, "pipeline cannot start; the others keep running");
                 registry.update(&name, |s| {
                     s.state = "failed".to_owned();
@@ -216,6 +246,10 @@ pub async fn run_pipeline(
         };
         registry.update(&name, |s| s.state = "running".to_owned());
         let mut timer = wake_timer(task.wake_wall());
+        // Watched by the watchdog from now on, until the task ends (see `liveness`).
+        let heart = registry
+            .liveness()
+            .register(&name, task.liveness_limit(), Instant::now());
         loop {
             let wake = tokio::select! {
                 biased;
@@ -229,14 +263,22 @@ pub async fn run_pipeline(
                     if task.reconfigure(*new).await {
                         timer = wake_timer(task.wake_wall());
                     }
+                    heart.beat(task.liveness_limit(), Instant::now());
                     continue;
                 }
                 Wake::Timer => {}
             }
             task.wake().await;
+            heart.beat(task.liveness_limit(), Instant::now());
             if task.options.max_ticks.is_some_and(|m| task.ticks >= m) {
                 break;
             }
+        }
+        drop(heart);
+        if let (Some((front, settings)), Some(router)) = (&front_in_use, &router) {
+            front.detach(router);
+            drain(router, settings).await;
+            task.publish_router();
         }
         task.persist().await;
         registry.update(&name, |s| s.state = "stopped".to_owned());
@@ -244,6 +286,32 @@ pub async fn run_pipeline(
     }
     .instrument(span)
     .await;
+}
+
+/// Waits until `router`, detached from its front, has answered the requests it accepted,
+/// at most twice its timeout (a request and its one retry) plus its wait for a ready endpoint.
+async fn drain(router: &Router, settings: &RouterSettings) {
+    let limit = settings.timeout.saturating_mul(2) + settings.ready_wait;
+    let deadline = Instant::now() + limit;
+    let began = Instant::now();
+    let held = router.in_flight();
+    while router.in_flight() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let left = router.in_flight();
+    if left > 0 {
+        warn!(
+            left,
+            limit_s = limit.as_secs_f64(),
+            "the router did not finish its requests in time; stopping anyway"
+        );
+    } else if held > 0 {
+        info!(
+            requests = held,
+            took_ms = began.elapsed().as_millis() as u64,
+            "the router finished its requests before stopping"
+        );
+    }
 }
 
 struct PipelineTask {
@@ -307,6 +375,8 @@ impl PipelineTask {
     ) -> Result<PipelineTask, String> {
         let name = config.name.clone();
         let pipeline = config.control.problem.pipeline.clone();
+        // An unreadable state file was moved aside: a good one replaces it once started.
+        let mut replace_state = false;
         let saved = match &options.state_dir {
             Some(dir) => match state::load(dir, &name) {
                 Ok(Some(s)) if state::plan_fits(&s.plan, &pipeline) => Some(s),
@@ -316,7 +386,8 @@ impl PipelineTask {
                 }
                 Ok(None) => None,
                 Err(e) => {
-                    warn!(error = %e, "cannot read saved state; starting fresh");
+                    replace_state = e.was_set_aside();
+                    warn!("cannot read saved state; starting fresh: {e}");
                     None
                 }
             },
@@ -378,6 +449,9 @@ impl PipelineTask {
         };
         task.schedule();
         task.ensure_backend().await;
+        if replace_state {
+            task.persist().await;
+        }
         let plan = task.applied.clone();
         task.registry.update(&task.name, |s| s.plan = Some(plan));
         Ok(task)
@@ -481,6 +555,13 @@ impl PipelineTask {
         }
         self.registry
             .update(&self.name, |s| s.fast_path = text.to_owned());
+    }
+
+    /// How long this loop may go without a finished wake before the watchdog counts it
+    /// stuck: from the period in wall time and the backend calls' time limit.
+    fn liveness_limit(&self) -> Duration {
+        let period = Duration::from_secs_f64((self.period_s / self.options.speed).max(0.0));
+        super::liveness::limit(period, self.options.backend_timeout)
     }
 
     /// Loop time between two wakes, seconds.

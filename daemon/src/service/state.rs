@@ -1,6 +1,10 @@
 //! Persisted state per pipeline: the last applied plan and the forecaster, and the set of
 //! paused pipelines (`paused.json`), written atomically (temporary file, fsync, rename, fsync
 //! of the directory) so that a crash leaves the old or the new file.
+//!
+//! A file that is there but is not a state file (truncated, garbled, empty, another schema)
+//! never stops a start: it is moved aside as `NAME.corrupt-UNIXTIME` (kept for a look, never
+//! read again) and the error says so; the caller logs it and starts as if there were none.
 
 use std::collections::BTreeSet;
 use std::fs::{self, File};
@@ -42,6 +46,47 @@ pub enum StateError {
     },
     #[error("{path}: not a state file: {message}")]
     Format { path: PathBuf, message: String },
+    #[error("{path}: not a state file ({message}); moved aside to {}", moved_to.display())]
+    SetAside {
+        path: PathBuf,
+        message: String,
+        moved_to: PathBuf,
+    },
+}
+
+impl StateError {
+    /// Whether the file was unreadable and moved aside (a fresh one should replace it).
+    pub fn was_set_aside(&self) -> bool {
+        matches!(self, StateError::SetAside { .. })
+    }
+}
+
+/// Moves the unreadable state file `path` aside as `NAME.corrupt-UNIXTIME` (a counter is
+/// added when that name is taken) and returns the error to report; when even the rename
+/// fails, the file stays and the plain format error is returned (it is ignored all the same).
+fn set_aside(path: PathBuf, message: String) -> StateError {
+    let stamp = unix_now_s();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut moved_to = path.with_file_name(format!("{name}.corrupt-{stamp}"));
+    let mut n = 1;
+    while moved_to.exists() && n < 1000 {
+        moved_to = path.with_file_name(format!("{name}.corrupt-{stamp}-{n}"));
+        n += 1;
+    }
+    match fs::rename(&path, &moved_to) {
+        Ok(()) => StateError::SetAside {
+            path,
+            message,
+            moved_to,
+        },
+        Err(e) => StateError::Format {
+            path,
+            message: format!("{message}; cannot move it aside: {e}"),
+        },
+    }
 }
 
 /// The state file of `pipeline` in `dir`.
@@ -95,15 +140,13 @@ pub fn load(dir: &Path, pipeline: &str) -> Result<Option<PipelineState>, StateEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(StateError::Io { path, source }),
     };
-    let state: PipelineState = serde_json::from_slice(&bytes).map_err(|e| StateError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let state: PipelineState = match serde_json::from_slice(&bytes) {
+        Ok(state) => state,
+        Err(e) => return Err(set_aside(path, describe(&bytes, &e))),
+    };
     if state.schema != STATE_SCHEMA {
-        return Err(StateError::Format {
-            path,
-            message: format!("schema {} (this daemon reads {STATE_SCHEMA})", state.schema),
-        });
+        let message = format!("schema {} (this daemon reads {STATE_SCHEMA})", state.schema);
+        return Err(set_aside(path, message));
     }
     Ok(Some(state))
 }
@@ -142,17 +185,26 @@ pub fn load_paused(dir: &Path) -> Result<BTreeSet<String>, StateError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
         Err(source) => return Err(StateError::Io { path, source }),
     };
-    let file: PausedFile = serde_json::from_slice(&bytes).map_err(|e| StateError::Format {
-        path: path.clone(),
-        message: e.to_string(),
-    })?;
+    let file: PausedFile = match serde_json::from_slice(&bytes) {
+        Ok(file) => file,
+        Err(e) => return Err(set_aside(path, describe(&bytes, &e))),
+    };
     if file.schema != STATE_SCHEMA {
-        return Err(StateError::Format {
-            path,
-            message: format!("schema {} (this daemon reads {STATE_SCHEMA})", file.schema),
-        });
+        let message = format!("schema {} (this daemon reads {STATE_SCHEMA})", file.schema);
+        return Err(set_aside(path, message));
     }
     Ok(file.paused)
+}
+
+/// What is wrong with `bytes` that did not parse: empty, truncated, or the parser's words.
+fn describe(bytes: &[u8], error: &serde_json::Error) -> String {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        "the file is empty".to_owned()
+    } else if error.is_eof() {
+        format!("the file ends early (truncated?): {error}")
+    } else {
+        error.to_string()
+    }
 }
 
 /// Whether `plan` names exactly the stages of `pipeline` and only variants they offer.
@@ -244,6 +296,66 @@ mod tests {
         let paused: BTreeSet<String> = ["a/b".to_owned(), "c".to_owned()].into();
         save_paused(&dir, &paused).expect("saved");
         assert_eq!(load_paused(&dir).expect("read"), paused);
+        let _ = fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unreadable_state_files_are_moved_aside_and_reported() {
+        let dir = std::env::temp_dir().join(format!("infadaptd-corrupt-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("dir");
+        let good = PipelineState {
+            schema: STATE_SCHEMA,
+            pipeline: "p".into(),
+            plan: Plan::default(),
+            saved_unix_s: 5,
+            clock_s: 1.0,
+            forecaster: None,
+        };
+        let text = serde_json::to_string(&good).expect("json");
+        let newer = text.replace("\"schema\":1", "\"schema\":99");
+        for (label, bytes, expected) in [
+            ("empty", String::new(), "the file is empty"),
+            ("truncated", text[..text.len() / 2].to_owned(), "ends early"),
+            ("garbage", "\u{1}garbage{".to_owned(), "expected value"),
+            ("other schema", newer, "schema 99"),
+        ] {
+            let path = state_path(&dir, "p");
+            fs::write(&path, &bytes).expect("write");
+            let err = load(&dir, "p").expect_err(label);
+            assert!(err.was_set_aside(), "{label}: {err}");
+            let message = err.to_string();
+            assert!(message.contains("pipeline-p.json"), "{label}: {message}");
+            assert!(message.contains(expected), "{label}: {message}");
+            assert!(!path.exists(), "{label}: still in place");
+            // Nothing is lost: the bytes are kept beside, and the next read finds no state.
+            let StateError::SetAside { moved_to, .. } = &err else {
+                unreachable!("checked above");
+            };
+            assert_eq!(
+                fs::read_to_string(moved_to).expect("kept"),
+                bytes,
+                "{label}"
+            );
+            assert!(moved_to.to_string_lossy().contains(".corrupt-"), "{label}");
+            assert_eq!(load(&dir, "p").expect("none now"), None, "{label}");
+            save(&dir, &good).expect("a good file replaces it");
+            assert_eq!(load(&dir, "p").expect("read"), Some(good.clone()));
+            fs::remove_file(&path).expect("rm");
+        }
+        fs::write(paused_path(&dir), "{\"schema\": 1, \"paused\": [").expect("write");
+        let err = load_paused(&dir).expect_err("truncated");
+        assert!(
+            err.was_set_aside() && err.to_string().contains("paused.json"),
+            "{err}"
+        );
+        assert_eq!(load_paused(&dir).expect("none now"), BTreeSet::new());
+        let kept = fs::read_dir(&dir)
+            .expect("list")
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_string_lossy().contains(".corrupt-"))
+            .count();
+        assert_eq!(kept, 5, "every unreadable file is kept beside");
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -388,6 +388,8 @@ impl PipelineStatus {
 pub struct Registry {
     inner: Arc<Mutex<BTreeMap<String, PipelineStatus>>>,
     decisions_kept: usize,
+    /// The control loops' heartbeats (for the watchdog).
+    liveness: super::liveness::Liveness,
 }
 
 impl Registry {
@@ -395,7 +397,13 @@ impl Registry {
         Registry {
             inner: Arc::default(),
             decisions_kept: decisions_kept.max(1),
+            liveness: super::liveness::Liveness::default(),
         }
+    }
+
+    /// The control loops' heartbeats.
+    pub fn liveness(&self) -> &super::liveness::Liveness {
+        &self.liveness
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PipelineStatus>> {
