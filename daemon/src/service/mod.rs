@@ -309,6 +309,10 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     let state_dir = options
         .persist_state
         .then(|| config.daemon.resolved_state_dir());
+    check_descriptors(&config, options.serve_http);
+    // Turned true once the service has stopped: the API then closes, answering the requests
+    // in flight first.
+    let (api_stop, api_stopped) = watch::channel(false);
     if options.serve_http {
         let access = match &config.daemon.token_file {
             Some(path) => WriteAccess::with_token(
@@ -317,7 +321,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             ),
             None => WriteAccess::disabled(),
         };
-        serve_http(&config.daemon.http, registry.clone(), access).await?;
+        serve_http(&config.daemon, registry.clone(), access, api_stopped).await?;
     }
     let plugins = Arc::new(PluginHost::new(
         config.daemon.plugin_dirs.clone(),
@@ -410,6 +414,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             }
         }
     };
+    let _ = api_stop.send(true);
     if let HttpListen::Unix(path) = &app.config.daemon.http {
         // Ours: `prepare_unix_socket` refused to start over anything else.
         let _ = std::fs::remove_file(path);
@@ -421,13 +426,47 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     })
 }
 
+/// Descriptors kept free for backend calls, plugins and files beyond the HTTP connections.
+const DESCRIPTOR_RESERVE: u64 = 256;
+
+/// Warns when the configured connection limits leave too few descriptors under the
+/// process's open-files limit for backend calls.
+fn check_descriptors(config: &DaemonConfig, serve_http: bool) {
+    let api = if serve_http && config.daemon.http != HttpListen::Disabled {
+        config.daemon.http_limits.max_connections as u64
+    } else {
+        0
+    };
+    let routers: u64 = config
+        .pipelines
+        .iter()
+        .filter_map(|p| p.router.as_ref())
+        .map(|r| r.limits.max_connections as u64)
+        .sum();
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return;
+    };
+    if let Some(warning) =
+        crate::http_server::descriptor_warning(api + routers, DESCRIPTOR_RESERVE, soft)
+    {
+        warn!("{warning}");
+    }
+}
+
 async fn serve_http(
-    listen: &HttpListen,
+    daemon: &crate::config::DaemonSettings,
     registry: Registry,
     access: WriteAccess,
+    mut stopped: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
-    let router = http::router(registry, access);
-    match listen {
+    let connections = Arc::new(crate::http_server::ConnectionStats::default());
+    let router = http::router(registry, access, Arc::clone(&connections));
+    let limits = daemon.http_limits;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    match &daemon.http {
         HttpListen::Disabled => {}
         HttpListen::Tcp(address) => {
             let listener = tokio::net::TcpListener::bind(address)
@@ -439,12 +478,19 @@ async fn serve_http(
             let bound = listener
                 .local_addr()
                 .map_or_else(|_| address.to_string(), |a| a.to_string());
-            info!(address = %bound, "HTTP API listening");
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    error!(%error, "HTTP API stopped");
-                }
-            });
+            info!(
+                address = %bound,
+                max_connections = limits.max_connections,
+                "HTTP API listening"
+            );
+            tokio::spawn(crate::http_server::serve(
+                listener,
+                router,
+                limits,
+                connections,
+                "API".to_owned(),
+                shutdown,
+            ));
         }
         HttpListen::Unix(path) => {
             prepare_unix_socket(path)?;
@@ -453,12 +499,19 @@ async fn serve_http(
                     address: path.display().to_string(),
                     source,
                 })?;
-            info!(socket = %path.display(), "HTTP API listening");
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    error!(%error, "HTTP API stopped");
-                }
-            });
+            info!(
+                socket = %path.display(),
+                max_connections = limits.max_connections,
+                "HTTP API listening"
+            );
+            tokio::spawn(crate::http_server::serve(
+                listener,
+                router,
+                limits,
+                connections,
+                "API".to_owned(),
+                shutdown,
+            ));
         }
     }
     Ok(())

@@ -186,6 +186,7 @@ pub async fn run_pipeline(
                     tokio::spawn(router.clone().serve(
                         listener,
                         settings.max_body_bytes,
+                        settings.limits,
                         stop.clone(),
                     ));
                     Some(router)
