@@ -126,6 +126,10 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }
@@ -647,7 +651,7 @@ pub(crate) fn pipeline_status<'a>(
 }
 
 /// The value of the metric line starting with `series` (name and labels).
-fn metric(body: &str, series: &str) -> Option<f64> {
+pub(crate) fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }

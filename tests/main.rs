@@ -10,6 +10,7 @@ mod demo_plot;
 mod dry_run;
 mod examples;
 mod forecast_cli;
+mod hostile_http;
 mod logging;
 mod lstm_run;
 mod metrics;

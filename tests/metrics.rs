@@ -116,6 +116,7 @@ fn full_statuses() -> Vec<PipelineStatus> {
             slo_misses: 5,
             ready_endpoints: 3,
             connections: ConnectionCounts {
+                accepted: 9,
                 open: 4,
                 refused: 2,
             },
@@ -162,17 +163,17 @@ fn full_exposition() -> String {
         start_time_seconds: Some(1.7e9),
     };
     let api = ConnectionCounts {
+        accepted: 20,
         open: 1,
         refused: 7,
     };
-    let routers = [(
-        "resnet".to_owned(),
-        ConnectionCounts {
-            open: 4,
-            refused: 2,
-        },
-    )];
-    render_metrics(&full_statuses()) + &render_connections(Some(api), &routers) + &process.render()
+    let statuses = full_statuses();
+    // As `/metrics` does: the routers' connections from the pipelines' status.
+    let routers: Vec<(String, ConnectionCounts)> = statuses
+        .iter()
+        .filter_map(|s| s.router.map(|r| (s.name.clone(), r.connections)))
+        .collect();
+    render_metrics(&statuses) + &render_connections(Some(api), &routers) + &process.render()
 }
 
 fn valid_name(name: &str) -> bool {

@@ -65,9 +65,10 @@ pub struct ServerLimits {
     pub idle_timeout: Duration,
 }
 
-/// Open and refused connections of one server (shared with `/metrics`).
+/// Served, open and refused connections of one server (shared with `/metrics`).
 #[derive(Debug, Default)]
 pub struct ConnectionStats {
+    accepted: AtomicU64,
     open: AtomicU64,
     refused: AtomicU64,
 }
@@ -75,6 +76,8 @@ pub struct ConnectionStats {
 /// A reading of [`ConnectionStats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ConnectionCounts {
+    /// Connections served (within the limit) since the server started.
+    pub accepted: u64,
     /// Connections open now.
     pub open: u64,
     /// Connections closed at once because the server was at its limit, since it started.
@@ -84,6 +87,7 @@ pub struct ConnectionCounts {
 impl ConnectionStats {
     pub fn counts(&self) -> ConnectionCounts {
         ConnectionCounts {
+            accepted: self.accepted.load(Ordering::Relaxed),
             open: self.open.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
         }
@@ -95,6 +99,7 @@ struct Open<'a>(&'a ConnectionStats);
 
 impl<'a> Open<'a> {
     fn enter(stats: &'a ConnectionStats) -> Open<'a> {
+        stats.accepted.fetch_add(1, Ordering::Relaxed);
         stats.open.fetch_add(1, Ordering::Relaxed);
         Open(stats)
     }
@@ -127,7 +132,13 @@ pub fn render_connections(
         ));
     }
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&ConnectionCounts) -> u64); 2] = [
+    let families: [(&str, &str, &str, fn(&ConnectionCounts) -> u64); 3] = [
+        (
+            "infadapt_http_connections_accepted_total",
+            "HTTP connections served (accepted within the connection limit).",
+            "counter",
+            |c| c.accepted,
+        ),
         (
             "infadapt_http_connections_open",
             "HTTP connections open now.",
