@@ -1180,6 +1180,29 @@ peak_rps = 80
         let router = routed.pipelines[0].router.as_ref().expect("router");
         assert_eq!(router.listen.port(), 8080);
         assert_eq!(router.timeout.as_millis(), 10_000);
+        // The servers' limits: defaults, then as written.
+        let default_limits = (1024, 10_000, 60_000);
+        let limits = |l: &ServerLimits| {
+            (
+                l.max_connections,
+                l.header_timeout.as_millis(),
+                l.idle_timeout.as_millis(),
+            )
+        };
+        assert_eq!(limits(&router.limits), default_limits);
+        assert_eq!(limits(&config.daemon.http_limits), (128, 10_000, 60_000));
+        let limited = parse(
+            &(GOOD.replace(
+                "listen = \"127.0.0.1:0\"",
+                "listen = \"127.0.0.1:0\"\nmax_connections = 8\nheader_timeout_s = 0.5\n\
+                 idle_timeout_s = 2",
+            ) + "[pipeline.router]\nlisten = \"127.0.0.1:8080\"\nmax_connections = 9\n\
+                  header_timeout_ms = 300\nidle_timeout_ms = 700\n"),
+        )
+        .expect("valid");
+        assert_eq!(limits(&limited.daemon.http_limits), (8, 500, 2000));
+        let router = limited.pipelines[0].router.as_ref().expect("router");
+        assert_eq!(limits(&router.limits), (9, 300, 700));
     }
 
     #[test]

@@ -424,3 +424,40 @@ async fn an_oversized_body_is_413_and_a_path_that_is_not_utf8_400_both_json() {
     // Refused before they reached the pipeline: nothing counted as a request.
     assert_eq!(router.counters().requests, 0);
 }
+
+#[tokio::test]
+async fn a_body_that_stalls_fails_after_the_idle_timeout() {
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = watch::channel(false);
+    let limits = ServerLimits {
+        max_connections: 8,
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(400),
+    };
+    tokio::spawn(router.clone().serve(listener, 1 << 20, limits, stopped));
+    let started = Instant::now();
+    // 10 of the 100 bytes announced, then nothing.
+    let (code, head, body) = exchange(
+        port,
+        "POST /v2/models/p/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n\
+         {\"inputs\":",
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(header(&head, "content-type"), "application/json");
+    assert!(body.contains("stalled"), "{body}");
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(router.counters().requests, 0);
+}
