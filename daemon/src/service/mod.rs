@@ -313,6 +313,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     // Turned true once the service has stopped: the API then closes, answering the requests
     // in flight first.
     let (api_stop, api_stopped) = watch::channel(false);
+    let mut api_task = None;
     if options.serve_http {
         let access = match &config.daemon.token_file {
             Some(path) => WriteAccess::with_token(
@@ -321,7 +322,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             ),
             None => WriteAccess::disabled(),
         };
-        serve_http(&config.daemon, registry.clone(), access, api_stopped).await?;
+        api_task = serve_http(&config.daemon, registry.clone(), access, api_stopped).await?;
     }
     let plugins = Arc::new(PluginHost::new(
         config.daemon.plugin_dirs.clone(),
@@ -415,6 +416,12 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         }
     };
     let _ = api_stop.send(true);
+    if let Some(task) = api_task {
+        // Requests in flight are answered; within the grace period, and briefly.
+        let grace = Duration::from_secs_f64(app.config.daemon.grace_s);
+        let left = grace.saturating_sub(stop_began.elapsed());
+        let _ = tokio::time::timeout(left.min(API_STOP_WAIT), task).await;
+    }
     if let HttpListen::Unix(path) = &app.config.daemon.http {
         // Ours: `prepare_unix_socket` refused to start over anything else.
         let _ = std::fs::remove_file(path);
@@ -425,6 +432,9 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         stop_began,
     })
 }
+
+/// The longest a stop waits for the API's requests in flight.
+const API_STOP_WAIT: Duration = Duration::from_secs(2);
 
 /// Descriptors kept free for backend calls, plugins and files beyond the HTTP connections.
 const DESCRIPTOR_RESERVE: u64 = 256;
@@ -459,15 +469,15 @@ async fn serve_http(
     registry: Registry,
     access: WriteAccess,
     mut stopped: watch::Receiver<bool>,
-) -> Result<(), ServiceError> {
+) -> Result<Option<JoinHandle<()>>, ServiceError> {
     let connections = Arc::new(crate::http_server::ConnectionStats::default());
     let router = http::router(registry, access, Arc::clone(&connections));
     let limits = daemon.http_limits;
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;
     };
-    match &daemon.http {
-        HttpListen::Disabled => {}
+    let task = match &daemon.http {
+        HttpListen::Disabled => None,
         HttpListen::Tcp(address) => {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -483,14 +493,14 @@ async fn serve_http(
                 max_connections = limits.max_connections,
                 "HTTP API listening"
             );
-            tokio::spawn(crate::http_server::serve(
+            Some(tokio::spawn(crate::http_server::serve(
                 listener,
                 router,
                 limits,
                 connections,
                 "API".to_owned(),
                 shutdown,
-            ));
+            )))
         }
         HttpListen::Unix(path) => {
             prepare_unix_socket(path)?;
@@ -504,17 +514,17 @@ async fn serve_http(
                 max_connections = limits.max_connections,
                 "HTTP API listening"
             );
-            tokio::spawn(crate::http_server::serve(
+            Some(tokio::spawn(crate::http_server::serve(
                 listener,
                 router,
                 limits,
                 connections,
                 "API".to_owned(),
                 shutdown,
-            ));
+            )))
         }
-    }
-    Ok(())
+    };
+    Ok(task)
 }
 
 /// Makes `path` free for the API's socket: nothing there, or a socket nobody answers on (left
