@@ -39,7 +39,9 @@ fn hostile_config(port: u16, router_port: u16, state_dir: &Path) -> String {
     )
 }
 
-fn start(name: &str) -> (Daemon, u16, u16, std::path::PathBuf) {
+/// Starts the daemon; with `soft_limit`, under `prlimit` with that soft limit on open files
+/// (the hard one unchanged).
+fn start(name: &str, soft_limit: Option<u64>) -> (Daemon, u16, u16, std::path::PathBuf) {
     let dir = scratch(name);
     let (port, router_port) = (free_port(), free_port());
     let config = dir.join("infadaptd.toml");
@@ -48,7 +50,25 @@ fn start(name: &str) -> (Daemon, u16, u16, std::path::PathBuf) {
         hostile_config(port, router_port, &dir.join("state")),
     )
     .expect("config");
-    let daemon = Daemon::spawn(run_command(&[], &config));
+    let mut command = run_command(&[], &config);
+    if let Some(soft) = soft_limit {
+        let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .expect("getrlimit");
+        let mut wrapped = Command::new("prlimit");
+        wrapped
+            .arg(format!("--nofile={soft}:{hard}"))
+            .arg("--")
+            .arg(command.get_program())
+            .args(command.get_args());
+        for (key, value) in command.get_envs() {
+            match value {
+                Some(value) => wrapped.env(key, value),
+                None => wrapped.env_remove(key),
+            };
+        }
+        command = wrapped;
+    }
+    let daemon = Daemon::spawn(command);
     assert!(
         wait_until(Duration::from_secs(20), || {
             http_get(port, "/healthz").is_some_and(|(code, _)| code == 200)
@@ -130,7 +150,7 @@ fn metrics(port: u16) -> String {
 
 #[test]
 fn idle_connections_over_the_limits_leave_the_daemons_descriptors_bounded() {
-    let (daemon, port, router_port, _dir) = start("hostile-idle");
+    let (daemon, port, router_port, _dir) = start("hostile-idle", None);
     let pid = daemon.pid();
     // The probe's situation: a daemon that may hold 300 descriptors in all.
     let limited = Command::new("prlimit")
@@ -272,8 +292,29 @@ fn idle_connections_over_the_limits_leave_the_daemons_descriptors_bounded() {
 
 #[test]
 fn a_slow_client_is_closed_and_a_huge_body_is_refused_with_bounded_memory() {
-    let (daemon, port, router_port, _dir) = start("hostile-slow");
+    // Started with a soft limit of 512 open files: the daemon raises it to the hard limit.
+    let (daemon, port, router_port, _dir) = start("hostile-slow", Some(512));
     let pid = daemon.pid();
+    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .expect("getrlimit");
+    let raised = hard.min(1 << 20);
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let open_files = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("open files line");
+    assert_eq!(
+        open_files.split_whitespace().nth(3),
+        Some(raised.to_string().as_str()),
+        "{open_files}"
+    );
+    assert!(
+        daemon
+            .log()
+            .contains(&format!("open files limit soft={raised}")),
+        "{}",
+        daemon.log()
+    );
 
     // Slowloris: the head one byte every 100 ms; closed after the 1 s header timeout.
     let mut slow = TcpStream::connect(("127.0.0.1", port)).expect("connect");

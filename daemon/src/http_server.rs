@@ -132,7 +132,13 @@ pub fn render_connections(
         ));
     }
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&ConnectionCounts) -> u64); 3] = [
+    type Family = (
+        &'static str,
+        &'static str,
+        &'static str,
+        fn(&ConnectionCounts) -> u64,
+    );
+    let families: [Family; 3] = [
         (
             "infadapt_http_connections_accepted_total",
             "HTTP connections served (accepted within the connection limit).",
