@@ -5,8 +5,9 @@
 //! are refused, the daemon's descriptors (counted in `/proc/PID/fd`) stay bounded, the
 //! pipeline keeps ticking and calling its backend, and the API answers once the idle
 //! connections have timed out while the test still holds them. Then a client that trickles
-//! its headers is closed after the header timeout, and a 100 MB body to a 1 MiB limit is
-//! refused with 413 without the daemon's resident memory growing.
+//! its headers is closed after the header timeout, a 100 MB body to a 1 MiB limit is
+//! refused with 413 without the daemon's resident memory growing, and a daemon out of
+//! descriptors retries its accepts without spinning and logs that once.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -377,5 +378,84 @@ fn a_slow_client_is_closed_and_a_huge_body_is_refused_with_bounded_memory() {
         after < before + 8 * 1024,
         "RSS grew from {before} kB to {after} kB"
     );
+    assert_eq!(http_get(port, "/healthz").map(|(code, _)| code), Some(200));
+}
+
+/// The lowest descriptor number the process `pid` does not use: with its open-files limit
+/// set to this, it cannot open anything.
+fn lowest_free_fd(pid: u32) -> u64 {
+    let used: std::collections::BTreeSet<u64> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("fd dir")
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
+}
+
+/// User and system CPU time of `pid`, in clock ticks (`/proc/PID/stat`).
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let after = &stat[stat.rfind(')').expect("comm") + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let number = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    number(11) + number(12)
+}
+
+#[test]
+fn out_of_descriptors_the_accept_loop_backs_off_and_logs_once() {
+    let (daemon, port, _router_port, _dir) = start("hostile-emfile", None);
+    let pid = daemon.pid();
+    let limit = lowest_free_fd(pid);
+    // The soft limit only: the hard one stays, so that the soft one can be raised again.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("limits");
+    let hard = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .expect("hard limit")
+        .to_owned();
+    let status = Command::new("prlimit")
+        .args([
+            "--pid",
+            &pid.to_string(),
+            &format!("--nofile={limit}:{hard}"),
+        ])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success());
+    // A client waits in the listener's queue; every accept fails with EMFILE.
+    let mut waiting = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    write!(
+        waiting,
+        "GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let cpu_before = cpu_ticks(pid);
+    std::thread::sleep(Duration::from_secs(2));
+    let cpu_used = cpu_ticks(pid) - cpu_before;
+    let log = daemon.log();
+    let logged = log.matches("cannot accept connections").count();
+    eprintln!("out of descriptors for 2 s: {cpu_used} CPU ticks, {logged} log line(s)");
+    assert_eq!(logged, 1, "{log}");
+    assert!(log.contains("Too many open files"), "{log}");
+    // Not spinning: a spinning loop takes about 2 s of CPU (200 ticks at 100 Hz).
+    assert!(cpu_used < 50, "{cpu_used} ticks of CPU in 2 s");
+    // Descriptors back: the waiting client is served.
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid.to_string(), &format!("--nofile=1024:{hard}")])
+        .status()
+        .expect("run prlimit (util-linux)");
+    assert!(status.success());
+    waiting
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    let mut answer = String::new();
+    let _ = waiting.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert_eq!(http_get(port, "/healthz").map(|(code, _)| code), Some(200));
 }
