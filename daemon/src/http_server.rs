@@ -203,7 +203,7 @@ impl Listen for tokio::net::UnixListener {
 
 /// What a refused connection is told, if its socket takes it at once.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-connection: close\r\ncontent-length: 53\r\n\r\n{\"error\":\"too many connections; try again shortly\"}\n";
+connection: close\r\ncontent-length: 52\r\n\r\n{\"error\":\"too many connections; try again shortly\"}\n";
 
 /// An accept error that concerns one connection only (the next accept may succeed at once).
 fn is_connection_error(e: &io::Error) -> bool {
@@ -228,7 +228,9 @@ pub async fn serve<L: Listen>(
     server: String,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let max = limits
+        .max_connections
+        .clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
     let permits = Arc::new(Semaphore::new(max));
     let (closing, closing_seen) = watch::channel(false);
     let mut shutdown = pin!(shutdown);
@@ -532,4 +534,33 @@ pub fn descriptor_warning(connections: u64, reserve: u64, max_fds: u64) -> Optio
              raise LimitNOFILE"
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refusal_is_a_whole_response_with_its_length() {
+        let text = std::str::from_utf8(REFUSED).expect("text");
+        let (head, body) = text.split_once("\r\n\r\n").expect("head and body");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|n| n.parse().ok())
+            .expect("content-length");
+        assert_eq!(length, body.len());
+        let error: serde_json::Value = serde_json::from_str(body).expect("JSON");
+        assert!(error["error"].is_string());
+    }
+
+    #[test]
+    fn the_descriptor_warning_names_the_numbers() {
+        assert_eq!(descriptor_warning(1152, 256, 65536), None);
+        let warning = descriptor_warning(1152, 256, 1024).expect("over");
+        assert!(
+            warning.contains("1152") && warning.contains("1024") && warning.contains("LimitNOFILE"),
+            "{warning}"
+        );
+    }
 }

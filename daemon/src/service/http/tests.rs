@@ -671,3 +671,55 @@ async fn connections_over_the_limit_are_refused_and_the_idle_ones_time_out() {
     assert_eq!((code, body.as_str()), (200, "ok\n"));
     assert_eq!(idle.len(), 300);
 }
+
+#[tokio::test]
+async fn the_api_on_a_unix_socket_has_the_same_connection_limit() {
+    let dir = std::env::temp_dir().join(format!("infadaptd-api-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    let stats = Arc::new(ConnectionStats::default());
+    let app = router(registry(), WriteAccess::disabled(), Arc::clone(&stats));
+    tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        short(2),
+        Arc::clone(&stats),
+        "API".to_owned(),
+        std::future::pending(),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::UnixStream::connect(&path)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The third is refused at once with a 503.
+    let mut third = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), third.read_to_string(&mut answer))
+        .await
+        .expect("closed at once")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    assert_eq!(stats.counts().refused, 1);
+    // A held one is served.
+    let stream = &mut held[0];
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
