@@ -126,6 +126,10 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn log(&self) -> String {
         self.log.lock().expect("log").clone()
     }

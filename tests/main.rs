@@ -13,6 +13,7 @@ mod examples;
 mod fault_server;
 mod faults;
 mod forecast_cli;
+mod hostile_http;
 mod logging;
 mod lstm_run;
 mod metrics;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use infadapt_control::Decision;
 use infadapt_model::{Assignment, Plan, StagePlan};
+use infadaptd::http_server::{ConnectionCounts, render_connections};
 use infadaptd::router::RouterCounters;
 use infadaptd::service::process::ProcessMetrics;
 use infadaptd::service::status::{
@@ -114,6 +115,11 @@ fn full_statuses() -> Vec<PipelineStatus> {
             retries: 2,
             slo_misses: 5,
             ready_endpoints: 3,
+            connections: ConnectionCounts {
+                accepted: 9,
+                open: 4,
+                refused: 2,
+            },
         }),
         ..PipelineStatus::default()
     };
@@ -156,7 +162,18 @@ fn full_exposition() -> String {
         max_fds: Some(1024),
         start_time_seconds: Some(1.7e9),
     };
-    render_metrics(&full_statuses()) + &process.render()
+    let api = ConnectionCounts {
+        accepted: 20,
+        open: 1,
+        refused: 7,
+    };
+    let statuses = full_statuses();
+    // As `/metrics` does: the routers' connections from the pipelines' status.
+    let routers: Vec<(String, ConnectionCounts)> = statuses
+        .iter()
+        .filter_map(|s| s.router.map(|r| (s.name.clone(), r.connections)))
+        .collect();
+    render_metrics(&statuses) + &render_connections(Some(api), &routers) + &process.render()
 }
 
 fn valid_name(name: &str) -> bool {

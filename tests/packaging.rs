@@ -318,6 +318,8 @@ fn unit_has_the_promised_directives() {
         ]
     );
     assert_eq!(values("Restart"), ["on-failure"]);
+    // Room for the connection limits and the backend calls (docs/reliability.md).
+    assert_eq!(values("LimitNOFILE"), ["65536"]);
     assert_eq!(values("StateDirectory"), ["infadaptd"]);
     assert_eq!(values("User"), ["infadaptd"]);
     for (key, value) in [

@@ -136,7 +136,7 @@ fn a_paused_pipeline_decides_but_keeps_its_plan_until_resumed() {
                     .await
                     .expect("bind");
                 let _ = port_sender.send(listener.local_addr().expect("address").port());
-                let api = router(registry.clone(), access);
+                let api = router(registry.clone(), access, Default::default());
                 tokio::spawn(async move { axum::serve(listener, api).await });
                 if start.await.is_err() {
                     return;

@@ -94,6 +94,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
+    // Connections, backend calls and files share the descriptors: take what the service
+    // manager allows (LimitNOFILE), so that the connection limits stay well below it.
+    match service::process::raise_open_files_limit() {
+        Ok((soft, hard)) => tracing::info!(soft, hard, "open files limit"),
+        Err(e) => tracing::warn!("open files limit: {e}"),
+    }
     let grace = Duration::from_secs_f64(config.daemon.grace_s);
     let options = ServiceOptions {
         config,

@@ -8,6 +8,9 @@
 //! [daemon.http]
 //! listen = "127.0.0.1:9187"
 //! token_file = "api-token"                # optional: enables pause/resume (mode 0600)
+//! max_connections = 128                   # connection limit, header and idle timeouts
+//! header_timeout_s = 10
+//! idle_timeout_s = 60
 //!
 //! [[pipeline]]
 //! name = "resnet"
@@ -22,6 +25,9 @@
 //! listen = "127.0.0.1:8080"
 //! timeout_ms = 10000
 //! ready_wait_ms = 5000
+//! max_connections = 1024
+//! header_timeout_ms = 10000
+//! idle_timeout_ms = 60000
 //! ```
 
 use std::collections::BTreeMap;
@@ -40,6 +46,7 @@ use infadapt_planner::Problem;
 use infadapt_plugin_abi::{ConfigProblem, ProblemKind};
 
 use crate::backend_check::BackendCheck;
+use crate::http_server::ServerLimits;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
@@ -52,6 +59,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infadaptd";
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
+/// Default connection limit of the HTTP API.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: u32 = 128;
+/// Default header timeout of the HTTP API, seconds.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT_S: f64 = 10.0;
+/// Default idle timeout of the HTTP API, seconds.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT_S: f64 = 60.0;
 /// Name of the backend linked into the daemon.
 pub const SIM_BACKEND: &str = "sim";
 
@@ -86,6 +99,8 @@ pub struct DaemonSettings {
     /// `[daemon.http] token_file`: the file holding the bearer token of the API's write
     /// endpoints (pause, resume); `None` turns them off (403).
     pub token_file: Option<PathBuf>,
+    /// `[daemon.http] max_connections`, `header_timeout_s`, `idle_timeout_s`.
+    pub http_limits: ServerLimits,
 }
 
 impl Default for DaemonSettings {
@@ -101,6 +116,11 @@ impl Default for DaemonSettings {
             backend_timeout_s: 5.0,
             require_running_pipeline: true,
             token_file: None,
+            http_limits: ServerLimits {
+                max_connections: DEFAULT_HTTP_MAX_CONNECTIONS as usize,
+                header_timeout: std::time::Duration::from_secs_f64(DEFAULT_HTTP_HEADER_TIMEOUT_S),
+                idle_timeout: std::time::Duration::from_secs_f64(DEFAULT_HTTP_IDLE_TIMEOUT_S),
+            },
         }
     }
 }
@@ -443,8 +463,19 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         .opt_u32("decisions_kept")
         .map_or(defaults.decisions_kept, |n| n as usize);
     let mut token_file = None;
+    let mut http_limits = defaults.http_limits;
     let http = match table.opt_table("http") {
         Some(h) => {
+            // In range as read (see above).
+            if let Some(n) = h.opt_u32("max_connections") {
+                http_limits.max_connections = n as usize;
+            }
+            if let Some(s) = h.opt_f64("header_timeout_s") {
+                http_limits.header_timeout = std::time::Duration::from_secs_f64(s);
+            }
+            if let Some(s) = h.opt_f64("idle_timeout_s") {
+                http_limits.idle_timeout = std::time::Duration::from_secs_f64(s);
+            }
             if let Some(path) = h.opt_str("token_file") {
                 let path = base.join(path);
                 // Checked here so that `validate` and a start refuse a token others may read.
@@ -491,6 +522,7 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
         backend_timeout_s,
         require_running_pipeline,
         token_file,
+        http_limits,
     }
 }
 
@@ -689,6 +721,12 @@ pub const DEFAULT_ROUTER_TIMEOUT_MS: u32 = 10_000;
 pub const DEFAULT_ROUTER_READY_WAIT_MS: u32 = 5_000;
 /// Default largest request body the router accepts.
 pub const DEFAULT_ROUTER_MAX_BODY_BYTES: u32 = 16 * 1024 * 1024;
+/// Default connection limit of a router.
+pub const DEFAULT_ROUTER_MAX_CONNECTIONS: u32 = 1024;
+/// Default header timeout of a router.
+pub const DEFAULT_ROUTER_HEADER_TIMEOUT_MS: u32 = 10_000;
+/// Default idle timeout of a router.
+pub const DEFAULT_ROUTER_IDLE_TIMEOUT_MS: u32 = 60_000;
 
 fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
     let listen = match r.req_str("listen") {
@@ -712,11 +750,25 @@ fn read_router(r: &TableReader<'_, '_>) -> Option<RouterSettings> {
     let ready_wait_ms = r
         .opt_u32("ready_wait_ms")
         .unwrap_or(DEFAULT_ROUTER_READY_WAIT_MS);
+    let max_connections = r
+        .opt_u32("max_connections")
+        .unwrap_or(DEFAULT_ROUTER_MAX_CONNECTIONS);
+    let header_timeout_ms = r
+        .opt_u32("header_timeout_ms")
+        .unwrap_or(DEFAULT_ROUTER_HEADER_TIMEOUT_MS);
+    let idle_timeout_ms = r
+        .opt_u32("idle_timeout_ms")
+        .unwrap_or(DEFAULT_ROUTER_IDLE_TIMEOUT_MS);
     Some(RouterSettings {
         listen: listen?,
         timeout: std::time::Duration::from_millis(u64::from(timeout_ms)),
         max_body_bytes: max_body_bytes as usize,
         ready_wait: std::time::Duration::from_millis(u64::from(ready_wait_ms)),
+        limits: ServerLimits {
+            max_connections: max_connections as usize,
+            header_timeout: std::time::Duration::from_millis(u64::from(header_timeout_ms)),
+            idle_timeout: std::time::Duration::from_millis(u64::from(idle_timeout_ms)),
+        },
     })
 }
 
@@ -1128,6 +1180,29 @@ peak_rps = 80
         let router = routed.pipelines[0].router.as_ref().expect("router");
         assert_eq!(router.listen.port(), 8080);
         assert_eq!(router.timeout.as_millis(), 10_000);
+        // The servers' limits: defaults, then as written.
+        let default_limits = (1024, 10_000, 60_000);
+        let limits = |l: &ServerLimits| {
+            (
+                l.max_connections,
+                l.header_timeout.as_millis(),
+                l.idle_timeout.as_millis(),
+            )
+        };
+        assert_eq!(limits(&router.limits), default_limits);
+        assert_eq!(limits(&config.daemon.http_limits), (128, 10_000, 60_000));
+        let limited = parse(
+            &(GOOD.replace(
+                "listen = \"127.0.0.1:0\"",
+                "listen = \"127.0.0.1:0\"\nmax_connections = 8\nheader_timeout_s = 0.5\n\
+                 idle_timeout_s = 2",
+            ) + "[pipeline.router]\nlisten = \"127.0.0.1:8080\"\nmax_connections = 9\n\
+                  header_timeout_ms = 300\nidle_timeout_ms = 700\n"),
+        )
+        .expect("valid");
+        assert_eq!(limits(&limited.daemon.http_limits), (8, 500, 2000));
+        let router = limited.pipelines[0].router.as_ref().expect("router");
+        assert_eq!(limits(&router.limits), (9, 300, 700));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod cmd_validate;
 pub mod config;
 pub mod config_reference;
 pub mod exit;
+pub mod http_server;
 pub mod loadgen;
 pub mod output;
 pub mod plugin_host;

@@ -10,15 +10,17 @@ use std::time::Duration;
 
 use axum::Router as Routes;
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::info;
 
 use super::{Router, RouterSettings, error_response};
+use crate::http_server::ConnectionStats;
 
 /// The router a front hands requests to, with its request limits.
 #[derive(Clone)]
@@ -33,6 +35,8 @@ struct Inner {
     /// How long a request waits for a router while none is attached.
     wait: Mutex<Duration>,
     stop: watch::Sender<bool>,
+    /// The client connections of the socket, whichever router is attached.
+    connections: Arc<ConnectionStats>,
 }
 
 /// A router's listening socket and the router it serves now; cheap to clone.
@@ -62,6 +66,7 @@ impl Front {
                 target: watch::channel(None).0,
                 wait: Mutex::new(settings.ready_wait),
                 stop,
+                connections: Arc::new(ConnectionStats::default()),
             }),
         };
         let routes = Routes::new()
@@ -69,19 +74,33 @@ impl Front {
             .route("/v2/health/ready", get(ready))
             .route("/v2/health/live", get(|| async { StatusCode::OK }))
             .with_state(front.clone());
-        info!(%address, "router listening");
+        info!(
+            %address,
+            max_connections = settings.limits.max_connections,
+            "router listening"
+        );
+        let limits = settings.limits;
+        let connections = Arc::clone(&front.inner.connections);
         tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.wait_for(|s| *s).await;
             };
-            if let Err(error) = axum::serve(listener, routes)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                warn!(%address, %error, "router stopped");
-            }
+            crate::http_server::serve(
+                listener,
+                routes,
+                limits,
+                connections,
+                format!("router at {address}"),
+                shutdown,
+            )
+            .await;
         });
         Ok(front)
+    }
+
+    /// The connections of its socket (a router behind it reports them as its own).
+    pub fn connections(&self) -> Arc<ConnectionStats> {
+        Arc::clone(&self.inner.connections)
     }
 
     /// The address it listens on.
@@ -129,7 +148,11 @@ impl Front {
     }
 }
 
-async fn infer(State(front): State<Front>, Path(model): Path<String>, body: Body) -> Response {
+async fn infer(
+    State(front): State<Front>,
+    model: Result<Path<String>, PathRejection>,
+    body: Body,
+) -> Response {
     let Some(attached) = front.current().await else {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -157,7 +180,7 @@ async fn infer(State(front): State<Front>, Path(model): Path<String>, body: Body
             );
         }
     };
-    super::infer(State(attached.router), Path(model), bytes).await
+    super::infer(State(attached.router), model, Ok(bytes)).await
 }
 
 async fn ready(State(front): State<Front>) -> StatusCode {

@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router as Routes;
 use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -40,7 +41,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use crate::http_server::{ConnectionCounts, ConnectionStats, ServerLimits};
 pub use front::Front;
+
 pub use stats::RouterWindow;
 
 /// What the router sees now, for the fast path between ticks (see [`Router::peek`]).
@@ -65,6 +68,8 @@ pub struct RouterSettings {
     /// How long a request waits for a ready endpoint when its stage has none (a first
     /// deployment still loading, the only worker restarting) before it is refused with 503.
     pub ready_wait: Duration,
+    /// Connection limit, header and idle timeouts of the router's server.
+    pub limits: ServerLimits,
 }
 
 /// Where one stage's requests can go.
@@ -89,6 +94,8 @@ pub struct RouterCounters {
     pub slo_misses: u64,
     /// Ready endpoints over all stages at the last update.
     pub ready_endpoints: u64,
+    /// Client connections open now and refused at the connection limit.
+    pub connections: ConnectionCounts,
 }
 
 #[derive(Debug, Default)]
@@ -117,6 +124,8 @@ struct Inner {
     routes_changed: tokio::sync::Notify,
     /// State of the xorshift generator that picks targets.
     pick: AtomicU64,
+    /// The router's client connections.
+    connections: Arc<ConnectionStats>,
 }
 
 /// A pipeline's router; cheap to clone.
@@ -178,6 +187,7 @@ impl Router {
                 ready_wait,
                 routes_changed: tokio::sync::Notify::new(),
                 pick: AtomicU64::new(seed),
+                connections: Arc::new(ConnectionStats::default()),
             }),
         }
     }
@@ -257,6 +267,7 @@ impl Router {
             retries: t.retries.load(Ordering::Relaxed),
             slo_misses: t.slo_misses.load(Ordering::Relaxed),
             ready_endpoints: routes.iter().map(|r| r.len() as u64).sum(),
+            connections: self.inner.connections.counts(),
         }
     }
 
@@ -284,30 +295,49 @@ impl Router {
             .with_state(self.clone())
     }
 
-    /// Serves on `listener` until `stop` turns true.
+    /// The same router, counting the connections of `stats` as its own (those of the
+    /// [`Front`] it serves behind); a router already shared keeps its own.
+    pub fn with_connections(mut self, stats: Arc<ConnectionStats>) -> Router {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.connections = stats;
+        }
+        self
+    }
+
+    /// Serves on `listener` within `limits` until `stop` turns true; requests in flight
+    /// are answered before their connection closes.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         max_body_bytes: usize,
+        limits: ServerLimits,
         mut stop: watch::Receiver<bool>,
     ) {
         let address = listener
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        info!(pipeline = %self.inner.pipeline, %address, "router listening");
+        info!(
+            pipeline = %self.inner.pipeline,
+            %address,
+            max_connections = limits.max_connections,
+            "router listening"
+        );
         let routes = self
             .routes()
             .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes));
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(error) = axum::serve(listener, routes)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            warn!(pipeline = %self.inner.pipeline, %error, "router stopped");
-        }
+        crate::http_server::serve(
+            listener,
+            routes,
+            limits,
+            Arc::clone(&self.inner.connections),
+            format!("router of pipeline {}", self.inner.pipeline),
+            shutdown,
+        )
+        .await;
     }
 
     /// A random target of `stage`, not in `exclude`: by planned weight, or by endpoint
@@ -522,7 +552,33 @@ fn error_response(status: StatusCode, message: String) -> Response {
     (status, axum::Json(json!({ "error": message }))).into_response()
 }
 
-async fn infer(State(router): State<Router>, Path(model): Path<String>, body: Bytes) -> Response {
+/// The answer to a request body that could not be read: 413 over `max_body_bytes`, 400
+/// when it broke off or stalled; `{"error": …}` either way.
+pub(crate) fn body_rejected(rejection: &BytesRejection) -> Response {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "the request body is larger than the limit (`max_body_bytes`)".to_owned()
+    } else {
+        format!("cannot read the request body: {}", rejection.body_text())
+    };
+    error_response(status, message)
+}
+
+async fn infer(
+    State(router): State<Router>,
+    model: Result<Path<String>, PathRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let Ok(Path(model)) = model else {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "the model name in the path is not valid percent-encoded UTF-8".to_owned(),
+        );
+    };
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => return body_rejected(&rejection),
+    };
     if model != router.inner.pipeline {
         return error_response(
             StatusCode::NOT_FOUND,

@@ -11,6 +11,8 @@ use infadapt_model::{Assignment, StagePlan};
 use serde_json::Value;
 
 use super::*;
+use crate::http_server::ServerLimits;
+use crate::service::http::tests::{LIMITS, exchange, header, send_body};
 
 /// What a fake endpoint does with a request.
 #[derive(Clone, Copy)]
@@ -105,7 +107,7 @@ async fn serve(router: &Router) -> (u16, watch::Sender<bool>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let (stop, stopped) = watch::channel(false);
-    tokio::spawn(router.clone().serve(listener, 1 << 20, stopped));
+    tokio::spawn(router.clone().serve(listener, 1 << 20, LIMITS, stopped));
     (port, stop)
 }
 
@@ -333,4 +335,129 @@ async fn clients_get_clear_errors_for_unknown_models_no_endpoints_and_timeouts()
     assert!(started.elapsed() < Duration::from_secs(2));
     let window = router.take_window();
     assert_eq!((window.failed, window.slo_misses), (2, 2));
+}
+
+#[tokio::test]
+async fn idle_connections_over_the_limit_are_refused_and_requests_still_go_through() {
+    let (a, hits) = fake(Behaviour::AddOne(1.0)).await;
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    router.update(
+        &plan(&[("s", &[("a", 1.0)])]),
+        &[endpoint("s", "a", &a, EndpointState::Ready)],
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = watch::channel(false);
+    let limits = ServerLimits {
+        max_connections: 50,
+        header_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(400),
+    };
+    tokio::spawn(router.clone().serve(listener, 1 << 20, limits, stopped));
+    let mut idle = Vec::new();
+    for _ in 0..1000 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .unwrap(),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while router.counters().connections.refused < 950 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let counts = router.counters().connections;
+    assert_eq!(counts.refused, 950, "{counts:?}");
+    assert!(counts.open <= 50, "{counts:?}");
+    // Once the header timeout has closed the idle ones, a request goes through while the
+    // client still holds its 1000 sockets.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while router.counters().connections.open > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, answer) = call(port, "p", 1.0).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["outputs"][0]["data"][0], 2.0);
+    assert_eq!(hits.load(Ordering::Relaxed), 1);
+    assert_eq!(idle.len(), 1000);
+}
+
+#[tokio::test]
+async fn an_oversized_body_is_413_and_a_path_that_is_not_utf8_400_both_json() {
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let (port, _stop) = serve(&router).await;
+    let over = (1 << 20) + 1;
+    let head = format!(
+        "POST /v2/models/p/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: {over}\r\n\r\n"
+    );
+    let (code, body) = send_body(port, head, over).await;
+    assert_eq!(code, 413, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("max_body_bytes")),
+        "{error}"
+    );
+    let (code, head, body) = exchange(
+        port,
+        "POST /v2/models/%FF%FE/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 2\r\n\
+         Connection: close\r\n\r\n{}",
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(header(&head, "content-type"), "application/json");
+    let error: Value = serde_json::from_str(&body).expect("JSON");
+    assert!(error["error"].as_str().is_some_and(|m| m.contains("UTF-8")));
+    // Refused before they reached the pipeline: nothing counted as a request.
+    assert_eq!(router.counters().requests, 0);
+}
+
+#[tokio::test]
+async fn a_body_that_stalls_fails_after_the_idle_timeout() {
+    let router = Router::new(
+        "p",
+        1000.0,
+        vec!["s".into()],
+        Duration::from_secs(2),
+        Duration::ZERO,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (_stop, stopped) = watch::channel(false);
+    let limits = ServerLimits {
+        max_connections: 8,
+        header_timeout: Duration::from_secs(5),
+        idle_timeout: Duration::from_millis(400),
+    };
+    tokio::spawn(router.clone().serve(listener, 1 << 20, limits, stopped));
+    let started = Instant::now();
+    // 10 of the 100 bytes announced, then nothing.
+    let (code, head, body) = exchange(
+        port,
+        "POST /v2/models/p/infer HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\n\
+         {\"inputs\":",
+    )
+    .await;
+    let elapsed = started.elapsed();
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(header(&head, "content-type"), "application/json");
+    assert!(body.contains("stalled"), "{body}");
+    assert!(
+        elapsed >= Duration::from_millis(350) && elapsed < Duration::from_secs(3),
+        "{elapsed:?}"
+    );
+    assert_eq!(router.counters().requests, 0);
 }

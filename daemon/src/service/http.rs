@@ -8,6 +8,11 @@
 //! or `known`); a pipeline the service does not run is 404 (`pipeline`, `known`); a path
 //! with no route is 404 (`routes`); a route asked with another method is 405 (`allow`).
 //!
+//! Hostile clients: the API is served by [`crate::http_server`] (connection limit, header
+//! and idle timeouts, head and URL size limits). A request body is at most
+//! [`MAX_BODY_BYTES`] (413 beyond); the write endpoints take no fields, so their body is
+//! empty or the JSON object `{}`, and anything else (malformed JSON, invalid UTF-8) is 400.
+//!
 //! The GET routes are open. The write endpoints need `Authorization: Bearer TOKEN` with the
 //! token of `[daemon.http] token_file` ([`WriteAccess`]): without it or with another one,
 //! 401 (and a `WWW-Authenticate: Bearer` header); with no `token_file` configured, 403 saying
@@ -15,10 +20,12 @@
 //! nothing about the pipelines.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{FromRef, Path, Query, State};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, FromRef, Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
@@ -30,12 +37,16 @@ use super::process::ProcessMetrics;
 use super::state;
 use super::status::render_metrics;
 use super::status::{PipelineStatus, Registry};
+use crate::http_server::{ConnectionStats, render_connections};
 
 /// Decisions `/v1/decisions` returns when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 50;
 
 /// The largest `limit` `/v1/decisions` accepts.
 pub const MAX_LIMIT: usize = 10_000;
+
+/// The largest request body the API reads (413 beyond).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Every route, for the answer to a path with none.
 const ROUTES: [&str; 7] = [
@@ -48,11 +59,13 @@ const ROUTES: [&str; 7] = [
     "POST /v1/pipelines/{name}/resume",
 ];
 
-/// What the handlers share: the pipelines' status and the write endpoints' access control.
+/// What the handlers share: the pipelines' status, the write endpoints' access control and
+/// the API's connection counts (for `/metrics`).
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub registry: Registry,
     pub access: WriteAccess,
+    pub connections: Arc<ConnectionStats>,
 }
 
 impl FromRef<ApiState> for Registry {
@@ -61,8 +74,13 @@ impl FromRef<ApiState> for Registry {
     }
 }
 
-/// The API's routes over `registry`, the write endpoints guarded by `access`.
-pub fn router(registry: Registry, access: WriteAccess) -> Router {
+/// The API's routes over `registry`, the write endpoints guarded by `access`; `/metrics`
+/// reports the connections counted in `connections`.
+pub fn router(
+    registry: Registry,
+    access: WriteAccess,
+    connections: Arc<ConnectionStats>,
+) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/v1/status", get(status))
@@ -78,7 +96,12 @@ pub fn router(registry: Registry, access: WriteAccess) -> Router {
             post(resume).fallback(post_only),
         )
         .fallback(no_route)
-        .with_state(ApiState { registry, access })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(ApiState {
+            registry,
+            access,
+            connections,
+        })
 }
 
 /// A request the API refuses: its status and a JSON body with `error` and details.
@@ -240,11 +263,19 @@ pub fn decisions_body(
     Ok(json!({ "decisions": registry.decisions(only, limit) }))
 }
 
-async fn metrics(State(registry): State<Registry>) -> impl IntoResponse {
+async fn metrics(State(api): State<ApiState>) -> impl IntoResponse {
+    let statuses = api.registry.snapshot();
+    let routers: Vec<(String, crate::http_server::ConnectionCounts)> = statuses
+        .iter()
+        .filter_map(|s| s.router.map(|r| (s.name.clone(), r.connections)))
+        .collect();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        // The pipelines' families, then the daemon process's own (read from /proc/self now).
-        render_metrics(&registry.snapshot()) + &ProcessMetrics::read().render(),
+        // The pipelines' families, the HTTP connections, then the daemon process's own
+        // (read from /proc/self now).
+        render_metrics(&statuses)
+            + &render_connections(Some(api.connections.counts()), &routers)
+            + &ProcessMetrics::read().render(),
     )
 }
 
@@ -294,8 +325,9 @@ async fn pause(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    set_paused(&api, &headers, name, query, true).await
+    set_paused(&api, &headers, name, query, body, true).await
 }
 
 async fn resume(
@@ -303,8 +335,57 @@ async fn resume(
     headers: HeaderMap,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    set_paused(&api, &headers, name, query, false).await
+    set_paused(&api, &headers, name, query, body, false).await
+}
+
+/// The body of a write request: empty or the JSON object `{}` (the endpoints take no
+/// fields); over [`MAX_BODY_BYTES`] is 413, anything else 400.
+pub fn no_fields(body: Result<Bytes, BytesRejection>) -> Result<(), ApiError> {
+    let body = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+                json!({ "limit_bytes": MAX_BODY_BYTES }),
+            )
+        } else {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {}", rejection.body_text()),
+                json!({}),
+            )
+        }
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(fields)) if fields.is_empty() => Ok(()),
+        Ok(Value::Object(fields)) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this route takes no fields, got {}",
+                fields
+                    .keys()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            json!({}),
+        )),
+        Ok(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "the request body must be empty or the JSON object `{}`".to_owned(),
+            json!({}),
+        )),
+        Err(e) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the request body is not JSON: {e}"),
+            json!({}),
+        )),
+    }
 }
 
 /// Whether a write request may go ahead: `Err` with the 401 or 403 answer, logged.
@@ -347,10 +428,12 @@ async fn set_paused(
     headers: &HeaderMap,
     name: Result<Path<String>, PathRejection>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
     paused: bool,
 ) -> Result<Json<Value>, ApiError> {
     let verb = if paused { "pause" } else { "resume" };
     authorize(&api.access, headers, verb)?;
+    no_fields(body)?;
     let Path(name) = name.map_err(|rejection| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -436,4 +519,4 @@ async fn no_route(uri: Uri) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -349,6 +349,11 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
     let state_dir = options
         .persist_state
         .then(|| config.daemon.resolved_state_dir());
+    check_descriptors(&config, options.serve_http);
+    // Turned true once the service has stopped: the API then closes, answering the requests
+    // in flight first.
+    let (api_stop, api_stopped) = watch::channel(false);
+    let mut api_task = None;
     if options.serve_http {
         let access = match &config.daemon.token_file {
             Some(path) => WriteAccess::with_token(
@@ -357,7 +362,7 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             ),
             None => WriteAccess::disabled(),
         };
-        serve_http(&config.daemon.http, registry.clone(), access).await?;
+        api_task = serve_http(&config.daemon, registry.clone(), access, api_stopped).await?;
     }
     let plugins = Arc::new(PluginHost::new(
         config.daemon.plugin_dirs.clone(),
@@ -451,6 +456,13 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
             }
         }
     };
+    let _ = api_stop.send(true);
+    if let Some(task) = api_task {
+        // Requests in flight are answered; within the grace period, and briefly.
+        let grace = Duration::from_secs_f64(app.config.daemon.grace_s);
+        let left = grace.saturating_sub(stop_began.elapsed());
+        let _ = tokio::time::timeout(left.min(API_STOP_WAIT), task).await;
+    }
     if let HttpListen::Unix(path) = &app.config.daemon.http {
         // Ours: `prepare_unix_socket` refused to start over anything else.
         let _ = std::fs::remove_file(path);
@@ -485,14 +497,51 @@ fn keep_alive(registry: &Registry) {
     }
 }
 
+/// The longest a stop waits for the API's requests in flight.
+const API_STOP_WAIT: Duration = Duration::from_secs(2);
+
+/// Descriptors kept free for backend calls, plugins and files beyond the HTTP connections.
+const DESCRIPTOR_RESERVE: u64 = 256;
+
+/// Warns when the configured connection limits leave too few descriptors under the
+/// process's open-files limit for backend calls.
+fn check_descriptors(config: &DaemonConfig, serve_http: bool) {
+    let api = if serve_http && config.daemon.http != HttpListen::Disabled {
+        config.daemon.http_limits.max_connections as u64
+    } else {
+        0
+    };
+    let routers: u64 = config
+        .pipelines
+        .iter()
+        .filter_map(|p| p.router.as_ref())
+        .map(|r| r.limits.max_connections as u64)
+        .sum();
+    let Ok((soft, _)) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+    else {
+        return;
+    };
+    if let Some(warning) =
+        crate::http_server::descriptor_warning(api + routers, DESCRIPTOR_RESERVE, soft)
+    {
+        warn!("{warning}");
+    }
+}
+
 async fn serve_http(
-    listen: &HttpListen,
+    daemon: &crate::config::DaemonSettings,
     registry: Registry,
     access: WriteAccess,
-) -> Result<(), ServiceError> {
-    let router = http::router(registry, access);
-    match listen {
-        HttpListen::Disabled => {}
+    mut stopped: watch::Receiver<bool>,
+) -> Result<Option<JoinHandle<()>>, ServiceError> {
+    let connections = Arc::new(crate::http_server::ConnectionStats::default());
+    let router = http::router(registry, access, Arc::clone(&connections));
+    let limits = daemon.http_limits;
+    let shutdown = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let task = match &daemon.http {
+        HttpListen::Disabled => None,
         HttpListen::Tcp(address) => {
             let listener = tokio::net::TcpListener::bind(address)
                 .await
@@ -503,12 +552,19 @@ async fn serve_http(
             let bound = listener
                 .local_addr()
                 .map_or_else(|_| address.to_string(), |a| a.to_string());
-            info!(address = %bound, "HTTP API listening");
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    error!(%error, "HTTP API stopped");
-                }
-            });
+            info!(
+                address = %bound,
+                max_connections = limits.max_connections,
+                "HTTP API listening"
+            );
+            Some(tokio::spawn(crate::http_server::serve(
+                listener,
+                router,
+                limits,
+                connections,
+                "API".to_owned(),
+                shutdown,
+            )))
         }
         HttpListen::Unix(path) => {
             prepare_unix_socket(path)?;
@@ -517,15 +573,22 @@ async fn serve_http(
                     address: path.display().to_string(),
                     source,
                 })?;
-            info!(socket = %path.display(), "HTTP API listening");
-            tokio::spawn(async move {
-                if let Err(error) = axum::serve(listener, router).await {
-                    error!(%error, "HTTP API stopped");
-                }
-            });
+            info!(
+                socket = %path.display(),
+                max_connections = limits.max_connections,
+                "HTTP API listening"
+            );
+            Some(tokio::spawn(crate::http_server::serve(
+                listener,
+                router,
+                limits,
+                connections,
+                "API".to_owned(),
+                shutdown,
+            )))
         }
-    }
-    Ok(())
+    };
+    Ok(task)
 }
 
 /// Makes `path` free for the API's socket: nothing there, or a socket nobody answers on (left

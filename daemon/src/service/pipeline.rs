@@ -208,7 +208,8 @@ pub async fn run_pipeline_at(
                     pipeline.stages.iter().map(|s| s.name.clone()).collect(),
                     settings.timeout,
                     settings.ready_wait,
-                );
+                )
+                .with_connections(front.connections());
                 front.attach(router.clone(), settings);
                 front_in_use = Some((front, settings.clone()));
                 Some(router)

@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage};
+use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::unistd::{SysconfVar, sysconf};
 
 /// One reading of the process metrics; `None` where it could not be read.
@@ -131,6 +131,24 @@ fn start_time(stat: &str, system: &str, ticks_per_s: f64) -> Option<f64> {
         .parse()
         .ok()?;
     (ticks_per_s > 0.0).then(|| boot + started_ticks / ticks_per_s)
+}
+
+/// The highest soft limit on open files the daemon asks for (the kernel's usual `nr_open`).
+const MAX_OPEN_FILES: u64 = 1 << 20;
+
+/// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit (at most
+/// 1,048,576) and answers the limits now in force, `(soft, hard)`, or why they could not be
+/// read or raised (the soft limit then stays as it was).
+pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
+    let (soft, hard) =
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("cannot read it: {e}"))?;
+    let wanted = hard.min(MAX_OPEN_FILES);
+    if soft >= wanted {
+        return Ok((soft, hard));
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)
+        .map_err(|e| format!("cannot raise it from {soft} to {wanted}: {e}"))?;
+    Ok((wanted, hard))
 }
 
 #[cfg(test)]

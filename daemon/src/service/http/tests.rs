@@ -5,7 +5,10 @@
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+use std::time::Duration;
+
 use super::*;
+use crate::http_server::{ConnectionStats, ServerLimits};
 use crate::service::access::WriteAccess;
 use crate::service::status::DecisionRecord;
 
@@ -121,13 +124,44 @@ async fn serve(registry: Registry) -> u16 {
     serve_with(registry, WriteAccess::disabled()).await
 }
 
+/// Limits of the servers in these tests: timeouts no exchange comes near.
+pub(crate) const LIMITS: ServerLimits = ServerLimits {
+    max_connections: 64,
+    header_timeout: Duration::from_secs(10),
+    idle_timeout: Duration::from_secs(10),
+};
+
 /// Serves the API over `registry` with the write endpoints guarded by `access`.
 async fn serve_with(registry: Registry, access: WriteAccess) -> u16 {
+    serve_limited(
+        registry,
+        access,
+        LIMITS,
+        Arc::new(ConnectionStats::default()),
+    )
+    .await
+}
+
+/// Serves the API within `limits`, counting its connections in `stats`.
+async fn serve_limited(
+    registry: Registry,
+    access: WriteAccess,
+    limits: ServerLimits,
+    stats: Arc<ConnectionStats>,
+) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("address").port();
-    tokio::spawn(async move { axum::serve(listener, router(registry, access)).await });
+    let app = router(registry, access, Arc::clone(&stats));
+    tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        limits,
+        stats,
+        "API".to_owned(),
+        std::future::pending(),
+    ));
     port
 }
 
@@ -143,11 +177,11 @@ async fn get(port: u16, path: &str) -> (u16, String, String) {
 
 /// Sends `request` on a new connection and reads the whole answer: the status, the head and
 /// the body.
-async fn exchange(port: u16, request: String) -> (u16, String, String) {
+pub(crate) async fn exchange(port: u16, request: impl Into<Vec<u8>>) -> (u16, String, String) {
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .expect("connect");
-    stream.write_all(request.as_bytes()).await.expect("send");
+    stream.write_all(&request.into()).await.expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).await.expect("read");
     let (head, body) = response.split_once("\r\n\r\n").expect("head and body");
@@ -160,7 +194,7 @@ async fn exchange(port: u16, request: String) -> (u16, String, String) {
 }
 
 /// The value of the header `name` (lower case) in `head`, empty when absent.
-fn header(head: &str, name: &str) -> String {
+pub(crate) fn header(head: &str, name: &str) -> String {
     head.lines()
         .find_map(|l| {
             l.to_ascii_lowercase()
@@ -376,4 +410,316 @@ async fn pause_and_resume_show_in_status_and_metrics_and_are_kept() {
     assert!(!registry.is_paused("a"));
     assert!(state::load_paused(&dir).expect("kept").is_empty());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Sends `head` and then `body_len` bytes of `x` on a new connection while reading the
+/// answer, as a client that does not wait for the server: the status and body of the
+/// answer, read until the server closes (a reset after the answer is the end too).
+pub(crate) async fn send_body(port: u16, head: String, body_len: usize) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let sending = tokio::spawn(async move {
+        if writer.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        let mut left = body_len;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            // The server stops reading once the body is over its limit.
+            if writer.write_all(&chunk[..n]).await.is_err() {
+                return;
+            }
+            left -= n;
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match reader.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    sending.abort();
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// POST to a write endpoint with the token and `body`: the status and the JSON answer.
+async fn post_body(port: u16, path: &str, body: &[u8]) -> (u16, Value) {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {TOKEN}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    let (code, head, text) = exchange(port, request).await;
+    assert_eq!(header(&head, "content-type"), "application/json", "{text}");
+    let json = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}: {text}"));
+    (code, json)
+}
+
+#[tokio::test]
+async fn bodies_and_paths_the_api_cannot_take_get_a_4xx_json_error() {
+    let registry = registry();
+    let port = serve_with(
+        registry.clone(),
+        WriteAccess::with_token(TOKEN.to_owned(), None),
+    )
+    .await;
+    for (body, needle) in [
+        (&b"{\"now\":"[..], "not JSON"),
+        (&b"\xff\xfe{}"[..], "not JSON"),
+        (&b"[1, 2]"[..], "empty or the JSON object"),
+        (&b"{\"now\": true}"[..], "takes no fields, got `now`"),
+    ] {
+        let (code, error) = post_body(port, "/v1/pipelines/a/pause", body).await;
+        assert_eq!(code, 400, "{error}");
+        assert!(
+            error["error"].as_str().is_some_and(|m| m.contains(needle)),
+            "{needle}: {error}"
+        );
+    }
+    assert!(
+        !registry.is_paused("a"),
+        "a refused request changed nothing"
+    );
+    // Percent-encoded bytes that are not UTF-8 in the pipeline name.
+    let (code, error) = post_body(port, "/v1/pipelines/%FF%FE/pause", b"").await;
+    assert_eq!(code, 400, "{error}");
+    assert!(
+        error["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("malformed pipeline name")),
+        "{error}"
+    );
+    // `{}` and an empty body are fine.
+    let (code, answer) = post_body(port, "/v1/pipelines/a/pause", b"{}").await;
+    assert_eq!((code, &answer["paused"]), (200, &json!(true)), "{answer}");
+    let (code, _) = post_body(port, "/v1/pipelines/a/resume", b"").await;
+    assert_eq!(code, 200);
+
+    // A body over the limit: 413, whether its length is announced or not.
+    let over = MAX_BODY_BYTES + 1;
+    let head = format!(
+        "POST /v1/pipelines/a/pause HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {TOKEN}\r\nContent-Length: {over}\r\n\r\n"
+    );
+    let (code, body) = send_body(port, head, over).await;
+    assert_eq!(code, 413, "{body}");
+    let error: Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(error["limit_bytes"], MAX_BODY_BYTES);
+    let chunked = format!(
+        "POST /v1/pipelines/a/pause HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {TOKEN}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+        over
+    );
+    let (code, body) = send_body(port, chunked, over).await;
+    assert_eq!(code, 413, "{body}");
+    assert!(!registry.is_paused("a"));
+
+    // A URL over the limit: 414 with a JSON error; a head over the limit or with too many
+    // fields: 431 from the HTTP layer.
+    let long = format!(
+        "/v1/status?pipeline={}",
+        "a".repeat(crate::http_server::MAX_URL_BYTES)
+    );
+    let error = get_json(port, &long, 414).await;
+    assert_eq!(error["limit_bytes"], crate::http_server::MAX_URL_BYTES);
+    let huge = format!(
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(crate::http_server::MAX_HEADER_BYTES)
+    );
+    let (code, _) = send_body(port, huge, 0).await;
+    assert_eq!(code, 431);
+    let many: String = (0..=crate::http_server::MAX_HEADERS)
+        .map(|i| format!("X-H{i}: v\r\n"))
+        .collect();
+    let (code, _) = send_body(
+        port,
+        format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n"),
+        0,
+    )
+    .await;
+    assert_eq!(code, 431);
+    // The server still answers.
+    let (code, _, body) = get(port, "/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+}
+
+/// Limits with short timeouts, for the tests of the timeouts and the connection limit.
+fn short(max_connections: usize) -> ServerLimits {
+    ServerLimits {
+        max_connections,
+        header_timeout: Duration::from_millis(400),
+        idle_timeout: Duration::from_millis(400),
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_trickles_its_headers_is_closed_after_the_header_timeout() {
+    let stats = Arc::new(ConnectionStats::default());
+    let port = serve_limited(
+        registry(),
+        WriteAccess::disabled(),
+        short(8),
+        Arc::clone(&stats),
+    )
+    .await;
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    let started = std::time::Instant::now();
+    // One byte every 50 ms, for far longer than the timeout if nobody stops it.
+    let trickle = tokio::spawn(async move {
+        let head = format!(
+            "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: {}",
+            "s".repeat(200)
+        );
+        for byte in head.bytes() {
+            if writer.write_all(&[byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut buf = [0u8; 1024];
+    let read = tokio::time::timeout(Duration::from_secs(5), reader.read(&mut buf)).await;
+    let closed_after = started.elapsed();
+    trickle.abort();
+    let n = match read {
+        Ok(Ok(n)) => n,
+        Ok(Err(_)) => 0,
+        Err(_) => panic!("the slow client was not closed within 5 s"),
+    };
+    // Closed, perhaps after a 408, but never answered 200.
+    assert!(
+        !String::from_utf8_lossy(&buf[..n]).contains(" 200 "),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    assert!(
+        closed_after >= Duration::from_millis(350) && closed_after < Duration::from_secs(2),
+        "closed after {closed_after:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(stats.counts().open, 0);
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_are_refused_and_the_idle_ones_time_out() {
+    let stats = Arc::new(ConnectionStats::default());
+    let limit = 20;
+    let port = serve_limited(
+        registry(),
+        WriteAccess::disabled(),
+        short(limit),
+        Arc::clone(&stats),
+    )
+    .await;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .expect("connect"),
+        );
+    }
+    // Every connection over the limit is closed at once, with a 503 when it fits.
+    let mut refused_at_once = 0;
+    for stream in idle.iter_mut().skip(limit) {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(300), stream.read(&mut buf)).await
+        {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            assert!(n == 0 || text.starts_with("HTTP/1.1 503"), "{text}");
+            refused_at_once += 1;
+        }
+    }
+    assert_eq!(refused_at_once, 300 - limit);
+    let counts = stats.counts();
+    assert_eq!(counts.refused, (300 - limit) as u64);
+    assert!(counts.open <= limit as u64, "{counts:?}");
+    // The idle ones within the limit are closed by the header timeout; then the API
+    // answers while the client still holds all its sockets.
+    let mut closed = 0;
+    for stream in idle.iter_mut().take(limit) {
+        let mut buf = [0u8; 256];
+        if let Ok(Ok(_) | Err(_)) =
+            tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await
+        {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, limit);
+    let (code, _, body) = get(port, "/healthz").await;
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    assert_eq!(idle.len(), 300);
+}
+
+#[tokio::test]
+async fn the_api_on_a_unix_socket_has_the_same_connection_limit() {
+    let dir = std::env::temp_dir().join(format!("infadaptd-api-unix-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("api.sock");
+    let listener = tokio::net::UnixListener::bind(&path).expect("bind");
+    let stats = Arc::new(ConnectionStats::default());
+    let app = router(registry(), WriteAccess::disabled(), Arc::clone(&stats));
+    tokio::spawn(crate::http_server::serve(
+        listener,
+        app,
+        short(2),
+        Arc::clone(&stats),
+        "API".to_owned(),
+        std::future::pending(),
+    ));
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::UnixStream::connect(&path)
+                .await
+                .expect("connect"),
+        );
+    }
+    // The third is refused at once with a 503.
+    let mut third = tokio::net::UnixStream::connect(&path)
+        .await
+        .expect("connect");
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(2), third.read_to_string(&mut answer))
+        .await
+        .expect("closed at once")
+        .expect("read");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many connections"), "{answer}");
+    assert_eq!(stats.counts().refused, 1);
+    // A held one is served.
+    let stream = &mut held[0];
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.expect("read");
+    assert!(
+        answer.starts_with("HTTP/1.1 200") && answer.ends_with("ok\n"),
+        "{answer}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
