@@ -273,12 +273,73 @@ pub fn parse_config_checked(
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
+    parse_with(
+        name,
+        text,
+        base,
+        NamedFiles::Read,
+        plugin_dirs,
+        catalogs,
+        backends,
+    )
+}
+
+/// Parses a configuration from text alone: no file is read. Catalogs come from
+/// `catalogs`; a `token_file` or `lstm_model` is reported at its key as not read, and
+/// plugin backends' own keys are not checked. Every other check is [`parse_config`]'s
+/// (the fuzz target `config` drives this).
+pub fn parse_config_text(
+    name: &str,
+    text: &str,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+) -> Result<DaemonConfig, Diagnostics> {
+    parse_with(
+        name,
+        text,
+        Path::new(""),
+        NamedFiles::Refuse,
+        None,
+        catalogs,
+        &mut |_, _| BackendCheck::Skipped,
+    )
+}
+
+/// Whether the reader reads the files a configuration names besides catalogs
+/// (`token_file`, `lstm_model`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NamedFiles {
+    /// Read them, relative to the configuration's directory.
+    Read,
+    /// Report each one named as not read ([`parse_config_text`]).
+    Refuse,
+}
+
+/// What a named file is told when files are not read.
+const NOT_READ: &str = "names a file, and this reader reads no files";
+
+fn parse_with(
+    name: &str,
+    text: &str,
+    base: &Path,
+    files: NamedFiles,
+    plugin_dirs: Option<Vec<PathBuf>>,
+    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    backends: &mut BackendChecker<'_>,
+) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     // Every number is checked against its range in the configuration reference, the one
     // source of the documented ranges.
     let mut config = with_range_check(crate::config_reference::range_problem, || {
         read_document(name, text, |_, root| {
-            build_config(root, raw.as_ref(), base, plugin_dirs, catalogs, backends)
+            build_config(
+                root,
+                raw.as_ref(),
+                base,
+                files,
+                plugin_dirs,
+                catalogs,
+                backends,
+            )
         })
     })?;
     config.path = PathBuf::from(name);
@@ -289,13 +350,14 @@ fn build_config(
     root: &TableReader<'_, '_>,
     raw: Option<&toml::Table>,
     base: &Path,
+    files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
     catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
     backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
     let mut daemon = match root.opt_table("daemon") {
         Some(table) => {
-            let settings = read_daemon(&table, base);
+            let settings = read_daemon(&table, base, files);
             table.finish();
             settings
         }
@@ -320,18 +382,25 @@ fn build_config(
             .and_then(|p| p.get(i))
             .and_then(|p| p.get("backend"))
             .and_then(toml::Value::as_table);
-        let built = read_pipeline(table, &daemon, base, raw_backend, &mut |t, reference| {
-            loaded
-                .entry(reference.to_owned())
-                .or_insert_with(|| match catalogs(reference) {
-                    Ok(c) => Some(c),
-                    Err(message) => {
-                        t.report("catalog", message);
-                        None
-                    }
-                })
-                .clone()
-        });
+        let built = read_pipeline(
+            table,
+            &daemon,
+            base,
+            files,
+            raw_backend,
+            &mut |t, reference| {
+                loaded
+                    .entry(reference.to_owned())
+                    .or_insert_with(|| match catalogs(reference) {
+                        Ok(c) => Some(c),
+                        Err(message) => {
+                            t.report("catalog", message);
+                            None
+                        }
+                    })
+                    .clone()
+            },
+        );
         table.finish();
         if let Some(p) = &built {
             check_backend_keys(table, &daemon, p, backends, &mut warnings);
@@ -440,7 +509,7 @@ fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
 /// The `[daemon]` table. Its numbers are checked against their ranges in the configuration
 /// reference as they are read (a number out of range reads as absent), so none is checked
 /// again here.
-fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
+fn read_daemon(table: &TableReader<'_, '_>, base: &Path, files: NamedFiles) -> DaemonSettings {
     let defaults = DaemonSettings::default();
     let period_s = table.opt_f64("period_s").unwrap_or(defaults.period_s);
     let grace_s = table.opt_f64("grace_s").unwrap_or(defaults.grace_s);
@@ -479,7 +548,9 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path) -> DaemonSettings {
             if let Some(path) = h.opt_str("token_file") {
                 let path = base.join(path);
                 // Checked here so that `validate` and a start refuse a token others may read.
-                if let Err(message) = crate::service::access::read_token_file(&path) {
+                if files == NamedFiles::Refuse {
+                    h.report("token_file", NOT_READ);
+                } else if let Err(message) = crate::service::access::read_token_file(&path) {
                     h.report("token_file", message);
                 }
                 token_file = Some(path);
@@ -532,6 +603,7 @@ fn read_pipeline(
     p: &TableReader<'_, '_>,
     daemon: &DaemonSettings,
     base: &Path,
+    files: NamedFiles,
     raw_backend: Option<&toml::Table>,
     load_catalog: &mut CatalogLoader<'_>,
 ) -> Option<PipelineConfig> {
@@ -569,7 +641,7 @@ fn read_pipeline(
     control.interval_s = period_s;
     let mut lstm_model = None;
     if let Some(f) = p.opt_table("forecast") {
-        lstm_model = read_forecast(&f, &mut control, Some(base));
+        lstm_model = read_forecast(&f, &mut control, Some((base, files)));
         check_lstm_fit(&f, &mut control, lstm_model.as_ref(), complete);
         f.finish();
     }
@@ -778,13 +850,13 @@ const LSTM_NEEDS_A_FILE: &str = "the lstm model needs a trained model file: set 
      --trace TRACE --out FILE`";
 
 /// The `[pipeline.forecast]` table. `lstm_files` is the directory a trained model file
-/// (`lstm_model`) is read relative to; without it (scenario files), `lstm` and
-/// `lstm_model` are not offered. Returns the model file read, its network in
+/// (`lstm_model`) is read relative to, and whether it is read; without it (scenario
+/// files), `lstm` and `lstm_model` are not offered. Returns the model file read, its network in
 /// `control.forecast.lstm`.
 pub(crate) fn read_forecast(
     f: &TableReader<'_, '_>,
     control: &mut ControlConfig,
-    lstm_files: Option<&Path>,
+    lstm_files: Option<(&Path, NamedFiles)>,
 ) -> Option<LstmModelFile> {
     let names: Vec<&str> = ModelKind::ALL
         .iter()
@@ -797,7 +869,8 @@ pub(crate) fn read_forecast(
     }
     // A bad `model` is reported already; whether it needs a file is then unknown.
     let model_known = chosen.is_some() || !f.has("model");
-    let file = lstm_files.and_then(|base| read_lstm_model(f, base, control, model_known));
+    let file =
+        lstm_files.and_then(|(base, files)| read_lstm_model(f, base, files, control, model_known));
     if f.has("horizon_s") {
         control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
     }
@@ -842,6 +915,7 @@ pub(crate) fn read_forecast(
 fn read_lstm_model(
     f: &TableReader<'_, '_>,
     base: &Path,
+    files: NamedFiles,
     control: &mut ControlConfig,
     model_known: bool,
 ) -> Option<LstmModelFile> {
@@ -861,6 +935,10 @@ fn read_lstm_model(
                  `{kind}`); set one of them or leave lstm_model out"
             ),
         );
+        return None;
+    }
+    if files == NamedFiles::Refuse {
+        f.report("lstm_model", NOT_READ);
         return None;
     }
     let path = base.join(&reference);
@@ -1631,5 +1709,41 @@ peak_rps = 80
             assert!(bad.contains(needle), "{needle} missing from:\n{bad}");
         }
         assert!(bad.lines().all(|l| l.starts_with("c.toml:")), "{bad}");
+    }
+
+    /// The text-only reader (the fuzz target `config`) reads the same files as
+    /// `parse_config` and reads no other file: a named token or LSTM file is an error at
+    /// its key, even one that exists.
+    #[test]
+    fn text_parsing_reads_no_files_and_reports_the_keys_that_name_one() {
+        let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
+        let mut catalogs = |r: &str| read_catalog(&etc.join(r));
+        let config = parse_config_text("c.toml", GOOD, &mut catalogs).expect("valid");
+        assert_eq!(Ok(config), parse(GOOD));
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let text = GOOD
+            .replace(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:0\"\ntoken_file = \"{manifest}\""),
+            )
+            .replace(
+                "model = \"ewma\"",
+                &format!("model = \"auto\"\nlstm_model = \"{manifest}\""),
+            );
+        let err = parse_config_text("c.toml", &text, &mut catalogs)
+            .expect_err("files named")
+            .to_string();
+        // `token_file` is on line 6 of GOOD as changed (line 1 is empty).
+        assert!(
+            err.lines().any(|l| l.starts_with("c.toml:6:")
+                && l.ends_with(
+                    "daemon.http.token_file: names a file, and this reader reads no files"
+                )),
+            "{err}"
+        );
+        assert!(
+            err.contains("pipeline[0].forecast.lstm_model: names a file"),
+            "{err}"
+        );
     }
 }

@@ -814,10 +814,18 @@ fn backend_error(backend: &str, origin: &BackendOrigin, call: Call, e: BackendEr
     }
 }
 
-/// Parses a JSON answer, refusing a `schema` this build does not read.
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
+/// Parses a plugin's JSON answer, refusing a `schema` this build does not read (the fuzz
+/// target `abi_from_plugin` drives it with arbitrary bytes).
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BackendError> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|e| BackendError::failed(format!("the answer is not valid JSON: {e}")))?;
+    // serde reads a struct from an array too (`[2]` is a schema-2 answer), which would
+    // pass the schema check below unseen: every answer is an object.
+    if !value.is_object() {
+        return Err(BackendError::failed(
+            "the answer is not a JSON object".to_owned(),
+        ));
+    }
     if let Some(schema) = value.get("schema")
         && schema.as_u64() != Some(u64::from(SCHEMA_VERSION))
     {
@@ -1718,5 +1726,22 @@ mod tests {
         let err = host.library("missing").unwrap_err().to_string();
         assert!(err.starts_with("no plugin named `missing` in"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Found by the fuzz target `abi_from_plugin`: serde reads a struct from a JSON array,
+    /// so `[2]` decoded as a config-check answer of schema 2 past the schema check.
+    #[test]
+    fn fuzz_regression_an_answer_that_is_an_array_is_refused() {
+        let err = decode::<ConfigCheck>(b"[2]").expect_err("an array is not an answer");
+        assert!(err.message.contains("not a JSON object"), "{}", err.message);
+        let err = decode::<ApplyReport>(b"[2, true, []]").expect_err("an array is not an answer");
+        assert!(err.message.contains("not a JSON object"), "{}", err.message);
+        let err = decode::<HealthReport>(b"\"ok\"").expect_err("a string is not an answer");
+        assert!(err.message.contains("not a JSON object"), "{}", err.message);
+        let read: ApplyReport = decode(br#"{"changed": true}"#).expect("an object is read");
+        assert!(read.changed);
+        let err = decode::<ApplyReport>(br#"{"schema": 2, "changed": true}"#)
+            .expect_err("schema 2 is refused");
+        assert!(err.message.contains("schema 2"), "{}", err.message);
     }
 }

@@ -522,17 +522,25 @@ impl Router {
 
 /// Turns a KServe v2 answer into the next stage's request: output `k` becomes `INPUT{k}`.
 fn chain(answer: &Bytes) -> Result<Bytes, Failure> {
-    let bad = |why: String| Failure {
-        status: StatusCode::BAD_GATEWAY,
-        message: format!("cannot chain stages: {why}"),
-        retryable: false,
-    };
+    chain_request(answer)
+        .map(Bytes::from)
+        .map_err(|why| Failure {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("cannot chain stages: {why}"),
+            retryable: false,
+        })
+}
+
+/// The next stage's request (JSON text) made from a KServe v2 answer: output `k` becomes
+/// input `INPUT{k}` with its `datatype`, `shape` and `data`; an answer that is not JSON or
+/// has no `outputs` list is an error saying so. Pure, so the fuzz target `router` drives it.
+pub fn chain_request(answer: &[u8]) -> Result<String, String> {
     let value: Value =
-        serde_json::from_slice(answer).map_err(|e| bad(format!("the answer is not JSON: {e}")))?;
+        serde_json::from_slice(answer).map_err(|e| format!("the answer is not JSON: {e}"))?;
     let outputs = value
         .get("outputs")
         .and_then(Value::as_array)
-        .ok_or_else(|| bad("the answer has no `outputs` list".into()))?;
+        .ok_or_else(|| "the answer has no `outputs` list".to_owned())?;
     let inputs: Vec<Value> = outputs
         .iter()
         .enumerate()
@@ -545,7 +553,7 @@ fn chain(answer: &Bytes) -> Result<Bytes, Failure> {
             })
         })
         .collect();
-    Ok(Bytes::from(json!({ "inputs": inputs }).to_string()))
+    Ok(json!({ "inputs": inputs }).to_string())
 }
 
 fn error_response(status: StatusCode, message: String) -> Response {

@@ -178,7 +178,8 @@ pub struct Scrape {
 
 impl Scrape {
     /// Picks the plugin's counters out of a page. Missing metrics read as absent, not zero;
-    /// non-finite or negative values are left out and listed in `invalid`.
+    /// non-finite or negative values are left out and listed in `invalid`; a value whose sum
+    /// with the others would not be finite is ignored.
     pub fn from_page(page: &Page) -> Scrape {
         let mut scrape = Scrape::default();
         for sample in &page.samples {
@@ -198,7 +199,8 @@ impl Scrape {
                 continue;
             }
             if sample.name == REQUESTS_5XX {
-                *scrape.requests_5xx.get_or_insert(0.0) += sample.value;
+                let total = scrape.requests_5xx.get_or_insert(0.0);
+                *total = finite_sum(*total, sample.value);
                 continue;
             }
             if !matches!(
@@ -212,14 +214,22 @@ impl Scrape {
             };
             let counters = scrape.models.entry(model.to_owned()).or_default();
             // Several versions of one model add up.
-            match sample.name.as_str() {
-                REQUESTS_TOTAL => counters.requests += sample.value,
-                INFERENCE_LATENCY_US => counters.inference_us += sample.value,
-                _ => counters.queue_us += sample.value,
-            }
+            let total = match sample.name.as_str() {
+                REQUESTS_TOTAL => &mut counters.requests,
+                INFERENCE_LATENCY_US => &mut counters.inference_us,
+                _ => &mut counters.queue_us,
+            };
+            *total = finite_sum(*total, sample.value);
         }
         scrape
     }
+}
+
+/// `total + value`, or `total` where the sum would pass the largest f64: counters stay
+/// finite, so their deltas are numbers JSON can carry.
+fn finite_sum(total: f64, value: f64) -> f64 {
+    let sum = total + value;
+    if sum.is_finite() { sum } else { total }
 }
 
 /// Change of a counter between two scrapes: a counter that went backwards was reset, so
@@ -363,5 +373,25 @@ MemoryUsed{Level="Host",Hostname="vm",} 1653.921875
             (delta.requests, delta.inference_us, delta.queue_us),
             (3.0, 100.0, 4.0)
         );
+    }
+
+    /// Found with the fuzz target `metrics_torchserve`: two versions near the largest f64
+    /// summed to infinity, and the next delta was infinite or NaN (`inf - inf`).
+    #[test]
+    fn fuzz_regression_sums_past_the_largest_float_stay_finite() {
+        let page = parse(
+            "ts_inference_requests_total{model_name=\"m\",} 1e308\n\
+             ts_inference_requests_total{model_name=\"m\",} 1e308\n\
+             Requests5XX{Level=\"Host\",} 1.5e308\n\
+             Requests5XX{Level=\"Host\",} 1.5e308\n",
+        );
+        let scrape = Scrape::from_page(&page);
+        let m = scrape.models["m"];
+        assert_eq!(m.requests, 1e308);
+        assert_eq!(scrape.requests_5xx, Some(1.5e308));
+        let delta = model_delta(Some(&m), &m, false);
+        assert_eq!(delta.requests, 0.0);
+        let first = model_delta(None, &m, true);
+        assert_eq!(first.requests, 1e308);
     }
 }

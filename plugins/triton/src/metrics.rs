@@ -38,7 +38,7 @@ const FAMILIES: [&str; 6] = [
 ];
 
 /// Parses Prometheus text exposition. Comment lines and unknown families are skipped;
-/// malformed sample lines are counted, not fatal.
+/// malformed sample lines are counted, not fatal. Every value kept is finite.
 pub fn parse(text: &str) -> Scrape {
     let mut scrape = Scrape::default();
     for line in text.lines() {
@@ -75,7 +75,12 @@ pub fn parse(text: &str) -> Scrape {
             "nv_inference_pending_request_count" => &mut entry.pending,
             _ => continue,
         };
-        *slot = Some(slot.unwrap_or(0.0) + value);
+        // Versions add up; a sum past the largest f64 would be infinite, so such a
+        // sample is left out and the total stays finite.
+        let sum = slot.unwrap_or(0.0) + value;
+        if sum.is_finite() {
+            *slot = Some(sum);
+        }
     }
     scrape
 }
@@ -283,5 +288,24 @@ nv_inference_request_success{model="big\"q",version="1"} 7 1712345678
         // Garbage values are ignored.
         let d = tracker.delta("m", &at(f64::NAN, Some(-1.0))).unwrap();
         assert_eq!((d.success, d.compute_us), (0.0, 0.0));
+    }
+
+    /// Found with the fuzz target `metrics_triton`: two versions near the largest f64
+    /// summed to infinity, and the pending gauge passed it on as an infinite queue length
+    /// (which JSON cannot carry).
+    #[test]
+    fn fuzz_regression_sums_past_the_largest_float_stay_finite() {
+        let page = "nv_inference_pending_request_count{model=\"a\",version=\"1\"} 1e308\n\
+                    nv_inference_pending_request_count{model=\"a\",version=\"2\"} 1e308\n\
+                    nv_inference_request_success{model=\"a\",version=\"1\"} 1.5e308\n\
+                    nv_inference_request_success{model=\"a\",version=\"2\"} 1.5e308\n";
+        let scrape = parse(page);
+        let a = scrape.models["a"];
+        assert_eq!(a.pending, Some(1e308));
+        assert_eq!(a.success, Some(1.5e308));
+        let mut tracker = CounterTracker::default();
+        assert_eq!(tracker.delta("a", &a), None);
+        let d = tracker.delta("a", &a).expect("second scrape");
+        assert_eq!((d.pending, d.success, d.reset), (1e308, 0.0, false));
     }
 }
