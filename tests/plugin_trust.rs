@@ -5,7 +5,7 @@
 //! stopping daemon past its grace period.
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use infadaptd::plugin_host::{HostError, PLUGIN_EXIT_STATUS};
 
@@ -131,6 +131,45 @@ fn a_plugin_that_calls_exit_ends_the_daemon_with_a_failure_status() {
     assert!(
         log.contains("plugin code called exit(); the daemon did not ask to stop"),
         "{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+#[test]
+fn a_plugin_initialiser_that_never_finishes_does_not_hold_a_stopping_daemon() {
+    let plugins = TempDir::new("trust-slow");
+    compile_c_text(
+        &plugins,
+        &format!(
+            "{}#include <unistd.h>\n__attribute__((constructor)) static void slow_start(void) {{ sleep(60); }}\n",
+            echo_source()
+        ),
+        "libinfadapt_plugin_slow.so",
+    );
+    let dir = scratch("plugin-trust-slow");
+    let config = dir.join("c.toml");
+    let text = daemon_table(
+        plugins.path(),
+        &dir.join("state"),
+        "require_running_pipeline = false\n",
+    ) + &pipeline("slow", "type = \"slow\"")
+        + &pipeline("simulated", "type = \"sim\"");
+    std::fs::write(&config, &text).expect("config");
+    let mut daemon = Daemon::spawn(run_command(&[], &config));
+    assert!(
+        daemon.wait_log("did not finish within 2.0 s", Duration::from_secs(20)),
+        "the slow load was not given up:\n{}",
+        daemon.log()
+    );
+    daemon.signal("TERM");
+    let asked = Instant::now();
+    let code = daemon.wait_exit(Duration::from_secs(20));
+    let took = asked.elapsed();
+    let log = daemon.log();
+    assert_eq!(code, Some(0), "{log}");
+    // grace_s = 2 in the daemon table; the initialiser sleeps for a minute.
+    assert!(
+        took < Duration::from_secs(5),
+        "stopping took {took:?} with the initialiser still running:\n{log}"
     );
     let _ = std::fs::remove_dir_all(dir);
 }

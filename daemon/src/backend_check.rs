@@ -10,7 +10,7 @@ use std::time::Duration;
 use infadapt_plugin_abi::ConfigProblem;
 
 use crate::config::{DaemonSettings, PipelineConfig};
-use crate::plugin_host::PluginHost;
+use crate::plugin_host::{PluginHost, TrialLoad};
 
 /// What checking one pipeline's backend keys found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,11 +31,11 @@ pub enum BackendCheck {
 pub fn check_plugin_backend(daemon: &DaemonSettings, pipeline: &PipelineConfig) -> BackendCheck {
     let kind = pipeline.backend.kind.clone();
     let config = crate::service::pipeline::plugin_config(pipeline).to_string();
-    let host = Arc::new(PluginHost::new(
-        daemon.plugin_dirs.clone(),
-        crate::service::own_uid(),
-    ));
     let timeout = Duration::from_secs_f64(daemon.backend_timeout_s.clamp(0.001, 3600.0));
+    let host = Arc::new(
+        PluginHost::new(daemon.plugin_dirs.clone(), crate::service::own_uid())
+            .with_trial_load(TrialLoad::by_this_program(timeout)),
+    );
     let (answer, answered) = mpsc::channel();
     let name = kind.clone();
     // A plugin's initialisers or check may hang: the thread is left behind, not waited for.

@@ -86,6 +86,15 @@ fn run_command_line() -> u8 {
     let is_assets = std::env::args_os()
         .nth(1)
         .is_some_and(|a| a == GENERATE_ASSETS);
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == plugin_host::PROBE_COMMAND)
+    {
+        return match std::env::args_os().nth(2) {
+            Some(library) => plugin_host::trial_load_main(std::path::Path::new(&library)),
+            None => exit::USAGE,
+        };
+    }
     let result = if is_assets {
         match parse::<AssetsCli>(std::env::args_os().skip(1)) {
             Ok(assets) => cmd_assets::run(&assets.args),

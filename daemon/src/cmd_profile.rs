@@ -25,7 +25,7 @@ use infadapt_plugin_abi::{AssignmentMessage, BackendInstance, PlanMessage, Stage
 use serde_json::json;
 
 use crate::loadgen;
-use crate::plugin_host::PluginHost;
+use crate::plugin_host::{PluginHost, TrialLoad};
 use crate::{exit, outln};
 
 /// Stage name used for the profiled variants.
@@ -259,7 +259,10 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
     serde_json::from_slice::<serde_json::Value>(&request)
         .with_context(|| format!("{}: not JSON", args.request.display()))?;
     let (kind, settings) = backend_config(args)?;
-    let host = PluginHost::new(args.plugin_dirs.clone(), crate::service::own_uid());
+    let host = PluginHost::new(args.plugin_dirs.clone(), crate::service::own_uid())
+        .with_trial_load(TrialLoad::by_this_program(std::time::Duration::from_secs(
+            60,
+        )));
     let library = host.library(&kind).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut backend = library
         .create(&settings.to_string())

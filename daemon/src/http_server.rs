@@ -476,14 +476,15 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         let request = request.map(|body| Body::new(StallLimited::new(body, idle)));
         let answer =
             (length <= MAX_URL_BYTES).then(|| hyper::service::Service::call(&tower, request));
-        async move {
+        // Boxed, so that the connection can be polled without shutting it down.
+        Box::pin(async move {
             let response = match answer {
                 Some(answer) => answer.await?,
                 None => url_too_long(length),
             };
             drop(answering);
             Ok::<_, Infallible>(response)
-        }
+        })
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
@@ -492,20 +493,21 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
         .max_buf_size(CONNECTION_BUFFER_BYTES)
         .max_header_size(MAX_HEADER_BYTES)
         .max_headers(MAX_HEADERS);
-    let mut conn = pin!(builder.serve_connection(io, service));
+    let mut conn = builder.serve_connection(io, service);
     let mut shutting_down = false;
     loop {
         let idle_at = tokio::time::Instant::from_std(activity.last() + idle);
         tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    debug!(error = %e, "connection ended with an error");
+            result = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)) => {
+                match result {
+                    Ok(()) => break,
+                    Err(e) => debug!(error = %e, "connection ended with an error"),
                 }
                 return;
             }
             _ = closing.wait_for(|c| *c), if !shutting_down => {
                 shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+                Pin::new(&mut conn).graceful_shutdown();
             }
             () = tokio::time::sleep_until(idle_at) => {
                 let answering = activity.answering.load(Ordering::Relaxed) > 0;
@@ -520,6 +522,39 @@ async fn connection<I: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
             }
         }
     }
+    // The connection answered and ended cleanly: close it without losing the answer
+    // (not when the server is closing: that is not to wait for clients).
+    if !shutting_down {
+        linger(conn.into_parts().io.into_inner(), idle).await;
+    }
+}
+
+/// Longest a closing connection is drained (see [`linger`]).
+const LINGER_FOR: Duration = Duration::from_secs(1);
+/// Most bytes a closing connection is drained of.
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Closes a connection the way that keeps its last answer: sends FIN, then reads and
+/// drops what the client still sends (the rest of a body refused with 413, say) until it
+/// closes too, for at most [`LINGER_FOR`] (or the idle timeout) and [`LINGER_BYTES`].
+/// Closing a socket with unread data sends a reset, and a reset can make the client's
+/// system drop the answer before the client has read it.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(mut io: I, idle: Duration) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if io.shutdown().await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut buf = [0u8; 16 * 1024];
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_FOR.min(idle), drain).await;
 }
 
 /// Whether `limits` leave room under the soft limit on open files: a warning naming the

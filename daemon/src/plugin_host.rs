@@ -26,9 +26,11 @@
 #![allow(unsafe_code)]
 
 mod exit_guard;
+mod trial_load;
 
 use exit_guard::LoadInFlight;
 pub use exit_guard::{PLUGIN_EXIT_STATUS, exit_process, guard_exits, loads_in_flight};
+pub use trial_load::{PROBE_COMMAND, TrialLoad};
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_int;
@@ -339,6 +341,8 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Arc<LoadedLibrary>>> {
 pub struct PluginHost {
     dirs: Vec<PathBuf>,
     allowed_owners: Vec<u32>,
+    /// Tried in a child process before it is mapped here, when set.
+    trial: Option<TrialLoad>,
     loaded: Mutex<BTreeMap<String, Arc<LoadedLibrary>>>,
 }
 
@@ -350,6 +354,7 @@ impl PluginHost {
         PluginHost {
             dirs,
             allowed_owners,
+            trial: None,
             loaded: Mutex::new(BTreeMap::new()),
         }
     }
@@ -357,6 +362,12 @@ impl PluginHost {
     /// Replaces the owners (uids) a plugin file and its directory may have.
     pub fn with_allowed_owners(mut self, owners: Vec<u32>) -> PluginHost {
         self.allowed_owners = owners;
+        self
+    }
+
+    /// Tries each library in a child process ([`TrialLoad`]) before mapping it here.
+    pub fn with_trial_load(mut self, trial: Option<TrialLoad>) -> PluginHost {
+        self.trial = trial;
         self
     }
 
@@ -418,6 +429,16 @@ impl PluginHost {
                 path: canonical,
                 first: lib.path.clone(),
             });
+        }
+        let mapped = registry()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&canonical);
+        if let (Some(trial), false) = (&self.trial, mapped) {
+            trial.run(&canonical).map_err(|message| HostError::Load {
+                path: canonical.clone(),
+                message,
+            })?;
         }
         let lib = load_library(trusted, name.clone())?;
         loaded.insert(name, lib.clone());
@@ -545,6 +566,24 @@ fn open_trusted(path: &Path, allowed_owners: &[u32]) -> Result<TrustedFile, Host
         )));
     }
     Ok(TrustedFile { canonical, file })
+}
+
+/// The child side of a [`TrialLoad`]: maps `library` (running its initialisers) and
+/// answers 0, or 1 with the loader's message on stderr.
+pub fn trial_load_main(library: &Path) -> u8 {
+    let flags: c_int = libloading::os::unix::RTLD_NOW | libloading::os::unix::RTLD_LOCAL;
+    // SAFETY: mapping runs the library's initialisers, in this child process only, which
+    // exists to find out whether they finish.
+    match unsafe { libloading::os::unix::Library::open(Some(library), flags) } {
+        Ok(mapped) => {
+            std::mem::forget(mapped);
+            0
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            1
+        }
+    }
 }
 
 /// Maps the library (or returns the already mapped one) and validates its vtable.

@@ -167,16 +167,13 @@ async fn infer(
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return error_response(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "the request is larger than {} bytes",
-                    attached.max_body_bytes
-                ),
+                "the request body is larger than the limit (`max_body_bytes`)".to_owned(),
             );
         }
         Err(error) => {
             return error_response(
                 StatusCode::BAD_REQUEST,
-                format!("cannot read the request: {error}"),
+                format!("cannot read the request body: {error}"),
             );
         }
     };

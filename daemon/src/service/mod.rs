@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
-use crate::plugin_host::PluginHost;
+use crate::plugin_host::{PluginHost, TrialLoad};
 use crate::router::{Front, RouterSettings};
 use access::WriteAccess;
 use pipeline::{DecisionSink, TaskOptions, run_pipeline_at};
@@ -364,10 +364,13 @@ pub async fn run(options: ServiceOptions) -> Result<Stopped, ServiceError> {
         };
         api_task = serve_http(&config.daemon, registry.clone(), access, api_stopped).await?;
     }
-    let plugins = Arc::new(PluginHost::new(
-        config.daemon.plugin_dirs.clone(),
-        own_uid(),
-    ));
+    let plugins = Arc::new(
+        PluginHost::new(config.daemon.plugin_dirs.clone(), own_uid()).with_trial_load(
+            TrialLoad::by_this_program(Duration::from_secs_f64(
+                config.daemon.backend_timeout_s.clamp(0.001, 3600.0),
+            )),
+        ),
+    );
     let mut app = App {
         options: options.clone(),
         config: config.clone(),
