@@ -117,6 +117,15 @@ impl Front {
         }));
     }
 
+    /// The router attached now, if any.
+    pub fn attached(&self) -> Option<Router> {
+        self.inner
+            .target
+            .borrow()
+            .as_ref()
+            .map(|a| a.router.clone())
+    }
+
     /// New requests no longer go to `router` (when it is the one attached); they wait for
     /// the next one. The requests it holds are its own to finish.
     pub fn detach(&self, router: &Router) {

@@ -304,6 +304,17 @@ impl Router {
         self
     }
 
+    /// The same router, forwarding over `previous`'s connection pool (a router that takes
+    /// over from another behind the same front starts with warm connections to the same
+    /// endpoints); a router already shared keeps its own.
+    pub fn with_pool_of(mut self, previous: &Router) -> Router {
+        let client = previous.inner.client.clone();
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.client = client;
+        }
+        self
+    }
+
     /// Serves on `listener` within `limits` until `stop` turns true; requests in flight
     /// are answered before their connection closes.
     pub async fn serve(

@@ -210,6 +210,11 @@ pub async fn run_pipeline_at(
                     settings.ready_wait,
                 )
                 .with_connections(front.connections());
+                // Taking over from a router still attached: its warm connections too.
+                let router = match front.attached() {
+                    Some(previous) => router.with_pool_of(&previous),
+                    None => router,
+                };
                 front.attach(router.clone(), settings);
                 front_in_use = Some((front, settings.clone()));
                 Some(router)
