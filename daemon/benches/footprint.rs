@@ -5,7 +5,9 @@
 //! default 10 s period. Targets: RSS ≤ 25 MB, tick p99 ≤ 50 ms, idle CPU ≤ 1 %.
 //!
 //! Run with `cargo bench -p infadaptd --bench footprint` (about 45 s; `FOOTPRINT_WINDOW_S`
-//! changes the CPU window, default 10). Under `cargo test` it only says so and returns.
+//! changes the CPU window, default 10). `FOOTPRINT_SOAK_S=600` instead runs
+//! `FOOTPRINT_PIPELINES` (default 50) pipelines at a 1 s period for that long and prints RSS,
+//! open descriptors and tick p99 at ten points. Under `cargo test` it only says so and returns.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -22,8 +24,8 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The packaged default's `[[pipeline]]`, `PIPELINES` times under different names.
-fn config_text(port: u16, period_s: u32, state_dir: &Path) -> String {
+/// The packaged default's `[[pipeline]]`, `pipelines` times under different names.
+fn config_text(port: u16, period_s: u32, state_dir: &Path, pipelines: usize) -> String {
     let packaged = std::fs::read_to_string(repo_root().join("etc/infadaptd.toml"))
         .expect("read etc/infadaptd.toml");
     let start = packaged
@@ -39,7 +41,7 @@ fn config_text(port: u16, period_s: u32, state_dir: &Path) -> String {
          [daemon.http]\nlisten = \"127.0.0.1:{port}\"\n\n",
         state_dir.display()
     );
-    for i in 0..PIPELINES {
+    for i in 0..pipelines {
         text.push_str(&pipeline.replace("name = \"resnet\"", &format!("name = \"resnet-{i}\"")));
         text.push('\n');
     }
@@ -144,7 +146,11 @@ fn measure(period_s: u32, warm_up: Duration, window: Duration) {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let port = free_port();
     let config = dir.join("infadaptd.toml");
-    std::fs::write(&config, config_text(port, period_s, &dir.join("state"))).expect("config");
+    std::fs::write(
+        &config,
+        config_text(port, period_s, &dir.join("state"), PIPELINES),
+    )
+    .expect("config");
     let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
         .args(["run", "--config"])
         .arg(&config)
@@ -202,6 +208,68 @@ fn measure(period_s: u32, warm_up: Duration, window: Duration) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// Open descriptors of `pid`.
+fn descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
+/// Runs `pipelines` simulated pipelines at a 1 s period for `duration` and prints RSS,
+/// open descriptors and the worst tick p99 at ten points, then their growth.
+fn soak(pipelines: usize, duration: Duration) {
+    let dir = std::env::temp_dir().join(format!("infadapt-soak-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    let port = free_port();
+    let config = dir.join("infadaptd.toml");
+    std::fs::write(&config, config_text(port, 1, &dir.join("state"), pipelines)).expect("config");
+    let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["run", "--config"])
+        .arg(&config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start infadaptd");
+    let daemon = Running(child);
+    let pid = daemon.0.id();
+    let started = Instant::now();
+    while http_get(port, "/healthz").is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the daemon did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!(
+        "{pipelines} sim pipelines, period 1 s, HTTP on, {:.0} s:",
+        duration.as_secs_f64()
+    );
+    println!("  at s    RSS MB   descriptors   tick p99 ms   ticks");
+    let mut samples = Vec::new();
+    for k in 1..=10u32 {
+        std::thread::sleep((started + duration * k / 10).saturating_duration_since(Instant::now()));
+        let (rss, _) = memory_mb(pid);
+        let fds = descriptors(pid);
+        let (p99, ticks) = tick_p99_ms(port);
+        println!(
+            "  {:>5.0} {rss:>9.1} {fds:>13} {p99:>13.1} {ticks:>7}",
+            started.elapsed().as_secs_f64()
+        );
+        samples.push((rss, fds));
+    }
+    if let (Some(first), Some(last)) = (samples.get(1), samples.last()) {
+        println!(
+            "  from the second sample to the last: RSS {:+.1} MB, descriptors {:+}",
+            last.0 - first.0,
+            last.1 as i64 - first.1 as i64
+        );
+    }
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("footprint: run it with `cargo bench -p infadaptd --bench footprint`");
@@ -214,6 +282,18 @@ fn main() {
             .filter(|v: &f64| *v > 0.0)
             .unwrap_or(10.0),
     );
+    let soak_s: f64 = std::env::var("FOOTPRINT_SOAK_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    if soak_s > 0.0 {
+        let pipelines = std::env::var("FOOTPRINT_PIPELINES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(50);
+        soak(pipelines, Duration::from_secs_f64(soak_s));
+        return;
+    }
     measure(1, Duration::from_secs(5), window);
     // The first tick comes one period after the start: warm up past it.
     measure(10, Duration::from_secs(12), window);
