@@ -2,8 +2,12 @@
 //! unsafe or incompatible ones, drives loaded and linked-in backends alike through
 //! [`BackendInstance`], and guards every call ([`GuardedBackend`]).
 //!
-//! Loading. A library is refused before `dlopen` when it (or its directory) is group- or
-//! world-writable or owned by someone other than root or the service user, and after
+//! Loading. A library is refused before `dlopen` when it, or any directory on its path, is
+//! group- or world-writable (a sticky directory excepted) or owned by someone other than
+//! root or the service user, or when a symbolic link leads out of its directory
+//! (`open_trusted`); the file checked is mapped by descriptor. With a [`TrialLoad`] it is
+//! first mapped in a child process and refused when its initialisers do not finish there.
+//! It is refused after
 //! `dlopen` when its entry symbol is missing, its `abi_version` is outside
 //! [`OLDEST_ABI_VERSION`]..=[`ABI_VERSION`], its `struct_size` is smaller than the table of
 //! the version it declares or a version-1 entry in the table is null. Only the first 8
