@@ -1693,9 +1693,9 @@ mod tests {
         let text = table(
             CAPACITY_HEADER,
             &[
-                "1,cpu,1,1G,18,1,500,361.99,15,22",
-                "1,cpu,1,1G,18,1,750,389.09,19,22",
-                "1,cpu,2,1G,18,1,750,695.93,43,49",
+                "1,cpu,1,1G,18,1,500,350.5,14,21",
+                "1,cpu,1,1G,18,1,750,402.25,18,21",
+                "1,cpu,2,1G,18,1,750,640.75,41,47",
                 "1,cpu,3,1G,18,1,750,,40,49",
                 "1,cpu,4,1G,18,1,750,380.0,0,49",
                 "1,cpu,1,1G,152,1,750,701.0,1,5",
@@ -1713,7 +1713,7 @@ mod tests {
         let p = only_point(&imported, "resnet18", 1, 1);
         assert_eq!(
             (p.p99_ms, p.mean_ms, p.throughput_rps),
-            (Some(389.09), None, Some(19.0))
+            (Some(402.25), None, Some(18.0))
         );
         assert_eq!(
             imported.catalog.get("resnet18").map(|v| v.points.len()),
@@ -1751,15 +1751,15 @@ mod tests {
         let text = table(
             CAPACITY_HEADER,
             &[
-                "1,cpu,1,1G,18,1,500,361.99,15,22",
-                "1,cpu,1,1G,18,1,1000,389.09,19,22",
+                "1,cpu,1,1G,18,1,500,350.5,14,21",
+                "1,cpu,1,1G,18,1,1000,402.25,18,21",
             ],
         );
         let imported =
             import_one(Format::InfAdapter, &text, &ImportOptions::new(800.0)).expect("import");
         assert_eq!(
             only_point(&imported, "resnet18", 1, 1).throughput_rps,
-            Some(15.0)
+            Some(14.0)
         );
         assert!(
             imported
@@ -1780,8 +1780,8 @@ mod tests {
         let text = table(
             CAPACITY_HEADER,
             &[
-                "1,cpu,1,1G,18,1,750,389.09,19,22",
-                "1,cpu,two,1G,18,1,750,389.09,abc,22",
+                "1,cpu,1,1G,18,1,750,402.25,18,21",
+                "1,cpu,two,1G,18,1,750,402.25,abc,21",
                 "1,cpu,1,1G,34,1,750,-3,19",
             ],
         );
@@ -1816,7 +1816,7 @@ mod tests {
     #[test]
     fn line_numbers_hold_with_crlf_line_ends() {
         let text = format!(
-            "{CAPACITY_HEADER}\r\n1,cpu,1,1G,18,1,750,389.09,19,22\r\n1,cpu,2,1G,18,1,750,x,19,22\r\n"
+            "{CAPACITY_HEADER}\r\n1,cpu,1,1G,18,1,750,402.25,18,21\r\n1,cpu,2,1G,18,1,750,x,18,21\r\n"
         );
         let err = import_one(Format::InfAdapter, &text, &ImportOptions::new(750.0))
             .expect_err("malformed");
@@ -1872,13 +1872,13 @@ mod tests {
     const ACCURACIES: &str = "
 video:
   detect:
-    det-small: 45.7
-    det-large: 68.9
+    det-small: 41.2
+    det-large: 63.4
   classify:
     cls-18: 69.75
 text:
   lang:
-    lang-id-base-finetuned-identification: 99.59
+    lang-id-base-finetuned-identification: 97.25
     unknown-yet: null
 other:
   classify:
@@ -1904,7 +1904,7 @@ other:
             .catalog
             .get("lang-id-base-finetuned-identification")
             .expect("full name");
-        assert_eq!(lang.accuracy, 99.59);
+        assert_eq!(lang.accuracy, 97.25);
         assert!(
             lang.source.contains("acc.yaml (text.lang)"),
             "{}",
@@ -1979,7 +1979,7 @@ other:
             accuracies: Some(accuracies),
             ..ImportOptions::new(750.0)
         };
-        let text = table(CAPACITY_HEADER, &["1,cpu,1,1G,18,1,750,389.09,19,22"]);
+        let text = table(CAPACITY_HEADER, &["1,cpu,1,1G,18,1,750,402.25,18,21"]);
         let imported = import_one(Format::InfAdapter, &text, &options).expect("import");
         let v = &imported.catalog.variants[0];
         assert_eq!((v.accuracy, v.load_time_s), (0.69758, 6.44));
