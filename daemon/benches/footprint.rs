@@ -133,6 +133,28 @@ impl Drop for Running {
     }
 }
 
+/// Starts `infadaptd run --config CONFIG` quietly and waits up to `within` for its API on
+/// `port` to answer.
+fn start(config: &Path, port: u16, within: Duration) -> Running {
+    let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
+        .args(["run", "--config"])
+        .arg(config)
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start infadaptd");
+    let daemon = Running(child);
+    let started = Instant::now();
+    while http_get(port, "/healthz").is_none() {
+        assert!(started.elapsed() < within, "the daemon did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    daemon
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok { "ok" } else { "OVER TARGET" }
 }
@@ -151,26 +173,9 @@ fn measure(period_s: u32, warm_up: Duration, window: Duration) {
         config_text(port, period_s, &dir.join("state"), PIPELINES),
     )
     .expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start infadaptd");
-    let daemon = Running(child);
-    let pid = daemon.0.id();
     let started = Instant::now();
-    while http_get(port, "/healthz").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start(&config, port, Duration::from_secs(20));
+    let pid = daemon.0.id();
     std::thread::sleep(warm_up.saturating_sub(started.elapsed()));
 
     let hz = clock_ticks_per_second();
@@ -222,26 +227,9 @@ fn soak(pipelines: usize, duration: Duration) {
     let port = free_port();
     let config = dir.join("infadaptd.toml");
     std::fs::write(&config, config_text(port, 1, &dir.join("state"), pipelines)).expect("config");
-    let child = Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["run", "--config"])
-        .arg(&config)
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start infadaptd");
-    let daemon = Running(child);
-    let pid = daemon.0.id();
     let started = Instant::now();
-    while http_get(port, "/healthz").is_none() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "the daemon did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let daemon = start(&config, port, Duration::from_secs(60));
+    let pid = daemon.0.id();
     println!(
         "{pipelines} sim pipelines, period 1 s, HTTP on, {:.0} s:",
         duration.as_secs_f64()
