@@ -9,11 +9,11 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use infadaptd::api::access::WriteAccess;
+use infadaptd::api::router;
 use infadaptd::config::{PipelineConfig, parse_config};
 use infadaptd::plugin_host::PluginHost;
 use infadaptd::problem_file::read_catalog;
-use infadaptd::service::access::WriteAccess;
-use infadaptd::service::http::router;
 use infadaptd::service::pipeline::{TaskOptions, run_pipeline};
 use infadaptd::service::status::{DecisionRecord, Registry};
 use tokio::sync::{mpsc, watch};

@@ -579,13 +579,13 @@ fn reloads_that_restart_a_routed_pipeline_drop_no_request() {
 
     // Steady Poisson load through the router for the whole test.
     let url = format!("http://127.0.0.1:{router_port}/v2/models/bare/infer");
-    let arrivals = infadaptd::loadgen::poisson_arrivals(&[RPS; SECONDS], 7);
+    let arrivals = infadaptd::commands::loadgen::poisson_arrivals(&[RPS; SECONDS], 7);
     let load = std::thread::spawn(move || {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .expect("runtime");
-        runtime.block_on(infadaptd::loadgen::run(
+        runtime.block_on(infadaptd::commands::loadgen::run(
             &url,
             Bytes::from_static(b"hi"),
             &arrivals,

@@ -73,7 +73,7 @@ fn profile_on_worker_processes_writes_the_catalog_and_a_markdown_report() {
     // The catalog: both variants, GPU memory measured or explicitly unmeasured.
     let text = std::fs::read_to_string(&out).expect("catalog written");
     let catalog = Catalog::from_toml_str(&text).expect("the catalog reads back");
-    let nvml = infadaptd::cmd_profile::gpu::NvmlMeter::open();
+    let nvml = infadaptd::commands::profile::gpu::NvmlMeter::open();
     for (name, accuracy) in [("fast", 0.6), ("slow", 0.8)] {
         let variant = catalog.get(name).expect("variant profiled");
         assert_eq!(variant.accuracy, accuracy);

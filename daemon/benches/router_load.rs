@@ -23,8 +23,8 @@ use axum::body::Bytes;
 use axum::routing::post;
 use infadapt_model::{Assignment, Plan, StagePlan};
 use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointState};
+use infadaptd::commands::loadgen::{RequestRecord, poisson_arrivals, run, summarize};
 use infadaptd::http_server::ServerLimits;
-use infadaptd::loadgen::{RequestRecord, poisson_arrivals, run, summarize};
 use infadaptd::router::{Front, Router, RouterSettings};
 use serde_json::{Value, json};
 

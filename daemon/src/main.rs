@@ -1,5 +1,5 @@
 //! `infadaptd` binary: parses the command line and hands over to the library.
 
 fn main() {
-    infadaptd::cli::main()
+    infadaptd::commands::cli::main()
 }

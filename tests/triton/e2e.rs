@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use infadaptd::loadgen;
+use infadaptd::commands::loadgen;
 use serde_json::{Value, json};
 
 use super::plugin::triton_plugin_dir;

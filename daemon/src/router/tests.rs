@@ -11,8 +11,8 @@ use infadapt_model::{Assignment, StagePlan};
 use serde_json::Value;
 
 use super::*;
+use crate::api::tests::{LIMITS, exchange, header, send_body};
 use crate::http_server::ServerLimits;
-use crate::service::http::tests::{LIMITS, exchange, header, send_body};
 
 /// What a fake endpoint does with a request.
 #[derive(Clone, Copy)]

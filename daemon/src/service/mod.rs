@@ -8,8 +8,6 @@
 //! SIGINT lets every pipeline finish its tick (an in-flight apply included), persists state
 //! and returns within the grace period; a second signal exits at once.
 
-pub mod access;
-pub mod http;
 pub mod liveness;
 pub mod notify;
 pub mod pipeline;
@@ -30,10 +28,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
+use crate::api::access::{self, WriteAccess};
 use crate::config::{DaemonConfig, HttpListen, PipelineConfig, load_config};
 use crate::plugin_host::{PluginHost, TrialLoad};
 use crate::router::{Front, RouterSettings};
-use access::WriteAccess;
 use pipeline::{DecisionSink, TaskOptions, run_pipeline_at};
 use status::Registry;
 
@@ -538,7 +536,7 @@ async fn serve_http(
     mut stopped: watch::Receiver<bool>,
 ) -> Result<Option<JoinHandle<()>>, ServiceError> {
     let connections = Arc::new(crate::http_server::ConnectionStats::default());
-    let router = http::router(registry, access, Arc::clone(&connections));
+    let router = crate::api::router(registry, access, Arc::clone(&connections));
     let limits = daemon.http_limits;
     let shutdown = async move {
         let _ = stopped.wait_for(|s| *s).await;

@@ -9,8 +9,9 @@ use anyhow::Context as _;
 use clap::{Args, CommandFactory as _};
 use clap_complete::Shell;
 
-use crate::cli::Cli;
-use crate::{exit, outln};
+use crate::commands::cli::Cli;
+use crate::commands::exit;
+use crate::outln;
 
 #[derive(Debug, Args)]
 pub struct AssetsArgs {
@@ -49,7 +50,7 @@ pub fn write_assets(out_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     write_man_pages(Cli::command(), &man_dir, &mut written)?;
     for (shell, file_name) in COMPLETIONS {
         let path = completion_dir.join(file_name);
-        fs::write(&path, crate::cmd_completions::script(shell))
+        fs::write(&path, crate::commands::completions::script(shell))
             .with_context(|| format!("cannot write {}", path.display()))?;
         written.push(path);
     }

@@ -7,8 +7,8 @@ use std::io::Write as _;
 use clap::{Args, CommandFactory as _};
 use clap_complete::Shell;
 
-use crate::cli::Cli;
-use crate::exit;
+use crate::commands::cli::Cli;
+use crate::commands::exit;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -34,7 +34,7 @@ pub fn run(args: &CompletionsArgs) -> anyhow::Result<u8> {
         .write_all(&script(args.shell))
         .and_then(|()| stdout.flush())
     {
-        crate::output::stdout_failed(error);
+        crate::commands::output::stdout_failed(error);
     }
     Ok(exit::OK)
 }

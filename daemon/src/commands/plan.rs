@@ -7,7 +7,7 @@ use clap::Args;
 use infadapt_planner::{PlanError, Solution};
 use serde_json::json;
 
-use crate::exit;
+use crate::commands::exit;
 use crate::problem_file::load_problem;
 
 #[derive(Debug, Args)]

@@ -8,7 +8,7 @@ use std::path::Path;
 use infadapt_model::Pipeline;
 use plotters::prelude::*;
 
-use crate::cmd_simulate::plot::{
+use crate::commands::simulate::plot::{
     PANEL_HEIGHT, WIDTH, draw_error, draw_legend, latency_axis_max, legend_line, minutes, panel,
 };
 use crate::service::status::DecisionRecord;

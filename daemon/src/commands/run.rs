@@ -18,21 +18,22 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::commands::exit;
 use crate::config::{DEFAULT_CONFIG_PATH, DaemonConfig, HttpListen, load_config, parse_config};
+use crate::outln;
 use crate::service::status::{DecisionRecord, PipelineStatus, Registry};
 use crate::service::{self, ServiceOptions};
-use crate::{exit, outln};
 
 /// The packaged default configuration, embedded for the demo.
-const EMBEDDED_CONFIG: &str = include_str!("../../etc/infadaptd.toml");
+const EMBEDDED_CONFIG: &str = include_str!("../../../etc/infadaptd.toml");
 const EMBEDDED_CATALOGS: [(&str, &str); 2] = [
     (
         "resnet-cpu.toml",
-        include_str!("../../etc/catalogs/resnet-cpu.toml"),
+        include_str!("../../../etc/catalogs/resnet-cpu.toml"),
     ),
     (
         "video-synthetic.toml",
-        include_str!("../../etc/catalogs/video-synthetic.toml"),
+        include_str!("../../../etc/catalogs/video-synthetic.toml"),
     ),
 ];
 
@@ -345,9 +346,10 @@ mod tests {
     #[test]
     fn log_format_takes_text_or_json() {
         use clap::Parser as _;
-        let parse = |args: &[&str]| crate::cli::Cli::try_parse_from(args).map(|cli| cli.command);
+        let parse =
+            |args: &[&str]| crate::commands::cli::Cli::try_parse_from(args).map(|cli| cli.command);
         let format = |args: &[&str]| match parse(args) {
-            Ok(crate::cli::Command::Run(run)) => Some(run.log_format),
+            Ok(crate::commands::cli::Command::Run(run)) => Some(run.log_format),
             _ => None,
         };
         assert_eq!(format(&["infadaptd", "run"]), Some(LogFormat::Text));

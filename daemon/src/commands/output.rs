@@ -9,7 +9,7 @@ macro_rules! outln {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
         if let Err(error) = writeln!(std::io::stdout().lock(), $($arg)*) {
-            $crate::output::stdout_failed(error);
+            $crate::commands::output::stdout_failed(error);
         }
     }};
 }

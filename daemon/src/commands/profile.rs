@@ -24,9 +24,10 @@ use infadapt_plugin_abi::messages::{EndpointProtocol, EndpointState};
 use infadapt_plugin_abi::{AssignmentMessage, BackendInstance, PlanMessage, StagePlanMessage};
 use serde_json::json;
 
-use crate::loadgen;
+use crate::commands::exit;
+use crate::commands::loadgen;
+use crate::outln;
 use crate::plugin_host::{PluginHost, TrialLoad};
-use crate::{exit, outln};
 
 /// Stage name used for the profiled variants.
 const STAGE: &str = "profile";

@@ -12,7 +12,7 @@ use infadapt_forecast::models::{ModelKind, build};
 use infadapt_forecast::trace::{Trace, parse_trace};
 use serde_json::json;
 
-use crate::exit;
+use crate::commands::exit;
 
 #[derive(Debug, Subcommand)]
 pub enum ForecastCommand {

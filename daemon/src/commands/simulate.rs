@@ -31,7 +31,7 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_sim::{parse_rps_lines, slice, synthetic_diurnal};
 use serde_json::json;
 
-use crate::exit;
+use crate::commands::exit;
 use scenario_file::{EMBEDDED_NAME, ScenarioFile, embedded, load_scenario};
 
 #[derive(Debug, Args)]

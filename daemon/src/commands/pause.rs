@@ -9,9 +9,10 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::Args;
 
+use crate::api::access::read_token_file;
+use crate::commands::exit;
 use crate::config::{DEFAULT_CONFIG_PATH, HttpListen, load_config};
-use crate::service::access::read_token_file;
-use crate::{exit, outln};
+use crate::outln;
 
 #[derive(Debug, Args)]
 pub struct PauseArgs {

@@ -2,10 +2,10 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::{
-    cmd_assets, cmd_completions, cmd_forecast, cmd_pause, cmd_plan, cmd_profile, cmd_profiles,
-    cmd_run, cmd_simulate, cmd_validate, exit, plugin_host,
+use super::{
+    assets, completions, exit, forecast, pause, plan, profile, profiles, run, simulate, validate,
 };
+use crate::plugin_host;
 
 /// Autoscaler for model-serving pipelines: forecasts load, plans variants, batch sizes,
 /// cores and replicas under a latency SLO, and applies the plan through backend plugins.
@@ -19,29 +19,29 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Solve one planning problem (TOML) and print the chosen configuration.
-    Plan(cmd_plan::PlanArgs),
+    Plan(plan::PlanArgs),
     /// Measure variants on a real backend (batch × instances sweep under open-loop Poisson
     /// load) and write a profile catalog.
-    Profile(cmd_profile::ProfileArgs),
+    Profile(profile::ProfileArgs),
     /// Manage profile catalogs.
     #[command(subcommand)]
-    Profiles(cmd_profiles::ProfilesCommand),
+    Profiles(profiles::ProfilesCommand),
     /// Train, evaluate and compare load forecasters.
     #[command(subcommand)]
-    Forecast(cmd_forecast::ForecastCommand),
+    Forecast(forecast::ForecastCommand),
     /// Compare autoscaling policies on a simulated host (embedded scenario by default).
-    Simulate(cmd_simulate::SimulateArgs),
+    Simulate(simulate::SimulateArgs),
     /// Run the autoscaler service (or, with --demo, the embedded demonstration).
-    Run(cmd_run::RunArgs),
+    Run(run::RunArgs),
     /// Check a daemon configuration file and list every problem (exit 64 if any).
-    Validate(cmd_validate::ValidateArgs),
+    Validate(validate::ValidateArgs),
     /// Print the completion script for a shell (bash, zsh, fish, elvish, powershell).
-    Completions(cmd_completions::CompletionsArgs),
+    Completions(completions::CompletionsArgs),
     /// Ask the running service to stop applying a pipeline's decisions (it keeps deciding
     /// and keeps the deployed plan); needs `[daemon.http] token_file`.
-    Pause(cmd_pause::PauseArgs),
+    Pause(pause::PauseArgs),
     /// Ask the running service to apply a paused pipeline's decisions again.
-    Resume(cmd_pause::PauseArgs),
+    Resume(pause::PauseArgs),
 }
 
 /// `infadaptd generate-assets DIR`, the package build's helper. It is parsed apart from
@@ -55,7 +55,7 @@ pub enum Command {
 )]
 struct AssetsCli {
     #[command(flatten)]
-    args: cmd_assets::AssetsArgs,
+    args: assets::AssetsArgs,
 }
 
 /// The name of the packaging helper command (first argument).
@@ -97,7 +97,7 @@ fn run_command_line() -> u8 {
     }
     let result = if is_assets {
         match parse::<AssetsCli>(std::env::args_os().skip(1)) {
-            Ok(assets) => cmd_assets::run(&assets.args),
+            Ok(assets) => assets::run(&assets.args),
             Err(code) => return code,
         }
     } else {
@@ -117,15 +117,15 @@ fn run_command_line() -> u8 {
 
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Plan(args) => cmd_plan::run(&args),
-        Command::Profile(args) => cmd_profile::run(&args),
-        Command::Profiles(cmd) => cmd_profiles::run(&cmd),
-        Command::Forecast(cmd) => cmd_forecast::run(&cmd),
-        Command::Simulate(args) => cmd_simulate::run(&args),
-        Command::Run(args) => cmd_run::run(&args),
-        Command::Validate(args) => cmd_validate::run(&args),
-        Command::Completions(args) => cmd_completions::run(&args),
-        Command::Pause(args) => cmd_pause::run(&args, true),
-        Command::Resume(args) => cmd_pause::run(&args, false),
+        Command::Plan(args) => plan::run(&args),
+        Command::Profile(args) => profile::run(&args),
+        Command::Profiles(cmd) => profiles::run(&cmd),
+        Command::Forecast(cmd) => forecast::run(&cmd),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Validate(args) => validate::run(&args),
+        Command::Completions(args) => completions::run(&args),
+        Command::Pause(args) => pause::run(&args, true),
+        Command::Resume(args) => pause::run(&args, false),
     }
 }

@@ -11,7 +11,7 @@ use anyhow::bail;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::cmd_simulate::plot::{
+use crate::commands::simulate::plot::{
     PANEL_HEIGHT, WIDTH, draw_error, draw_legend, latency_axis_max, legend_line,
 };
 

@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use std::time::Duration;
 
 use super::*;
+use crate::api::access::WriteAccess;
 use crate::http_server::{ConnectionStats, ServerLimits};
-use crate::service::access::WriteAccess;
 use crate::service::status::DecisionRecord;
 
 /// A registry with pipelines `a` (decisions at ticks 1..=5) and `b` (ticks 1..=2).

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use crate::commands::exit;
 use crate::config::{DEFAULT_CONFIG_PATH, load_config_strict};
-use crate::{exit, outln};
+use crate::outln;
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

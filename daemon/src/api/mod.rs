@@ -32,12 +32,14 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tracing::{error, info};
 
-use super::access::{Denied, WriteAccess};
-use super::process::ProcessMetrics;
-use super::state;
-use super::status::render_metrics;
-use super::status::{PipelineStatus, Registry};
+pub mod access;
+
 use crate::http_server::{ConnectionStats, render_connections};
+use crate::service::process::ProcessMetrics;
+use crate::service::state;
+use crate::service::status::render_metrics;
+use crate::service::status::{PipelineStatus, Registry};
+use access::{Denied, WriteAccess};
 
 /// Decisions `/v1/decisions` returns when no `limit` is given.
 pub const DEFAULT_LIMIT: usize = 50;

@@ -20,9 +20,9 @@ use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
 
 /// The scenario shipped in the binary (the project's own synthetic video catalog).
 pub const EMBEDDED_NAME: &str = "embedded:video-pipeline.toml";
-const EMBEDDED_TEXT: &str = include_str!("../../../etc/scenarios/video-pipeline.toml");
+const EMBEDDED_TEXT: &str = include_str!("../../../../etc/scenarios/video-pipeline.toml");
 const EMBEDDED_CATALOG_REF: &str = "../catalogs/video-synthetic.toml";
-const EMBEDDED_CATALOG: &str = include_str!("../../../etc/catalogs/video-synthetic.toml");
+const EMBEDDED_CATALOG: &str = include_str!("../../../../etc/catalogs/video-synthetic.toml");
 
 /// A scenario with its generated-workload settings.
 #[derive(Debug, Clone)]
