@@ -4,7 +4,6 @@
 //! that restarts on failure restarts the daemon; and [`exit_process`] ends the process at
 //! once while a library is still being mapped, since the C library's exit waits for the
 //! loader lock that a slow plugin initialiser holds.
-#![allow(unsafe_code)]
 
 use std::io::Write;
 use std::sync::Once;
@@ -45,10 +44,7 @@ pub fn loads_in_flight() -> usize {
 pub fn guard_exits() {
     static INSTALLED: Once = Once::new();
     INSTALLED.call_once(|| {
-        // SAFETY: `on_exit` is an `extern "C" fn()` that lives for the whole program; the
-        // C library calls it at most once, from `exit()`.
-        let status = unsafe { nix::libc::atexit(on_exit) };
-        if status != 0 {
+        if !super::ffi::register_exit_hook(on_exit) {
             tracing::warn!("could not register the exit hook; a plugin calling exit() would end the daemon with its own status");
         }
     });
@@ -63,9 +59,7 @@ extern "C" fn on_exit() {
         std::io::stderr(),
         "infadaptd: plugin code called exit(); the daemon did not ask to stop, so it exits with status {PLUGIN_EXIT_STATUS} (a failure) for the service manager to restart it"
     );
-    // SAFETY: `_exit` ends the process without running further exit hooks; nothing is
-    // left to clean up that the kernel does not.
-    unsafe { nix::libc::_exit(PLUGIN_EXIT_STATUS) }
+    super::ffi::exit_at_once(PLUGIN_EXIT_STATUS)
 }
 
 /// Ends the process with `code`: marks the exit as the daemon's own, then exits normally,
@@ -76,10 +70,7 @@ pub fn exit_process(code: u8) -> ! {
     if loads_in_flight() > 0 {
         let _ = std::io::stdout().flush();
         let _ = std::io::stderr().flush();
-        // SAFETY: `_exit` ends the process; the standard streams were flushed above and
-        // the state files are written atomically, so nothing is lost by skipping the exit
-        // hooks.
-        unsafe { nix::libc::_exit(i32::from(code)) }
+        super::ffi::exit_at_once(i32::from(code))
     }
     std::process::exit(i32::from(code))
 }
