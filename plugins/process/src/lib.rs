@@ -67,6 +67,7 @@ use infadapt_plugin_abi::{
     ApplyReport, AssignmentMessage, Backend, BackendError, Capabilities, Description, HealthReport,
     ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
 };
+use infadapt_plugin_support::exponential_backoff;
 use nix::sys::signal::Signal;
 
 pub use config::{GpuUse, OnExit, ProcessConfig, VariantConfig};
@@ -416,12 +417,11 @@ impl ProcessBackend {
             not_before: now,
         });
         entry.failures = entry.failures.saturating_add(1);
-        let doublings = entry.failures.saturating_sub(1).min(20);
-        let delay = self
-            .config
-            .restart_backoff
-            .saturating_mul(1 << doublings)
-            .min(self.config.restart_backoff_max);
+        let delay = exponential_backoff(
+            self.config.restart_backoff,
+            self.config.restart_backoff_max,
+            entry.failures,
+        );
         entry.not_before = now + delay;
         delay
     }
