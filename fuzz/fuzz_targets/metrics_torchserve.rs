@@ -1,10 +1,12 @@
 //! Fuzz target `metrics_torchserve`: arbitrary text as TorchServe's Prometheus metrics page,
-//! read by the TorchServe plugin's parser, then two scrapes (the text split at its first NUL
+//! read by the plugins' shared Prometheus reader (`infadapt-plugin-support`) and the
+//! TorchServe plugin's counter picking, then two scrapes (the text split at its first NUL
 //! byte) turned into per-model deltas. Contract: no panic; every line is a sample or a bad
 //! line, a bad line keeps a first problem; counters and deltas are finite and ≥ 0.
 #![no_main]
 
-use infadapt_plugin_torchserve::metrics::{Scrape, model_delta, parse};
+use infadapt_plugin_support::prometheus::parse;
+use infadapt_plugin_torchserve::metrics::{Scrape, model_delta};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,5 +1,6 @@
 //! Fuzz target `metrics_triton`: arbitrary text as Triton's Prometheus metrics page, read
-//! by the Triton plugin's parser, then two scrapes (the text split at its first NUL byte)
+//! by the Triton plugin's parser (the plugins' shared Prometheus reader, then the families
+//! Triton reports), then two scrapes (the text split at its first NUL byte)
 //! turned into per-model deltas. Contract: no panic; every line is a sample or counted as
 //! malformed; every delta is finite and ≥ 0 (they become the observation's numbers).
 #![no_main]

@@ -5,6 +5,7 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
+use infadapt_plugin_support::http::{ClientOptions, HttpClient, HttpError};
 use nix::errno::Errno;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::signal::{Signal, kill, killpg};
@@ -175,49 +176,49 @@ pub fn port_is_free(host: &str, port: u16) -> bool {
     TcpListener::bind((host, port)).is_ok()
 }
 
-/// A blocking HTTP client for health checks, every request limited to `timeout`.
+/// A blocking HTTP client for health checks, every request limited to `timeout` (the
+/// support crate's client; `health_url` is plain `http://`).
 #[derive(Debug, Clone)]
 pub struct HealthChecker {
-    agent: ureq::Agent,
+    client: HttpClient,
 }
+
+/// Largest health or counters document read.
+const HEALTH_BODY_LIMIT: u64 = 64 * 1024;
 
 impl HealthChecker {
     pub fn new(timeout: Duration) -> HealthChecker {
-        let config = ureq::Agent::config_builder()
-            .timeout_global(Some(timeout))
-            .http_status_as_error(false)
-            .build();
+        let mut options = ClientOptions::new(timeout);
+        options.body_limit = HEALTH_BODY_LIMIT;
         HealthChecker {
-            agent: ureq::Agent::new_with_config(config),
+            client: HttpClient::new(&options).expect("a client without a CA file always builds"),
         }
     }
 
     /// The JSON document `url` answers with (2xx, at most 64 KiB).
     pub fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
-        let mut response = self
-            .agent
-            .get(url)
-            .call()
-            .map_err(|e| format!("{url}: {e}"))?;
-        if !response.status().is_success() {
-            return Err(format!("{url} answered {}", response.status()));
-        }
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(64 * 1024)
-            .read_to_string()
-            .map_err(|e| format!("{url}: {e}"))?;
-        serde_json::from_str(&text).map_err(|e| format!("{url}: not JSON: {e}"))
+        self.client
+            .get_json(url)
+            .map_err(|e| describe_failure(url, e))
     }
 
     /// `Ok` when `url` answers 2xx; otherwise what went wrong.
     pub fn check(&self, url: &str) -> Result<(), String> {
-        match self.agent.get(url).call() {
-            Ok(response) if response.status().is_success() => Ok(()),
-            Ok(response) => Err(format!("{url} answered {}", response.status())),
-            Err(e) => Err(format!("{url}: {e}")),
+        match self.client.get_status(url) {
+            Ok(status) if (200..300).contains(&status) => Ok(()),
+            Ok(status) => Err(format!("{url} answered {status}")),
+            Err(e) => Err(describe_failure(url, e)),
         }
+    }
+}
+
+/// `URL: what went wrong`, as the plugin's events and errors say it.
+fn describe_failure(url: &str, error: HttpError) -> String {
+    match error {
+        HttpError::Status { status, .. } => format!("{url} answered {status}"),
+        HttpError::NotJson { error, .. } => format!("{url}: not JSON: {error}"),
+        HttpError::Transport { detail, .. } => format!("{url}: {detail}"),
+        other => other.to_string(),
     }
 }
 

@@ -1,16 +1,16 @@
-//! The plugin's HTTP client: one `ureq` agent (rustls with the `ring` provider), a time
+//! The plugin's HTTP client: the support crate's client (TLS for `https://` URLs), a time
 //! limit on every request, a time budget for all the requests of one plugin call, and
 //! errors that name the call and the URL.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
 
+use infadapt_plugin_support::http::{self as support, ClientOptions, HttpClient, HttpError};
 use serde_json::Value;
 
 use crate::TorchServeError;
 
-/// Largest answer body read (model descriptions and metrics pages are far smaller).
-const BODY_LIMIT: u64 = 8 * 1024 * 1024;
+pub use infadapt_plugin_support::http::{Answer, Method, encode_query};
 
 /// How many characters of an unexpected answer an error message quotes.
 const QUOTED_CHARS: usize = 200;
@@ -19,50 +19,19 @@ const QUOTED_CHARS: usize = 200;
 /// shared by the requests of one plugin call.
 #[derive(Debug, Clone)]
 pub struct Client {
-    agent: ureq::Agent,
+    inner: HttpClient,
     timeout: Duration,
     /// End of the current plugin call's budget, with the budget's length.
     deadline: Cell<Option<(Instant, Duration)>>,
 }
 
-/// What a server answered: status and body text.
-#[derive(Debug, Clone)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-/// HTTP methods the plugin uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
-    Get,
-    Post,
-    Delete,
-}
-
-impl Method {
-    fn as_str(self) -> &'static str {
-        match self {
-            Method::Get => "GET",
-            Method::Post => "POST",
-            Method::Delete => "DELETE",
-        }
-    }
-}
-
 impl Client {
     /// A client whose every request (connect, send, answer) must finish within `timeout`.
     pub fn new(timeout: Duration) -> Client {
-        let tls = ureq::tls::TlsConfig::builder()
-            .provider(ureq::tls::TlsProvider::Rustls)
-            .build();
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .tls_config(tls)
-            .build();
+        let inner = HttpClient::new(&ClientOptions::new(timeout))
+            .expect("a client without a CA file always builds");
         Client {
-            agent: ureq::Agent::new_with_config(config),
+            inner,
             timeout,
             deadline: Cell::new(None),
         }
@@ -106,43 +75,13 @@ impl Client {
         }
     }
 
-    /// Sends one request without a body; `call` says what it is for (used in errors).
+    /// Sends one request without a body (TorchServe answers 500 to an empty body declared as
+    /// JSON); `call` says what it is for (used in errors).
     pub fn send(&self, method: Method, url: &str, call: &str) -> Result<Answer, TorchServeError> {
         let limit = self.next_limit(method, url, call)?;
-        let result = match method {
-            Method::Get => self
-                .agent
-                .get(url)
-                .config()
-                .timeout_global(Some(limit))
-                .build()
-                .call(),
-            Method::Delete => self
-                .agent
-                .delete(url)
-                .config()
-                .timeout_global(Some(limit))
-                .build()
-                .call(),
-            // TorchServe answers 500 to an empty body declared as JSON: send none at all.
-            Method::Post => self
-                .agent
-                .post(url)
-                .config()
-                .timeout_global(Some(limit))
-                .build()
-                .send_empty(),
-        };
-        let mut response = result
-            .map_err(|e| transport_error(method, url, call, limit, self.budget_note(limit), e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(BODY_LIMIT)
-            .read_to_string()
-            .map_err(|e| transport_error(method, url, call, limit, self.budget_note(limit), e))?;
-        Ok(Answer { status, body })
+        self.inner
+            .send(method, url, None, limit)
+            .map_err(|e| transport_error(method, url, call, self.budget_note(limit), e))
     }
 
     /// Sends a request that must answer 2xx.
@@ -153,7 +92,7 @@ impl Client {
         call: &str,
     ) -> Result<String, TorchServeError> {
         let answer = self.send(method, url, call)?;
-        if (200..300).contains(&answer.status) {
+        if answer.is_success() {
             Ok(answer.body)
         } else {
             Err(TorchServeError::Status {
@@ -171,29 +110,27 @@ impl Client {
     }
 }
 
+/// The plugin's error for a request that gave no answer: any connection trouble is
+/// `Unreachable`, an answer that is no HTTP `Garbage`.
 fn transport_error(
     method: Method,
     url: &str,
     call: &str,
-    limit: Duration,
     note: String,
-    error: ureq::Error,
+    error: HttpError,
 ) -> TorchServeError {
     let call = describe(method, url, call);
     match error {
-        ureq::Error::Timeout(_) => TorchServeError::Timeout {
+        HttpError::Timeout { limit, .. } => TorchServeError::Timeout {
             call,
             limit_ms: limit.as_millis() as u64,
             note,
         },
-        ureq::Error::Io(e) => TorchServeError::Unreachable {
-            call,
-            detail: e.to_string(),
-        },
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TorchServeError::Unreachable {
-            call,
-            detail: error.to_string(),
-        },
+        HttpError::Transport {
+            kind: support::TransportKind::Unreachable | support::TransportKind::Io,
+            detail,
+            ..
+        } => TorchServeError::Unreachable { call, detail },
         other => TorchServeError::Garbage {
             call,
             detail: format!("not a valid HTTP answer: {other}"),
@@ -221,44 +158,12 @@ pub fn describe(method: Method, url: &str, call: &str) -> String {
 
 /// The start of a body, on one line, for an error message.
 pub fn quote(body: &str) -> String {
-    let one_line: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(QUOTED_CHARS)
-        .collect();
-    let one_line = one_line.trim();
-    if body.chars().count() > QUOTED_CHARS {
-        format!("`{one_line}…`")
-    } else {
-        format!("`{one_line}`")
-    }
-}
-
-/// Percent-encodes a query value (model names and archive URLs).
-pub fn encode_query(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for byte in value.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.' | b'~') {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
+    support::quote(body, QUOTED_CHARS)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_values_are_percent_encoded() {
-        assert_eq!(encode_query("small--r0"), "small--r0");
-        assert_eq!(
-            encode_query("file:///a b/c.mar"),
-            "file%3A%2F%2F%2Fa%20b%2Fc.mar"
-        );
-    }
 
     #[test]
     fn quotes_are_one_line_and_bounded() {

@@ -1,34 +1,20 @@
-//! The plugin's HTTP client: one `ureq` agent (rustls with the `ring` provider), the
-//! configured headers on every request, a time limit on every call, and errors that name
-//! the call and the URL.
+//! The plugin's HTTP client: the support crate's client (TLS for `https://` URLs) with the
+//! configured headers on every request, and its errors turned into the plugin's, with
+//! Triton's `{"error": "..."}` message read out of a failed answer.
 
 use std::time::Duration;
 
+use infadapt_plugin_support::http::{ClientOptions, HttpClient, HttpError, Method, TransportKind};
 use serde_json::Value;
 
 use crate::TritonError;
 
-/// Largest answer body read (model configs and metrics pages are far smaller).
-const BODY_LIMIT: u64 = 8 * 1024 * 1024;
-
 /// A blocking client for one Triton server.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Client {
-    agent: ureq::Agent,
-    headers: Vec<(String, String)>,
+    inner: HttpClient,
     /// Limit for ordinary calls (index, config, metrics, health, unload).
     pub timeout: Duration,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Header values may hold credentials: only their names are shown.
-        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
-        f.debug_struct("Client")
-            .field("headers", &names)
-            .field("timeout", &self.timeout)
-            .finish_non_exhaustive()
-    }
 }
 
 /// TLS settings for `https://` URLs.
@@ -44,61 +30,28 @@ impl Client {
         timeout: Duration,
         tls: &TlsSettings,
     ) -> Result<Client, TritonError> {
-        let mut tls_config =
-            ureq::tls::TlsConfig::builder().provider(ureq::tls::TlsProvider::Rustls);
-        if let Some(path) = &tls.ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                TritonError::Config(format!("tls_ca_file: cannot read {path}: {e}"))
-            })?;
-            let mut certs = Vec::new();
-            for item in ureq::tls::parse_pem(&pem) {
-                match item {
-                    Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert.to_owned()),
-                    Ok(_) => {}
-                    Err(e) => {
-                        return Err(TritonError::Config(format!(
-                            "tls_ca_file: {path} is not valid PEM: {e}"
-                        )));
-                    }
-                }
-            }
-            if certs.is_empty() {
-                return Err(TritonError::Config(format!(
-                    "tls_ca_file: {path} holds no certificate"
-                )));
-            }
-            tls_config = tls_config.root_certs(ureq::tls::RootCerts::new_with_certs(&certs));
-        }
-        let config = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(timeout))
-            .tls_config(tls_config.build())
-            .build();
-        Ok(Client {
-            agent: ureq::Agent::new_with_config(config),
-            headers,
-            timeout,
-        })
+        let mut options = ClientOptions::new(timeout);
+        options.headers = headers;
+        options.ca_file = tls.ca_file.clone();
+        let inner = HttpClient::new(&options).map_err(|e| match e {
+            HttpError::TlsSettings(detail) => TritonError::Config(format!("tls_ca_file: {detail}")),
+            other => TritonError::Config(other.to_string()),
+        })?;
+        Ok(Client { inner, timeout })
     }
 
     /// GETs `url` within `timeout`; the answer text of a 2xx status.
     pub fn get_text(&self, url: &str, timeout: Duration) -> Result<String, TritonError> {
-        let mut request = self.agent.get(url);
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        let response = request
-            .config()
-            .timeout_global(Some(timeout))
-            .build()
-            .call();
-        finish("GET", url, timeout, response)
+        self.inner
+            .expect_ok(Method::Get, url, None, timeout)
+            .map_err(plugin_error)
     }
 
     /// GETs `url` and parses the answer as JSON.
     pub fn get_json(&self, url: &str, timeout: Duration) -> Result<Value, TritonError> {
-        let text = self.get_text(url, timeout)?;
-        parse_json("GET", url, &text)
+        self.inner
+            .json(Method::Get, url, None, timeout)
+            .map_err(plugin_error)
     }
 
     /// POSTs `body` (or nothing) to `url` with the time limit `timeout`; the answer text.
@@ -108,18 +61,9 @@ impl Client {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<String, TritonError> {
-        let mut request = self.agent.post(url);
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        let request = request.config().timeout_global(Some(timeout)).build();
-        let response = match body {
-            Some(body) => request
-                .header("content-type", "application/json")
-                .send(body.to_string()),
-            None => request.send_empty(),
-        };
-        finish("POST", url, timeout, response)
+        self.inner
+            .expect_ok(Method::Post, url, body, timeout)
+            .map_err(plugin_error)
     }
 
     /// POSTs and parses the answer as JSON.
@@ -129,68 +73,57 @@ impl Client {
         body: Option<&Value>,
         timeout: Duration,
     ) -> Result<Value, TritonError> {
-        let text = self.post(url, body, timeout)?;
-        parse_json("POST", url, &text)
+        self.inner
+            .json(Method::Post, url, body, timeout)
+            .map_err(plugin_error)
     }
 }
 
-fn finish(
-    method: &str,
-    url: &str,
-    timeout: Duration,
-    response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
-) -> Result<String, TritonError> {
-    let mut response = response.map_err(|e| match e {
-        ureq::Error::Timeout(_) => TritonError::Timeout {
-            call: format!("{method} {url}"),
-            seconds: timeout.as_secs_f64(),
+/// The plugin's error for a failed request: no connection is `Unreachable`, a failed answer
+/// `Status` with Triton's message, anything else `Protocol`.
+fn plugin_error(error: HttpError) -> TritonError {
+    match error {
+        HttpError::Timeout { call, limit } => TritonError::Timeout {
+            call,
+            seconds: limit.as_secs_f64(),
         },
-        ureq::Error::Io(ref io)
-            if matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::NotConnected
-            ) =>
-        {
-            TritonError::Unreachable {
-                call: format!("{method} {url}"),
-                detail: e.to_string(),
-            }
-        }
-        ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => TritonError::Unreachable {
-            call: format!("{method} {url}"),
-            detail: e.to_string(),
-        },
-        other => TritonError::Protocol {
-            call: format!("{method} {url}"),
-            detail: other.to_string(),
-        },
-    })?;
-    let status = response.status().as_u16();
-    let text = response
-        .body_mut()
-        .with_config()
-        .limit(BODY_LIMIT)
-        .read_to_string()
-        .map_err(|e| match e {
-            ureq::Error::Timeout(_) => TritonError::Timeout {
-                call: format!("{method} {url}"),
-                seconds: timeout.as_secs_f64(),
+        HttpError::Transport {
+            call,
+            kind: TransportKind::Unreachable,
+            reading_answer: false,
+            detail,
+        } => TritonError::Unreachable { call, detail },
+        HttpError::Transport {
+            call,
+            reading_answer,
+            detail,
+            ..
+        } => TritonError::Protocol {
+            call,
+            detail: if reading_answer {
+                format!("reading the answer: {detail}")
+            } else {
+                detail
             },
-            other => TritonError::Protocol {
-                call: format!("{method} {url}"),
-                detail: format!("reading the answer: {other}"),
-            },
-        })?;
-    if !(200..300).contains(&status) {
-        return Err(TritonError::Status {
-            call: format!("{method} {url}"),
+        },
+        HttpError::Status { call, status, body } => TritonError::Status {
+            call,
             status,
-            body: server_message(&text),
-        });
+            body: server_message(&body),
+        },
+        HttpError::NotJson { call, error, body } => TritonError::Protocol {
+            call,
+            detail: format!(
+                "the answer is not JSON ({error}): {}",
+                body.chars().take(120).collect::<String>()
+            ),
+        },
+        HttpError::TlsNotBuilt { call } => TritonError::Protocol {
+            call,
+            detail: "https:// needs the plugin built with TLS".into(),
+        },
+        HttpError::TlsSettings(detail) => TritonError::Config(format!("tls_ca_file: {detail}")),
     }
-    Ok(text)
 }
 
 /// Triton's `{"error": "..."}` message, or the start of the body.
@@ -201,14 +134,4 @@ fn server_message(text: &str) -> String {
         return message.clone();
     }
     text.chars().take(300).collect()
-}
-
-fn parse_json(method: &str, url: &str, text: &str) -> Result<Value, TritonError> {
-    serde_json::from_str(text).map_err(|e| TritonError::Protocol {
-        call: format!("{method} {url}"),
-        detail: format!(
-            "the answer is not JSON ({e}): {}",
-            text.chars().take(120).collect::<String>()
-        ),
-    })
 }

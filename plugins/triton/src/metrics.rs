@@ -1,8 +1,11 @@
-//! Triton's Prometheus metrics: a tolerant text parser (unknown lines and families are
-//! ignored, label sets may end with a comma) and per-model counters turned into deltas that
+//! Triton's Prometheus metrics: the families the plugin reads, picked out of the support
+//! crate's tolerant text reader (unknown lines and families are ignored, label sets may end
+//! with a comma), and per-model counters turned into deltas that
 //! survive the resets Triton does on every full model reload.
 
 use std::collections::BTreeMap;
+
+use infadapt_plugin_support::prometheus;
 
 /// One model's values summed over its versions (and failure reasons).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -37,35 +40,33 @@ const FAMILIES: [&str; 6] = [
     "nv_inference_pending_request_count",
 ];
 
-/// Parses Prometheus text exposition. Comment lines and unknown families are skipped;
-/// malformed sample lines are counted, not fatal. Every value kept is finite.
+/// Parses Prometheus text exposition (the support crate's reader). Comment lines and unknown
+/// families are skipped; malformed sample lines are counted, not fatal. Every value kept is
+/// finite.
 pub fn parse(text: &str) -> Scrape {
-    let mut scrape = Scrape::default();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let Some((name, labels, value)) = parse_sample(line) else {
-            scrape.malformed += 1;
-            continue;
-        };
-        scrape.samples += 1;
-        let Some(model) = labels.get("model") else {
+    let page = prometheus::parse(text);
+    let mut scrape = Scrape {
+        samples: page.samples.len(),
+        malformed: page.bad_lines,
+        ..Scrape::default()
+    };
+    for sample in &page.samples {
+        let name = sample.name.as_str();
+        let Some(model) = sample.label("model") else {
             continue;
         };
         if !FAMILIES.contains(&name) {
             continue;
         }
-        if !(value.is_finite() && value >= 0.0) {
+        if !prometheus::is_count(sample.value) {
             scrape
                 .invalid
-                .entry(model.clone())
+                .entry(model.to_owned())
                 .or_default()
-                .push(format!("{name} = {value}"));
+                .push(prometheus::describe_sample(name, sample.value));
             continue;
         }
-        let entry = scrape.models.entry(model.clone()).or_default();
+        let entry = scrape.models.entry(model.to_owned()).or_default();
         let slot = match name {
             "nv_inference_request_success" => &mut entry.success,
             "nv_inference_request_failure" => &mut entry.failure,
@@ -77,71 +78,9 @@ pub fn parse(text: &str) -> Scrape {
         };
         // Versions add up; a sum past the largest f64 would be infinite, so such a
         // sample is left out and the total stays finite.
-        let sum = slot.unwrap_or(0.0) + value;
-        if sum.is_finite() {
-            *slot = Some(sum);
-        }
+        *slot = Some(prometheus::finite_sum(slot.unwrap_or(0.0), sample.value));
     }
     scrape
-}
-
-/// `name{a="x",b="y"} value [timestamp]` → (name, labels, value).
-fn parse_sample(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
-    let name_end = line
-        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
-        .unwrap_or(line.len());
-    let name = &line[..name_end];
-    if name.is_empty() {
-        return None;
-    }
-    let mut rest = &line[name_end..];
-    let mut labels = BTreeMap::new();
-    if let Some(inner) = rest.strip_prefix('{') {
-        let mut chars = inner.char_indices().peekable();
-        let mut key = String::new();
-        let end;
-        loop {
-            let (i, c) = chars.next()?;
-            match c {
-                '}' if key.trim().is_empty() => {
-                    end = i;
-                    break;
-                }
-                '=' => {
-                    if chars.next()?.1 != '"' {
-                        return None;
-                    }
-                    let mut value = String::new();
-                    loop {
-                        let (_, c) = chars.next()?;
-                        match c {
-                            '\\' => match chars.next()?.1 {
-                                'n' => value.push('\n'),
-                                other => value.push(other),
-                            },
-                            '"' => break,
-                            other => value.push(other),
-                        }
-                    }
-                    labels.insert(std::mem::take(&mut key).trim().to_owned(), value);
-                    if let Some(&(_, ',')) = chars.peek() {
-                        chars.next();
-                    }
-                }
-                ',' | ' ' => {}
-                other => key.push(other),
-            }
-        }
-        rest = &inner[end + 1..];
-    }
-    let value = rest.split_whitespace().next()?;
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v.parse().ok()?,
-    };
-    Some((name, labels, value))
 }
 
 /// Increments since the previous scrape, per model.
@@ -190,7 +129,7 @@ impl CounterTracker {
             ),
         ];
         for (current, previous, increment) in pairs {
-            let Some(current) = current.filter(|v| v.is_finite() && *v >= 0.0) else {
+            let Some(current) = current.filter(|v| prometheus::is_count(*v)) else {
                 continue;
             };
             match *previous {
