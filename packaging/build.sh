@@ -24,11 +24,11 @@ for tool in cargo-deb cargo-generate-rpm; do
 done
 
 echo "== build ($PROFILE profile)"
-packages=(-p infadaptd)
-for crate in "${PLUGIN_CRATES[@]}"; do
-    packages+=(-p "$crate")
+# One build per crate: cargo unifies features within one build, and a plugin without TLS
+# (the support crate's `tls` feature) would get it from another plugin built beside it.
+for crate in infadaptd "${PLUGIN_CRATES[@]}"; do
+    cargo build --locked --profile "$PROFILE" -p "$crate"
 done
-cargo build --locked --profile "$PROFILE" "${packages[@]}"
 
 echo "== man pages and completions"
 rm -rf "$ASSETS"
