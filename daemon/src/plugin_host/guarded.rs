@@ -552,12 +552,11 @@ impl GuardedBackend {
             _ => self.stats.errors += 1,
         }
         self.stats.consecutive_failures = self.stats.consecutive_failures.saturating_add(1);
-        let doublings = self.stats.consecutive_failures.saturating_sub(1).min(20);
-        let backoff = self
-            .policy
-            .backoff_initial
-            .saturating_mul(1 << doublings)
-            .min(self.policy.backoff_max);
+        let backoff = infadapt_plugin_support::exponential_backoff(
+            self.policy.backoff_initial,
+            self.policy.backoff_max,
+            self.stats.consecutive_failures,
+        );
         let now = Instant::now();
         let since = self.stats.degraded.as_ref().map_or(now, |d| d.since);
         // The same failure again is logged quietly: one warning when a backend degrades, and

@@ -616,12 +616,12 @@ impl PipelineTask {
             }
             Err(failure) => {
                 let policy = self.policy();
-                let doublings = self.creation.consecutive.min(20);
-                let backoff = policy
-                    .backoff_initial
-                    .saturating_mul(1 << doublings)
-                    .min(policy.backoff_max);
-                self.creation.consecutive += 1;
+                self.creation.consecutive = self.creation.consecutive.saturating_add(1);
+                let backoff = infadapt_plugin_support::exponential_backoff(
+                    policy.backoff_initial,
+                    policy.backoff_max,
+                    self.creation.consecutive,
+                );
                 self.creation.failures += 1;
                 self.creation.retry_at = Some(Instant::now() + backoff);
                 warn!(
