@@ -169,10 +169,8 @@ pub const IPA_LSTM: &str = PolicyName::IpaLstm.as_str();
 type FixedChoices = (Vec<String>, Vec<(u32, u32)>);
 
 /// The control loop with `config`, boxed.
-fn loop_policy(config: ControlConfig) -> Result<Box<dyn Policy>, String> {
-    ControlLoop::new(config)
-        .map(|p| Box::new(p) as Box<dyn Policy>)
-        .map_err(|e| e.to_string())
+fn loop_policy(config: ControlConfig) -> Result<Box<dyn Policy>, infadapt_control::ControlError> {
+    ControlLoop::new(config).map(|p| Box::new(p) as Box<dyn Policy>)
 }
 
 /// Builds the policy `name` for `scenario`; `stats` describe
@@ -209,7 +207,7 @@ pub fn build(
             scenario.loop_settings.apply_to(&mut config);
             config.problem.load_rps = stats.mean_rps;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
         PolicyName::Ipa | PolicyName::IpaLstm => {
             let mut problem = template.clone();
@@ -234,7 +232,7 @@ pub fn build(
                 ControlConfig::ipa(problem, ModelKind::IpaArima)
             };
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
         PolicyName::Infadapter => {
             let mut problem = template.clone();
@@ -244,7 +242,7 @@ pub fn build(
             config.problem.utilisation_cap = 0.8;
             config.problem.allow_mix = single_stage;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
         PolicyName::MsPlus => {
             // InfAdapter's loop with one variant: the variant is chosen again by the same
@@ -256,7 +254,7 @@ pub fn build(
             config.problem.utilisation_cap = 0.8;
             config.problem.allow_mix = false;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
         PolicyName::Hpa => {
             let (variants, points) = fixed()?;
