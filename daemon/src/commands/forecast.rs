@@ -105,8 +105,8 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-fn parse_model(text: &str) -> Result<ModelKind, String> {
-    text.parse().map_err(|e: ForecastError| e.to_string())
+fn parse_model(text: &str) -> Result<ModelKind, ForecastError> {
+    text.parse()
 }
 
 /// Runs a `forecast` subcommand; returns the exit code.
