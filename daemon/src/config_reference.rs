@@ -520,7 +520,7 @@ pub const KEYS: &[KeySpec] = &[
     },
     KeySpec {
         path: "pipeline.forecast.model",
-        kind: "`arima`, `lstm`, `ipa-lstm`, `naive`, `max`, `ewma`, `holt-winters` or `auto`",
+        kind: infadapt_forecast::models::ModelKind::CHOICES,
         integer: false,
         default: "`max`",
         bounds: None,

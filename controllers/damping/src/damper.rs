@@ -105,6 +105,14 @@ fn confirm_switch(memory: &mut StageMemory, deployed: &StagePlan) {
 }
 
 /// The recommendations of the last `window_s` seconds (one exactly that old still counts).
+/// Where the scale-up window lets an optional increase go.
+enum ScaleUpTarget {
+    /// To this stage plan, of this capacity (requests/s).
+    To(StagePlan, f64),
+    /// Nowhere: the window holds the increase, for this reason.
+    Held(String),
+}
+
 fn within(
     memory: &StageMemory,
     now_s: f64,
@@ -601,8 +609,8 @@ impl StageContext<'_> {
             // An optional increase: the scale-up window, then the rate policies.
             let (target, target_capacity) =
                 match self.scale_up_target(proposed, proposed_capacity, deployed_capacity) {
-                    Ok(target) => target,
-                    Err(reason) => return (deployed.clone(), Some(reason)),
+                    ScaleUpTarget::To(plan, capacity) => (plan, capacity),
+                    ScaleUpTarget::Held(reason) => return (deployed.clone(), Some(reason)),
                 };
             return self.optional_change(
                 &target,
@@ -687,32 +695,32 @@ impl StageContext<'_> {
     }
 
     /// Where an optional increase may go: with a scale-up window, the lowest capacity
-    /// recommended within it (the latest of equals), or `Err` with the reason when that is
-    /// no increase over the deployed stage. Without one, the proposal.
+    /// recommended within it (the latest of equals), or [`ScaleUpTarget::Held`] with the
+    /// reason when that is no increase over the deployed stage. Without one, the proposal.
     fn scale_up_target(
         &self,
         proposed: &StagePlan,
         proposed_capacity: f64,
         deployed_capacity: f64,
-    ) -> Result<(StagePlan, f64), String> {
+    ) -> ScaleUpTarget {
         let window_s = self.config.scale_up_stabilization_window_s;
         if window_s <= 0.0 {
-            return Ok((proposed.clone(), proposed_capacity));
+            return ScaleUpTarget::To(proposed.clone(), proposed_capacity);
         }
         let lowest = within(self.memory, self.now_s, window_s)
             .rev()
             .min_by(|a, b| a.capacity_rps.total_cmp(&b.capacity_rps));
         match lowest {
             Some(lowest) if lowest.capacity_rps > deployed_capacity => {
-                Ok((lowest.plan.clone(), lowest.capacity_rps))
+                ScaleUpTarget::To(lowest.plan.clone(), lowest.capacity_rps)
             }
-            Some(lowest) => Err(format!(
+            Some(lowest) => ScaleUpTarget::Held(format!(
                 "stage {}: increase to {:.1} rps held by the {window_s:.0} s scale-up \
                  stabilization window (lowest recent recommendation {:.1} rps, deployed \
                  {:.1} rps)",
                 self.stage.name, proposed_capacity, lowest.capacity_rps, deployed_capacity
             )),
-            None => Ok((proposed.clone(), proposed_capacity)),
+            None => ScaleUpTarget::To(proposed.clone(), proposed_capacity),
         }
     }
 

@@ -20,7 +20,7 @@ pub use harness::{
     to_observation,
 };
 pub use paired::{Metric, PairedDifference, PolicySummary, SeedRun, Spread, summarize};
-pub use policies::NAMES;
+pub use policies::{NAMES, PolicyName};
 pub use scenario::{LoopSettings, Scenario, WorkloadStats};
 
 /// Least warm-up, in seconds, that the policies sized from statistics (`hpa`, `vpa`,
@@ -36,7 +36,8 @@ pub const MIN_SIZING_HISTORY_S: usize = 600;
 ///
 /// # Errors
 ///
-/// When the policy cannot be built or the simulator rejects the scenario.
+/// [`EvalError::UnknownPolicy`] for a name not in [`PolicyName::ALL`]; when the policy
+/// cannot be built or the simulator rejects the scenario.
 pub fn evaluate(
     name: &str,
     scenario: &Scenario,
@@ -44,6 +45,7 @@ pub fn evaluate(
     timeline: bool,
     progress: Option<Progress<'_>>,
 ) -> Result<PolicyReport, EvalError> {
+    let policy_name: PolicyName = name.parse()?;
     let warmup = scenario.warmup_s.min(workload.len());
     // Sized from the warm-up (history) when there is enough of it; from the measured window
     // otherwise, which makes the policies sized from statistics oracles.
@@ -54,7 +56,7 @@ pub fn evaluate(
         &workload[..warmup]
     };
     let stats = WorkloadStats::of(sizing);
-    let mut policy = policies::build(name, scenario, &stats)?;
+    let mut policy = policies::build(policy_name, scenario, &stats)?;
     let options = RunOptions {
         sim: scenario.sim.clone(),
         warmup_s: warmup,
@@ -68,7 +70,7 @@ pub fn evaluate(
         &options,
         progress,
     )?;
-    report.oracle = from_window && policies::SIZED_FROM_STATISTICS.contains(&name);
+    report.oracle = from_window && policy_name.sized_from_statistics();
     Ok(report)
 }
 

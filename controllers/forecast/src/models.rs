@@ -51,6 +51,11 @@ impl ModelKind {
         Self::IpaLstm,
     ];
 
+    /// Every name of [`Self::ALL`] for the docs and help texts, in that order: the
+    /// configuration reference's allowed values (a test keeps it equal to [`Self::ALL`]).
+    pub const CHOICES: &'static str = "`arima`, `lstm`, `naive`, `max`, `ewma`, \
+        `holt-winters`, `auto`, `ipa-arima` or `ipa-lstm`";
+
     /// Name on the command line.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -326,6 +331,16 @@ mod tests {
             assert_eq!(kind.as_str().parse::<ModelKind>().unwrap(), kind);
         }
         assert!("oracle".parse::<ModelKind>().is_err());
+    }
+
+    #[test]
+    fn choices_list_every_kind_in_order() {
+        let names: Vec<String> = ModelKind::ALL
+            .iter()
+            .map(|k| format!("`{}`", k.as_str()))
+            .collect();
+        let (last, rest) = names.split_last().expect("kinds");
+        assert_eq!(ModelKind::CHOICES, format!("{} or {last}", rest.join(", ")));
     }
 
     #[test]

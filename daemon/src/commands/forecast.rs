@@ -28,8 +28,13 @@ pub struct BacktestArgs {
     /// Trace: one requests-per-second value per line, or `timestamp,value` CSV.
     #[arg(long, value_name = "FILE")]
     pub trace: PathBuf,
-    /// Model: arima, lstm, naive, max, ewma, holt-winters or auto.
-    #[arg(long, default_value = "arima", value_parser = parse_model)]
+    // Model: the names of the forecaster registry.
+    #[arg(
+        long,
+        default_value = "arima",
+        value_parser = parse_model,
+        help = format!("Model: {}.", ModelKind::CHOICES.replace('`', ""))
+    )]
     pub model: ModelKind,
     /// Seconds between forecast origins.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
@@ -100,8 +105,8 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-fn parse_model(text: &str) -> Result<ModelKind, String> {
-    text.parse().map_err(|e: ForecastError| e.to_string())
+fn parse_model(text: &str) -> Result<ModelKind, ForecastError> {
+    text.parse()
 }
 
 /// Runs a `forecast` subcommand; returns the exit code.

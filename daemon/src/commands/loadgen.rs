@@ -92,7 +92,7 @@ pub async fn run_over(
             let (status, error) = match outcome {
                 Ok(Ok((status, _))) if (200..300).contains(&status) => (status, None),
                 Ok(Ok((status, text))) => (status, Some(text.chars().take(300).collect())),
-                Ok(Err(e)) => (0, Some(e)),
+                Ok(Err(e)) => (0, Some(e.to_string())),
                 Err(_) => (
                     0,
                     Some(format!("no answer within {:.1} s", timeout.as_secs_f64())),
@@ -115,25 +115,51 @@ pub async fn run_over(
     records
 }
 
+/// Why one request got no answer.
+#[derive(Debug, thiserror::Error)]
+enum SendError {
+    #[error("bad URL {url}: {source}")]
+    BadUrl {
+        url: String,
+        source: hyper::http::Error,
+    },
+    #[error("{url}: {source}")]
+    Request {
+        url: String,
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error("{url}: reading the answer: {source}")]
+    Answer { url: String, source: hyper::Error },
+}
+
 async fn send(
     client: &Client<HttpConnector, Full<Bytes>>,
     url: &str,
     body: Bytes,
-) -> Result<(u16, String), String> {
+) -> Result<(u16, String), SendError> {
     let request = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body))
-        .map_err(|e| format!("bad URL {url}: {e}"))?;
+        .map_err(|source| SendError::BadUrl {
+            url: url.to_owned(),
+            source,
+        })?;
     let response = client
         .request(request)
         .await
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|source| SendError::Request {
+            url: url.to_owned(),
+            source,
+        })?;
     let status = response.status().as_u16();
     let bytes = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("{url}: reading the answer: {e}"))?
+        .map_err(|source| SendError::Answer {
+            url: url.to_owned(),
+            source,
+        })?
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }

@@ -94,27 +94,44 @@ const MAX_SEEDS: usize = 1000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Seeds(pub Vec<u64>);
 
+/// What is wrong with a `--seeds` value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SeedsError {
+    #[error("no seed given (expected A..B or A,B,C)")]
+    Empty,
+    #[error("`{0}` is not a seed (a whole number ≥ 0)")]
+    NotASeed(String),
+    #[error("the range {from}..{to} is empty (the first seed must not exceed the last)")]
+    EmptyRange { from: u64, to: u64 },
+    #[error("at most {MAX_SEEDS} seeds")]
+    TooMany,
+    #[error("seed {0} is listed twice")]
+    Twice(u64),
+}
+
 /// Parses `--seeds`: an inclusive range `A..B` (`A ≤ B`) or a comma list of distinct seeds.
-pub fn parse_seeds(text: &str) -> Result<Seeds, String> {
+///
+/// # Errors
+///
+/// [`SeedsError`] says what is wrong with `text`.
+pub fn parse_seeds(text: &str) -> Result<Seeds, SeedsError> {
     let text = text.trim();
     if text.is_empty() {
-        return Err("no seed given (expected A..B or A,B,C)".to_owned());
+        return Err(SeedsError::Empty);
     }
     let number = |s: &str| {
         s.trim()
             .parse::<u64>()
-            .map_err(|_| format!("`{}` is not a seed (a whole number ≥ 0)", s.trim()))
+            .map_err(|_| SeedsError::NotASeed(s.trim().to_owned()))
     };
     let seeds: Vec<u64> = if let Some((from, to)) = text.split_once("..") {
         let to = to.strip_prefix('=').unwrap_or(to);
         let (from, to) = (number(from)?, number(to)?);
         if from > to {
-            return Err(format!(
-                "the range {from}..{to} is empty (the first seed must not exceed the last)"
-            ));
+            return Err(SeedsError::EmptyRange { from, to });
         }
         if to - from >= MAX_SEEDS as u64 {
-            return Err(format!("at most {MAX_SEEDS} seeds"));
+            return Err(SeedsError::TooMany);
         }
         (from..=to).collect()
     } else {
@@ -124,10 +141,10 @@ pub fn parse_seeds(text: &str) -> Result<Seeds, String> {
             .enumerate()
             .find_map(|(i, s)| seeds[..i].contains(s).then_some(*s))
         {
-            return Err(format!("seed {twice} is listed twice"));
+            return Err(SeedsError::Twice(twice));
         }
         if seeds.len() > MAX_SEEDS {
-            return Err(format!("at most {MAX_SEEDS} seeds"));
+            return Err(SeedsError::TooMany);
         }
         seeds
     };

@@ -144,10 +144,7 @@ impl PluginHost {
             .unwrap_or_else(|e| e.into_inner())
             .contains_key(&canonical);
         if let (Some(trial), false) = (&self.trial, mapped) {
-            trial.run(&canonical).map_err(|message| HostError::Load {
-                path: canonical.clone(),
-                message,
-            })?;
+            trial.run(&canonical)?;
         }
         let lib = load_library(trusted, name.clone())?;
         loaded.insert(name, lib.clone());

@@ -141,6 +141,40 @@ pub enum HostError {
     Unsafe { path: PathBuf, reason: String },
     #[error("plugin {} could not be loaded: {message}", path.display())]
     Load { path: PathBuf, message: String },
+    #[error(
+        "plugin {} could not be loaded: cannot start the trial load ({} {PROBE_COMMAND}): {source}",
+        path.display(),
+        program.display()
+    )]
+    TrialStart {
+        path: PathBuf,
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "plugin {} could not be loaded: its initialisers did not finish within {seconds:.1} s \
+         in a trial load in a separate process; not loaded",
+        path.display()
+    )]
+    TrialTimeout { path: PathBuf, seconds: f64 },
+    #[error("plugin {} could not be loaded: waiting for the trial load: {source}", path.display())]
+    TrialWait {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The trial ended with `how` (an exit status or a signal), the child having said `said`
+    /// (its standard error, trimmed, when it said anything).
+    #[error(
+        "plugin {} could not be loaded: a trial load in a separate process ended with {how}{}; \
+         not loaded",
+        path.display(),
+        said.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+    )]
+    TrialEnded {
+        path: PathBuf,
+        how: String,
+        said: Option<String>,
+    },
     #[error("plugin {} refused: it exports no `{ENTRY_SYMBOL}` symbol ({message})", path.display())]
     MissingEntry { path: PathBuf, message: String },
     #[error(

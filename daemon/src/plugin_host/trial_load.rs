@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::HostError;
+
 /// The subcommand the child runs (parsed apart from the command line the user sees).
 pub const PROBE_COMMAND: &str = "plugin-probe";
 
@@ -30,7 +32,12 @@ impl TrialLoad {
     }
 
     /// Maps `library` in a child process; `Err` says why the trial failed.
-    pub fn run(&self, library: &Path) -> Result<(), String> {
+    ///
+    /// # Errors
+    ///
+    /// [`HostError::TrialStart`], [`HostError::TrialTimeout`], [`HostError::TrialWait`] or
+    /// [`HostError::TrialEnded`].
+    pub fn run(&self, library: &Path) -> Result<(), HostError> {
         let mut child = Command::new(&self.program)
             .arg(PROBE_COMMAND)
             .arg(library)
@@ -41,11 +48,10 @@ impl TrialLoad {
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
             .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start the trial load ({} {PROBE_COMMAND}): {e}",
-                    self.program.display()
-                )
+            .map_err(|source| HostError::TrialStart {
+                path: library.to_owned(),
+                program: self.program.clone(),
+                source,
             })?;
         let started = Instant::now();
         let status = loop {
@@ -54,14 +60,18 @@ impl TrialLoad {
                 Ok(None) if started.elapsed() >= self.timeout => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    return Err(format!(
-                        "its initialisers did not finish within {:.1} s in a trial load in a \
-                         separate process; not loaded",
-                        self.timeout.as_secs_f64()
-                    ));
+                    return Err(HostError::TrialTimeout {
+                        path: library.to_owned(),
+                        seconds: self.timeout.as_secs_f64(),
+                    });
                 }
                 Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(format!("waiting for the trial load: {e}")),
+                Err(source) => {
+                    return Err(HostError::TrialWait {
+                        path: library.to_owned(),
+                        source,
+                    });
+                }
             }
         };
         if status.success() {
@@ -80,10 +90,10 @@ impl TrialLoad {
             (None, Some(signal)) => format!("signal {signal}"),
             (None, None) => "an unknown status".to_owned(),
         };
-        Err(if said.is_empty() {
-            format!("a trial load in a separate process ended with {how}; not loaded")
-        } else {
-            format!("a trial load in a separate process ended with {how} ({said}); not loaded")
+        Err(HostError::TrialEnded {
+            path: library.to_owned(),
+            how,
+            said: (!said.is_empty()).then(|| said.to_owned()),
         })
     }
 }

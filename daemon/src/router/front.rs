@@ -56,7 +56,7 @@ impl std::fmt::Debug for Front {
 impl Front {
     /// Binds `settings.listen` and serves it until [`Front::close`]; no router is attached
     /// yet.
-    pub async fn bind(settings: &RouterSettings) -> Result<Front, String> {
+    pub async fn bind(settings: &RouterSettings) -> Result<Front, super::RouterError> {
         let listener = super::bind(settings).await?;
         let address = listener.local_addr().unwrap_or(settings.listen);
         let (stop, mut stopped) = watch::channel(false);

@@ -531,6 +531,20 @@ impl Router {
     }
 }
 
+/// Why the router cannot listen, or cannot chain one stage's answer into the next request.
+#[derive(Debug, thiserror::Error)]
+pub enum RouterError {
+    #[error("router: cannot listen on {address}: {source}")]
+    Listen {
+        address: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the answer is not JSON: {0}")]
+    AnswerNotJson(serde_json::Error),
+    #[error("the answer has no `outputs` list")]
+    AnswerWithoutOutputs,
+}
+
 /// Turns a KServe v2 answer into the next stage's request: output `k` becomes `INPUT{k}`.
 fn chain(answer: &Bytes) -> Result<Bytes, Failure> {
     chain_request(answer)
@@ -545,13 +559,16 @@ fn chain(answer: &Bytes) -> Result<Bytes, Failure> {
 /// The next stage's request (JSON text) made from a KServe v2 answer: output `k` becomes
 /// input `INPUT{k}` with its `datatype`, `shape` and `data`; an answer that is not JSON or
 /// has no `outputs` list is an error saying so. Pure, so the fuzz target `router` drives it.
-pub fn chain_request(answer: &[u8]) -> Result<String, String> {
-    let value: Value =
-        serde_json::from_slice(answer).map_err(|e| format!("the answer is not JSON: {e}"))?;
+///
+/// # Errors
+///
+/// [`RouterError::AnswerNotJson`], [`RouterError::AnswerWithoutOutputs`].
+pub fn chain_request(answer: &[u8]) -> Result<String, RouterError> {
+    let value: Value = serde_json::from_slice(answer).map_err(RouterError::AnswerNotJson)?;
     let outputs = value
         .get("outputs")
         .and_then(Value::as_array)
-        .ok_or_else(|| "the answer has no `outputs` list".to_owned())?;
+        .ok_or(RouterError::AnswerWithoutOutputs)?;
     let inputs: Vec<Value> = outputs
         .iter()
         .enumerate()
@@ -676,10 +693,17 @@ async fn ready(State(router): State<Router>) -> StatusCode {
 }
 
 /// Binds the router's address (a clear error when it cannot).
-pub async fn bind(settings: &RouterSettings) -> Result<tokio::net::TcpListener, String> {
+///
+/// # Errors
+///
+/// [`RouterError::Listen`].
+pub async fn bind(settings: &RouterSettings) -> Result<tokio::net::TcpListener, RouterError> {
     tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("router: cannot listen on {}: {e}", settings.listen))
+        .map_err(|source| RouterError::Listen {
+            address: settings.listen,
+            source,
+        })
 }
 
 #[cfg(test)]

@@ -146,7 +146,7 @@ impl App {
         &mut self,
         name: &str,
         settings: Option<&RouterSettings>,
-    ) -> Option<Result<Front, String>> {
+    ) -> Option<Result<Front, crate::router::RouterError>> {
         if let Some((address, front)) = self.fronts.get(name) {
             if settings.is_some_and(|s| s.listen == *address && address.port() != 0) {
                 return Some(Ok(front.clone()));

@@ -177,7 +177,7 @@ pub async fn run_pipeline_at(
     registry: Registry,
     mut stop: watch::Receiver<bool>,
     mut reconfigure: mpsc::UnboundedReceiver<PipelineConfig>,
-    front: Option<Result<Front, String>>,
+    front: Option<Result<Front, crate::router::RouterError>>,
 ) {
     let name = config.name.clone();
     let span = info_span!("pipeline", pipeline = %name);
@@ -221,7 +221,7 @@ pub async fn run_pipeline_at(
             }
             (Some(settings), bound) => {
                 let message = match bound {
-                    Some(Err(message)) => message,
+                    Some(Err(error)) => error.to_string(),
                     _ => format!("router: {} was not bound", settings.listen),
                 };
                 error!(error = %message, "pipeline cannot start; the others keep running");

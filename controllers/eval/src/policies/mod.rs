@@ -22,7 +22,7 @@
 //! variable in its code (ours to the batch size); IPA's per-task SLA is derived from its
 //! profiles (ours splits the given SLO in proportion to them); InfAdapter's LSTM needs a
 //! trained model, so `infadapter` and `ms+` forecast with ARIMA. The policies in
-//! [`SIZED_FROM_STATISTICS`] are sized from the warm-up by [`crate::evaluate`], or are
+//! [`PolicyName::sized_from_statistics`] are sized from the warm-up by [`crate::evaluate`], or are
 //! oracles (`PolicyReport::oracle`) when sized from the measured window.
 
 pub mod fixed;
@@ -42,50 +42,151 @@ use planning::{
 use reactive::{Hpa, HpaRules};
 use vertical::{Vpa, VpaRules};
 
-/// Every policy name, ours first.
-pub const NAMES: [&str; 8] = [
-    "infadapt",
-    "ipa",
-    "infadapter",
-    "ms+",
-    "hpa",
-    "vpa",
-    "static-max",
-    "static-min",
-];
+/// Every policy the evaluation knows by name: the one registry of policy names. [`build`]
+/// matches on it, so a new variant does not compile without its builder; the doc tables
+/// (this module's and docs/evaluation.md's) are checked against [`PolicyName::ALL`] by a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PolicyName {
+    /// This project's control loop with the scenario's settings.
+    Infadapt,
+    /// IPA's rules with its ARIMA predictor.
+    Ipa,
+    /// `ipa` with a trained LSTM on the same input; needs a trained model.
+    IpaLstm,
+    /// InfAdapter's rules: 30-s decisions, variant mix on one-stage services, skip rule.
+    Infadapter,
+    /// `infadapter` with one variant per stage.
+    MsPlus,
+    /// Reactive horizontal replica scaling on a utilisation target.
+    Hpa,
+    /// Cores per replica from a usage percentile.
+    Vpa,
+    /// The most accurate variant per stage provisioned for the sizing peak.
+    StaticMax,
+    /// The cheapest variant per stage provisioned for the sizing mean.
+    StaticMin,
+}
 
-/// The policies sized from workload statistics rather than by a rule that runs online:
-/// oracles when the statistics come from the window they are scored on.
-pub const SIZED_FROM_STATISTICS: [&str; 4] = ["hpa", "vpa", "static-max", "static-min"];
+impl PolicyName {
+    /// Every policy, ours first, in the order of the doc tables.
+    pub const ALL: [Self; 9] = [
+        Self::Infadapt,
+        Self::Ipa,
+        Self::IpaLstm,
+        Self::Infadapter,
+        Self::MsPlus,
+        Self::Hpa,
+        Self::Vpa,
+        Self::StaticMax,
+        Self::StaticMin,
+    ];
+
+    /// The policies `all` compares: every one that needs no trained model, in [`Self::ALL`]
+    /// order.
+    pub const COMPARED: [Self; 8] = {
+        let mut out = [Self::Infadapt; 8];
+        let (mut from, mut to) = (0, 0);
+        while from < Self::ALL.len() {
+            if !Self::ALL[from].needs_trained_model() {
+                out[to] = Self::ALL[from];
+                to += 1;
+            }
+            from += 1;
+        }
+        assert!(
+            to == out.len(),
+            "COMPARED has one slot per policy without a model"
+        );
+        out
+    };
+
+    /// The name on the command line, in reports and in the docs.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Infadapt => "infadapt",
+            Self::Ipa => "ipa",
+            Self::IpaLstm => "ipa-lstm",
+            Self::Infadapter => "infadapter",
+            Self::MsPlus => "ms+",
+            Self::Hpa => "hpa",
+            Self::Vpa => "vpa",
+            Self::StaticMax => "static-max",
+            Self::StaticMin => "static-min",
+        }
+    }
+
+    /// Whether the policy runs only with a trained model (not part of `all` without one).
+    #[must_use]
+    pub const fn needs_trained_model(self) -> bool {
+        matches!(self, Self::IpaLstm)
+    }
+
+    /// Whether the policy is sized from workload statistics rather than by a rule that runs
+    /// online: an oracle when the statistics come from the window it is scored on.
+    #[must_use]
+    pub const fn sized_from_statistics(self) -> bool {
+        matches!(
+            self,
+            Self::Hpa | Self::Vpa | Self::StaticMax | Self::StaticMin
+        )
+    }
+}
+
+impl std::fmt::Display for PolicyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for PolicyName {
+    type Err = EvalError;
+
+    fn from_str(name: &str) -> Result<Self, EvalError> {
+        Self::ALL
+            .into_iter()
+            .find(|policy| policy.as_str() == name)
+            .ok_or_else(|| EvalError::UnknownPolicy(name.to_owned()))
+    }
+}
+
+/// The names of [`PolicyName::COMPARED`]: every policy `all` runs without a trained model.
+pub const NAMES: [&str; 8] = {
+    let mut out = [""; 8];
+    let mut i = 0;
+    while i < out.len() {
+        out[i] = PolicyName::COMPARED[i].as_str();
+        i += 1;
+    }
+    out
+};
 
 /// IPA with the LSTM predictor: not in [`NAMES`], as it needs a trained model
 /// (`scenario.loop_settings.forecast.lstm`); `ipa` runs the ARIMA predictor.
-pub const IPA_LSTM: &str = "ipa-lstm";
+pub const IPA_LSTM: &str = PolicyName::IpaLstm.as_str();
 
 /// Per stage, the variant and (batch, cores) a fixed-variant policy keeps.
 type FixedChoices = (Vec<String>, Vec<(u32, u32)>);
 
 /// The control loop with `config`, boxed.
-fn loop_policy(config: ControlConfig) -> Result<Box<dyn Policy>, String> {
-    ControlLoop::new(config)
-        .map(|p| Box::new(p) as Box<dyn Policy>)
-        .map_err(|e| e.to_string())
+fn loop_policy(config: ControlConfig) -> Result<Box<dyn Policy>, infadapt_control::ControlError> {
+    ControlLoop::new(config).map(|p| Box::new(p) as Box<dyn Policy>)
 }
 
-/// Builds the policy `name` ([`NAMES`] or [`IPA_LSTM`]) for `scenario`; `stats` describe
+/// Builds the policy `name` for `scenario`; `stats` describe
 /// the workload the static and fixed-variant policies are sized from, as an operator would
 /// from history ([`crate::evaluate`] passes the warm-up), and the load the loop policies'
 /// first plan is sized for when the scenario has no initial plan.
 ///
 /// # Errors
 ///
-/// [`EvalError::UnknownPolicy`] for an unknown name, [`EvalError::Policy`] when the
-/// scenario admits no plan for it.
+/// [`EvalError::Policy`] when the scenario admits no plan for the policy.
 pub fn build(
-    name: &str,
+    policy_name: PolicyName,
     scenario: &Scenario,
     stats: &WorkloadStats,
 ) -> Result<Box<dyn Policy>, EvalError> {
+    let name = policy_name.as_str();
     let fail = |problem: String| EvalError::Policy {
         policy: name.to_owned(),
         problem,
@@ -100,22 +201,22 @@ pub fn build(
             most_accurate_fitting(template, stats.peak_rps).map_err(|e| fail(e.to_string()))?;
         Ok(choices(pipeline, &best.plan))
     };
-    let policy: Box<dyn Policy> = match name {
-        "infadapt" => {
+    let policy: Box<dyn Policy> = match policy_name {
+        PolicyName::Infadapt => {
             let mut config = ControlConfig::new(template.clone());
             scenario.loop_settings.apply_to(&mut config);
             config.problem.load_rps = stats.mean_rps;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
-        "ipa" | IPA_LSTM => {
+        PolicyName::Ipa | PolicyName::IpaLstm => {
             let mut problem = template.clone();
             // Replicas sized at the profiled maximum throughput (no capacity margin).
             problem.utilisation_cap = 1.0;
             problem.load_rps = stats.mean_rps;
             // `allocation_mode: base`: each variant at its base cores.
             problem.pinned_cores = ipa_base_allocation(pipeline, IPA_BASE_THRESHOLD_RPS);
-            let mut config = if name == IPA_LSTM {
+            let mut config = if policy_name == PolicyName::IpaLstm {
                 let Some(model) = scenario.loop_settings.forecast.lstm.clone() else {
                     return Err(fail(
                         "needs a trained LSTM model (the scenario's forecast model file); \
@@ -131,9 +232,9 @@ pub fn build(
                 ControlConfig::ipa(problem, ModelKind::IpaArima)
             };
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
-        "infadapter" => {
+        PolicyName::Infadapter => {
             let mut problem = template.clone();
             problem.load_rps = stats.mean_rps;
             let mut config = ControlConfig::infadapter(problem, ModelKind::Arima);
@@ -141,21 +242,21 @@ pub fn build(
             config.problem.utilisation_cap = 0.8;
             config.problem.allow_mix = single_stage;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
-        "ms+" => {
+        PolicyName::MsPlus => {
             // InfAdapter's loop with one variant: the variant is chosen again by the same
             // objective at every decision that is not skipped.
             let mut problem = template.clone();
             problem.load_rps = stats.mean_rps;
             let mut config = ControlConfig::infadapter(problem, ModelKind::Arima);
-            config.name = "ms+".to_owned();
+            config.name = name.to_owned();
             config.problem.utilisation_cap = 0.8;
             config.problem.allow_mix = false;
             config.initial_plan = scenario.initial.clone();
-            loop_policy(config).map_err(fail)?
+            loop_policy(config).map_err(|e| fail(e.to_string()))?
         }
-        "hpa" => {
+        PolicyName::Hpa => {
             let (variants, points) = fixed()?;
             let fixed_pipeline = restrict(pipeline, &variants, Some(&points));
             let initial = plan_at(template, &fixed_pipeline, stats.mean_rps)
@@ -168,7 +269,7 @@ pub fn build(
                 total_cores,
             ))
         }
-        "vpa" => {
+        PolicyName::Vpa => {
             let (variants, points) = fixed()?;
             let mut fixed_pipeline = restrict(pipeline, &variants, None);
             for (stage, &(batch, _)) in fixed_pipeline.stages.iter_mut().zip(&points) {
@@ -184,25 +285,24 @@ pub fn build(
                 total_cores,
             ))
         }
-        "static-max" => {
+        PolicyName::StaticMax => {
             let fixed_pipeline = restrict(pipeline, &most_accurate(pipeline), None);
             let mut problem = template.clone();
             problem.allow_mix = false;
             let plan = plan_at(&problem, &fixed_pipeline, stats.peak_rps)
                 .map_err(|e| fail(e.to_string()))?
                 .plan;
-            Box::new(StaticPolicy::new("static-max", plan, stats.peak_rps))
+            Box::new(StaticPolicy::new(name, plan, stats.peak_rps))
         }
-        "static-min" => {
+        PolicyName::StaticMin => {
             let fixed_pipeline = restrict(pipeline, &cheapest(pipeline), None);
             let mut problem = template.clone();
             problem.allow_mix = false;
             let plan = plan_at(&problem, &fixed_pipeline, stats.mean_rps)
                 .map_err(|e| fail(e.to_string()))?
                 .plan;
-            Box::new(StaticPolicy::new("static-min", plan, stats.mean_rps))
+            Box::new(StaticPolicy::new(name, plan, stats.mean_rps))
         }
-        other => return Err(EvalError::UnknownPolicy(other.to_owned())),
     };
     Ok(policy)
 }
@@ -345,7 +445,7 @@ mod build_tests {
     #[test]
     fn ipa_plans_only_the_base_cores() {
         let scenario = scenario(None);
-        let mut policy = build("ipa", &scenario, &stats(20.0)).expect("builds");
+        let mut policy = build(PolicyName::Ipa, &scenario, &stats(20.0)).expect("builds");
         let pins = ipa_base_allocation(&scenario.problem.pipeline, IPA_BASE_THRESHOLD_RPS);
         let mut deployed = policy.initial_plan();
         for (tick, rps) in [5.0, 30.0, 80.0, 150.0].into_iter().enumerate() {
@@ -365,7 +465,7 @@ mod build_tests {
     #[test]
     fn ms_plus_picks_its_one_variant_again_at_every_decision() {
         // At 20 rps the accurate `big` is worth its cores; at 300 rps it is not.
-        let mut policy = build("ms+", &scenario(None), &stats(20.0)).expect("builds");
+        let mut policy = build(PolicyName::MsPlus, &scenario(None), &stats(20.0)).expect("builds");
         let mut deployed = policy.initial_plan();
         assert_eq!(deployed.stages[0].assignments[0].variant, "big");
         let mut variants = Vec::new();
@@ -384,5 +484,54 @@ mod build_tests {
         // holds ticks 1-4 (one at 300 rps, three at 20), the fifth re-plans and picks again.
         assert_eq!(variants[4], "small", "{variants:?}");
         assert_eq!(variants[5], "big", "{variants:?}");
+    }
+
+    /// The policy names of the table whose header starts with `| name | rule | source`:
+    /// the first backticked word of each row whose first cell starts with one (the other
+    /// rows, like `base allocation`, describe a rule, not a policy).
+    fn table_names(text: &str) -> Vec<String> {
+        let mut lines = text
+            .lines()
+            .map(|line| line.strip_prefix("//!").map_or(line, str::trim_start))
+            .skip_while(|line| !line.starts_with("| name | rule | source"));
+        assert!(lines.next().is_some(), "no policy table");
+        lines
+            .skip(1)
+            .take_while(|line| line.starts_with('|'))
+            .filter_map(|line| {
+                let first = line.trim_start_matches('|').trim_start();
+                let rest = first.strip_prefix('`')?;
+                Some(rest[..rest.find('`')?].to_owned())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_doc_tables_list_exactly_the_registered_policies() {
+        let registered: Vec<&str> = PolicyName::ALL.iter().map(|p| p.as_str()).collect();
+        for (doc, text) in [
+            (
+                "controllers/eval/src/policies/mod.rs",
+                include_str!("mod.rs"),
+            ),
+            (
+                "docs/evaluation.md",
+                include_str!("../../../../docs/evaluation.md"),
+            ),
+        ] {
+            assert_eq!(table_names(text), registered, "the policy table of {doc}");
+        }
+    }
+
+    #[test]
+    fn every_name_parses_back() {
+        for policy in PolicyName::ALL {
+            assert_eq!(policy.as_str().parse::<PolicyName>().ok(), Some(policy));
+        }
+        assert_eq!(NAMES.len(), PolicyName::ALL.len() - 1);
+        assert!(!NAMES.contains(&IPA_LSTM));
+        assert!("nope".parse::<PolicyName>().is_err_and(|e| e.to_string()
+            == "unknown policy `nope` (known: infadapt, ipa, infadapter, ms+, hpa, vpa, \
+                    static-max, static-min)"));
     }
 }

@@ -31,13 +31,34 @@ struct Settings {
     ignore_sigterm: bool,
 }
 
-fn usage() -> String {
-    "usage: infadapt-test-worker --port PORT [--work ROUNDS] [--variant NAME] \
-     [--ready-after-ms MS] [--host ADDR] [--ignore-sigterm]"
-        .to_owned()
+const USAGE: &str = "usage: infadapt-test-worker --port PORT [--work ROUNDS] [--variant NAME] \
+     [--ready-after-ms MS] [--host ADDR] [--ignore-sigterm]";
+
+/// Why the worker cannot start or stopped serving.
+#[derive(Debug, thiserror::Error)]
+enum WorkerError {
+    #[error("{flag} needs a value; {USAGE}")]
+    MissingValue { flag: String },
+    #[error("--port: `{0}` is not a port number")]
+    NotAPort(String),
+    #[error("{flag}: `{text}` is not a whole number")]
+    NotWhole { flag: &'static str, text: String },
+    #[error("unknown argument `{0}`; {USAGE}")]
+    UnknownArgument(String),
+    #[error("--port is required; {USAGE}")]
+    PortRequired,
+    #[error("bad listen address: {0}")]
+    Address(#[from] std::net::AddrParseError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
 }
 
-fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String> {
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, WorkerError> {
     let mut host = "127.0.0.1".to_owned();
     let mut port: Option<u16> = None;
     let mut work: u64 = 200_000;
@@ -48,36 +69,35 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Settings, String
     while let Some(flag) = args.next() {
         let mut value = || {
             args.next()
-                .ok_or_else(|| format!("{flag} needs a value; {}", usage()))
+                .ok_or_else(|| WorkerError::MissingValue { flag: flag.clone() })
         };
         match flag.as_str() {
             "--host" => host = value()?,
             "--port" => {
                 let text = value()?;
-                port = Some(
-                    text.parse()
-                        .map_err(|_| format!("--port: `{text}` is not a port number"))?,
-                );
+                port = Some(text.parse().map_err(|_| WorkerError::NotAPort(text))?);
             }
             "--work" => {
                 let text = value()?;
-                work = text
-                    .parse()
-                    .map_err(|_| format!("--work: `{text}` is not a whole number"))?;
+                work = text.parse().map_err(|_| WorkerError::NotWhole {
+                    flag: "--work",
+                    text,
+                })?;
             }
             "--variant" => variant = value()?,
             "--ignore-sigterm" => ignore_sigterm = true,
             "--ready-after-ms" => {
                 let text = value()?;
-                let ms: u64 = text
-                    .parse()
-                    .map_err(|_| format!("--ready-after-ms: `{text}` is not a whole number"))?;
+                let ms: u64 = text.parse().map_err(|_| WorkerError::NotWhole {
+                    flag: "--ready-after-ms",
+                    text,
+                })?;
                 ready_after = Duration::from_millis(ms);
             }
-            other => return Err(format!("unknown argument `{other}`; {}", usage())),
+            other => return Err(WorkerError::UnknownArgument(other.to_owned())),
         }
     }
-    let port = port.ok_or_else(|| format!("--port is required; {}", usage()))?;
+    let port = port.ok_or(WorkerError::PortRequired)?;
     Ok(Settings {
         host,
         port,
@@ -196,13 +216,11 @@ async fn stop_signal(worker: Arc<Worker>) {
     );
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
-    let address: SocketAddr = format!("{}:{}", settings.host, settings.port)
-        .parse()
-        .map_err(|e| format!("bad listen address: {e}"))?;
+async fn serve(settings: Settings) -> Result<(), WorkerError> {
+    let address: SocketAddr = format!("{}:{}", settings.host, settings.port).parse()?;
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+        .map_err(|source| WorkerError::Listen { address, source })?;
     let worker = Arc::new(Worker {
         settings,
         started: Instant::now(),
@@ -218,7 +236,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     axum::serve(listener, app)
         .with_graceful_shutdown(stop_signal(Arc::clone(&worker)))
         .await
-        .map_err(|e| format!("server failed: {e}"))?;
+        .map_err(WorkerError::Serve)?;
     eprintln!(
         "infadapt-test-worker {}: stopped after serving {} request(s)",
         worker.settings.port,
@@ -276,16 +294,19 @@ mod tests {
         assert!(
             parse_args(args("--work 7"))
                 .unwrap_err()
+                .to_string()
                 .contains("--port is required")
         );
         assert!(
             parse_args(args("--port x"))
                 .unwrap_err()
+                .to_string()
                 .contains("--port: `x`")
         );
         assert!(
             parse_args(args("--port 1 --bogus"))
                 .unwrap_err()
+                .to_string()
                 .contains("`--bogus`")
         );
     }
