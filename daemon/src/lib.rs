@@ -2,7 +2,6 @@
 //! binary runs. Everything that touches files, the terminal or the process lives here;
 //! the controllers it calls are pure.
 
-pub mod backend_check;
 pub mod cli;
 pub mod cmd_assets;
 pub mod cmd_completions;
@@ -15,7 +14,6 @@ pub mod cmd_run;
 pub mod cmd_simulate;
 pub mod cmd_validate;
 pub mod config;
-pub mod config_reference;
 pub mod exit;
 pub mod http_server;
 pub mod loadgen;
@@ -25,4 +23,3 @@ pub mod problem_file;
 pub mod profile_import;
 pub mod router;
 pub mod service;
-pub mod tomlread;

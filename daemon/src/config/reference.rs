@@ -966,7 +966,7 @@ fn range_text(key: &KeySpec) -> String {
 pub fn markdown() -> String {
     let mut out = String::from(
         "# Configuration reference\n\n\
-         <!-- Generated from daemon/src/config_reference.rs by its tests \
+         <!-- Generated from daemon/src/config/reference.rs by its tests \
          (INFADAPT_UPDATE_DOCS=1 rewrites it); do not edit. -->\n\n\
          Every key of `/etc/infadaptd/infadaptd.toml`. Paths are relative to the file. A number \
          outside its range, an unknown key or a value of the wrong type is reported by \
@@ -1032,9 +1032,9 @@ mod tests {
     use std::path::{Path, PathBuf};
 
     use super::*;
+    use crate::config::tomlread::{Diagnostics, record_fields};
     use crate::config::{DaemonConfig, parse_config};
     use crate::problem_file::read_catalog;
-    use crate::tomlread::{Diagnostics, record_fields};
 
     /// A file with every table the reader knows, each with only its required keys.
     const EVERY_TABLE: &str = r#"[daemon]
@@ -1228,7 +1228,7 @@ listen = "127.0.0.1:0"
         assert!(
             on_disk == generated,
             "{} is not the generated reference; run \
-             `INFADAPT_UPDATE_DOCS=1 cargo test -p infadaptd --lib config_reference`",
+             `INFADAPT_UPDATE_DOCS=1 cargo test -p infadaptd --lib config::reference`",
             path.display()
         );
         for key in KEYS {

@@ -30,6 +30,10 @@
 //! idle_timeout_ms = 60000
 //! ```
 
+pub mod backend_check;
+pub mod reference;
+pub mod tomlread;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -45,13 +49,13 @@ use infadapt_model::Catalog;
 use infadapt_planner::Problem;
 use infadapt_plugin_abi::{ConfigProblem, ProblemKind};
 
-use crate::backend_check::BackendCheck;
+use self::backend_check::BackendCheck;
+use self::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
 use crate::http_server::ServerLimits;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
 use crate::router::RouterSettings;
-use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
 
 /// Where the packaged configuration is installed.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
@@ -193,7 +197,7 @@ pub struct DaemonConfig {
 }
 
 /// Checks a pipeline's backend keys with the backend's own rules (see
-/// [`crate::backend_check`]).
+/// [`backend_check`]).
 pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> BackendCheck + 'a;
 
 /// Reads and validates a configuration file, as `run` and reloads do; catalogs are
@@ -237,7 +241,7 @@ fn load_config_checked(
         &base,
         plugin_dirs,
         &mut |reference: &str| read_catalog(&base.join(reference)),
-        &mut |daemon, pipeline| match crate::backend_check::check_plugin_backend(daemon, pipeline) {
+        &mut |daemon, pipeline| match backend_check::check_plugin_backend(daemon, pipeline) {
             BackendCheck::Failed(message) if !strict => BackendCheck::Unchecked(format!(
                 "{message}; the pipeline starts degraded and retries"
             )),
@@ -329,7 +333,7 @@ fn parse_with(
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     // Every number is checked against its range in the configuration reference, the one
     // source of the documented ranges.
-    let mut config = with_range_check(crate::config_reference::range_problem, || {
+    let mut config = with_range_check(reference::range_problem, || {
         read_document(name, text, |_, root| {
             build_config(
                 root,
@@ -1510,7 +1514,7 @@ peak_rps = 80
     #[test]
     fn scenario_files_still_refuse_lstm_and_its_key() {
         let text = "[control.forecast]\nmodel = \"lstm\"\nlstm_model = \"m.json\"\n";
-        let errors = crate::tomlread::read_document("s.toml", text, |_, root| {
+        let errors = tomlread::read_document("s.toml", text, |_, root| {
             let control = root.opt_table("control")?;
             let f = control.opt_table("forecast")?;
             let mut config = ControlConfig::new(Problem::new(
