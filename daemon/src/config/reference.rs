@@ -1,948 +1,658 @@
 //! The configuration reference: every key of the daemon's file with its type, default,
-//! accepted range and meaning. The reader checks every number against the range here (see
+//! accepted range and meaning. The keys of the controllers' settings (`[pipeline.damping]`,
+//! `[pipeline.fast_path]`, `[pipeline.spare]`) are defined once, beside their settings'
+//! structs in the controller crates, and taken from there; the daemon's own keys are defined
+//! here. The reader checks every number against its key's range (see
 //! `tomlread::with_range_check`), and the reference is rendered as the doc page
 //! `docs/configuration.md` and as the CONFIGURATION section of `infadaptd(1)`; its tests
 //! prove it lists exactly the keys the reader reads and that each range is enforced as
 //! written.
 
-use std::fmt;
+use std::ops::Deref;
 
-/// The accepted values of a numeric key.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bounds {
-    pub min: f64,
-    /// The minimum itself is refused (`(min, …`).
-    pub min_open: bool,
-    pub max: f64,
-    /// The maximum itself is refused (`…, max)`).
-    pub max_open: bool,
-}
+pub use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
 
-impl Bounds {
-    pub fn contains(&self, value: f64) -> bool {
-        let above = if self.min_open {
-            value > self.min
-        } else {
-            value >= self.min
-        };
-        let below = if self.max_open {
-            value < self.max
-        } else {
-            value <= self.max
-        };
-        above && below
-    }
-}
-
-impl fmt::Display for Bounds {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{}, {}{}",
-            if self.min_open { "(" } else { "[" },
-            self.min,
-            self.max,
-            if self.max_open { ")" } else { "]" }
-        )
-    }
-}
-
-/// One key of the configuration file.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct KeySpec {
-    /// Dotted path, array tables without indices (`pipeline.stage.max_replicas`).
-    pub path: &'static str,
-    /// The value's type as the reference shows it.
-    pub kind: &'static str,
-    /// Whether the value is an integer (numbers with `bounds` only).
-    pub integer: bool,
-    /// The default as the reference shows it (`required` when there is none).
-    pub default: &'static str,
-    /// The accepted range of a number; every number has one.
-    pub bounds: Option<Bounds>,
-    pub doc: &'static str,
+/// A table of the file and keys of it. A table may have several sections (keys of a
+/// controller's settings and the daemon's own), in the reference's order.
+#[derive(Debug, Clone, Copy)]
+pub struct Section {
+    /// Dotted path of the table, array tables without indices (`pipeline.stage`).
+    pub table: &'static str,
+    pub keys: &'static [KeySpec],
 }
 
 /// Every key the daemon's configuration reader reads, in the reference's order. The keys of
 /// a `[pipeline.backend]` table other than `type` belong to the backend and are documented
 /// with it.
-pub const KEYS: &[KeySpec] = &[
+pub const SECTIONS: &[Section] = &[
+    Section {
+        table: "daemon",
+        keys: DAEMON_KEYS,
+    },
+    Section {
+        table: "daemon.http",
+        keys: HTTP_KEYS,
+    },
+    Section {
+        table: "pipeline",
+        keys: PIPELINE_KEYS,
+    },
+    Section {
+        table: "pipeline.stage",
+        keys: STAGE_KEYS,
+    },
+    Section {
+        table: "pipeline.weights",
+        keys: WEIGHTS_KEYS,
+    },
+    Section {
+        table: "pipeline.limits",
+        keys: LIMITS_KEYS,
+    },
+    Section {
+        table: "pipeline.solver",
+        keys: SOLVER_KEYS,
+    },
+    Section {
+        table: "pipeline.forecast",
+        keys: FORECAST_KEYS,
+    },
+    Section {
+        table: "pipeline.damping",
+        keys: infadapt_control::DAMPING_KEYS,
+    },
+    Section {
+        table: "pipeline.fast_path",
+        keys: infadapt_control::FAST_PATH_KEYS,
+    },
+    Section {
+        table: "pipeline.fast_path",
+        keys: CHECK_S_KEYS,
+    },
+    Section {
+        table: "pipeline.spare",
+        keys: infadapt_control::SPARE_KEYS,
+    },
+    Section {
+        table: "pipeline.backend",
+        keys: BACKEND_KEYS,
+    },
+    Section {
+        table: "pipeline.router",
+        keys: ROUTER_KEYS,
+    },
+];
+
+/// The `[daemon]` table.
+const DAEMON_KEYS: &[KeySpec] = &[
     KeySpec {
-        path: "daemon.period_s",
+        name: "period_s",
         kind: "number (s)",
         integer: false,
-        default: "10",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 86400.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(10.0),
+        bounds: Some(Bounds::above(0.0, 86400.0)),
         doc: "Default control period of every pipeline.",
     },
     KeySpec {
-        path: "daemon.state_dir",
+        name: "state_dir",
         kind: "path",
         integer: false,
-        default: "`$STATE_DIRECTORY`, else `/var/lib/infadaptd`",
+        default: KeyDefault::Text("`$STATE_DIRECTORY`, else `/var/lib/infadaptd`"),
         bounds: None,
         doc: "Where plans and forecaster state are saved between runs (relative to the file).",
     },
     KeySpec {
-        path: "daemon.plugin_dirs",
+        name: "plugin_dirs",
         kind: "list of paths",
         integer: false,
-        default: "`[\"/usr/lib/infadaptd/plugins\"]`",
+        default: KeyDefault::Text("`[\"/usr/lib/infadaptd/plugins\"]`"),
         bounds: None,
         doc: "Directories searched for backend plugin libraries (relative to the file).",
     },
     KeySpec {
-        path: "daemon.log",
+        name: "log",
         kind: "string",
         integer: false,
-        default: "`info`",
+        default: KeyDefault::Text("`info`"),
         bounds: None,
         doc: "Log filter when `RUST_LOG` is unset, e.g. `info` or `infadaptd=debug`.",
     },
     KeySpec {
-        path: "daemon.grace_s",
+        name: "grace_s",
         kind: "number (s)",
         integer: false,
-        default: "10",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 3600.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(10.0),
+        bounds: Some(Bounds::above(0.0, 3600.0)),
         doc: "How long a stop waits for in-flight applies before exiting anyway.",
     },
     KeySpec {
-        path: "daemon.decisions_kept",
+        name: "decisions_kept",
         kind: "integer",
         integer: true,
-        default: "100",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 1000000.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(100.0),
+        bounds: Some(Bounds::closed(1.0, 1_000_000.0)),
         doc: "Decisions kept per pipeline for `/v1/decisions`.",
     },
     KeySpec {
-        path: "daemon.backend_timeout_s",
+        name: "backend_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: "5",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 3600.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(5.0),
+        bounds: Some(Bounds::above(0.0, 3600.0)),
         doc: "Time limit of one backend call (and of loading a plugin and its config check).",
     },
     KeySpec {
-        path: "daemon.require_running_pipeline",
+        name: "require_running_pipeline",
         kind: "boolean",
         integer: false,
-        default: "true",
+        default: KeyDefault::Flag(true),
         bounds: None,
         doc: "Exit with an error at start when no pipeline could create its backend.",
     },
+];
+
+/// The `[daemon.http]` table.
+const HTTP_KEYS: &[KeySpec] = &[
     KeySpec {
-        path: "daemon.http.enabled",
+        name: "enabled",
         kind: "boolean",
         integer: false,
-        default: "true",
+        default: KeyDefault::Flag(true),
         bounds: None,
         doc: "Serve the HTTP API.",
     },
     KeySpec {
-        path: "daemon.http.listen",
+        name: "listen",
         kind: "address",
         integer: false,
-        default: "`127.0.0.1:9187`",
+        default: KeyDefault::Text("`127.0.0.1:9187`"),
         bounds: None,
         doc: "TCP address of the HTTP API.",
     },
     KeySpec {
-        path: "daemon.http.unix",
+        name: "unix",
         kind: "path",
         integer: false,
-        default: "none",
+        default: KeyDefault::Text("none"),
         bounds: None,
         doc: "Unix socket of the HTTP API instead of `listen`.",
     },
     KeySpec {
-        path: "daemon.http.token_file",
+        name: "token_file",
         kind: "path",
         integer: false,
-        default: "none",
+        default: KeyDefault::Text("none"),
         bounds: None,
         doc: "File holding the bearer token of the write endpoints (pause, resume); mode 0600 or stricter. Without it they answer 403.",
     },
     KeySpec {
-        path: "daemon.http.max_connections",
+        name: "max_connections",
         kind: "integer",
         integer: true,
-        default: "128",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 65536.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(128.0),
+        bounds: Some(Bounds::closed(1.0, 65536.0)),
         doc: "Most connections the API serves at once; one more is closed at once (counted in `infadapt_http_connections_refused_total`). Keep it and the routers' limits well below the open-files limit.",
     },
     KeySpec {
-        path: "daemon.http.header_timeout_s",
+        name: "header_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: "10",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 3600.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(10.0),
+        bounds: Some(Bounds::above(0.0, 3600.0)),
         doc: "Time a request's head (request line and headers) may take to arrive, counted from the connection's start or the end of the previous answer; a slower or idle connection is closed.",
     },
     KeySpec {
-        path: "daemon.http.idle_timeout_s",
+        name: "idle_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: "60",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "A connection that moves no byte for this long while no request on it is being answered is closed; a request body that stalls for as long fails.",
-    },
-    KeySpec {
-        path: "pipeline.name",
-        kind: "string",
-        integer: false,
-        default: "required",
-        bounds: None,
-        doc: "The pipeline's name (unique in the file): 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.` (it names the state file, log lines, metric labels and API paths).",
-    },
-    KeySpec {
-        path: "pipeline.catalog",
-        kind: "path",
-        integer: false,
-        default: "none",
-        bounds: None,
-        doc: "Catalog of variants and profiles for every stage (relative to the file).",
-    },
-    KeySpec {
-        path: "pipeline.slo_ms",
-        kind: "number (ms)",
-        integer: false,
-        default: "required",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 3600000.0,
-            max_open: false,
-        }),
-        doc: "End-to-end latency SLO (p99).",
-    },
-    KeySpec {
-        path: "pipeline.period_s",
-        kind: "number (s)",
-        integer: false,
-        default: "`daemon.period_s`",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "This pipeline's control period.",
-    },
-    KeySpec {
-        path: "pipeline.initial_load_rps",
-        kind: "number (req/s)",
-        integer: false,
-        default: "1",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 10000000.0,
-            max_open: false,
-        }),
-        doc: "Load the first plan is sized for, before anything was observed.",
-    },
-    KeySpec {
-        path: "pipeline.stage.name",
-        kind: "string",
-        integer: false,
-        default: "required",
-        bounds: None,
-        doc: "The stage's name (unique in the pipeline).",
-    },
-    KeySpec {
-        path: "pipeline.stage.catalog",
-        kind: "path",
-        integer: false,
-        default: "the pipeline's `catalog`",
-        bounds: None,
-        doc: "Catalog for this stage only.",
-    },
-    KeySpec {
-        path: "pipeline.stage.variants",
-        kind: "list of strings",
-        integer: false,
-        default: "required",
-        bounds: None,
-        doc: "Variants the planner may choose from (names in the catalog).",
-    },
-    KeySpec {
-        path: "pipeline.stage.batch_sizes",
-        kind: "list of integers",
-        integer: false,
-        default: "`[1]`",
-        bounds: None,
-        doc: "Batch sizes the planner may choose (each ≥ 1).",
-    },
-    KeySpec {
-        path: "pipeline.stage.core_options",
-        kind: "list of integers",
-        integer: false,
-        default: "`[1]`",
-        bounds: None,
-        doc: "Cores per replica the planner may choose (each ≥ 1).",
-    },
-    KeySpec {
-        path: "pipeline.stage.min_replicas",
-        kind: "integer",
-        integer: true,
-        default: "1",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Fewest replicas of the stage (all its variants together); at most `max_replicas`.",
-    },
-    KeySpec {
-        path: "pipeline.stage.max_replicas",
-        kind: "integer",
-        integer: true,
-        default: "64",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Most replicas of the stage.",
-    },
-    KeySpec {
-        path: "pipeline.weights.alpha",
-        kind: "number",
-        integer: false,
-        default: "1",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "Weight of accuracy in the objective.",
-    },
-    KeySpec {
-        path: "pipeline.weights.beta_per_core",
-        kind: "number",
-        integer: false,
-        default: "0.0025",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "Cost of one core.",
-    },
-    KeySpec {
-        path: "pipeline.weights.beta_per_gpu_gib",
-        kind: "number",
-        integer: false,
-        default: "0",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "Cost of one GiB of GPU memory.",
-    },
-    KeySpec {
-        path: "pipeline.weights.gamma_per_cold_start_s",
-        kind: "number",
-        integer: false,
-        default: "0.0001",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "Cost of one second of replica cold start caused by a change.",
-    },
-    KeySpec {
-        path: "pipeline.weights.accuracy",
-        kind: "`sum` or `product`",
-        integer: false,
-        default: "`sum`",
-        bounds: None,
-        doc: "How stage accuracies combine.",
-    },
-    KeySpec {
-        path: "pipeline.limits.total_cores",
-        kind: "integer",
-        integer: true,
-        default: "none",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Cores the plans may use on the host.",
-    },
-    KeySpec {
-        path: "pipeline.limits.gpu_mem_mb",
-        kind: "number (MiB)",
-        integer: false,
-        default: "none",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "GPU memory the plans may use (also bounded by what the backend reports).",
-    },
-    KeySpec {
-        path: "pipeline.solver.method",
-        kind: "`auto`, `pareto-dp` or `milp`",
-        integer: false,
-        default: "`auto`",
-        bounds: None,
-        doc: "Which exact solver plans.",
-    },
-    KeySpec {
-        path: "pipeline.solver.time_limit_ms",
-        kind: "integer (ms)",
-        integer: true,
-        default: "1000",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 600000.0,
-            max_open: false,
-        }),
-        doc: "Time limit of one solve.",
-    },
-    KeySpec {
-        path: "pipeline.solver.utilisation_cap",
-        kind: "number",
-        integer: false,
-        default: "0.8",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 1.0,
-            max_open: false,
-        }),
-        doc: "Highest utilisation a plan may run replicas at.",
-    },
-    KeySpec {
-        path: "pipeline.solver.allow_mix",
-        kind: "boolean",
-        integer: false,
-        default: "false",
-        bounds: None,
-        doc: "Allow a mix of variants in a stage (single-stage pipelines).",
-    },
-    KeySpec {
-        path: "pipeline.solver.extra_replicas",
-        kind: "integer",
-        integer: true,
-        default: "2",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000.0,
-            max_open: false,
-        }),
-        doc: "Replica counts considered above the minimum that covers the load.",
-    },
-    KeySpec {
-        path: "pipeline.solver.service_cv2",
-        kind: "number",
-        integer: false,
-        default: "0.1",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 100.0,
-            max_open: false,
-        }),
-        doc: "Squared coefficient of variation of service times (queueing model).",
-    },
-    KeySpec {
-        path: "pipeline.solver.extrapolation",
-        kind: "`warn` or `forbid`",
-        integer: false,
-        default: "`warn`",
-        bounds: None,
-        doc: "Whether plans may use profile points extrapolated beyond the measured range.",
-    },
-    KeySpec {
-        path: "pipeline.solver.max_extrapolation",
-        kind: "number",
-        integer: false,
-        default: "2",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 1000.0,
-            max_open: false,
-        }),
-        doc: "How far beyond the measured range extrapolation may go (factor).",
-    },
-    KeySpec {
-        path: "pipeline.forecast.model",
-        kind: "`arima`, `lstm`, `ipa-lstm`, `naive`, `max`, `ewma`, `holt-winters` or `auto`",
-        integer: false,
-        default: "`max`",
-        bounds: None,
-        doc: "Load forecaster (`lstm` and `ipa-lstm` need `lstm_model`).",
-    },
-    KeySpec {
-        path: "pipeline.forecast.lstm_model",
-        kind: "path",
-        integer: false,
-        default: "none",
-        bounds: None,
-        doc: "Trained LSTM model file from `infadaptd forecast train` (relative to the file).",
-    },
-    KeySpec {
-        path: "pipeline.forecast.horizon_s",
-        kind: "number (s)",
-        integer: false,
-        default: "the lead time (period + longest cold start)",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "How far ahead the forecast looks.",
-    },
-    KeySpec {
-        path: "pipeline.forecast.smoothing_s",
-        kind: "number (s)",
-        integer: false,
-        default: "3",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 3600.0,
-            max_open: false,
-        }),
-        doc: "Seconds per load sample the forecaster sees.",
-    },
-    KeySpec {
-        path: "pipeline.forecast.upper_quantile",
-        kind: "number",
-        integer: false,
-        default: "0.9",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 1.0,
-            max_open: true,
-        }),
-        doc: "Quantile of the calibrated upper bound plans are sized for.",
-    },
-    KeySpec {
-        path: "pipeline.forecast.basis",
-        kind: "`upper` or `point`",
-        integer: false,
-        default: "`upper`",
-        bounds: None,
-        doc: "Plan for the upper bound or the point forecast.",
-    },
-    KeySpec {
-        path: "pipeline.forecast.margin",
-        kind: "number",
-        integer: false,
-        default: "1",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 100.0,
-            max_open: false,
-        }),
-        doc: "Factor applied to the forecast load.",
-    },
-    KeySpec {
-        path: "pipeline.forecast.floor",
-        kind: "`observed-mean`, `observed-peak` or `none`",
-        integer: false,
-        default: "`observed-mean`",
-        bounds: None,
-        doc: "Lower bound of the planned load from what was observed.",
-    },
-    KeySpec {
-        path: "pipeline.damping.enabled",
-        kind: "boolean",
-        integer: false,
-        default: "true",
-        bounds: None,
-        doc: "Damp decisions (off: apply every proposal).",
-    },
-    KeySpec {
-        path: "pipeline.damping.stabilization_window_s",
-        kind: "number (s)",
-        integer: false,
-        default: "120",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "Scale-down takes the largest recommendation of this window.",
-    },
-    KeySpec {
-        path: "pipeline.damping.scale_up_stabilization_window_s",
-        kind: "number (s)",
-        integer: false,
-        default: "0",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "An optional scale-up takes the smallest recommendation of this window (a needed increase goes at once).",
-    },
-    KeySpec {
-        path: "pipeline.damping.deadband_fraction",
-        kind: "number",
-        integer: false,
-        default: "0.1",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1.0,
-            max_open: true,
-        }),
-        doc: "Capacity changes smaller than this share are not made.",
-    },
-    KeySpec {
-        path: "pipeline.damping.deadband_replicas",
-        kind: "integer",
-        integer: true,
-        default: "0",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Replica changes up to this many are not made.",
-    },
-    KeySpec {
-        path: "pipeline.damping.min_dwell_s",
-        kind: "number (s)",
-        integer: false,
-        default: "120",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "Least time between two variant switches.",
-    },
-    KeySpec {
-        path: "pipeline.damping.max_replicas_added_per_tick",
-        kind: "integer",
-        integer: true,
-        default: "8",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Most replicas one tick adds.",
-    },
-    KeySpec {
-        path: "pipeline.damping.max_replicas_removed_per_tick",
-        kind: "integer",
-        integer: true,
-        default: "no limit",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Most replicas one tick removes.",
-    },
-    KeySpec {
-        path: "pipeline.damping.max_scale_up_percent",
-        kind: "number (%)",
-        integer: false,
-        default: "no limit",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 100000.0,
-            max_open: false,
-        }),
-        doc: "Most replicas one tick adds, as a percentage of the stage's replicas (optional increases only).",
-    },
-    KeySpec {
-        path: "pipeline.damping.scale_up_select_policy",
-        kind: "`max` or `min`",
-        integer: false,
-        default: "`max`",
-        bounds: None,
-        doc: "How the replica and percent limits combine: the more permissive (`max`) or the stricter (`min`).",
-    },
-    KeySpec {
-        path: "pipeline.damping.min_switch_gain",
-        kind: "number",
-        integer: false,
-        default: "0.005",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 1000000000.0,
-            max_open: false,
-        }),
-        doc: "Least objective gain (accumulated over ticks) worth a switch.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.enabled",
-        kind: "boolean",
-        integer: false,
-        default: "true",
-        bounds: None,
-        doc: "Re-plan between ticks when arrivals or queues outrun the plan.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.window_s",
-        kind: "number (s)",
-        integer: false,
-        default: "2",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 3600.0,
-            max_open: false,
-        }),
-        doc: "Seconds of arrivals the trigger averages.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.sigmas",
-        kind: "number",
-        integer: false,
-        default: "3",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 3600.0,
-            max_open: false,
-        }),
-        doc: "Poisson standard deviations above the planned load that trigger.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.queue_slo_fraction",
-        kind: "number",
-        integer: false,
-        default: "0.5",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 100.0,
-            max_open: false,
-        }),
-        doc: "Queue longer than the capacity serves in this share of the SLO triggers.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.min_gap_s",
-        kind: "number (s)",
-        integer: false,
-        default: "2",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 3600.0,
-            max_open: false,
-        }),
-        doc: "Least time between two fast-path decisions.",
-    },
-    KeySpec {
-        path: "pipeline.fast_path.check_s",
-        kind: "number (s)",
-        integer: false,
-        default: "1 (or the period, when shorter)",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: true,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "Seconds between two looks at the load between ticks; at most `period_s`.",
-    },
-    KeySpec {
-        path: "pipeline.spare.enabled",
-        kind: "boolean",
-        integer: false,
-        default: "true",
-        bounds: None,
-        doc: "Keep warm spare capacity for bursts when it pays.",
-    },
-    KeySpec {
-        path: "pipeline.spare.history_s",
-        kind: "number (s)",
-        integer: false,
-        default: "3600",
-        bounds: Some(Bounds {
-            min: 60.0,
-            min_open: false,
-            max: 86400.0,
-            max_open: false,
-        }),
-        doc: "Seconds of arrivals the burst history keeps.",
-    },
-    KeySpec {
-        path: "pipeline.backend.type",
-        kind: "string",
-        integer: false,
-        default: "required",
-        bounds: None,
-        doc: "`sim` (linked in) or the name of a plugin; the table's other keys belong to the backend and are checked by it.",
-    },
-    KeySpec {
-        path: "pipeline.router.listen",
-        kind: "address",
-        integer: false,
-        default: "required",
-        bounds: None,
-        doc: "Address of the pipeline's KServe v2 endpoint.",
-    },
-    KeySpec {
-        path: "pipeline.router.timeout_ms",
-        kind: "integer (ms)",
-        integer: true,
-        default: "10000",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 3600000.0,
-            max_open: false,
-        }),
-        doc: "Time limit of one forwarded request.",
-    },
-    KeySpec {
-        path: "pipeline.router.max_body_bytes",
-        kind: "integer (bytes)",
-        integer: true,
-        default: "16777216",
-        bounds: Some(Bounds {
-            min: 1024.0,
-            min_open: false,
-            max: 4294967295.0,
-            max_open: false,
-        }),
-        doc: "Largest request body accepted.",
-    },
-    KeySpec {
-        path: "pipeline.router.ready_wait_ms",
-        kind: "integer (ms)",
-        integer: true,
-        default: "5000",
-        bounds: Some(Bounds {
-            min: 0.0,
-            min_open: false,
-            max: 3600000.0,
-            max_open: false,
-        }),
-        doc: "How long a request waits for a ready endpoint before a 503.",
-    },
-    KeySpec {
-        path: "pipeline.router.max_connections",
-        kind: "integer",
-        integer: true,
-        default: "1024",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 65536.0,
-            max_open: false,
-        }),
-        doc: "Most client connections the router serves at once; one more is closed at once (counted in `infadapt_http_connections_refused_total`).",
-    },
-    KeySpec {
-        path: "pipeline.router.header_timeout_ms",
-        kind: "integer (ms)",
-        integer: true,
-        default: "10000",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 3600000.0,
-            max_open: false,
-        }),
-        doc: "Time a request's head may take to arrive, counted from the connection's start or the end of the previous answer; a slower or idle connection is closed.",
-    },
-    KeySpec {
-        path: "pipeline.router.idle_timeout_ms",
-        kind: "integer (ms)",
-        integer: true,
-        default: "60000",
-        bounds: Some(Bounds {
-            min: 1.0,
-            min_open: false,
-            max: 86400000.0,
-            max_open: false,
-        }),
+        default: KeyDefault::Number(60.0),
+        bounds: Some(Bounds::above(0.0, 86400.0)),
         doc: "A connection that moves no byte for this long while no request on it is being answered is closed; a request body that stalls for as long fails.",
     },
 ];
 
-/// The key at `path` (dotted, without indices).
-pub fn key(path: &str) -> Option<&'static KeySpec> {
-    KEYS.iter().find(|k| k.path == path)
+/// The `[[pipeline]]` table's own keys.
+const PIPELINE_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "name",
+        kind: "string",
+        integer: false,
+        default: KeyDefault::Text("required"),
+        bounds: None,
+        doc: "The pipeline's name (unique in the file): 1 to 64 letters, digits, `-`, `_` or `.`, not starting with `.` (it names the state file, log lines, metric labels and API paths).",
+    },
+    KeySpec {
+        name: "catalog",
+        kind: "path",
+        integer: false,
+        default: KeyDefault::Text("none"),
+        bounds: None,
+        doc: "Catalog of variants and profiles for every stage (relative to the file).",
+    },
+    KeySpec {
+        name: "slo_ms",
+        kind: "number (ms)",
+        integer: false,
+        default: KeyDefault::Text("required"),
+        bounds: Some(Bounds::above(0.0, 3_600_000.0)),
+        doc: "End-to-end latency SLO (p99).",
+    },
+    KeySpec {
+        name: "period_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Text("`daemon.period_s`"),
+        bounds: Some(Bounds::above(0.0, 86400.0)),
+        doc: "This pipeline's control period.",
+    },
+    KeySpec {
+        name: "initial_load_rps",
+        kind: "number (req/s)",
+        integer: false,
+        default: KeyDefault::Number(1.0),
+        bounds: Some(Bounds::closed(0.0, 10_000_000.0)),
+        doc: "Load the first plan is sized for, before anything was observed.",
+    },
+];
+
+/// The `[[pipeline.stage]]` table.
+const STAGE_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "name",
+        kind: "string",
+        integer: false,
+        default: KeyDefault::Text("required"),
+        bounds: None,
+        doc: "The stage's name (unique in the pipeline).",
+    },
+    KeySpec {
+        name: "catalog",
+        kind: "path",
+        integer: false,
+        default: KeyDefault::Text("the pipeline's `catalog`"),
+        bounds: None,
+        doc: "Catalog for this stage only.",
+    },
+    KeySpec {
+        name: "variants",
+        kind: "list of strings",
+        integer: false,
+        default: KeyDefault::Text("required"),
+        bounds: None,
+        doc: "Variants the planner may choose from (names in the catalog).",
+    },
+    KeySpec {
+        name: "batch_sizes",
+        kind: "list of integers",
+        integer: false,
+        default: KeyDefault::Text("`[1]`"),
+        bounds: None,
+        doc: "Batch sizes the planner may choose (each ≥ 1).",
+    },
+    KeySpec {
+        name: "core_options",
+        kind: "list of integers",
+        integer: false,
+        default: KeyDefault::Text("`[1]`"),
+        bounds: None,
+        doc: "Cores per replica the planner may choose (each ≥ 1).",
+    },
+    KeySpec {
+        name: "min_replicas",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(1.0),
+        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        doc: "Fewest replicas of the stage (all its variants together); at most `max_replicas`.",
+    },
+    KeySpec {
+        name: "max_replicas",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(64.0),
+        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        doc: "Most replicas of the stage.",
+    },
+];
+
+/// The `[pipeline.weights]` table.
+const WEIGHTS_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "alpha",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(1.0),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "Weight of accuracy in the objective.",
+    },
+    KeySpec {
+        name: "beta_per_core",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.0025),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "Cost of one core.",
+    },
+    KeySpec {
+        name: "beta_per_gpu_gib",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.0),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "Cost of one GiB of GPU memory.",
+    },
+    KeySpec {
+        name: "gamma_per_cold_start_s",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.0001),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "Cost of one second of replica cold start caused by a change.",
+    },
+    KeySpec {
+        name: "accuracy",
+        kind: "`sum` or `product`",
+        integer: false,
+        default: KeyDefault::Text("`sum`"),
+        bounds: None,
+        doc: "How stage accuracies combine.",
+    },
+];
+
+/// The `[pipeline.limits]` table.
+const LIMITS_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "total_cores",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Text("none"),
+        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        doc: "Cores the plans may use on the host.",
+    },
+    KeySpec {
+        name: "gpu_mem_mb",
+        kind: "number (MiB)",
+        integer: false,
+        default: KeyDefault::Text("none"),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "GPU memory the plans may use (also bounded by what the backend reports).",
+    },
+];
+
+/// The `[pipeline.solver]` table.
+const SOLVER_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "method",
+        kind: "`auto`, `pareto-dp` or `milp`",
+        integer: false,
+        default: KeyDefault::Text("`auto`"),
+        bounds: None,
+        doc: "Which exact solver plans.",
+    },
+    KeySpec {
+        name: "time_limit_ms",
+        kind: "integer (ms)",
+        integer: true,
+        default: KeyDefault::Number(1000.0),
+        bounds: Some(Bounds::closed(1.0, 600_000.0)),
+        doc: "Time limit of one solve.",
+    },
+    KeySpec {
+        name: "utilisation_cap",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.8),
+        bounds: Some(Bounds::above(0.0, 1.0)),
+        doc: "Highest utilisation a plan may run replicas at.",
+    },
+    KeySpec {
+        name: "allow_mix",
+        kind: "boolean",
+        integer: false,
+        default: KeyDefault::Flag(false),
+        bounds: None,
+        doc: "Allow a mix of variants in a stage (single-stage pipelines).",
+    },
+    KeySpec {
+        name: "extra_replicas",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(2.0),
+        bounds: Some(Bounds::closed(0.0, 1000.0)),
+        doc: "Replica counts considered above the minimum that covers the load.",
+    },
+    KeySpec {
+        name: "service_cv2",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.1),
+        bounds: Some(Bounds::closed(0.0, 100.0)),
+        doc: "Squared coefficient of variation of service times (queueing model).",
+    },
+    KeySpec {
+        name: "extrapolation",
+        kind: "`warn` or `forbid`",
+        integer: false,
+        default: KeyDefault::Text("`warn`"),
+        bounds: None,
+        doc: "Whether plans may use profile points extrapolated beyond the measured range.",
+    },
+    KeySpec {
+        name: "max_extrapolation",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(2.0),
+        bounds: Some(Bounds::closed(1.0, 1000.0)),
+        doc: "How far beyond the measured range extrapolation may go (factor).",
+    },
+];
+
+/// The `[pipeline.forecast]` table.
+const FORECAST_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "model",
+        kind: "`arima`, `lstm`, `ipa-lstm`, `naive`, `max`, `ewma`, `holt-winters` or `auto`",
+        integer: false,
+        default: KeyDefault::Text("`max`"),
+        bounds: None,
+        doc: "Load forecaster (`lstm` and `ipa-lstm` need `lstm_model`).",
+    },
+    KeySpec {
+        name: "lstm_model",
+        kind: "path",
+        integer: false,
+        default: KeyDefault::Text("none"),
+        bounds: None,
+        doc: "Trained LSTM model file from `infadaptd forecast train` (relative to the file).",
+    },
+    KeySpec {
+        name: "horizon_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Text("the lead time (period + longest cold start)"),
+        bounds: Some(Bounds::above(0.0, 86400.0)),
+        doc: "How far ahead the forecast looks.",
+    },
+    KeySpec {
+        name: "smoothing_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(3.0),
+        bounds: Some(Bounds::closed(1.0, 3600.0)),
+        doc: "Seconds per load sample the forecaster sees.",
+    },
+    KeySpec {
+        name: "upper_quantile",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.9),
+        bounds: Some(Bounds::open(0.0, 1.0)),
+        doc: "Quantile of the calibrated upper bound plans are sized for.",
+    },
+    KeySpec {
+        name: "basis",
+        kind: "`upper` or `point`",
+        integer: false,
+        default: KeyDefault::Text("`upper`"),
+        bounds: None,
+        doc: "Plan for the upper bound or the point forecast.",
+    },
+    KeySpec {
+        name: "margin",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(1.0),
+        bounds: Some(Bounds::above(0.0, 100.0)),
+        doc: "Factor applied to the forecast load.",
+    },
+    KeySpec {
+        name: "floor",
+        kind: "`observed-mean`, `observed-peak` or `none`",
+        integer: false,
+        default: KeyDefault::Text("`observed-mean`"),
+        bounds: None,
+        doc: "Lower bound of the planned load from what was observed.",
+    },
+];
+
+/// The daemon's key of `[pipeline.backend]`; the others belong to the backend.
+const BACKEND_KEYS: &[KeySpec] = &[KeySpec {
+    name: "type",
+    kind: "string",
+    integer: false,
+    default: KeyDefault::Text("required"),
+    bounds: None,
+    doc: "`sim` (linked in) or the name of a plugin; the table's other keys belong to the backend and are checked by it.",
+}];
+
+/// The `[pipeline.router]` table.
+const ROUTER_KEYS: &[KeySpec] = &[
+    KeySpec {
+        name: "listen",
+        kind: "address",
+        integer: false,
+        default: KeyDefault::Text("required"),
+        bounds: None,
+        doc: "Address of the pipeline's KServe v2 endpoint.",
+    },
+    KeySpec {
+        name: "timeout_ms",
+        kind: "integer (ms)",
+        integer: true,
+        default: KeyDefault::Number(10000.0),
+        bounds: Some(Bounds::closed(1.0, 3_600_000.0)),
+        doc: "Time limit of one forwarded request.",
+    },
+    KeySpec {
+        name: "max_body_bytes",
+        kind: "integer (bytes)",
+        integer: true,
+        default: KeyDefault::Number(16777216.0),
+        bounds: Some(Bounds::closed(1024.0, 4_294_967_295.0)),
+        doc: "Largest request body accepted.",
+    },
+    KeySpec {
+        name: "ready_wait_ms",
+        kind: "integer (ms)",
+        integer: true,
+        default: KeyDefault::Number(5000.0),
+        bounds: Some(Bounds::closed(0.0, 3_600_000.0)),
+        doc: "How long a request waits for a ready endpoint before a 503.",
+    },
+    KeySpec {
+        name: "max_connections",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(1024.0),
+        bounds: Some(Bounds::closed(1.0, 65536.0)),
+        doc: "Most client connections the router serves at once; one more is closed at once (counted in `infadapt_http_connections_refused_total`).",
+    },
+    KeySpec {
+        name: "header_timeout_ms",
+        kind: "integer (ms)",
+        integer: true,
+        default: KeyDefault::Number(10000.0),
+        bounds: Some(Bounds::closed(1.0, 3_600_000.0)),
+        doc: "Time a request's head may take to arrive, counted from the connection's start or the end of the previous answer; a slower or idle connection is closed.",
+    },
+    KeySpec {
+        name: "idle_timeout_ms",
+        kind: "integer (ms)",
+        integer: true,
+        default: KeyDefault::Number(60000.0),
+        bounds: Some(Bounds::closed(1.0, 86_400_000.0)),
+        doc: "A connection that moves no byte for this long while no request on it is being answered is closed; a request body that stalls for as long fails.",
+    },
+];
+
+/// The daemon's key of `[pipeline.fast_path]`: how often the service looks at the load
+/// between ticks (its upper bound is the period, checked by the reader).
+const CHECK_S_KEYS: &[KeySpec] = &[KeySpec {
+    name: "check_s",
+    kind: "number (s)",
+    integer: false,
+    default: KeyDefault::Text("1 (or the period, when shorter)"),
+    bounds: Some(Bounds::above(0.0, 86400.0)),
+    doc: "Seconds between two looks at the load between ticks; at most `period_s`.",
+}];
+
+/// One key of the file: its spec and the table it is in.
+#[derive(Debug, Clone, Copy)]
+pub struct Key {
+    pub table: &'static str,
+    pub spec: &'static KeySpec,
 }
 
-/// The reader's range check: a message when `value` at `field` is outside its range.
-pub fn range_problem(field: &str, value: f64) -> Option<String> {
-    let bounds = key(field)?.bounds?;
-    (!bounds.contains(value)).then(|| format!("must be in {bounds}, got {}", number(value)))
-}
+impl Deref for Key {
+    type Target = KeySpec;
 
-/// A number as a message shows it: plain, or in exponent form when very large or small.
-fn number(value: f64) -> String {
-    if value != 0.0 && !(1e-4..1e9).contains(&value.abs()) {
-        format!("{value:e}")
-    } else {
-        value.to_string()
+    fn deref(&self) -> &KeySpec {
+        self.spec
     }
+}
+
+impl Key {
+    /// Dotted path, array tables without indices (`pipeline.stage.max_replicas`).
+    pub fn path(&self) -> String {
+        format!("{}.{}", self.table, self.spec.name)
+    }
+
+    /// The key's name in its table.
+    pub fn name(&self) -> &'static str {
+        self.spec.name
+    }
+
+    /// `type; default D; range R` as one line (for the man page).
+    pub fn summary(&self) -> String {
+        let range = range_text(self.spec);
+        let mut text = format!("{}; default {}", self.kind, self.default);
+        if !range.is_empty() {
+            text.push_str(&format!("; range {range}"));
+        }
+        text.replace('`', "")
+    }
+}
+
+/// Every key, in the reference's order.
+pub fn keys() -> impl Iterator<Item = Key> {
+    SECTIONS.iter().flat_map(|section| {
+        section.keys.iter().map(|spec| Key {
+            table: section.table,
+            spec,
+        })
+    })
+}
+
+/// The key at `path` (dotted, without indices).
+pub fn key(path: &str) -> Option<Key> {
+    let (table, name) = split(path);
+    keys().find(|k| k.table == table && k.spec.name == name)
+}
+
+/// The reader's range check: a message when `value` at `field` is outside its range (the
+/// key's own message, as its controller's `validate` gives it).
+pub fn range_problem(field: &str, value: f64) -> Option<String> {
+    key(field)?.spec.check(value).err()
 }
 
 /// The table a key belongs to and its name in it (`pipeline.stage` and `name`).
@@ -984,7 +694,7 @@ pub fn markdown() -> String {
                 key.name(),
                 key.kind,
                 key.default,
-                range_text(key),
+                range_text(&key),
                 key.doc
             ));
         }
@@ -993,37 +703,19 @@ pub fn markdown() -> String {
 }
 
 /// The keys grouped by table, in the reference's order: (table heading, its keys).
-pub fn by_table() -> Vec<(String, Vec<&'static KeySpec>)> {
-    let mut out: Vec<(String, Vec<&'static KeySpec>)> = Vec::new();
+pub fn by_table() -> Vec<(String, Vec<Key>)> {
+    let mut out: Vec<(String, Vec<Key>)> = Vec::new();
     let mut table = None;
-    for key in KEYS {
-        let (parent, _) = split(key.path);
-        if table != Some(parent) {
-            table = Some(parent);
-            out.push((table_heading(parent), Vec::new()));
+    for key in keys() {
+        if table != Some(key.table) {
+            table = Some(key.table);
+            out.push((table_heading(key.table), Vec::new()));
         }
         if let Some((_, keys)) = out.last_mut() {
             keys.push(key);
         }
     }
     out
-}
-
-impl KeySpec {
-    /// The key's name in its table.
-    pub fn name(&self) -> &'static str {
-        split(self.path).1
-    }
-
-    /// `type; default D; range R` as one line (for the man page).
-    pub fn summary(&self) -> String {
-        let range = range_text(self);
-        let mut text = format!("{}; default {}", self.kind, self.default);
-        if !range.is_empty() {
-            text.push_str(&format!("; range {range}"));
-        }
-        text.replace('`', "")
-    }
 }
 
 #[cfg(test)]
@@ -1077,9 +769,10 @@ listen = "127.0.0.1:0"
         let (parsed, asked) = record_fields(|| parse(EVERY_TABLE));
         parsed.expect("the file with every table is valid");
         let mut documented: BTreeSet<String> = BTreeSet::new();
-        for key in KEYS {
-            documented.insert(key.path.to_owned());
-            let mut parent = key.path;
+        for key in keys() {
+            documented.insert(key.path());
+            let mut parent = key.table;
+            documented.insert(parent.to_owned());
             while let Some((table, _)) = parent.rsplit_once('.') {
                 documented.insert(table.to_owned());
                 parent = table;
@@ -1092,14 +785,14 @@ listen = "127.0.0.1:0"
             "read but not in the reference: {undocumented:?}; in the reference but not \
              read: {unread:?}"
         );
-        let mut paths: Vec<&str> = KEYS.iter().map(|k| k.path).collect();
-        paths.dedup();
-        assert_eq!(paths.len(), KEYS.len(), "a key is listed twice");
-        for key in KEYS {
+        let paths: Vec<String> = keys().map(|k| k.path()).collect();
+        let distinct: BTreeSet<&String> = paths.iter().collect();
+        assert_eq!(distinct.len(), paths.len(), "a key is listed twice");
+        for key in keys() {
             assert!(
                 key.bounds.is_some() || !key.kind.starts_with("number") && !key.integer,
                 "{} is a number without a range",
-                key.path
+                key.path()
             );
         }
     }
@@ -1181,16 +874,17 @@ listen = "127.0.0.1:0"
     #[test]
     fn every_number_is_accepted_inside_its_range_and_refused_outside_with_its_position() {
         let mut wrong = Vec::new();
-        for key in KEYS.iter().filter(|k| k.bounds.is_some()) {
+        for key in keys().filter(|k| k.bounds.is_some()) {
+            let path = key.path();
             let bounds = key.bounds.expect("filtered");
-            for (text, value) in probes(key) {
+            for (text, value) in probes(key.spec) {
                 let expect_ok =
                     value.is_some_and(|v| bounds.contains(v) && (!key.integer || v.fract() == 0.0));
-                let file = with_value(key.path, &text);
-                let field = format!("{}:", field(key.path));
+                let file = with_value(&path, &text);
+                let field = format!("{}:", field(&path));
                 match parse(&file) {
                     Ok(_) if expect_ok => {}
-                    Ok(_) => wrong.push(format!("{} = {text} was accepted", key.path)),
+                    Ok(_) => wrong.push(format!("{} = {text} was accepted", path)),
                     Err(d) => {
                         let report = d.to_string();
                         let at_field = report.lines().any(|l| l.contains(&field));
@@ -1203,11 +897,11 @@ listen = "127.0.0.1:0"
                             continue;
                         }
                         if expect_ok {
-                            wrong.push(format!("{} = {text} was refused: {report}", key.path));
+                            wrong.push(format!("{} = {text} was refused: {report}", path));
                         } else if !at_field {
                             wrong.push(format!(
                                 "{} = {text} was refused, but not at the field: {report}",
-                                key.path
+                                path
                             ));
                         }
                     }
@@ -1231,7 +925,7 @@ listen = "127.0.0.1:0"
              `INFADAPT_UPDATE_DOCS=1 cargo test -p infadaptd --lib config::reference`",
             path.display()
         );
-        for key in KEYS {
+        for key in keys() {
             assert!(generated.contains(&format!("| `{}` |", key.name())));
         }
     }
