@@ -3,14 +3,11 @@
 //! the controllers it calls are pure.
 
 pub mod api;
-pub mod backend_check;
 pub mod commands;
 pub mod config;
-pub mod config_reference;
 pub mod http_server;
 pub mod plugin_host;
 pub mod problem_file;
 pub mod profile_import;
 pub mod router;
 pub mod service;
-pub mod tomlread;

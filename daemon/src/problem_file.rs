@@ -25,14 +25,14 @@ use infadapt_planner::{
     AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights,
 };
 
-use crate::tomlread::{Diagnostics, TableReader, read_document};
+use crate::config::tomlread::{Diagnostics, TableReader, read_document};
 
 /// Reads and validates a problem file; catalogs it names are read relative to it.
 pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
     let name = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
         file: name.clone(),
-        items: vec![crate::tomlread::Diagnostic {
+        items: vec![crate::config::tomlread::Diagnostic {
             line: 1,
             column: 1,
             field: String::new(),

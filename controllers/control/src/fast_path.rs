@@ -77,25 +77,18 @@ impl FastPathConfig {
         }
     }
 
-    /// Checks the ranges.
+    /// Checks every value is in its key's range ([`keys`]), with the message the
+    /// configuration reader gives.
     pub fn validate(&self) -> Result<(), ControlError> {
-        let check = |field: &str, value: f64, least: f64| {
-            if value.is_finite() && value >= least && value <= 3600.0 {
-                Ok(())
-            } else {
-                Err(ControlError::InvalidConfig(format!(
-                    "fast_path.{field} must be a number in [{least}, 3600], got {value}"
-                )))
-            }
-        };
-        check("window_s", self.window_s, 1.0)?;
-        check("sigmas", self.sigmas, 0.0)?;
-        check("min_gap_s", self.min_gap_s, 0.0)?;
-        if !(self.queue_slo_fraction.is_finite() && self.queue_slo_fraction > 0.0) {
-            return Err(ControlError::InvalidConfig(format!(
-                "fast_path.queue_slo_fraction must be a positive number, got {}",
-                self.queue_slo_fraction
-            )));
+        for (key, value) in [
+            (&keys::WINDOW_S, self.window_s),
+            (&keys::SIGMAS, self.sigmas),
+            (&keys::MIN_GAP_S, self.min_gap_s),
+            (&keys::QUEUE_SLO_FRACTION, self.queue_slo_fraction),
+        ] {
+            key.check(value).map_err(|problem| {
+                ControlError::InvalidConfig(format!("fast_path.{} {problem}", key.name))
+            })?;
         }
         Ok(())
     }
@@ -104,6 +97,66 @@ impl FastPathConfig {
     pub fn window_seconds(&self) -> usize {
         (self.window_s.round() as usize).max(1)
     }
+}
+
+/// The keys of the `[pipeline.fast_path]` table, one definition each: its type, default,
+/// range and meaning. `FastPathConfig::validate` checks against these ranges, the daemon reads the
+/// table and documents it from them.
+pub mod keys {
+    use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+    /// `enabled`.
+    pub const ENABLED: KeySpec = KeySpec {
+        name: "enabled",
+        kind: "boolean",
+        integer: false,
+        default: KeyDefault::Flag(true),
+        bounds: None,
+        doc: "Re-plan between ticks when arrivals or queues outrun the plan.",
+    };
+
+    /// `window_s`.
+    pub const WINDOW_S: KeySpec = KeySpec {
+        name: "window_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(2.0),
+        bounds: Some(Bounds::closed(1.0, 3600.0)),
+        doc: "Seconds of arrivals the trigger averages.",
+    };
+
+    /// `sigmas`.
+    pub const SIGMAS: KeySpec = KeySpec {
+        name: "sigmas",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(3.0),
+        bounds: Some(Bounds::closed(0.0, 3600.0)),
+        doc: "Poisson standard deviations above the planned load that trigger.",
+    };
+
+    /// `queue_slo_fraction`.
+    pub const QUEUE_SLO_FRACTION: KeySpec = KeySpec {
+        name: "queue_slo_fraction",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.5),
+        bounds: Some(Bounds::above(0.0, 100.0)),
+        doc: "Queue longer than the capacity serves in this share of the SLO triggers.",
+    };
+
+    /// `min_gap_s`.
+    pub const MIN_GAP_S: KeySpec = KeySpec {
+        name: "min_gap_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(2.0),
+        bounds: Some(Bounds::closed(0.0, 3600.0)),
+        doc: "Least time between two fast-path decisions.",
+    };
+
+    /// Every key of the table, in the reference's order.
+    pub const ALL: &[KeySpec] = &[ENABLED, WINDOW_S, SIGMAS, QUEUE_SLO_FRACTION, MIN_GAP_S];
 }
 
 /// Why the fast path fired.
@@ -196,6 +249,37 @@ pub fn trigger(config: &FastPathConfig, input: &TriggerInput) -> Option<FastTrig
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_s_default_is_the_default_settings_value() {
+        let defaults = FastPathConfig::default();
+        for key in keys::ALL {
+            let value = match key.name {
+                "enabled" => defaults.enabled.to_string(),
+                "window_s" => defaults.window_s.to_string(),
+                "sigmas" => defaults.sigmas.to_string(),
+                "queue_slo_fraction" => defaults.queue_slo_fraction.to_string(),
+                "min_gap_s" => defaults.min_gap_s.to_string(),
+                other => format!("no field for the key `{other}`"),
+            };
+            assert_eq!(
+                value,
+                key.default.to_string(),
+                "the default of `{}`",
+                key.name
+            );
+        }
+        assert_eq!(defaults.validate(), Ok(()));
+        let bad = FastPathConfig {
+            window_s: 0.5,
+            ..FastPathConfig::default()
+        };
+        assert_eq!(
+            bad.validate().unwrap_err().to_string(),
+            ControlError::InvalidConfig("fast_path.window_s must be in [1, 3600], got 0.5".into())
+                .to_string()
+        );
+    }
 
     fn input(rate_rps: f64, queue_len: f64) -> TriggerInput {
         TriggerInput {

@@ -18,8 +18,13 @@ pub use control_loop::{
     ControlConfig, ControlLoop, DEFAULT_UPPER_QUANTILE, ForecastBasis, ForecastSettings, LoadFloor,
 };
 pub use error::ControlError;
+pub use fast_path::keys as fast_path_keys;
+pub use fast_path::keys::ALL as FAST_PATH_KEYS;
 pub use fast_path::{FastPathConfig, Pulse};
-pub use infadapt_damping::{DampingConfig, HeadroomConfig, SelectPolicy};
+pub use infadapt_damping::config::keys as damping_keys;
+pub use infadapt_damping::{DAMPING_KEYS, DampingConfig, HeadroomConfig, SelectPolicy};
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;
 pub use spare::SpareConfig;
+pub use spare::keys as spare_keys;
+pub use spare::keys::ALL as SPARE_KEYS;

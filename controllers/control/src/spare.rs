@@ -58,16 +58,43 @@ impl SpareConfig {
         }
     }
 
-    /// Checks the ranges.
+    /// Checks every value is in its key's range ([`keys`]), with the message the
+    /// configuration reader gives.
     pub fn validate(&self) -> Result<(), ControlError> {
-        if !(self.history_s.is_finite() && (60.0..=86_400.0).contains(&self.history_s)) {
-            return Err(ControlError::InvalidConfig(format!(
-                "spare.history_s must be in [60, 86400] seconds, got {}",
-                self.history_s
-            )));
-        }
-        Ok(())
+        keys::HISTORY_S
+            .check(self.history_s)
+            .map_err(|problem| ControlError::InvalidConfig(format!("spare.history_s {problem}")))
     }
+}
+
+/// The keys of the `[pipeline.spare]` table, one definition each: its type, default,
+/// range and meaning. `SpareConfig::validate` checks against these ranges, the daemon reads the
+/// table and documents it from them.
+pub mod keys {
+    use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+    /// `enabled`.
+    pub const ENABLED: KeySpec = KeySpec {
+        name: "enabled",
+        kind: "boolean",
+        integer: false,
+        default: KeyDefault::Flag(true),
+        bounds: None,
+        doc: "Keep warm spare capacity for bursts when it pays.",
+    };
+
+    /// `history_s`.
+    pub const HISTORY_S: KeySpec = KeySpec {
+        name: "history_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(3600.0),
+        bounds: Some(Bounds::closed(60.0, 86400.0)),
+        doc: "Seconds of arrivals the burst history keeps.",
+    };
+
+    /// Every key of the table, in the reference's order.
+    pub const ALL: &[KeySpec] = &[ENABLED, HISTORY_S];
 }
 
 /// Least history before the statistics are used, seconds.
@@ -293,6 +320,30 @@ fn excess(arrivals: f64, capacity: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_s_default_is_the_default_settings_value() {
+        let defaults = SpareConfig::default();
+        for key in keys::ALL {
+            let value = match key.name {
+                "enabled" => defaults.enabled.to_string(),
+                "history_s" => defaults.history_s.to_string(),
+                other => format!("no field for the key `{other}`"),
+            };
+            assert_eq!(
+                value,
+                key.default.to_string(),
+                "the default of `{}`",
+                key.name
+            );
+        }
+        assert_eq!(defaults.validate(), Ok(()));
+        let bad = SpareConfig {
+            history_s: 5.0,
+            ..SpareConfig::default()
+        };
+        assert!(bad.validate().is_err());
+    }
 
     /// `seconds` of a steady `rate` with a burst of `factor × rate` for `burst_s` seconds
     /// in the middle of every `every_s` seconds.

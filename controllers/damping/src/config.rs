@@ -158,44 +158,42 @@ impl DampingConfig {
         }
     }
 
-    /// Checks every value is in range.
+    /// Checks every value is in its key's range ([`keys`]), with the message the
+    /// configuration reader gives.
     pub fn validate(&self) -> Result<(), DampingError> {
-        non_negative("stabilization_window_s", self.stabilization_window_s)?;
-        non_negative(
-            "scale_up_stabilization_window_s",
-            self.scale_up_stabilization_window_s,
-        )?;
-        if let Some(percent) = self.max_scale_up_percent
-            && !(percent.is_finite() && percent > 0.0)
-        {
-            return Err(DampingError::InvalidConfig {
-                field: "max_scale_up_percent",
-                problem: format!("must be a positive percentage, got {percent}"),
-            });
-        }
-        non_negative("min_dwell_s", self.min_dwell_s)?;
-        non_negative("min_switch_gain", self.min_switch_gain)?;
-        if !(self.deadband_fraction.is_finite() && (0.0..1.0).contains(&self.deadband_fraction)) {
-            return Err(DampingError::InvalidConfig {
-                field: "deadband_fraction",
-                problem: format!("must be in [0, 1), got {}", self.deadband_fraction),
-            });
-        }
-        for (field, limit) in [
+        let numbers = [
             (
-                "max_replicas_added_per_tick",
-                self.max_replicas_added_per_tick,
+                &keys::STABILIZATION_WINDOW_S,
+                Some(self.stabilization_window_s),
             ),
             (
-                "max_replicas_removed_per_tick",
-                self.max_replicas_removed_per_tick,
+                &keys::SCALE_UP_STABILIZATION_WINDOW_S,
+                Some(self.scale_up_stabilization_window_s),
             ),
-        ] {
-            if limit == Some(0) {
-                return Err(DampingError::InvalidConfig {
-                    field,
-                    problem: "must be at least 1 (or absent for no limit)".to_owned(),
-                });
+            (&keys::MAX_SCALE_UP_PERCENT, self.max_scale_up_percent),
+            (&keys::MIN_DWELL_S, Some(self.min_dwell_s)),
+            (&keys::MIN_SWITCH_GAIN, Some(self.min_switch_gain)),
+            (&keys::DEADBAND_FRACTION, Some(self.deadband_fraction)),
+            (
+                &keys::DEADBAND_REPLICAS,
+                Some(f64::from(self.deadband_replicas)),
+            ),
+            (
+                &keys::MAX_REPLICAS_ADDED_PER_TICK,
+                self.max_replicas_added_per_tick.map(f64::from),
+            ),
+            (
+                &keys::MAX_REPLICAS_REMOVED_PER_TICK,
+                self.max_replicas_removed_per_tick.map(f64::from),
+            ),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                key.check(value)
+                    .map_err(|problem| DampingError::InvalidConfig {
+                        field: key.name,
+                        problem,
+                    })?;
             }
         }
         Ok(())
@@ -295,5 +293,200 @@ fn non_negative(field: &'static str, value: f64) -> Result<(), DampingError> {
             field,
             problem: format!("must be a finite number ≥ 0, got {value}"),
         })
+    }
+}
+
+/// The keys of the `[pipeline.damping]` table, one definition each: its type, default,
+/// range and meaning. `DampingConfig::validate` checks against these ranges, the daemon reads the
+/// table and documents it from them.
+pub mod keys {
+    use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+    /// `enabled`.
+    pub const ENABLED: KeySpec = KeySpec {
+        name: "enabled",
+        kind: "boolean",
+        integer: false,
+        default: KeyDefault::Flag(true),
+        bounds: None,
+        doc: "Damp decisions (off: apply every proposal).",
+    };
+
+    /// `stabilization_window_s`.
+    pub const STABILIZATION_WINDOW_S: KeySpec = KeySpec {
+        name: "stabilization_window_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(120.0),
+        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        doc: "Scale-down takes the largest recommendation of this window.",
+    };
+
+    /// `scale_up_stabilization_window_s`.
+    pub const SCALE_UP_STABILIZATION_WINDOW_S: KeySpec = KeySpec {
+        name: "scale_up_stabilization_window_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(0.0),
+        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        doc: "An optional scale-up takes the smallest recommendation of this window (a needed increase goes at once).",
+    };
+
+    /// `deadband_fraction`.
+    pub const DEADBAND_FRACTION: KeySpec = KeySpec {
+        name: "deadband_fraction",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.1),
+        bounds: Some(Bounds::below(0.0, 1.0)),
+        doc: "Capacity changes smaller than this share are not made.",
+    };
+
+    /// `deadband_replicas`.
+    pub const DEADBAND_REPLICAS: KeySpec = KeySpec {
+        name: "deadband_replicas",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(0.0),
+        bounds: Some(Bounds::closed(0.0, 100_000.0)),
+        doc: "Replica changes up to this many are not made.",
+    };
+
+    /// `min_dwell_s`.
+    pub const MIN_DWELL_S: KeySpec = KeySpec {
+        name: "min_dwell_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(120.0),
+        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        doc: "Least time between two variant switches.",
+    };
+
+    /// `max_replicas_added_per_tick`.
+    pub const MAX_REPLICAS_ADDED_PER_TICK: KeySpec = KeySpec {
+        name: "max_replicas_added_per_tick",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Number(8.0),
+        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        doc: "Most replicas one tick adds.",
+    };
+
+    /// `max_replicas_removed_per_tick`.
+    pub const MAX_REPLICAS_REMOVED_PER_TICK: KeySpec = KeySpec {
+        name: "max_replicas_removed_per_tick",
+        kind: "integer",
+        integer: true,
+        default: KeyDefault::Text("no limit"),
+        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        doc: "Most replicas one tick removes.",
+    };
+
+    /// `max_scale_up_percent`.
+    pub const MAX_SCALE_UP_PERCENT: KeySpec = KeySpec {
+        name: "max_scale_up_percent",
+        kind: "number (%)",
+        integer: false,
+        default: KeyDefault::Text("no limit"),
+        bounds: Some(Bounds::above(0.0, 100_000.0)),
+        doc: "Most replicas one tick adds, as a percentage of the stage's replicas (optional increases only).",
+    };
+
+    /// `scale_up_select_policy`.
+    pub const SCALE_UP_SELECT_POLICY: KeySpec = KeySpec {
+        name: "scale_up_select_policy",
+        kind: "`max` or `min`",
+        integer: false,
+        default: KeyDefault::Text("`max`"),
+        bounds: None,
+        doc: "How the replica and percent limits combine: the more permissive (`max`) or the stricter (`min`).",
+    };
+
+    /// `min_switch_gain`.
+    pub const MIN_SWITCH_GAIN: KeySpec = KeySpec {
+        name: "min_switch_gain",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.005),
+        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        doc: "Least objective gain (accumulated over ticks) worth a switch.",
+    };
+
+    /// Every key of the table, in the reference's order.
+    pub const ALL: &[KeySpec] = &[
+        ENABLED,
+        STABILIZATION_WINDOW_S,
+        SCALE_UP_STABILIZATION_WINDOW_S,
+        DEADBAND_FRACTION,
+        DEADBAND_REPLICAS,
+        MIN_DWELL_S,
+        MAX_REPLICAS_ADDED_PER_TICK,
+        MAX_REPLICAS_REMOVED_PER_TICK,
+        MAX_SCALE_UP_PERCENT,
+        SCALE_UP_SELECT_POLICY,
+        MIN_SWITCH_GAIN,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value `config` holds for the key `name`, as the reference shows a default.
+    fn shown(config: &DampingConfig, name: &str) -> String {
+        let limit = |v: Option<u32>| v.map_or_else(|| "no limit".to_owned(), |v| v.to_string());
+        match name {
+            "enabled" => config.enabled.to_string(),
+            "stabilization_window_s" => config.stabilization_window_s.to_string(),
+            "scale_up_stabilization_window_s" => config.scale_up_stabilization_window_s.to_string(),
+            "deadband_fraction" => config.deadband_fraction.to_string(),
+            "deadband_replicas" => config.deadband_replicas.to_string(),
+            "min_dwell_s" => config.min_dwell_s.to_string(),
+            "max_replicas_added_per_tick" => limit(config.max_replicas_added_per_tick),
+            "max_replicas_removed_per_tick" => limit(config.max_replicas_removed_per_tick),
+            "max_scale_up_percent" => config
+                .max_scale_up_percent
+                .map_or_else(|| "no limit".to_owned(), |v| v.to_string()),
+            "scale_up_select_policy" => format!("`{}`", config.scale_up_select_policy.as_str()),
+            "min_switch_gain" => config.min_switch_gain.to_string(),
+            other => format!("no field for the key `{other}`"),
+        }
+    }
+
+    #[test]
+    fn every_key_s_default_is_the_default_settings_value() {
+        let defaults = DampingConfig::default();
+        for key in keys::ALL {
+            assert_eq!(
+                shown(&defaults, key.name),
+                key.default.to_string(),
+                "the default of `{}`",
+                key.name
+            );
+        }
+        assert_eq!(defaults.validate(), Ok(()));
+        assert_eq!(DampingConfig::disabled().validate(), Ok(()));
+    }
+
+    #[test]
+    fn validate_refuses_a_value_outside_its_key_s_range_with_the_reader_s_message() {
+        let config = DampingConfig {
+            stabilization_window_s: -1.0,
+            ..DampingConfig::default()
+        };
+        assert_eq!(
+            config.validate().unwrap_err().to_string(),
+            "invalid damping configuration: stabilization_window_s must be in [0, 86400], got -1"
+        );
+        let config = DampingConfig {
+            max_replicas_removed_per_tick: Some(0),
+            ..DampingConfig::default()
+        };
+        assert!(config.validate().is_err());
+        let config = DampingConfig {
+            deadband_fraction: 1.0,
+            ..DampingConfig::default()
+        };
+        assert!(config.validate().is_err());
     }
 }

@@ -38,6 +38,7 @@ pub use capacity::{
     change_cold_start_s, lead_time_horizon_s, max_cold_start_s, plan_capacity_rps, plan_gpu_mem_mb,
     plan_latency_ms, stage_capacity_rps,
 };
+pub use config::keys::ALL as DAMPING_KEYS;
 pub use config::{DEFAULT_MIN_SWITCH_GAIN, DampingConfig, HeadroomConfig, SelectPolicy};
 pub use damper::{Damped, Damper, DampingInput};
 pub use error::DampingError;

@@ -10,9 +10,11 @@ pub mod error;
 pub mod pipeline;
 pub mod plan;
 pub mod profile;
+pub mod settings;
 
 pub use catalog::{Catalog, CatalogVariant};
 pub use error::ModelError;
 pub use pipeline::{Pipeline, Stage, Variant};
 pub use plan::{Assignment, Plan, StagePlan};
 pub use profile::{Estimate, EstimateSource, LatencyFit, Profile, ProfilePoint};
+pub use settings::{Bounds, KeyDefault, KeySpec};

@@ -142,7 +142,7 @@ fn configuration_section(roff: &mut clap_mangen::roff::Roff) {
          docs/configuration.md). The keys of [pipeline.backend] other than type belong to the \
          backend, which checks them itself.",
     )]);
-    for (table, keys) in crate::config_reference::by_table() {
+    for (table, keys) in crate::config::reference::by_table() {
         roff.control("SS", [table.as_str()]);
         for key in keys {
             roff.control("TP", []);

@@ -182,7 +182,7 @@ fn colour(terminal: bool, no_color: Option<&OsStr>) -> bool {
 }
 
 /// The embedded default configuration with its catalogs.
-pub fn embedded_config() -> Result<DaemonConfig, crate::tomlread::Diagnostics> {
+pub fn embedded_config() -> Result<DaemonConfig, crate::config::tomlread::Diagnostics> {
     parse_config(
         "(embedded) etc/infadaptd.toml",
         EMBEDDED_CONFIG,

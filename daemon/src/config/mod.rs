@@ -30,13 +30,17 @@
 //! idle_timeout_ms = 60000
 //! ```
 
+pub mod backend_check;
+pub mod reference;
+pub mod tomlread;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use infadapt_control::{
     ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SelectPolicy,
-    SpareConfig,
+    SpareConfig, damping_keys, fast_path_keys, spare_keys,
 };
 use infadapt_forecast::ForecastError;
 use infadapt_forecast::lstm::LstmModel;
@@ -45,13 +49,13 @@ use infadapt_model::Catalog;
 use infadapt_planner::Problem;
 use infadapt_plugin_abi::{ConfigProblem, ProblemKind};
 
-use crate::backend_check::BackendCheck;
+use self::backend_check::BackendCheck;
+use self::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
 use crate::http_server::ServerLimits;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
 use crate::router::RouterSettings;
-use crate::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
 
 /// Where the packaged configuration is installed.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
@@ -193,7 +197,7 @@ pub struct DaemonConfig {
 }
 
 /// Checks a pipeline's backend keys with the backend's own rules (see
-/// [`crate::backend_check`]).
+/// [`backend_check`]).
 pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> BackendCheck + 'a;
 
 /// Reads and validates a configuration file, as `run` and reloads do; catalogs are
@@ -237,7 +241,7 @@ fn load_config_checked(
         &base,
         plugin_dirs,
         &mut |reference: &str| read_catalog(&base.join(reference)),
-        &mut |daemon, pipeline| match crate::backend_check::check_plugin_backend(daemon, pipeline) {
+        &mut |daemon, pipeline| match backend_check::check_plugin_backend(daemon, pipeline) {
             BackendCheck::Failed(message) if !strict => BackendCheck::Unchecked(format!(
                 "{message}; the pipeline starts degraded and retries"
             )),
@@ -329,7 +333,7 @@ fn parse_with(
     let raw: Option<toml::Table> = toml::from_str(text).ok();
     // Every number is checked against its range in the configuration reference, the one
     // source of the documented ranges.
-    let mut config = with_range_check(crate::config_reference::range_problem, || {
+    let mut config = with_range_check(reference::range_problem, || {
         read_document(name, text, |_, root| {
             build_config(
                 root,
@@ -731,25 +735,18 @@ pub(crate) fn read_fast_path(f: &TableReader<'_, '_>, period_s: f64) -> (FastPat
     if let Some(enabled) = f.opt_bool("enabled") {
         fast_path.enabled = enabled;
     }
-    let ranged = |key: &str, least: f64, default: f64| match f.opt_f64(key) {
-        Some(v) if v.is_finite() && (least..=3600.0).contains(&v) => v,
-        Some(v) => {
-            f.report(key, format!("must be in [{least}, 3600], got {v}"));
-            default
-        }
-        None => default,
-    };
-    fast_path.window_s = ranged("window_s", 1.0, fast_path.window_s);
-    fast_path.sigmas = ranged("sigmas", 0.0, fast_path.sigmas);
-    fast_path.min_gap_s = ranged("min_gap_s", 0.0, fast_path.min_gap_s);
-    if let Some(v) = f.opt_f64("queue_slo_fraction") {
-        if v.is_finite() && v > 0.0 {
-            fast_path.queue_slo_fraction = v;
-        } else {
-            f.report(
-                "queue_slo_fraction",
-                format!("must be a positive share of the SLO, got {v}"),
-            );
+    let keys = [
+        (&fast_path_keys::WINDOW_S, &mut fast_path.window_s),
+        (&fast_path_keys::SIGMAS, &mut fast_path.sigmas),
+        (&fast_path_keys::MIN_GAP_S, &mut fast_path.min_gap_s),
+        (
+            &fast_path_keys::QUEUE_SLO_FRACTION,
+            &mut fast_path.queue_slo_fraction,
+        ),
+    ];
+    for (key, slot) in keys {
+        if let Some(v) = f.opt_number(key) {
+            *slot = v;
         }
     }
     let default_check = DEFAULT_CHECK_S.min(period_s);
@@ -774,15 +771,8 @@ pub(crate) fn read_spare(w: &TableReader<'_, '_>) -> SpareConfig {
     if let Some(enabled) = w.opt_bool("enabled") {
         spare.enabled = enabled;
     }
-    if let Some(v) = w.opt_f64("history_s") {
-        if v.is_finite() && (60.0..=86_400.0).contains(&v) {
-            spare.history_s = v;
-        } else {
-            w.report(
-                "history_s",
-                format!("must be in [60, 86400] seconds, got {v}"),
-            );
-        }
+    if let Some(v) = w.opt_number(&spare_keys::HISTORY_S) {
+        spare.history_s = v;
     }
     spare
 }
@@ -1062,29 +1052,23 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
         }
         damping.enabled = enabled;
     }
-    let non_negative = |key: &str, default: f64| match d.opt_f64(key) {
-        Some(v) if v < 0.0 => {
-            d.report(key, format!("must be >= 0, got {v}"));
-            default
+    let numbers = [
+        (
+            &damping_keys::STABILIZATION_WINDOW_S,
+            &mut damping.stabilization_window_s,
+        ),
+        (
+            &damping_keys::SCALE_UP_STABILIZATION_WINDOW_S,
+            &mut damping.scale_up_stabilization_window_s,
+        ),
+    ];
+    for (key, slot) in numbers {
+        if let Some(v) = d.opt_number(key) {
+            *slot = v;
         }
-        Some(v) => v,
-        None => default,
-    };
-    damping.stabilization_window_s =
-        non_negative("stabilization_window_s", damping.stabilization_window_s);
-    damping.scale_up_stabilization_window_s = non_negative(
-        "scale_up_stabilization_window_s",
-        damping.scale_up_stabilization_window_s,
-    );
-    if let Some(v) = d.opt_f64("max_scale_up_percent") {
-        if v.is_finite() && v > 0.0 {
-            damping.max_scale_up_percent = Some(v);
-        } else {
-            d.report(
-                "max_scale_up_percent",
-                format!("must be a positive percentage (leave it out for no limit), got {v}"),
-            );
-        }
+    }
+    if let Some(v) = d.opt_number(&damping_keys::MAX_SCALE_UP_PERCENT) {
+        damping.max_scale_up_percent = Some(v);
     }
     match d
         .opt_choice("scale_up_select_policy", &["max", "min"])
@@ -1094,32 +1078,34 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
         Some(_) => damping.scale_up_select_policy = SelectPolicy::Max,
         None => {}
     }
-    damping.min_dwell_s = non_negative("min_dwell_s", damping.min_dwell_s);
-    damping.min_switch_gain = non_negative("min_switch_gain", damping.min_switch_gain);
-    if let Some(v) = d.opt_f64("deadband_fraction") {
-        if (0.0..1.0).contains(&v) {
-            damping.deadband_fraction = v;
-        } else {
-            d.report("deadband_fraction", format!("must be in [0, 1), got {v}"));
+    let numbers = [
+        (&damping_keys::MIN_DWELL_S, &mut damping.min_dwell_s),
+        (&damping_keys::MIN_SWITCH_GAIN, &mut damping.min_switch_gain),
+        (
+            &damping_keys::DEADBAND_FRACTION,
+            &mut damping.deadband_fraction,
+        ),
+    ];
+    for (key, slot) in numbers {
+        if let Some(v) = d.opt_number(key) {
+            *slot = v;
         }
     }
-    if let Some(v) = d.opt_u32("deadband_replicas") {
+    if let Some(v) = d.opt_count(&damping_keys::DEADBAND_REPLICAS) {
         damping.deadband_replicas = v;
     }
     for (key, slot) in [
         (
-            "max_replicas_added_per_tick",
+            &damping_keys::MAX_REPLICAS_ADDED_PER_TICK,
             &mut damping.max_replicas_added_per_tick,
         ),
         (
-            "max_replicas_removed_per_tick",
+            &damping_keys::MAX_REPLICAS_REMOVED_PER_TICK,
             &mut damping.max_replicas_removed_per_tick,
         ),
     ] {
-        match d.opt_u32(key) {
-            Some(0) => d.report(key, "must be at least 1 (leave it out for no limit)"),
-            Some(v) => *slot = Some(v),
-            None => {}
+        if let Some(v) = d.opt_count(key) {
+            *slot = Some(v);
         }
     }
     damping
@@ -1510,7 +1496,7 @@ peak_rps = 80
     #[test]
     fn scenario_files_still_refuse_lstm_and_its_key() {
         let text = "[control.forecast]\nmodel = \"lstm\"\nlstm_model = \"m.json\"\n";
-        let errors = crate::tomlread::read_document("s.toml", text, |_, root| {
+        let errors = tomlread::read_document("s.toml", text, |_, root| {
             let control = root.opt_table("control")?;
             let f = control.opt_table("forecast")?;
             let mut config = ControlConfig::new(Problem::new(

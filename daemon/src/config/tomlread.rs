@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::ops::Range;
 
+use infadapt_model::settings::KeySpec;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
@@ -435,6 +436,31 @@ impl<'r, 'i> TableReader<'r, 'i> {
             return None;
         }
         self.opt_u32(key)
+    }
+
+    /// A number at the key `spec` defines, checked against its range (the range check in
+    /// force, if any, checks the same spec first): out of it, it is reported with the key's
+    /// message and read as absent.
+    pub fn opt_number(&self, spec: &KeySpec) -> Option<f64> {
+        let v = self.opt_f64(spec.name)?;
+        self.within(spec, v).then_some(v)
+    }
+
+    /// An integer at the key `spec` defines, checked as [`TableReader::opt_number`] checks.
+    pub fn opt_count(&self, spec: &KeySpec) -> Option<u32> {
+        let v = self.opt_u32(spec.name)?;
+        self.within(spec, f64::from(v)).then_some(v)
+    }
+
+    /// Reports `v` at `spec`'s key when it is out of the key's range; whether it is in it.
+    fn within(&self, spec: &KeySpec, v: f64) -> bool {
+        match spec.check(v) {
+            Ok(()) => true,
+            Err(message) => {
+                self.report(spec.name, message);
+                false
+            }
+        }
     }
 
     /// A boolean at `key`, if present.

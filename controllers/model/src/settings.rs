@@ -1,0 +1,193 @@
+//! The one definition of a configuration key: name, type, default, accepted range and
+//! meaning. Each controller crate lists the keys of its settings as [`KeySpec`]s beside the
+//! settings' struct; its `validate()` checks the struct against the same ranges, and the
+//! daemon's reader and configuration reference take the keys from there, so a range or a
+//! default is written once.
+
+use std::fmt;
+
+/// The accepted values of a numeric key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bounds {
+    pub min: f64,
+    /// The minimum itself is refused (`(min, …`).
+    pub min_open: bool,
+    pub max: f64,
+    /// The maximum itself is refused (`…, max)`).
+    pub max_open: bool,
+}
+
+impl Bounds {
+    /// `[min, max]`.
+    pub const fn closed(min: f64, max: f64) -> Bounds {
+        Bounds {
+            min,
+            min_open: false,
+            max,
+            max_open: false,
+        }
+    }
+
+    /// `(min, max]`.
+    pub const fn above(min: f64, max: f64) -> Bounds {
+        Bounds {
+            min,
+            min_open: true,
+            max,
+            max_open: false,
+        }
+    }
+
+    /// `[min, max)`.
+    pub const fn below(min: f64, max: f64) -> Bounds {
+        Bounds {
+            min,
+            min_open: false,
+            max,
+            max_open: true,
+        }
+    }
+
+    /// `(min, max)`.
+    pub const fn open(min: f64, max: f64) -> Bounds {
+        Bounds {
+            min,
+            min_open: true,
+            max,
+            max_open: true,
+        }
+    }
+
+    /// Whether `value` is in the range (never NaN).
+    pub fn contains(&self, value: f64) -> bool {
+        let above = if self.min_open {
+            value > self.min
+        } else {
+            value >= self.min
+        };
+        let below = if self.max_open {
+            value < self.max
+        } else {
+            value <= self.max
+        };
+        above && below
+    }
+}
+
+impl fmt::Display for Bounds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}, {}{}",
+            if self.min_open { "(" } else { "[" },
+            self.min,
+            self.max,
+            if self.max_open { ")" } else { "]" }
+        )
+    }
+}
+
+/// A key's default.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum KeyDefault {
+    /// A number the settings' `Default` holds.
+    Number(f64),
+    /// A flag the settings' `Default` holds.
+    Flag(bool),
+    /// Described in words (`required`, `no limit`, a name in backquotes).
+    Text(&'static str),
+}
+
+impl fmt::Display for KeyDefault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyDefault::Number(v) => write!(f, "{v}"),
+            KeyDefault::Flag(b) => write!(f, "{b}"),
+            KeyDefault::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+/// One key of a settings table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KeySpec {
+    /// The key's name in its table (`stabilization_window_s`).
+    pub name: &'static str,
+    /// The value's type as the reference shows it (`number (s)`, `` `max` or `min` ``).
+    pub kind: &'static str,
+    /// Whether the value is an integer (numbers with `bounds` only).
+    pub integer: bool,
+    pub default: KeyDefault,
+    /// The accepted range of a number; every number has one.
+    pub bounds: Option<Bounds>,
+    pub doc: &'static str,
+}
+
+impl KeySpec {
+    /// `Ok` when `value` is in the key's range (or the key has none), else the message
+    /// every reader and validator gives: `must be in [0, 86400], got -1`.
+    pub fn check(&self, value: f64) -> Result<(), String> {
+        match self.bounds {
+            Some(bounds) if !bounds.contains(value) => Err(format!(
+                "must be in {bounds}, got {}",
+                message_number(value)
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// The default as a number, when it is one.
+    pub fn default_number(&self) -> Option<f64> {
+        match self.default {
+            KeyDefault::Number(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+/// The key named `name` in `keys`.
+pub fn find_key(keys: &'static [KeySpec], name: &str) -> Option<&'static KeySpec> {
+    keys.iter().find(|k| k.name == name)
+}
+
+/// A number as a message shows it: plain, or in exponent form when very large or small.
+pub fn message_number(value: f64) -> String {
+    if value != 0.0 && !(1e-4..1e9).contains(&value.abs()) {
+        format!("{value:e}")
+    } else {
+        value.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_render_as_intervals_and_refuse_nan() {
+        let b = Bounds::above(0.0, 3600.0);
+        assert_eq!(b.to_string(), "(0, 3600]");
+        assert!(!b.contains(0.0) && b.contains(3600.0) && !b.contains(f64::NAN));
+        assert_eq!(Bounds::below(0.0, 1.0).to_string(), "[0, 1)");
+        assert_eq!(Bounds::open(0.0, 1.0).to_string(), "(0, 1)");
+    }
+
+    #[test]
+    fn a_key_names_the_range_a_value_misses() {
+        let key = KeySpec {
+            name: "grace_s",
+            kind: "number (s)",
+            integer: false,
+            default: KeyDefault::Number(10.0),
+            bounds: Some(Bounds::above(0.0, 3600.0)),
+            doc: "",
+        };
+        assert_eq!(
+            key.check(1e300).unwrap_err(),
+            "must be in (0, 3600], got 1e300"
+        );
+        assert_eq!(key.check(10.0), Ok(()));
+        assert_eq!(key.default.to_string(), "10");
+        assert_eq!(KeyDefault::Number(0.0025).to_string(), "0.0025");
+    }
+}
