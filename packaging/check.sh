@@ -300,7 +300,7 @@ dpkg -r infadaptd
 [ ! -e /usr/bin/infadaptd ] || fail "/usr/bin/infadaptd is left after remove"
 [ ! -e /usr/lib/infadaptd/plugins/libinfadapt_plugin_sim.so ] || fail "the plugin is left after remove"
 grep -q '^# edited by the operator$' /etc/infadaptd/infadaptd.toml || fail "remove did not keep the configuration"
-[ -f /etc/infadaptd/catalogs/resnet-cpu.toml ] || fail "remove did not keep the catalog"
+[ -f /etc/infadaptd/catalogs/resnet-synthetic.toml ] || fail "remove did not keep the catalog"
 [ "$(find /var/lib/infadaptd -type f | wc -l)" -eq "$state_files" ] || fail "remove did not keep the state"
 [ ! -e /etc/systemd/system/multi-user.target.wants/infadaptd.service ] || fail "the unit is still enabled after remove"
 

@@ -14,7 +14,7 @@ use crate::plugins::{TempDir, WRONG_ABI, compile_c_text, install_rust_plugin};
 
 /// One pipeline on the resnet catalog with `backend` as its backend table.
 pub(crate) fn pipeline(name: &str, backend: &str) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     format!(
         "\n[[pipeline]]\nname = \"{name}\"\ncatalog = \"{catalog}\"\nslo_ms = 750\n\
          [[pipeline.stage]]\nname = \"classify\"\nvariants = [\"resnet18\", \"resnet50\"]\n\

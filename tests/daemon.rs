@@ -30,7 +30,7 @@ pub(crate) fn free_port() -> u16 {
 }
 
 pub(crate) fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     format!(
         r#"
 [daemon]
@@ -579,7 +579,7 @@ fn demo_runs_on_the_embedded_default_and_exits_by_itself() {
 
 /// One pipeline of the plugin test: the resnet stage with a name and a backend table.
 pub(crate) fn pipeline_text(name: &str, backend: &str) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     format!(
         r#"
 [[pipeline]]

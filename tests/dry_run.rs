@@ -28,7 +28,7 @@ fn load() -> Vec<f64> {
 pub(crate) const PIPELINE_WITHOUT_BACKEND: &str = r#"
 [[pipeline]]
 name = "resnet"
-catalog = "catalogs/resnet-cpu.toml"
+catalog = "catalogs/resnet-synthetic.toml"
 slo_ms = 750
 initial_load_rps = 10
 [[pipeline.stage]]

@@ -84,7 +84,7 @@ fn config_text(
     ts: &FaultServer,
 ) -> String {
     let catalog = dir.join("catalog.toml");
-    let resnet = crate::daemon::repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let resnet = crate::daemon::repo_root().join("etc/catalogs/resnet-synthetic.toml");
     let mut text = format!(
         r#"
 [daemon]

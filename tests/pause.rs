@@ -32,7 +32,7 @@ period_s = 1
 
 [[pipeline]]
 name = "resnet"
-catalog = "catalogs/resnet-cpu.toml"
+catalog = "catalogs/resnet-synthetic.toml"
 slo_ms = 750
 initial_load_rps = 5
 

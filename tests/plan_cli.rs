@@ -186,7 +186,7 @@ fn slo_below_fastest_variant_names_latency() {
 fn malformed_problem_lists_every_problem_with_positions() {
     let dir = scratch("bad");
     let file = dir.join("bad.toml");
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     let text = format!(
         r#"catalog = "{}"
 load_rps = -3
@@ -271,7 +271,8 @@ fn unmeasured_gpu_memory_is_not_planned_under_a_gpu_limit() {
     // limit they may be chosen; under one they are left out, each named in a warning.
     let dir = scratch("unmeasured-gpu");
     let mut catalog =
-        std::fs::read_to_string(repo_root().join("etc/catalogs/resnet-cpu.toml")).expect("read");
+        std::fs::read_to_string(repo_root().join("etc/catalogs/resnet-synthetic.toml"))
+            .expect("read");
     for name in ["resnet50", "resnet101", "resnet152"] {
         let entry = format!("name = \"{name}\"\n");
         assert!(catalog.contains(&entry), "{name} in the catalog");
@@ -280,7 +281,7 @@ fn unmeasured_gpu_memory_is_not_planned_under_a_gpu_limit() {
     std::fs::write(dir.join("catalog.toml"), catalog).expect("write");
     let problem = std::fs::read_to_string(example("resnet-service.toml"))
         .expect("read")
-        .replace("../catalogs/resnet-cpu.toml", "catalog.toml");
+        .replace("../catalogs/resnet-synthetic.toml", "catalog.toml");
     let free = dir.join("free.toml");
     std::fs::write(&free, &problem).expect("write");
     let limited = dir.join("limited.toml");

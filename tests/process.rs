@@ -146,7 +146,7 @@ fn recorded_workers(dir: &Path) -> Option<Vec<serde_json::Value>> {
 
 /// The daemon config for the process backend: one stage of resnet18 on 1 core.
 fn daemon_config(dir: &Path, http_port: u16, plugins: &Path) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     format!(
         r#"
 [daemon]
@@ -359,8 +359,9 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::sync::{Arc, Mutex};
 
-    // 20 minutes of the bursty IPA window, 30 s per replayed second, peak 36 requests/s:
-    // about 7/s, a burst to 36/s, back to 7/s, in 40 s, sent through the daemon's router.
+    // 20 minutes of the generated bursty window, 30 s per replayed second, peak 36
+    // requests/s: about 7/s, a burst to 36/s, back to 7/s, in 40 s, sent through the
+    // daemon's router.
     let rates = crate::replay::bursty_window(30, 36.0);
     let dir = Scratch::new("trace");
     let plugins = dir.path().join("plugins");

@@ -28,8 +28,31 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn shared_data(rel: &str) -> PathBuf {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")).join(rel)
+/// The ResNet scenario on InfAdapter's published measurements, as `cargo xtask evaluation`
+/// runs it: the catalog imported from the data directory, and a copy of the scenario that
+/// names it.
+fn published_resnet_scenario() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("paper-windows-{}", std::process::id()));
+    let catalogs = dir.join("catalogs");
+    let scenarios = dir.join("scenarios");
+    std::fs::create_dir_all(&catalogs).expect("catalog dir");
+    std::fs::create_dir_all(&scenarios).expect("scenario dir");
+    crate::profiles_import::import_published_resnet(&catalogs);
+    let shipped = std::fs::read_to_string(repo_root().join("etc/scenarios/resnet-cpu.toml"))
+        .expect("read the ResNet scenario");
+    let synthetic = "catalog = \"../catalogs/resnet-synthetic.toml\"";
+    assert!(
+        shipped.contains(synthetic),
+        "the scenario names {synthetic}"
+    );
+    let path = scenarios.join("resnet-cpu.toml");
+    std::fs::write(
+        &path,
+        shipped.replace(synthetic, "catalog = \"../catalogs/resnet-cpu.toml\""),
+    )
+    .expect("write the scenario copy");
+    path
 }
 
 fn infadaptd(args: &[&str]) -> Output {
@@ -494,9 +517,38 @@ const WINDOWS: [(&str, &str, usize, usize, f64); 4] = [
 const SLO_TARGET_MISSED: [&str; 0] = [];
 
 #[test]
+fn every_scenario_replays_its_generated_workload_through_every_policy() {
+    for scenario in ["resnet-cpu.toml", "video-pipeline.toml"] {
+        let config = repo_root().join("etc/scenarios").join(scenario);
+        let v = simulate_json(&[
+            "--config",
+            config.to_str().expect("utf8"),
+            "--seconds",
+            "180",
+            "--warmup",
+            "60",
+            "--policy",
+            "all",
+        ]);
+        assert_eq!(
+            v["policies"].as_array().map(Vec::len),
+            Some(POLICIES.len()),
+            "{scenario}: {v}"
+        );
+        let ours = policy(&v, "infadapt");
+        let ipa = policy(&v, "ipa");
+        assert!(num(ours, "requests") > 0.0, "{scenario}");
+        // Both served the same requests (common random numbers).
+        assert_eq!(ours["requests"], ipa["requests"], "{scenario}");
+    }
+}
+
+#[test]
+#[ignore = "replays real data: set INFADAPT_DATA (see README, 'Tests that replay real data')"]
 fn paper_windows_replay_and_meet_the_targets_that_hold() {
-    let index_path = shared_data("twitter-trace/experiment_slices_index.json");
-    let trace = shared_data("twitter-trace/rps-per-second-days00-16.txt");
+    let index_path = crate::real_data::real_data("twitter-trace/experiment_slices_index.json");
+    let trace = crate::real_data::real_data("twitter-trace/rps-per-second-days00-16.txt");
+    let published_resnet = published_resnet_scenario();
     let index: Value = serde_json::from_str(
         &std::fs::read_to_string(&index_path)
             .unwrap_or_else(|e| panic!("{} is required: {e}", index_path.display())),
@@ -518,7 +570,11 @@ fn paper_windows_replay_and_meet_the_targets_that_hold() {
         } else {
             (end, "3600")
         };
-        let config = repo_root().join("etc/scenarios").join(scenario);
+        let config = if scenario == "resnet-cpu.toml" {
+            published_resnet.clone()
+        } else {
+            repo_root().join("etc/scenarios").join(scenario)
+        };
         let v = simulate_json(&[
             "--config",
             config.to_str().expect("utf8"),

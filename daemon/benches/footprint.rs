@@ -31,9 +31,9 @@ fn config_text(port: u16, period_s: u32, state_dir: &Path, pipelines: usize) -> 
     let start = packaged
         .find("[[pipeline]]")
         .expect("the packaged default has a pipeline");
-    let catalog = repo_root().join("etc/catalogs/resnet-cpu.toml");
+    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
     let pipeline = packaged[start..].replace(
-        "\"catalogs/resnet-cpu.toml\"",
+        "\"catalogs/resnet-synthetic.toml\"",
         &format!("\"{}\"", catalog.display()),
     );
     let mut text = format!(

@@ -3,7 +3,7 @@
 //! settings. Read raw, then validated, with every problem reported at once.
 //!
 //! ```toml
-//! catalog = "../catalogs/resnet-cpu.toml"   # relative to this file
+//! catalog = "../catalogs/resnet-synthetic.toml"   # relative to this file
 //! load_rps = 120
 //! [pipeline]
 //! name = "resnet"

@@ -15,8 +15,8 @@ fn catalogs() -> &'static [(&'static str, Catalog)] {
     CATALOGS.get_or_init(|| {
         [
             (
-                "resnet-cpu.toml",
-                include_str!("../../etc/catalogs/resnet-cpu.toml"),
+                "resnet-synthetic.toml",
+                include_str!("../../etc/catalogs/resnet-synthetic.toml"),
             ),
             (
                 "video-synthetic.toml",

@@ -1,6 +1,6 @@
 //! The real `infadaptd` binary with `type = "torchserve"` (the plugin loaded from
-//! `plugin_dirs`) against a real TorchServe, under a compressed, scaled replay of the IPA
-//! "bursty" window of the Twitter trace: the daemon plans 1 → 3 → 1 replicas as the burst
+//! `plugin_dirs`) against a real TorchServe, under a compressed, scaled replay of a
+//! generated bursty window (`crate::replay`): the daemon plans 1 → 3 → 1 replicas as the burst
 //! comes and goes, every plan it holds is seen running on the server, and no request fails.
 //! The load goes through the daemon's router, which spreads it over the ready replicas and
 //! stops sending to a replica the plugin drains before it is unregistered.
@@ -170,7 +170,7 @@ const COMPRESSION: usize = 20;
 /// Peak of the replayed load: three replicas' worth.
 const PEAK_RPS: f64 = 36.0;
 
-/// The IPA "bursty" window, `COMPRESSION` trace seconds per replayed second, scaled to
+/// The generated bursty window, `COMPRESSION` seconds per replayed second, scaled to
 /// `PEAK_RPS` (60 replayed seconds: about 7 requests/s, a burst to 36, back to 7).
 fn replay_rates() -> Vec<f64> {
     crate::replay::bursty_window(COMPRESSION, PEAK_RPS)

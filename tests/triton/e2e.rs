@@ -1,6 +1,6 @@
 //! The whole loop against a real Triton: the daemon binary with the Triton plugin loaded
 //! through the C ABI and its router in front, three variants of growing cost, and a
-//! compressed, scaled replay of the IPA "bursty" window of the Twitter trace sent as an
+//! compressed, scaled replay of a generated bursty window (`crate::replay`) sent as an
 //! open-loop Poisson load through the router. Checks that the server follows the daemon's
 //! plans (variants and instance counts), that no request fails across the switches, and
 //! reports the SLO attainment of the steady part.
@@ -77,7 +77,7 @@ points = [
 ]
 "#;
 
-/// The IPA bursty window, `COMPRESSION` seconds per replayed second, scaled to `PEAK_RPS`.
+/// The generated bursty window, `COMPRESSION` seconds per replayed second, scaled to `PEAK_RPS`.
 fn replay_rates() -> Vec<f64> {
     crate::replay::bursty_window(COMPRESSION, PEAK_RPS)
 }

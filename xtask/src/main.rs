@@ -6,10 +6,14 @@
 //! cargo xtask evaluation [--data DIR] [--seeds 1..5] [--only NAME,…] [--render-only]
 //! ```
 //!
-//! `--data` (or `INFADAPT_DATA`) is the data directory holding
-//! `twitter-trace/rps-per-second-days00-16.txt` and `experiment_slices_index.json`; the
-//! default is `../shared/data` beside the repository. `--render-only` rewrites the document
-//! from the JSON kept by an earlier run without simulating again.
+//! `--data` (or `INFADAPT_DATA`; one of them is required) is the data directory holding
+//! `twitter-trace/rps-per-second-days00-16.txt`, `experiment_slices_index.json` and
+//! InfAdapter's published profiles (`infadapter/*.csv`). The ResNet runs use those profiles:
+//! each evaluation imports them with `infadaptd profiles import` into
+//! target/evaluation/catalogs/resnet-cpu.toml and runs a copy of the shipped scenario that
+//! names it, target/evaluation/scenarios/resnet-cpu.toml (the shipped scenario names the
+//! project's synthetic catalog). `--render-only` rewrites the document from the JSON kept by
+//! an earlier run without simulating again.
 
 mod render;
 
@@ -50,7 +54,15 @@ struct RunSpec {
 }
 
 const VIDEO: &str = "etc/scenarios/video-pipeline.toml";
-const RESNET: &str = "etc/scenarios/resnet-cpu.toml";
+/// The ResNet scenario on the published profiles, written by [`stage_published_resnet`].
+const RESNET: &str = "target/evaluation/scenarios/resnet-cpu.toml";
+/// The shipped ResNet scenario, on the synthetic catalog.
+const RESNET_SHIPPED: &str = "etc/scenarios/resnet-cpu.toml";
+/// The catalog line of the shipped ResNet scenario.
+const RESNET_SHIPPED_CATALOG: &str = "catalog = \"../catalogs/resnet-synthetic.toml\"";
+/// InfAdapter's published capacity table and variant metadata, in the data directory.
+const INFADAPTER_CAPACITY: &str = "infadapter/capacity_result_Feb_21.csv";
+const INFADAPTER_METADATA: &str = "infadapter/variant_metadata.csv";
 /// Day 1 of the trace (day 0 holds the forecasters' first hour of history).
 const DAY: (usize, usize) = (86_400, 172_800);
 
@@ -113,11 +125,15 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Options> {
-    let root = workspace_root();
+/// The options from the arguments, the data directory from `--data` or else `env_data`
+/// (the value of `INFADAPT_DATA`).
+fn parse_options(
+    mut args: impl Iterator<Item = String>,
+    env_data: Option<PathBuf>,
+) -> anyhow::Result<Options> {
+    let mut data = env_data.filter(|d| !d.as_os_str().is_empty());
     let mut options = Options {
-        data: std::env::var_os("INFADAPT_DATA")
-            .map_or_else(|| root.join("../shared/data"), PathBuf::from),
+        data: PathBuf::new(),
         seeds: "1..5".to_owned(),
         only: None,
         render_only: false,
@@ -125,7 +141,7 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
     while let Some(arg) = args.next() {
         let mut value = |name: &str| args.next().with_context(|| format!("{name} needs a value"));
         match arg.as_str() {
-            "--data" => options.data = PathBuf::from(value("--data")?),
+            "--data" => data = Some(PathBuf::from(value("--data")?)),
             "--seeds" => options.seeds = value("--seeds")?,
             "--only" => {
                 let names: Vec<String> = value("--only")?
@@ -147,7 +163,62 @@ fn parse_options(mut args: impl Iterator<Item = String>) -> anyhow::Result<Optio
             ),
         }
     }
+    options.data = data.context(
+        "no data directory: pass --data DIR or set INFADAPT_DATA to the directory that holds \
+         the trace (twitter-trace/) and InfAdapter's profiles (infadapter/)",
+    )?;
     Ok(options)
+}
+
+/// Imports InfAdapter's published profiles from the data directory into
+/// target/evaluation/catalogs/resnet-cpu.toml and writes the ResNet scenario that names it
+/// ([`RESNET`]): the shipped scenario with its catalog line replaced.
+fn stage_published_resnet(root: &Path, binary: &Path, data: &Path) -> anyhow::Result<()> {
+    let dir = root.join("target/evaluation");
+    let catalog = dir.join("catalogs/resnet-cpu.toml");
+    let scenario = root.join(RESNET);
+    for folder in [catalog.parent(), scenario.parent()].into_iter().flatten() {
+        std::fs::create_dir_all(folder).with_context(|| folder.display().to_string())?;
+    }
+    let output = Command::new(binary)
+        .args([
+            "profiles",
+            "import",
+            "--format",
+            "infadapter",
+            "--slo-ms",
+            "750",
+        ])
+        .arg("--metadata")
+        .arg(data.join(INFADAPTER_METADATA))
+        .arg("--out")
+        .arg(&catalog)
+        .arg(data.join(INFADAPTER_CAPACITY))
+        .current_dir(root)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .with_context(|| format!("running {}", binary.display()))?;
+    if !output.status.success() {
+        bail!(
+            "importing the published ResNet profiles failed ({})",
+            output.status
+        );
+    }
+    let shipped = std::fs::read_to_string(root.join(RESNET_SHIPPED))
+        .with_context(|| RESNET_SHIPPED.to_owned())?;
+    if !shipped.contains(RESNET_SHIPPED_CATALOG) {
+        bail!("{RESNET_SHIPPED} no longer names its catalog as `{RESNET_SHIPPED_CATALOG}`");
+    }
+    let staged = shipped.replace(
+        RESNET_SHIPPED_CATALOG,
+        "catalog = \"../catalogs/resnet-cpu.toml\"   # imported from the data directory",
+    );
+    std::fs::write(&scenario, staged).with_context(|| scenario.display().to_string())?;
+    eprintln!(
+        "== imported the published ResNet profiles into {}",
+        catalog.display()
+    );
+    Ok(())
 }
 
 /// `(start, end)` of a run's lines.
@@ -372,8 +443,9 @@ fn generated(runs: &[RunResult]) -> String {
     let head = commits.join(", ");
     let mut out = format!(
         "{BEGIN}\n\nGenerated by `cargo xtask evaluation` with the binary of commit {head} (release build, \
-         2-core machine). `$DATA` is the data directory (`--data`, `INFADAPT_DATA`, \
-         default `../shared/data`). Every figure is the mean ± sample standard deviation over \
+         2-core machine). `$DATA` is the data directory (`--data` or `INFADAPT_DATA`); \
+         the ResNet runs use InfAdapter's published profiles, imported from it at run time \
+         into `target/evaluation/catalogs/resnet-cpu.toml` (not shipped). Every figure is the mean ± sample standard deviation over \
          the seeds; within a seed every policy sees the same arrivals.\n\n\
          ### Targets\n\nOn the means over the seeds (ratios are ours / theirs).\n\n"
     );
@@ -435,6 +507,9 @@ fn evaluation(options: &Options) -> anyhow::Result<()> {
         let target =
             std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
         let binary = target.join("release/infadaptd");
+        if selected.iter().any(|r| r.scenario == RESNET) {
+            stage_published_resnet(&root, &binary, &options.data)?;
+        }
         for spec in &selected {
             run_one(&root, &binary, spec, options, &slices, &commit, None)?;
         }
@@ -460,7 +535,10 @@ fn evaluation(options: &Options) -> anyhow::Result<()> {
 fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
-        Some("evaluation") => evaluation(&parse_options(args)?),
+        Some("evaluation") => evaluation(&parse_options(
+            args,
+            std::env::var_os("INFADAPT_DATA").map(PathBuf::from),
+        )?),
         _ => bail!(
             "usage: cargo xtask evaluation [--data DIR] [--seeds 1..5] [--only NAME,…] [--render-only]"
         ),
@@ -510,13 +588,25 @@ mod tests {
 
     #[test]
     fn arguments_are_checked() {
-        let parse = |args: &[&str]| parse_options(args.iter().map(|s| (*s).to_owned()));
+        let data = Some(PathBuf::from("/d"));
+        let parse =
+            |args: &[&str]| parse_options(args.iter().map(|s| (*s).to_owned()), data.clone());
         assert!(parse(&["--only", "nowhere"]).is_err());
         assert!(parse(&["--seeds"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
         let options = parse(&["--only", "ipa_bursty,video day", "--render-only"]).expect("ok");
         assert_eq!(options.only.map(|o| o.len()), Some(2));
         assert!(options.render_only);
+        assert_eq!(options.data, PathBuf::from("/d"));
+        let options = parse(&["--data", "/e"]).expect("ok");
+        assert_eq!(options.data, PathBuf::from("/e"), "--data wins");
+        // No data directory: an error that names both ways to give one.
+        let error = parse_options(std::iter::empty(), None).expect_err("no data directory");
+        let text = format!("{error:#}");
+        assert!(
+            text.contains("--data") && text.contains("INFADAPT_DATA"),
+            "{text}"
+        );
     }
 
     #[test]

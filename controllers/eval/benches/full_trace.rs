@@ -13,11 +13,12 @@ use infadapt_model::{Catalog, Pipeline, Stage};
 use infadapt_planner::{HostLimits, Problem};
 use infadapt_sim::{SimConfig, parse_rps_lines};
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/twitter-trace/rps-per-second-days00-16.txt"
-);
-const CATALOG: &str = include_str!("../../../etc/catalogs/resnet-cpu.toml");
+#[path = "../../../tests/real_data.rs"]
+mod real_data;
+
+/// The request trace, in the data directory named by `INFADAPT_DATA`.
+const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
+const CATALOG: &str = include_str!("../../../etc/catalogs/resnet-synthetic.toml");
 
 fn peak_rss_mb() -> f64 {
     std::fs::read_to_string("/proc/self/status")
@@ -30,7 +31,7 @@ fn peak_rss_mb() -> f64 {
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
-/// The scenario of etc/scenarios/resnet-cpu.toml, built in code.
+/// The scenario of etc/scenarios/resnet-cpu.toml, built in code (on its synthetic catalog).
 fn resnet_scenario() -> Scenario {
     let catalog = Catalog::from_toml_str(CATALOG).expect("catalog parses");
     let variants = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
@@ -86,8 +87,8 @@ fn main() {
         names = vec!["infadapt", "ipa"];
     }
     let started = Instant::now();
-    let text =
-        std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("trace {TRACE} is required: {e}"));
+    let text = std::fs::read_to_string(real_data::real_data(TRACE))
+        .unwrap_or_else(|e| panic!("the trace {TRACE} in INFADAPT_DATA cannot be read: {e}"));
     let mut rates = parse_rps_lines(&text).expect("trace parses");
     drop(text);
     if let Some(limit) = limit {

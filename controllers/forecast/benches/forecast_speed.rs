@@ -11,14 +11,16 @@ use infadapt_forecast::arima::{
 };
 use infadapt_forecast::lstm::{LstmConfig, LstmForecaster, LstmModel, Normalisation};
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/twitter-trace/rps-per-second-days00-16.txt"
-);
+#[path = "../../../tests/real_data.rs"]
+mod real_data;
+
+/// The request trace, in the data directory named by `INFADAPT_DATA`.
+const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
 
 /// Day 13 of the trace as per-second values.
 fn day_13() -> Vec<f64> {
-    let text = std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("trace at {TRACE}: {e}"));
+    let text = std::fs::read_to_string(real_data::real_data(TRACE))
+        .unwrap_or_else(|e| panic!("the trace {TRACE} in INFADAPT_DATA cannot be read: {e}"));
     text.lines()
         .skip(13 * 86_400)
         .take(86_400)

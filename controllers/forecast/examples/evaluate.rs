@@ -12,10 +12,11 @@ use infadapt_forecast::lstm::{LstmConfig, LstmModel};
 use infadapt_forecast::models::{ModelKind, build};
 use infadapt_forecast::trace::{Trace, parse_trace};
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/twitter-trace/rps-per-second-days00-16.txt"
-);
+#[path = "../../../tests/real_data.rs"]
+mod real_data;
+
+/// The request trace, in the data directory named by `INFADAPT_DATA`.
+const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
 const TRAIN_UNTIL: usize = 1_209_600;
 
 /// Scores `kind` on one range with the given warm-up start.
@@ -51,7 +52,8 @@ fn warm_up_start(kind: ModelKind, train_until: usize) -> usize {
 
 fn main() {
     let wanted: Vec<String> = std::env::args().skip(1).collect();
-    let text = std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("trace at {TRACE}: {e}"));
+    let text = std::fs::read_to_string(real_data::real_data(TRACE))
+        .unwrap_or_else(|e| panic!("the trace {TRACE} in INFADAPT_DATA cannot be read: {e}"));
     let trace = parse_trace(&text).expect("trace parses");
     let epoch = Instant::now();
     let mut clock = move || epoch.elapsed().as_secs_f64() * 1e6;

@@ -11,10 +11,11 @@ use infadapt_model::{
 };
 use infadapt_sim::{HostSim, SimConfig, parse_rps_lines};
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/twitter-trace/rps-per-second-days00-16.txt"
-);
+#[path = "../../../tests/real_data.rs"]
+mod real_data;
+
+/// The request trace, in the data directory named by `INFADAPT_DATA`.
+const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
 
 /// A variant with measured points at cores 4 for batches 1..8: latency `base + per·b` ms.
 fn variant(name: &str, accuracy: f64, base_ms: f64, per_request_ms: f64, overlap: f64) -> Variant {
@@ -117,8 +118,8 @@ fn run(label: &str, pipeline: &Pipeline, plan: &Plan, rates: &[f64]) {
 fn main() {
     let limit: Option<usize> = std::env::args().skip(1).find_map(|a| a.parse().ok());
     let started = Instant::now();
-    let text =
-        std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("trace {TRACE} is required: {e}"));
+    let text = std::fs::read_to_string(real_data::real_data(TRACE))
+        .unwrap_or_else(|e| panic!("the trace {TRACE} in INFADAPT_DATA cannot be read: {e}"));
     let mut rates = parse_rps_lines(&text).expect("trace parses");
     drop(text);
     if let Some(limit) = limit {

@@ -1,23 +1,56 @@
-//! The real request trace: it parses completely, and a paper window replays through the
-//! simulator. The trace lives outside the repository; these tests fail when it is missing.
+//! Traces through the simulator: a generated diurnal workload, written as a per-second rate
+//! file, parses back and a window of it replays (default tests); the real request trace parses
+//! completely and a paper window replays (replay tests, ignored by default: they need
+//! `INFADAPT_DATA` and fail without it).
 
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
 };
-use infadapt_sim::{HostSim, SimConfig, parse_rps_lines, slice};
+use infadapt_sim::{DiurnalParams, HostSim, SimConfig, parse_rps_lines, slice, synthetic_diurnal};
 
-const TRACE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../../shared/data/twitter-trace/rps-per-second-days00-16.txt"
-);
+#[path = "../../../tests/real_data.rs"]
+mod real_data;
+
+/// The request trace, in the data directory named by `INFADAPT_DATA`.
+const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
 
 fn trace() -> Vec<f64> {
-    let text =
-        std::fs::read_to_string(TRACE).unwrap_or_else(|e| panic!("trace {TRACE} is required: {e}"));
+    let text = std::fs::read_to_string(real_data::real_data(TRACE))
+        .unwrap_or_else(|e| panic!("the trace {TRACE} in INFADAPT_DATA cannot be read: {e}"));
     parse_rps_lines(&text).expect("trace parses")
 }
 
+/// Two generated days of 6 h (trough 20, peak 120 rps, bursts), one rate per line as in the
+/// real trace's file, parsed back.
+fn generated_trace() -> Vec<f64> {
+    let params = DiurnalParams {
+        day_s: Some(21_600.0),
+        ..DiurnalParams::default()
+    };
+    let rates = synthetic_diurnal(43_200, 7, &params).expect("workload");
+    let text: String = rates.iter().map(|r| format!("{r:.3}\n")).collect();
+    parse_rps_lines(&text).expect("generated trace parses")
+}
+
 #[test]
+fn generated_trace_parses_completely() {
+    let rates = generated_trace();
+    assert_eq!(rates.len(), 43_200);
+    assert!(rates.iter().all(|r| r.is_finite() && *r >= 0.0));
+    let max = rates.iter().copied().fold(0.0, f64::max);
+    assert!((120.0..=600.0).contains(&max), "max {max}");
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    assert!((50.0..=100.0).contains(&mean), "mean {mean}");
+}
+
+#[test]
+fn generated_window_replays() {
+    let rates = slice(&generated_trace(), 20_000, 21_260, 0.5).expect("window");
+    replays(&rates);
+}
+
+#[test]
+#[ignore = "replays real data: set INFADAPT_DATA (see README, 'Tests that replay real data')"]
 fn trace_parses_completely() {
     let rates = trace();
     assert_eq!(rates.len(), 1_382_400);
@@ -28,9 +61,14 @@ fn trace_parses_completely() {
 }
 
 #[test]
+#[ignore = "replays real data: set INFADAPT_DATA (see README, 'Tests that replay real data')"]
 fn paper_window_replays() {
     // infadapter_eval_21min in experiment_slices_index.json.
-    let rates = slice(&trace(), 1_300_920, 1_302_180, 1.0).expect("window");
+    replays(&slice(&trace(), 1_300_920, 1_302_180, 1.0).expect("window"));
+}
+
+/// Replays `rates` on a fixed plan (resnet50 on 4 cores × 5): every request accounted for.
+fn replays(rates: &[f64]) {
     let variant = Variant {
         name: "resnet50".to_owned(),
         accuracy: 0.76,
@@ -70,7 +108,7 @@ fn paper_window_replays() {
         }],
     };
     let mut sim = HostSim::new(&pipeline, &plan, SimConfig::with_seed(1)).expect("sim");
-    sim.step_seconds(&rates);
+    sim.step_seconds(rates);
     let t = sim.totals();
     let expected: f64 = rates.iter().sum();
     assert!(

@@ -28,8 +28,8 @@ use crate::service::{self, ServiceOptions};
 const EMBEDDED_CONFIG: &str = include_str!("../../../etc/infadaptd.toml");
 const EMBEDDED_CATALOGS: [(&str, &str); 2] = [
     (
-        "resnet-cpu.toml",
-        include_str!("../../../etc/catalogs/resnet-cpu.toml"),
+        "resnet-synthetic.toml",
+        include_str!("../../../etc/catalogs/resnet-synthetic.toml"),
     ),
     (
         "video-synthetic.toml",

@@ -14,7 +14,7 @@
 //!
 //! [[pipeline]]
 //! name = "resnet"
-//! catalog = "catalogs/resnet-cpu.toml"   # relative to this file
+//! catalog = "catalogs/resnet-synthetic.toml"   # relative to this file
 //! slo_ms = 750
 //! [[pipeline.stage]]
 //! name = "classify"
@@ -1206,7 +1206,7 @@ period_s = 2
 listen = "127.0.0.1:0"
 [[pipeline]]
 name = "resnet"
-catalog = "catalogs/resnet-cpu.toml"
+catalog = "catalogs/resnet-synthetic.toml"
 slo_ms = 750
 [[pipeline.stage]]
 name = "classify"

@@ -733,7 +733,7 @@ mod tests {
 [daemon.http]
 [[pipeline]]
 name = "p"
-catalog = "catalogs/resnet-cpu.toml"
+catalog = "catalogs/resnet-synthetic.toml"
 slo_ms = 750
 period_s = 86400
 [[pipeline.stage]]

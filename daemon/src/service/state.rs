@@ -244,7 +244,7 @@ mod tests {
     fn a_saved_plan_fits_only_within_the_stage_options() {
         use infadapt_model::{Assignment, StagePlan};
         let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
-        let text = "[[pipeline]]\nname = \"p\"\ncatalog = \"catalogs/resnet-cpu.toml\"\n\
+        let text = "[[pipeline]]\nname = \"p\"\ncatalog = \"catalogs/resnet-synthetic.toml\"\n\
                     slo_ms = 750\n[[pipeline.stage]]\nname = \"classify\"\n\
                     variants = [\"resnet18\"]\nbatch_sizes = [1, 4]\ncore_options = [1, 2]\n\
                     max_replicas = 8\n[pipeline.backend]\ntype = \"sim\"\n";
