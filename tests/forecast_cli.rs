@@ -3,9 +3,11 @@
 //! the file and line with exit 64.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
 use serde_json::Value;
+
+use crate::support::{self, infadaptd};
 
 fn trace_path() -> PathBuf {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -14,20 +16,8 @@ fn trace_path() -> PathBuf {
     path
 }
 
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
-}
-
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "infadapt-forecast-cli-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    support::scratch_dir("forecast-cli", name)
 }
 
 fn json_of(out: &Output) -> Value {

@@ -30,6 +30,7 @@ mod profile_cli;
 mod profiles_import;
 mod replay;
 mod simulate_cli;
+mod support;
 mod torchserve;
 mod triton;
 mod watchdog;

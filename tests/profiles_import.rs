@@ -4,9 +4,10 @@
 //! Set `INFADAPT_BLESS=1` to rewrite the shipped catalogs instead of comparing them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use infadapt_model::{Catalog, ProfilePoint};
+
+use crate::support::{infadaptd, repo_root};
 
 /// The notes that head `etc/catalogs/resnet-cpu.toml` (passed as `--note`).
 const RESNET_NOTES: &[&str] = &[
@@ -21,10 +22,6 @@ const RESNET_NOTES: &[&str] = &[
     "tests/profiles_import.rs reruns it and fails when this file differs.",
 ];
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 /// The shared research data; the tests that need it fail (not skip) without it.
 fn data(relative: &str) -> String {
     let root = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data"));
@@ -36,13 +33,6 @@ fn data(relative: &str) -> String {
     let path = root.join(relative);
     assert!(path.exists(), "{} is missing", path.display());
     path.display().to_string()
-}
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -5,9 +5,10 @@
 //! checked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use crate::support::{infadaptd, repo_root};
 
 const POLICIES: [&str; 8] = [
     "infadapt",
@@ -32,19 +33,8 @@ const FIELDS: [&str; 10] = [
     "dropped",
 ];
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
 fn shared_data(rel: &str) -> PathBuf {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/data")).join(rel)
-}
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
 }
 
 fn simulate_json(args: &[&str]) -> Value {
