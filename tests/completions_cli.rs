@@ -3,7 +3,9 @@
 //! and the bash script is valid bash.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
+
+use crate::support::{infadaptd, scratch_dir};
 
 /// The shells `completions` takes.
 const SHELLS: [&str; 5] = ["bash", "zsh", "fish", "elvish", "powershell"];
@@ -20,21 +22,8 @@ const COMMANDS: [&str; 8] = [
     "completions",
 ];
 
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
-}
-
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "infadapt-completions-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    scratch_dir("completions", name)
 }
 
 fn script(shell: &str) -> String {

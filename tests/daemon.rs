@@ -13,20 +13,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub(crate) fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+pub(crate) use crate::support::{free_port, repo_root, wait_until};
 
 pub(crate) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("infadapt-daemon-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-pub(crate) fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
+    crate::support::scratch_dir("daemon", name)
 }
 
 pub(crate) fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
@@ -220,17 +210,6 @@ pub(crate) fn wait_notify(socket: &UnixDatagram, needle: &str, timeout: Duration
         }
     }
     panic!("no {needle} on the notification socket within {timeout:?}; saw {seen:?}");
-}
-
-pub(crate) fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
 }
 
 #[test]

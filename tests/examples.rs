@@ -6,13 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::plugins::{TempDir, install_rust_plugin, rust_plugins_dir};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the daemon package lives in the repository")
-        .to_owned()
-}
+use crate::support::repo_root;
 
 /// The backends the workspace builds as plugins: every crate directly under `plugins/` whose
 /// library is a `cdylib` named `infadapt_plugin_NAME`.

@@ -4,8 +4,10 @@
 //! tests, ignored by default) ARIMA beats the max baseline.
 
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::support::{self, infadaptd};
 
 use infadapt_sim::{DiurnalParams, synthetic_diurnal};
 use serde_json::Value;
@@ -54,20 +56,8 @@ impl TraceSlice {
     }
 }
 
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
-}
-
 fn scratch_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "infadapt-forecast-cli-{}-{name}",
-        std::process::id()
-    ));
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    support::scratch_dir("forecast-cli", name)
 }
 
 fn json_of(out: &Output) -> Value {

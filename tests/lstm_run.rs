@@ -7,19 +7,12 @@
 //! the new one.
 
 use std::path::Path;
-use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::daemon::{self, Daemon, free_port, http_get, pipeline_status, scratch, status_of};
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
-}
+use crate::support::infadaptd;
 
 /// Fifty minutes of a generated per-second workload: a 10-minute wave between 15 and 45
 /// requests per second with a little deterministic jitter.

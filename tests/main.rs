@@ -31,6 +31,7 @@ mod profiles_import;
 mod real_data;
 mod replay;
 mod simulate_cli;
+mod support;
 mod torchserve;
 mod triton;
 mod watchdog;

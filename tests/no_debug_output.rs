@@ -3,15 +3,11 @@
 //! decisions, a reload) and API answers are checked for the shapes `{:?}` and tracing's `?`
 //! print (`Plan { stages: [StagePlan …`, `Some(…)`, `LatencySlo`, `accuracy mode Sum`).
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use crate::daemon::{self, Daemon, free_port, http_get, scratch};
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::support::repo_root;
 
 fn infadaptd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_infadaptd"))

@@ -6,13 +6,10 @@
 //! directives the packages promise.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::support::repo_root;
 
 fn read(relative: &str) -> String {
     let path = repo_root().join(relative);

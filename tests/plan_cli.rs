@@ -1,21 +1,12 @@
 //! `infadaptd plan` end to end: shipped examples solve, infeasible problems explain
 //! themselves with exit 2, malformed files list every problem with exit 64.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
 use serde_json::Value;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
-}
+use crate::support::{infadaptd, repo_root, scratch_dir};
 
 fn example(name: &str) -> String {
     repo_root()
@@ -41,9 +32,7 @@ fn plan_json(args: &[&str]) -> (Output, Value) {
 
 /// A scratch directory for files a test writes.
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("infadapt-plan-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
+    scratch_dir("plan", name)
 }
 
 #[test]

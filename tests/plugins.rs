@@ -15,12 +15,7 @@ use infadapt_plugin_abi::{BackendInstance, PlanMessage};
 use infadaptd::plugin_host::{CallPolicy, GuardedBackend, HostError, PluginHost};
 use serde_json::json;
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the daemon package lives in the repository")
-        .to_owned()
-}
+use crate::support::repo_root;
 
 /// A directory removed when dropped; mode 0755 like a real plugin directory.
 pub(crate) struct TempDir(PathBuf);

@@ -6,24 +6,14 @@
 //! Set `INFADAPT_BLESS=1` to rewrite the shipped catalogs instead of comparing them.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use infadapt_model::{Catalog, ProfilePoint};
 
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use crate::support::{infadaptd, repo_root};
 
 /// A file of the data directory (`INFADAPT_DATA`); the tests that need it fail without it.
 fn data(relative: &str) -> String {
     crate::real_data::real_data(relative).display().to_string()
-}
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
 }
 
 fn text(bytes: &[u8]) -> String {

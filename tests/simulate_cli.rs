@@ -5,9 +5,10 @@
 //! checked.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use serde_json::Value;
+
+use crate::support::{infadaptd, repo_root};
 
 /// The policies `all` runs: the registry's, not a list of our own.
 const POLICIES: [&str; 8] = infadapt_eval::NAMES;
@@ -23,10 +24,6 @@ const FIELDS: [&str; 10] = [
     "requests",
     "dropped",
 ];
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// The ResNet scenario on InfAdapter's published measurements, as `cargo xtask evaluation`
 /// runs it: the catalog imported from the data directory, and a copy of the scenario that
@@ -53,13 +50,6 @@ fn published_resnet_scenario() -> PathBuf {
     )
     .expect("write the scenario copy");
     path
-}
-
-fn infadaptd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(args)
-        .output()
-        .expect("run infadaptd")
 }
 
 fn simulate_json(args: &[&str]) -> Value {

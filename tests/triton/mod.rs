@@ -89,12 +89,7 @@ fn server_dir(venv: &Path) -> (PathBuf, String) {
     );
 }
 
-pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
-}
+pub(crate) use crate::support::free_port;
 
 fn scratch(label: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(

@@ -1,56 +1,37 @@
 //! Tests of the conversions, on plans drawn at random and on a simulated host.
 
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
+use infadapt_model::{Pipeline, Variant};
 use infadapt_sim::{HostSim, SimConfig};
+use infadapt_testkit::{pipeline as pipeline_of, point, single_plan, stage};
 use proptest::prelude::*;
 
 use super::*;
 
 fn variant(name: &str, load_time_s: f64) -> Variant {
-    Variant {
-        name: name.to_owned(),
-        accuracy: 0.8,
+    infadapt_testkit::variant(
+        name,
+        0.8,
         load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(vec![ProfilePoint {
-            batch: 1,
-            cores: 1,
-            p99_ms: Some(30.0),
-            mean_ms: Some(20.0),
-            throughput_rps: None,
-        }])
-        .expect("profile"),
-    }
+        vec![point(1, 1, Some(30.0), Some(20.0), None)],
+    )
 }
 
 fn pipeline() -> Pipeline {
-    Pipeline {
-        name: "p".to_owned(),
-        slo_ms: 500.0,
-        stages: vec![Stage {
-            name: "s".to_owned(),
-            variants: vec![variant("small", 5.0), variant("big", 5.0)],
-            batch_sizes: vec![1],
-            core_options: vec![1],
-            max_replicas: 8,
-            min_replicas: 1,
-        }],
-    }
+    pipeline_of(
+        "p",
+        500.0,
+        vec![stage(
+            "s",
+            vec![variant("small", 5.0), variant("big", 5.0)],
+            &[1],
+            &[1],
+            8,
+        )],
+    )
 }
 
 fn plan(variant: &str, replicas: u32) -> Plan {
-    Plan {
-        stages: vec![StagePlan {
-            stage: "s".to_owned(),
-            assignments: vec![Assignment {
-                variant: variant.to_owned(),
-                batch: 1,
-                cores: 1,
-                replicas,
-                share: 1.0,
-            }],
-        }],
-    }
+    single_plan("s", variant, 1, 1, replicas)
 }
 
 fn assignment() -> impl Strategy<Value = Assignment> {

@@ -994,56 +994,37 @@ impl ControlLoop {
 #[cfg(test)]
 mod tests {
     use infadapt_damping::DEFAULT_MIN_SWITCH_GAIN;
-    use infadapt_model::{Assignment, Pipeline, Profile, ProfilePoint, Stage, StagePlan, Variant};
+    use infadapt_model::{Pipeline, Variant};
+    use infadapt_testkit::{pipeline as pipeline_of, point, single_plan, stage};
 
     use super::*;
 
     /// A variant serving `rps` per replica (batch 1, 1 core, 20 ms p99, 5 s to load).
     fn variant(name: &str, accuracy: f64, rps: f64) -> Variant {
-        Variant {
-            name: name.to_owned(),
+        infadapt_testkit::variant(
+            name,
             accuracy,
-            load_time_s: 5.0,
-            gpu_mem_mb: Some(0.0),
-            profile: Profile::new(vec![ProfilePoint {
-                batch: 1,
-                cores: 1,
-                p99_ms: Some(20.0),
-                mean_ms: Some(15.0),
-                throughput_rps: Some(rps),
-            }])
-            .expect("profile"),
-        }
+            5.0,
+            vec![point(1, 1, Some(20.0), Some(15.0), Some(rps))],
+        )
     }
 
     fn pipeline(slo_ms: f64) -> Pipeline {
-        Pipeline {
-            name: "p".to_owned(),
+        pipeline_of(
+            "p",
             slo_ms,
-            stages: vec![Stage {
-                name: "s".to_owned(),
-                variants: vec![variant("fast", 0.7, 50.0), variant("accurate", 0.9, 20.0)],
-                batch_sizes: vec![1],
-                core_options: vec![1],
-                max_replicas: 8,
-                min_replicas: 1,
-            }],
-        }
+            vec![stage(
+                "s",
+                vec![variant("fast", 0.7, 50.0), variant("accurate", 0.9, 20.0)],
+                &[1],
+                &[1],
+                8,
+            )],
+        )
     }
 
     fn plan(replicas: u32) -> Plan {
-        Plan {
-            stages: vec![StagePlan {
-                stage: "s".to_owned(),
-                assignments: vec![Assignment {
-                    variant: "fast".to_owned(),
-                    batch: 1,
-                    cores: 1,
-                    replicas,
-                    share: 1.0,
-                }],
-            }],
-        }
+        single_plan("s", "fast", 1, 1, replicas)
     }
 
     fn observation(time_s: f64, rps: f64, deployed: Plan) -> Observation {

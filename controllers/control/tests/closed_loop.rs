@@ -4,9 +4,10 @@
 use infadapt_control::{ControlConfig, ControlLoop, Decision, Policy};
 use infadapt_damping::stage_capacity_rps;
 use infadapt_forecast::models::ModelKind;
-use infadapt_model::{Pipeline, Plan, Profile, ProfilePoint, Stage, Variant};
+use infadapt_model::{Pipeline, Plan, Variant};
 use infadapt_planner::Problem;
 use infadapt_sim::{HostSim, SimConfig, SimTotals};
+use infadapt_testkit::{pipeline as pipeline_of, point, stage};
 
 /// A variant whose batch of `b` on `c` cores takes `per_request_ms · b / c^0.8` (mean),
 /// p99 = 1.5 × mean, with a cold start of `load_time_s`.
@@ -15,42 +16,31 @@ fn variant(name: &str, accuracy: f64, load_time_s: f64, per_request_ms: f64) -> 
     for batch in [1u32, 2, 4] {
         for cores in [1u32, 2] {
             let mean = per_request_ms * f64::from(batch) / f64::from(cores).powf(0.8);
-            points.push(ProfilePoint {
-                batch,
-                cores,
-                p99_ms: Some(mean * 1.5),
-                mean_ms: Some(mean),
-                throughput_rps: None,
-            });
+            points.push(point(batch, cores, Some(mean * 1.5), Some(mean), None));
         }
     }
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(points).expect("valid profile"),
-    }
+    infadapt_testkit::variant(name, accuracy, load_time_s, points)
 }
 
 /// Two stages, two variants each (a fast, less accurate one and a slow, accurate one).
 fn pipeline() -> Pipeline {
-    let stage = |name: &str, fast_ms: f64, slow_ms: f64| Stage {
-        name: name.to_owned(),
-        variants: vec![
-            variant("fast", 0.70, 8.0, fast_ms),
-            variant("accurate", 0.85, 12.0, slow_ms),
-        ],
-        batch_sizes: vec![1, 2, 4],
-        core_options: vec![1, 2],
-        max_replicas: 40,
-        min_replicas: 1,
+    let stage = |name: &str, fast_ms: f64, slow_ms: f64| {
+        stage(
+            name,
+            vec![
+                variant("fast", 0.70, 8.0, fast_ms),
+                variant("accurate", 0.85, 12.0, slow_ms),
+            ],
+            &[1, 2, 4],
+            &[1, 2],
+            40,
+        )
     };
-    Pipeline {
-        name: "synthetic".to_owned(),
-        slo_ms: 400.0,
-        stages: vec![stage("detect", 20.0, 45.0), stage("classify", 10.0, 25.0)],
-    }
+    pipeline_of(
+        "synthetic",
+        400.0,
+        vec![stage("detect", 20.0, 45.0), stage("classify", 10.0, 25.0)],
+    )
 }
 
 fn problem(load_rps: f64) -> Problem {

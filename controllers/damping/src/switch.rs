@@ -56,58 +56,38 @@ pub fn keep_shape_pipeline(pipeline: &Pipeline, deployed: &Plan) -> Option<Pipel
 
 #[cfg(test)]
 mod tests {
-    use infadapt_model::{Assignment, Profile, ProfilePoint, Stage, StagePlan, Variant};
+    use infadapt_model::Variant;
+    use infadapt_testkit::{assignment, fixed_rate_variant, pipeline as pipeline_of, stage};
 
     use super::*;
 
     fn variant(name: &str) -> Variant {
-        Variant {
-            name: name.to_owned(),
-            accuracy: 0.5,
-            load_time_s: 1.0,
-            gpu_mem_mb: Some(0.0),
-            profile: Profile::new(vec![ProfilePoint {
-                batch: 1,
-                cores: 1,
-                p99_ms: Some(10.0),
-                mean_ms: None,
-                throughput_rps: Some(10.0),
-            }])
-            .expect("profile"),
-        }
+        fixed_rate_variant(name, 0.5, 1.0, 10.0, 10.0)
     }
 
     fn pipeline() -> Pipeline {
-        Pipeline {
-            name: "p".to_owned(),
-            slo_ms: 100.0,
-            stages: vec![Stage {
-                name: "s".to_owned(),
-                variants: vec![variant("a"), variant("b"), variant("c")],
-                batch_sizes: vec![1, 2],
-                core_options: vec![1, 2, 4],
-                max_replicas: 8,
-                min_replicas: 1,
-            }],
-        }
+        pipeline_of(
+            "p",
+            100.0,
+            vec![stage(
+                "s",
+                vec![variant("a"), variant("b"), variant("c")],
+                &[1, 2],
+                &[1, 2, 4],
+                8,
+            )],
+        )
     }
 
     fn plan(assignments: &[(&str, u32, u32)]) -> Plan {
-        Plan {
-            stages: vec![StagePlan {
-                stage: "s".to_owned(),
-                assignments: assignments
-                    .iter()
-                    .map(|&(variant, cores, replicas)| Assignment {
-                        variant: variant.to_owned(),
-                        batch: 1,
-                        cores,
-                        replicas,
-                        share: 1.0 / assignments.len() as f64,
-                    })
-                    .collect(),
-            }],
-        }
+        let share = 1.0 / assignments.len() as f64;
+        infadapt_testkit::plan(&[(
+            "s",
+            assignments
+                .iter()
+                .map(|&(variant, cores, replicas)| assignment(variant, 1, cores, replicas, share))
+                .collect(),
+        )])
     }
 
     #[test]

@@ -5,10 +5,9 @@ use infadapt_damping::{
     Damper, DampingConfig, DampingInput, SelectPolicy, lead_time_horizon_s, plan_capacity_rps,
     plan_gpu_mem_mb,
 };
-use infadapt_model::{
-    Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
-};
+use infadapt_model::{Pipeline, Plan, Variant};
 use infadapt_planner::HostLimits;
+use infadapt_testkit::{fixed_rate_variant, pipeline as pipeline_of, single_plan, stage};
 use proptest::prelude::*;
 
 const TICK_S: f64 = 10.0;
@@ -16,20 +15,7 @@ const CAP: f64 = 0.8;
 
 /// A variant with a fixed throughput per replica (batch 1, 1 core).
 fn variant(name: &str, throughput_rps: f64, load_time_s: f64) -> Variant {
-    Variant {
-        name: name.to_owned(),
-        accuracy: 0.5,
-        load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(vec![ProfilePoint {
-            batch: 1,
-            cores: 1,
-            p99_ms: Some(10.0),
-            mean_ms: None,
-            throughput_rps: Some(throughput_rps),
-        }])
-        .expect("profile"),
-    }
+    fixed_rate_variant(name, 0.5, load_time_s, 10.0, throughput_rps)
 }
 
 /// One stage with a fast (10 rps per replica) and a slow (4 rps) variant; the SLO is so
@@ -40,33 +26,21 @@ fn pipeline() -> Pipeline {
 }
 
 fn build_pipeline() -> Pipeline {
-    Pipeline {
-        name: "p".to_owned(),
-        slo_ms: 1e9,
-        stages: vec![Stage {
-            name: "s".to_owned(),
-            variants: vec![variant("fast", 10.0, 5.0), variant("slow", 4.0, 15.0)],
-            batch_sizes: vec![1],
-            core_options: vec![1],
-            max_replicas: 10_000,
-            min_replicas: 1,
-        }],
-    }
+    pipeline_of(
+        "p",
+        1e9,
+        vec![stage(
+            "s",
+            vec![variant("fast", 10.0, 5.0), variant("slow", 4.0, 15.0)],
+            &[1],
+            &[1],
+            10_000,
+        )],
+    )
 }
 
 fn plan(variant: &str, replicas: u32) -> Plan {
-    Plan {
-        stages: vec![StagePlan {
-            stage: "s".to_owned(),
-            assignments: vec![Assignment {
-                variant: variant.to_owned(),
-                batch: 1,
-                cores: 1,
-                replicas,
-                share: 1.0,
-            }],
-        }],
-    }
+    single_plan("s", variant, 1, 1, replicas)
 }
 
 fn capacity(p: &Plan) -> f64 {

@@ -10,6 +10,7 @@ use infadapt_planner::{
     AccuracyMode, Constraint, ExtrapolationPolicy, HostLimits, PlanError, Problem, SolverChoice,
     solve,
 };
+use infadapt_testkit::point;
 
 fn variant(name: &str, accuracy: f64, p99_b1: f64, gpu_mem_mb: f64) -> Variant {
     // Latency 0.8·p99 mean; batch b takes p99·(0.6 + 0.4·b); cores halve the latency.
@@ -17,33 +18,17 @@ fn variant(name: &str, accuracy: f64, p99_b1: f64, gpu_mem_mb: f64) -> Variant {
     for b in [1u32, 2, 4, 8] {
         for c in [1u32, 2] {
             let p99 = p99_b1 * (0.6 + 0.4 * f64::from(b)) / f64::from(c);
-            points.push(ProfilePoint {
-                batch: b,
-                cores: c,
-                p99_ms: Some(p99),
-                mean_ms: Some(0.8 * p99),
-                throughput_rps: None,
-            });
+            points.push(point(b, c, Some(p99), Some(0.8 * p99), None));
         }
     }
     Variant {
-        name: name.into(),
-        accuracy,
-        load_time_s: 5.0,
         gpu_mem_mb: Some(gpu_mem_mb),
-        profile: Profile::new(points).expect("profile"),
+        ..infadapt_testkit::variant(name, accuracy, 5.0, points)
     }
 }
 
 fn stage(name: &str, variants: Vec<Variant>) -> Stage {
-    Stage {
-        name: name.into(),
-        variants,
-        batch_sizes: vec![1, 2, 4, 8],
-        core_options: vec![1, 2],
-        max_replicas: 8,
-        min_replicas: 1,
-    }
+    infadapt_testkit::stage(name, variants, &[1, 2, 4, 8], &[1, 2], 8)
 }
 
 fn one_stage(slo_ms: f64, load: f64) -> Problem {

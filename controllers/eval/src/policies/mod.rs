@@ -310,59 +310,36 @@ pub fn build(
 #[cfg(test)]
 pub(crate) mod tests {
     use infadapt_control::{Observation, StageObservation};
-    use infadapt_model::{
-        Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
-    };
+    use infadapt_model::{Pipeline, Plan, Variant};
+    use infadapt_testkit::{pipeline as pipeline_of, point, single_plan, stage};
 
     /// A variant whose replica serves `per_core` requests/s per core at batch 1.
     pub fn variant(name: &str, accuracy: f64, per_core: f64) -> Variant {
         let points = [1u32, 2, 4, 8]
             .iter()
-            .map(|&c| ProfilePoint {
-                batch: 1,
-                cores: c,
-                mean_ms: Some(1000.0 / (per_core * f64::from(c))),
-                p99_ms: Some(1500.0 / (per_core * f64::from(c))),
-                throughput_rps: Some(per_core * f64::from(c)),
+            .map(|&c| {
+                let rps = per_core * f64::from(c);
+                point(1, c, Some(1500.0 / rps), Some(1000.0 / rps), Some(rps))
             })
             .collect();
-        Variant {
-            name: name.to_owned(),
-            accuracy,
-            load_time_s: 2.0,
-            gpu_mem_mb: Some(0.0),
-            profile: Profile::new(points).expect("profile"),
-        }
+        infadapt_testkit::variant(name, accuracy, 2.0, points)
     }
 
     /// A one-stage pipeline (variants `small` and `big`) and a plan of `replicas` × 4 cores
     /// of `small`.
     pub fn one_stage(replicas: u32) -> (Pipeline, Plan) {
-        let pipeline = Pipeline {
-            name: "p".into(),
-            slo_ms: 1000.0,
-            stages: vec![Stage {
-                name: "s".into(),
-                variants: vec![variant("small", 0.7, 10.0), variant("big", 0.8, 4.0)],
-                batch_sizes: vec![1],
-                core_options: vec![1, 2, 4, 8],
-                max_replicas: 32,
-                min_replicas: 1,
-            }],
-        };
-        let plan = Plan {
-            stages: vec![StagePlan {
-                stage: "s".into(),
-                assignments: vec![Assignment {
-                    variant: "small".into(),
-                    batch: 1,
-                    cores: 4,
-                    replicas,
-                    share: 1.0,
-                }],
-            }],
-        };
-        (pipeline, plan)
+        let pipeline = pipeline_of(
+            "p",
+            1000.0,
+            vec![stage(
+                "s",
+                vec![variant("small", 0.7, 10.0), variant("big", 0.8, 4.0)],
+                &[1],
+                &[1, 2, 4, 8],
+                32,
+            )],
+        );
+        (pipeline, single_plan("s", "small", 1, 4, replicas))
     }
 
     /// An observation of stage `s` at `busy` with `plan` deployed.

@@ -2,9 +2,10 @@
 //! one-stage scenario of a cheap and an accurate variant.
 
 use infadapt_eval::{LoopSettings, Scenario};
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
+use infadapt_model::Variant;
 use infadapt_planner::Problem;
 use infadapt_sim::SimConfig;
+use infadapt_testkit::{pipeline as pipeline_of, point, stage};
 
 /// A variant serving `per_core` requests/s per core at batch 1 on 1, 2 or 4 cores, with a
 /// p99 of `p99_over_mean` times its mean latency (above 1, every batch draws a random
@@ -18,21 +19,17 @@ pub fn variant(
 ) -> Variant {
     let points = [1u32, 2, 4]
         .iter()
-        .map(|&c| ProfilePoint {
-            batch: 1,
-            cores: c,
-            mean_ms: Some(1000.0 / (per_core * f64::from(c))),
-            p99_ms: Some(1000.0 * p99_over_mean / (per_core * f64::from(c))),
-            throughput_rps: Some(per_core * f64::from(c)),
+        .map(|&c| {
+            point(
+                1,
+                c,
+                Some(1000.0 * p99_over_mean / (per_core * f64::from(c))),
+                Some(1000.0 / (per_core * f64::from(c))),
+                Some(per_core * f64::from(c)),
+            )
         })
         .collect();
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(points).expect("profile"),
-    }
+    infadapt_testkit::variant(name, accuracy, load_time_s, points)
 }
 
 /// How the one-stage scenario's variants and simulator are set up.
@@ -58,18 +55,17 @@ pub fn one_stage_scenario(setup: OneStage) -> Scenario {
             setup.load_time_s,
         )
     };
-    let pipeline = Pipeline {
-        name: "p".into(),
-        slo_ms: setup.slo_ms,
-        stages: vec![Stage {
-            name: "s".into(),
-            variants: vec![variant("small", 0.7, 20.0), variant("big", 0.85, 6.0)],
-            batch_sizes: vec![1],
-            core_options: vec![1, 2, 4],
-            max_replicas: 16,
-            min_replicas: 1,
-        }],
-    };
+    let pipeline = pipeline_of(
+        "p",
+        setup.slo_ms,
+        vec![stage(
+            "s",
+            vec![variant("small", 0.7, 20.0), variant("big", 0.85, 6.0)],
+            &[1],
+            &[1, 2, 4],
+            16,
+        )],
+    );
     Scenario {
         name: setup.name.into(),
         problem: Problem::new(pipeline, 0.0),

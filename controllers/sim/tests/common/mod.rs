@@ -1,9 +1,9 @@
 //! Pipelines and plans shared by the simulator's integration tests.
 #![allow(dead_code)]
 
-use infadapt_model::{
-    Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
-};
+use infadapt_model::{Pipeline, Plan, Stage, Variant};
+pub use infadapt_testkit::{assignment, plan};
+use infadapt_testkit::{fixed_rate_variant, point, single_plan};
 
 /// A variant whose batch of `k` takes `per_request_ms · k` (mean), p99 = `p99_factor` × mean,
 /// on any core count, with throughput `k / mean` unless `throughput` overrides batch 1.
@@ -16,21 +16,12 @@ pub fn variant(
 ) -> Variant {
     let points = [1u32, 2, 4, 8]
         .iter()
-        .map(|&b| ProfilePoint {
-            batch: b,
-            cores: 1,
-            mean_ms: Some(per_request_ms * f64::from(b)),
-            p99_ms: Some(per_request_ms * f64::from(b) * p99_factor),
-            throughput_rps: None,
+        .map(|&b| {
+            let mean = per_request_ms * f64::from(b);
+            point(b, 1, Some(mean * p99_factor), Some(mean), None)
         })
         .collect();
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(points).expect("valid profile"),
-    }
+    infadapt_testkit::variant(name, accuracy, load_time_s, points)
 }
 
 /// A variant with one measured point (batch 1, 1 core): fixed latency and throughput.
@@ -41,39 +32,15 @@ pub fn measured_variant(
     p99_ms: f64,
     throughput_rps: f64,
 ) -> Variant {
-    Variant {
-        name: name.to_owned(),
-        accuracy,
-        load_time_s,
-        gpu_mem_mb: Some(0.0),
-        profile: Profile::new(vec![ProfilePoint {
-            batch: 1,
-            cores: 1,
-            p99_ms: Some(p99_ms),
-            mean_ms: None,
-            throughput_rps: Some(throughput_rps),
-        }])
-        .expect("valid profile"),
-    }
+    fixed_rate_variant(name, accuracy, load_time_s, p99_ms, throughput_rps)
 }
 
 pub fn stage(name: &str, variants: Vec<Variant>) -> Stage {
-    Stage {
-        name: name.to_owned(),
-        variants,
-        batch_sizes: vec![1, 2, 4, 8],
-        core_options: vec![1, 2, 4],
-        max_replicas: 64,
-        min_replicas: 1,
-    }
+    infadapt_testkit::stage(name, variants, &[1, 2, 4, 8], &[1, 2, 4], 64)
 }
 
 pub fn pipeline(slo_ms: f64, stages: Vec<Stage>) -> Pipeline {
-    Pipeline {
-        name: "test".to_owned(),
-        slo_ms,
-        stages,
-    }
+    infadapt_testkit::pipeline("test", slo_ms, stages)
 }
 
 /// One stage `s` with one variant `v` of fixed service time `service_ms` (deterministic).
@@ -87,30 +54,7 @@ pub fn fixed_pipeline(service_ms: f64, load_time_s: f64) -> Pipeline {
     )
 }
 
-pub fn assignment(variant: &str, batch: u32, cores: u32, replicas: u32, share: f64) -> Assignment {
-    Assignment {
-        variant: variant.to_owned(),
-        batch,
-        cores,
-        replicas,
-        share,
-    }
-}
-
-/// A plan from `(stage, assignments)` pairs.
-pub fn plan(stages: &[(&str, Vec<Assignment>)]) -> Plan {
-    Plan {
-        stages: stages
-            .iter()
-            .map(|(name, assignments)| StagePlan {
-                stage: (*name).to_owned(),
-                assignments: assignments.clone(),
-            })
-            .collect(),
-    }
-}
-
 /// One assignment per stage of a single-variant-per-stage plan.
 pub fn single(stage: &str, variant: &str, batch: u32, replicas: u32) -> Plan {
-    plan(&[(stage, vec![assignment(variant, batch, 1, replicas, 1.0)])])
+    single_plan(stage, variant, batch, 1, replicas)
 }
