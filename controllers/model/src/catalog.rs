@@ -5,8 +5,8 @@
 //! schema = 1
 //! [[variant]]
 //! name = "resnet18"
-//! accuracy = 0.69758
-//! load_time_s = 6.44
+//! accuracy = 0.69
+//! load_time_s = 3.0
 //! points = [ { batch = 1, cores = 2, p99_ms = 80.0, throughput_rps = 34.0 } ]
 //! ```
 //!

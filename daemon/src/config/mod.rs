@@ -1364,7 +1364,7 @@ peak_rps = 80
             Some(&LstmModel::from_json(&text).unwrap())
         );
         // Without horizon_s the pipeline forecasts the network's horizon (it covers the
-        // lead time: period 2 s plus the longest cold start, 6.82 s).
+        // lead time: period 2 s plus the longest cold start, 5 s).
         assert_eq!(p.control.forecast.horizon_s, Some(60.0));
         let file = p.lstm_model.as_ref().expect("model file");
         assert_eq!(file.path, dir.join("models/resnet.lstm.json"));
@@ -1441,7 +1441,7 @@ peak_rps = 80
                 "model = \"auto\"\nlstm_model = \"short.json\"\nsmoothing_s = 3\n",
                 "lstm_model",
                 "short.json` forecasts the maximum of the next 5 s, shorter than the \
-                 pipeline's lead time of 8.82 s (period plus the longest cold start): train \
+                 pipeline's lead time of 7 s (period plus the longest cold start): train \
                  it with `--horizon 10` or set horizon_s = 5",
             ),
             (

@@ -329,14 +329,11 @@ fn conflicting_accuracies_are_an_error() {
 fn metadata_takes_precedence_and_supplies_load_time() {
     let metadata = parse_metadata(InputText::new(
         "meta.csv",
-        "model,resnet_depth,top1_accuracy,load_time_s\nresnet18,18,0.69758,6.44\n",
+        "model,resnet_depth,top1_accuracy,load_time_s\nresnet18,18,0.712,3.5\n",
     ))
     .expect("metadata");
-    let accuracies = parse_accuracies(InputText::new(
-        "acc.yaml",
-        "p:\n  s:\n    resnet18: 69.75\n",
-    ))
-    .expect("yaml");
+    let accuracies = parse_accuracies(InputText::new("acc.yaml", "p:\n  s:\n    resnet18: 70.5\n"))
+        .expect("yaml");
     let options = ImportOptions {
         metadata: Some(metadata),
         accuracies: Some(accuracies),
@@ -345,7 +342,7 @@ fn metadata_takes_precedence_and_supplies_load_time() {
     let text = table(CAPACITY_HEADER, &["1,cpu,1,1G,18,1,750,402.25,18,21"]);
     let imported = import_one(Format::InfAdapter, &text, &options).expect("import");
     let v = &imported.catalog.variants[0];
-    assert_eq!((v.accuracy, v.load_time_s), (0.69758, 6.44));
+    assert_eq!((v.accuracy, v.load_time_s), (0.712, 3.5));
     assert!(imported.warnings.is_empty(), "{:?}", imported.warnings);
     let dup = parse_metadata(InputText::new("m.csv", "model,load_time_s\na,1\na,2\n"))
         .expect_err("duplicate");
