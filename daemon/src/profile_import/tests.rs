@@ -238,14 +238,14 @@ video:
     det-small: 41.2
     det-large: 63.4
   classify:
-    cls-18: 69.75
+    cls-18: 70.25
 text:
   lang:
     lang-id-base-finetuned-identification: 97.25
     unknown-yet: null
 other:
   classify:
-    cls-18: 69.75
+    cls-18: 70.25
 ";
 
 #[test]
