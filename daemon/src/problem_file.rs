@@ -29,16 +29,7 @@ use crate::config::tomlread::{Diagnostics, TableReader, read_document};
 
 /// Reads and validates a problem file; catalogs it names are read relative to it.
 pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-        file: name.clone(),
-        items: vec![crate::config::tomlread::Diagnostic {
-            line: 1,
-            column: 1,
-            field: String::new(),
-            message: format!("cannot read file: {e}"),
-        }],
-    })?;
+    let (name, text) = crate::config::tomlread::read_source(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_problem(&name, &text, &mut |catalog: &str| {
         read_catalog(&base.join(catalog))

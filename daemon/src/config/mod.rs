@@ -50,7 +50,7 @@ use infadapt_planner::Problem;
 use infadapt_plugin_abi::{ConfigProblem, ProblemKind};
 
 use self::backend_check::BackendCheck;
-use self::tomlread::{Diagnostic, Diagnostics, TableReader, read_document, with_range_check};
+use self::tomlread::{Diagnostics, TableReader, read_document, with_range_check};
 use crate::http_server::ServerLimits;
 use crate::problem_file::{
     apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
@@ -224,16 +224,7 @@ fn load_config_checked(
     plugin_dirs: Option<Vec<PathBuf>>,
     strict: bool,
 ) -> Result<DaemonConfig, Diagnostics> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-        file: name.clone(),
-        items: vec![Diagnostic {
-            line: 1,
-            column: 1,
-            field: String::new(),
-            message: format!("cannot read file: {e}"),
-        }],
-    })?;
+    let (name, text) = crate::config::tomlread::read_source(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut config = parse_config_checked(
         &name,

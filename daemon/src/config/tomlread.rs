@@ -50,6 +50,24 @@ impl fmt::Display for Diagnostics {
 
 impl std::error::Error for Diagnostics {}
 
+/// Reads an input file whole: its display name and text, or one diagnostic at 1:1 saying
+/// why it could not be read.
+pub fn read_source(path: &std::path::Path) -> Result<(String, String), Diagnostics> {
+    let name = path.display().to_string();
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok((name, text)),
+        Err(e) => Err(Diagnostics {
+            file: name,
+            items: vec![Diagnostic {
+                line: 1,
+                column: 1,
+                field: String::new(),
+                message: format!("cannot read file: {e}"),
+            }],
+        }),
+    }
+}
+
 /// The text of a file with its line starts, to turn byte offsets into line:column.
 #[derive(Debug)]
 pub struct SourceText<'a> {

@@ -14,7 +14,7 @@ use infadapt_model::Catalog;
 use infadapt_planner::AccuracyMode;
 use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
-use crate::config::tomlread::{Diagnostic, Diagnostics, TableReader, read_document};
+use crate::config::tomlread::{Diagnostics, TableReader, read_document};
 use crate::config::{read_damping, read_fast_path, read_forecast, read_spare};
 use crate::problem_file::{build_problem_with, read_catalog};
 
@@ -48,16 +48,7 @@ pub fn embedded() -> Result<ScenarioFile, Diagnostics> {
 
 /// Reads a scenario file; catalogs it names are read relative to it.
 pub fn load_scenario(path: &Path) -> Result<ScenarioFile, Diagnostics> {
-    let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| Diagnostics {
-        file: name.clone(),
-        items: vec![Diagnostic {
-            line: 1,
-            column: 1,
-            field: String::new(),
-            message: format!("cannot read file: {e}"),
-        }],
-    })?;
+    let (name, text) = crate::config::tomlread::read_source(path)?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse_scenario(&name, &text, &mut |catalog: &str| {
         read_catalog(&base.join(catalog))
