@@ -55,6 +55,20 @@ pub(crate) fn host_for(dir: &TempDir) -> PluginHost {
         .with_allowed_owners(vec![own_uid(dir.path())])
 }
 
+/// The build that gives the tests the plugin cdylibs and the test worker: the whole
+/// workspace's libraries, binaries and tests in one invocation, so its features unify as in
+/// `cargo test --workspace` and, after that command's own build, only the few binaries it
+/// does not link are compiled (a per-package build would rebuild the shared dependencies
+/// with other features). `plugins/process/tests/workers.rs` runs the same command.
+const WORKSPACE_BUILD: [&str; 6] = [
+    "build",
+    "--quiet",
+    "--workspace",
+    "--lib",
+    "--bins",
+    "--tests",
+];
+
 /// Builds the Rust plugin cdylibs and the test worker once (a no-op when fresh) into the
 /// target directory of this test binary and returns its profile directory.
 pub(crate) fn rust_plugins_dir() -> &'static Path {
@@ -78,12 +92,7 @@ pub(crate) fn rust_plugins_dir() -> &'static Path {
         command
             .current_dir(repo_root())
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--quiet", "-p", "infadapt-plugin-sim"])
-            .args(["-p", "infadapt-plugin-misbehave"])
-            .args(["-p", "infadapt-plugin-triton"])
-            .args(["-p", "infadapt-plugin-torchserve"])
-            .args(["-p", "infadapt-plugin-process"])
-            .args(["-p", "infadapt-test-worker"]);
+            .args(WORKSPACE_BUILD);
         if profile != "debug" {
             command.args(["--profile", &profile]);
         }

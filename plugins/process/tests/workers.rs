@@ -50,7 +50,17 @@ fn built() -> &'static Built {
         command
             .current_dir(repo_root())
             .env("CARGO_TARGET_DIR", &target_dir)
-            .args(["build", "--quiet", "-p", "infadapt-test-worker"]);
+            // The same command as the daemon's integration tests (tests/plugins.rs): the
+            // workspace's libraries, binaries and tests at once, so features unify as in
+            // `cargo test --workspace` and its build is reused instead of repeated.
+            .args([
+                "build",
+                "--quiet",
+                "--workspace",
+                "--lib",
+                "--bins",
+                "--tests",
+            ]);
         if profile != "debug" {
             command.args(["--profile", &profile]);
         }
