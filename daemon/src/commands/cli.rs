@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use super::{
-    assets, completions, exit, forecast, pause, plan, profile, profiles, run, simulate, validate,
+    assets, completions, exit, forecast, pause, plan, profile, profiles, run, simulate, stderr,
+    validate,
 };
 use crate::plugin_host;
 
@@ -108,10 +109,7 @@ fn run_command_line() -> u8 {
     };
     match result {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            exit::FAILURE
-        }
+        Err(err) => stderr::CommandFailure::of(err).report(),
     }
 }
 
