@@ -115,15 +115,15 @@ fn run_command_line() -> u8 {
 
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
-        Command::Plan(args) => plan::run(&args),
+        Command::Plan(args) => plan::run(&args).map(|()| exit::OK),
         Command::Profile(args) => profile::run(&args),
         Command::Profiles(cmd) => profiles::run(&cmd),
         Command::Forecast(cmd) => forecast::run(&cmd),
         Command::Simulate(args) => simulate::run(&args),
-        Command::Run(args) => run::run(&args),
-        Command::Validate(args) => validate::run(&args),
+        Command::Run(args) => run::run(&args).map(|()| exit::OK),
+        Command::Validate(args) => validate::run(&args).map(|()| exit::OK),
         Command::Completions(args) => completions::run(&args),
-        Command::Pause(args) => pause::run(&args, true),
-        Command::Resume(args) => pause::run(&args, false),
+        Command::Pause(args) => pause::run(&args, true).map(|()| exit::OK),
+        Command::Resume(args) => pause::run(&args, false).map(|()| exit::OK),
     }
 }
