@@ -116,10 +116,10 @@ fn run_command_line() -> u8 {
 fn dispatch(command: Command) -> anyhow::Result<u8> {
     match command {
         Command::Plan(args) => plan::run(&args).map(|()| exit::OK),
-        Command::Profile(args) => profile::run(&args),
-        Command::Profiles(cmd) => profiles::run(&cmd),
-        Command::Forecast(cmd) => forecast::run(&cmd),
-        Command::Simulate(args) => simulate::run(&args),
+        Command::Profile(args) => profile::run(&args).map(|()| exit::OK),
+        Command::Profiles(cmd) => profiles::run(&cmd).map(|()| exit::OK),
+        Command::Forecast(cmd) => forecast::run(&cmd).map(|()| exit::OK),
+        Command::Simulate(args) => simulate::run(&args).map(|()| exit::OK),
         Command::Run(args) => run::run(&args).map(|()| exit::OK),
         Command::Validate(args) => validate::run(&args).map(|()| exit::OK),
         Command::Completions(args) => completions::run(&args),
