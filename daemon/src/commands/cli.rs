@@ -107,23 +107,20 @@ fn run_command_line() -> u8 {
             Err(code) => return code,
         }
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => stderr::CommandFailure::of(err).report(),
-    }
+    stderr::finish(result)
 }
 
-fn dispatch(command: Command) -> anyhow::Result<u8> {
+fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Plan(args) => plan::run(&args).map(|()| exit::OK),
-        Command::Profile(args) => profile::run(&args).map(|()| exit::OK),
-        Command::Profiles(cmd) => profiles::run(&cmd).map(|()| exit::OK),
-        Command::Forecast(cmd) => forecast::run(&cmd).map(|()| exit::OK),
-        Command::Simulate(args) => simulate::run(&args).map(|()| exit::OK),
-        Command::Run(args) => run::run(&args).map(|()| exit::OK),
-        Command::Validate(args) => validate::run(&args).map(|()| exit::OK),
+        Command::Plan(args) => plan::run(&args),
+        Command::Profile(args) => profile::run(&args),
+        Command::Profiles(cmd) => profiles::run(&cmd),
+        Command::Forecast(cmd) => forecast::run(&cmd),
+        Command::Simulate(args) => simulate::run(&args),
+        Command::Run(args) => run::run(&args),
+        Command::Validate(args) => validate::run(&args),
         Command::Completions(args) => completions::run(&args),
-        Command::Pause(args) => pause::run(&args, true).map(|()| exit::OK),
-        Command::Resume(args) => pause::run(&args, false).map(|()| exit::OK),
+        Command::Pause(args) => pause::run(&args, true),
+        Command::Resume(args) => pause::run(&args, false),
     }
 }
