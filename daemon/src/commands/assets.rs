@@ -10,7 +10,6 @@ use clap::{Args, CommandFactory as _};
 use clap_complete::Shell;
 
 use crate::commands::cli::Cli;
-use crate::commands::exit;
 use crate::outln;
 
 #[derive(Debug, Args)]
@@ -29,12 +28,12 @@ pub const COMPLETIONS: [(Shell, &str); 3] = [
     (Shell::Fish, "infadaptd.fish"),
 ];
 
-pub fn run(args: &AssetsArgs) -> anyhow::Result<u8> {
+pub fn run(args: &AssetsArgs) -> anyhow::Result<()> {
     let written = write_assets(&args.out_dir)?;
     for path in written {
         outln!("{}", path.display());
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// Writes the man pages to `out_dir/man` and the completions to `out_dir/completions`;

@@ -3,7 +3,8 @@
 use clap::{Parser, Subcommand};
 
 use super::{
-    assets, completions, exit, forecast, pause, plan, profile, profiles, run, simulate, validate,
+    assets, completions, exit, forecast, pause, plan, profile, profiles, run, simulate, stderr,
+    validate,
 };
 use crate::plugin_host;
 
@@ -106,16 +107,10 @@ fn run_command_line() -> u8 {
             Err(code) => return code,
         }
     };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("error: {err:#}");
-            exit::FAILURE
-        }
-    }
+    stderr::finish(result)
 }
 
-fn dispatch(command: Command) -> anyhow::Result<u8> {
+fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Plan(args) => plan::run(&args),
         Command::Profile(args) => profile::run(&args),

@@ -8,7 +8,6 @@ use clap::{Args, CommandFactory as _};
 use clap_complete::Shell;
 
 use crate::commands::cli::Cli;
-use crate::commands::exit;
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
@@ -28,7 +27,7 @@ pub fn script(shell: Shell) -> Vec<u8> {
     text
 }
 
-pub fn run(args: &CompletionsArgs) -> anyhow::Result<u8> {
+pub fn run(args: &CompletionsArgs) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     if let Err(error) = stdout
         .write_all(&script(args.shell))
@@ -36,5 +35,5 @@ pub fn run(args: &CompletionsArgs) -> anyhow::Result<u8> {
     {
         crate::commands::output::stdout_failed(error);
     }
-    Ok(exit::OK)
+    Ok(())
 }

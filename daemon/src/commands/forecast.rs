@@ -12,7 +12,7 @@ use infadapt_forecast::models::{ModelKind, build};
 use infadapt_forecast::trace::{Trace, parse_trace};
 use serde_json::json;
 
-use crate::commands::exit;
+use crate::commands::stderr::CommandFailure;
 
 #[derive(Debug, Subcommand)]
 pub enum ForecastCommand {
@@ -109,44 +109,33 @@ fn parse_model(text: &str) -> Result<ModelKind, ForecastError> {
     text.parse()
 }
 
-/// Runs a `forecast` subcommand; returns the exit code.
-pub fn run(cmd: &ForecastCommand) -> anyhow::Result<u8> {
+/// Runs a `forecast` subcommand; bad input fails with exit 64.
+pub fn run(cmd: &ForecastCommand) -> anyhow::Result<()> {
     let outcome = match cmd {
         ForecastCommand::Backtest(args) => backtest(args),
         ForecastCommand::Train(args) => train(args),
     };
-    match outcome {
-        Ok(()) => Ok(exit::OK),
-        Err(CommandError::Usage(message)) => {
-            eprintln!("error: {message}");
-            Ok(exit::USAGE)
-        }
-        Err(CommandError::Failure(e)) => Err(e),
-    }
+    Ok(outcome?)
 }
 
-enum CommandError {
-    /// Bad input: reported with exit code 64.
-    Usage(String),
-    /// Anything else.
-    Failure(anyhow::Error),
-}
-
-fn read_trace(path: &Path) -> Result<Trace, CommandError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CommandError::Usage(format!("cannot read trace {}: {e}", path.display())))?;
+fn read_trace(path: &Path) -> Result<Trace, CommandFailure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CommandFailure::usage().error(format!("cannot read trace {}: {e}", path.display()))
+    })?;
     parse_trace(&text).map_err(|e| match e {
         ForecastError::MalformedLine { line, reason } => {
-            CommandError::Usage(format!("{}:{line}: {reason}", path.display()))
+            CommandFailure::usage().error(format!("{}:{line}: {reason}", path.display()))
         }
-        other => CommandError::Usage(format!("{}: {other}", path.display())),
+        other => CommandFailure::usage().error(format!("{}: {other}", path.display())),
     })
 }
 
-fn read_model(path: &Path) -> Result<LstmModel, CommandError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| CommandError::Usage(format!("cannot read model {}: {e}", path.display())))?;
-    LstmModel::from_json(&text).map_err(|e| CommandError::Usage(format!("{}: {e}", path.display())))
+fn read_model(path: &Path) -> Result<LstmModel, CommandFailure> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        CommandFailure::usage().error(format!("cannot read model {}: {e}", path.display()))
+    })?;
+    LstmModel::from_json(&text)
+        .map_err(|e| CommandFailure::usage().error(format!("{}: {e}", path.display())))
 }
 
 fn slice(trace: &Trace, start: usize, end: usize) -> Trace {
@@ -156,27 +145,23 @@ fn slice(trace: &Trace, start: usize, end: usize) -> Trace {
     }
 }
 
-fn check_range(start: usize, end: Option<usize>, len: usize) -> Result<usize, CommandError> {
+fn check_range(start: usize, end: Option<usize>, len: usize) -> Result<usize, CommandFailure> {
     let end = end.unwrap_or(len).min(len);
     if start >= end {
-        return Err(CommandError::Usage(format!(
+        return Err(CommandFailure::usage().error(format!(
             "empty range: --start {start} is not before the end {end} (the trace has {len} samples)"
         )));
     }
     Ok(end)
 }
 
-fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
+fn backtest(args: &BacktestArgs) -> Result<(), CommandFailure> {
     let positive = |x: f64| x.is_finite() && x > 0.0;
     if !positive(args.interval) || !positive(args.horizon) {
-        return Err(CommandError::Usage(
-            "--interval and --horizon must be positive".into(),
-        ));
+        return Err(CommandFailure::usage().error("--interval and --horizon must be positive"));
     }
     if !(args.quantile > 0.0 && args.quantile < 1.0) {
-        return Err(CommandError::Usage(
-            "--quantile must lie strictly between 0 and 1".into(),
-        ));
+        return Err(CommandFailure::usage().error("--quantile must lie strictly between 0 and 1"));
     }
     let trace = read_trace(&args.trace)?;
     let end = check_range(args.start, args.end, trace.len())?;
@@ -185,7 +170,7 @@ fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
         .unwrap_or(args.start)
         .clamp(args.start, end);
     if train_until >= end {
-        return Err(CommandError::Usage(format!(
+        return Err(CommandFailure::usage().error(format!(
             "--train-until {train_until} leaves nothing to score before the end {end}"
         )));
     }
@@ -194,7 +179,7 @@ fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
         (Some(path), _) => {
             let model = read_model(path)?;
             if (model.config.horizon_s - args.horizon).abs() > 1e-9 {
-                return Err(CommandError::Usage(format!(
+                return Err(CommandFailure::usage().error(format!(
                     "{}: the model predicts a {} s horizon, --horizon is {}",
                     path.display(),
                     model.config.horizon_s,
@@ -205,8 +190,8 @@ fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
         }
         (None, ModelKind::Lstm) => {
             if train_until <= args.start {
-                return Err(CommandError::Usage(
-                    "the lstm model needs --lstm-model FILE or --train-until past --start".into(),
+                return Err(CommandFailure::usage().error(
+                    "the lstm model needs --lstm-model FILE or --train-until past --start",
                 ));
             }
             let config = LstmConfig {
@@ -215,14 +200,16 @@ fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
             };
             let started = Instant::now();
             let (model, _) = LstmModel::train(&slice(&trace, args.start, train_until), config)
-                .map_err(|e| CommandError::Usage(format!("cannot train the lstm: {e}")))?;
+                .map_err(|e| {
+                    CommandFailure::usage().error(format!("cannot train the lstm: {e}"))
+                })?;
             train_ms = started.elapsed().as_secs_f64() * 1000.0;
             Some(model)
         }
         (None, _) => None,
     };
     let inner = build(args.model, args.horizon, lstm.as_ref())
-        .map_err(|e| CommandError::Usage(e.to_string()))?;
+        .map_err(|e| CommandFailure::usage().error(e))?;
     let mut forecaster = Calibrated::new(
         inner,
         ConformalConfig {
@@ -243,9 +230,9 @@ fn backtest(args: &BacktestArgs) -> Result<(), CommandError> {
         run_backtest(&trace, &mut forecaster, &config, &mut stopwatch, train_ms).map_err(|e| {
             match e {
                 ForecastError::NotEnoughData(_) | ForecastError::InvalidConfig(_) => {
-                    CommandError::Usage(format!("{}: {e}", args.trace.display()))
+                    CommandFailure::usage().error(format!("{}: {e}", args.trace.display()))
                 }
-                other => CommandError::Failure(other.into()),
+                other => CommandFailure::of(other.into()),
             }
         })?;
     if args.json {
@@ -317,7 +304,7 @@ fn print_text(report: &BacktestReport, args: &BacktestArgs) {
     );
 }
 
-fn train(args: &TrainArgs) -> Result<(), CommandError> {
+fn train(args: &TrainArgs) -> Result<(), CommandFailure> {
     let trace = read_trace(&args.trace)?;
     let end = check_range(args.start, args.end, trace.len())?;
     let config = LstmConfig {
@@ -332,10 +319,10 @@ fn train(args: &TrainArgs) -> Result<(), CommandError> {
     };
     let started = Instant::now();
     let (model, report) = LstmModel::train(&slice(&trace, args.start, end), config)
-        .map_err(|e| CommandError::Usage(format!("{}: {e}", args.trace.display())))?;
+        .map_err(|e| CommandFailure::usage().error(format!("{}: {e}", args.trace.display())))?;
     let train_ms = started.elapsed().as_secs_f64() * 1000.0;
     std::fs::write(&args.out, model.to_json()).map_err(|e| {
-        CommandError::Failure(anyhow::anyhow!("cannot write {}: {e}", args.out.display()))
+        CommandFailure::of(anyhow::anyhow!("cannot write {}: {e}", args.out.display()))
     })?;
     if args.json {
         let value = json!({

@@ -3,6 +3,9 @@
 
 use std::io;
 
+use crate::commands::exit;
+use crate::commands::stderr::CommandFailure;
+
 /// Writes a line to stdout; a closed pipe ends the process quietly, other errors with 1.
 #[macro_export]
 macro_rules! outln {
@@ -19,6 +22,7 @@ pub fn stdout_failed(error: io::Error) -> ! {
     if error.kind() == io::ErrorKind::BrokenPipe {
         std::process::exit(0);
     }
-    eprintln!("error: cannot write to standard output: {error}");
-    std::process::exit(1);
+    CommandFailure::new(exit::FAILURE)
+        .error(format_args!("cannot write to standard output: {error}"))
+        .exit_now()
 }

@@ -10,7 +10,7 @@ use anyhow::{Context as _, bail};
 use clap::Args;
 
 use crate::api::access::read_token_file;
-use crate::commands::exit;
+use crate::commands::stderr::CommandFailure;
 use crate::config::{DEFAULT_CONFIG_PATH, HttpListen, load_config};
 use crate::outln;
 
@@ -27,23 +27,19 @@ pub struct PauseArgs {
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Pauses (`paused`) or resumes the pipeline `args` names.
-pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
+pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<()> {
     let verb = if paused { "pause" } else { "resume" };
     let config = match load_config(&args.config) {
         Ok(config) => config,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            return Ok(exit::USAGE);
-        }
+        Err(diagnostics) => bail!(CommandFailure::usage().diagnostics(&diagnostics)),
     };
     let Some(token_file) = &config.daemon.token_file else {
-        eprintln!(
-            "{}: the API's write endpoints are off: set `token_file = PATH` in [daemon.http] \
+        bail!(CommandFailure::usage().unlabelled_in(
+            args.config.display(),
+            "the API's write endpoints are off: set `token_file = PATH` in [daemon.http] \
              (a file holding the token, readable by the service user only) and restart the \
-             service",
-            args.config.display()
-        );
-        return Ok(exit::USAGE);
+             service"
+        ));
     };
     let token = read_token_file(token_file).map_err(anyhow::Error::msg)?;
     if args.pipeline.is_empty()
@@ -52,11 +48,10 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
     {
-        eprintln!(
+        bail!(CommandFailure::usage().unlabelled(format_args!(
             "`{}` is not a pipeline name this command can send (letters, digits, `-`, `_`, `.`)",
             args.pipeline
-        );
-        return Ok(exit::USAGE);
+        )));
     }
     let path = format!("/v1/pipelines/{}/{verb}", args.pipeline);
     let request = format!(
@@ -65,11 +60,10 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
     );
     let response = match &config.daemon.http {
         HttpListen::Disabled => {
-            eprintln!(
-                "{}: the HTTP API is off ([daemon.http] enabled = false)",
-                args.config.display()
-            );
-            return Ok(exit::USAGE);
+            bail!(CommandFailure::usage().unlabelled_in(
+                args.config.display(),
+                "the HTTP API is off ([daemon.http] enabled = false)"
+            ));
         }
         HttpListen::Tcp(address) => {
             let mut stream = std::net::TcpStream::connect_timeout(address, TIMEOUT)
@@ -105,7 +99,7 @@ pub fn run(args: &PauseArgs, paused: bool) -> anyhow::Result<u8> {
         (false, false) => "was not paused",
     };
     outln!("pipeline `{}` {what}", args.pipeline);
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// Sends `request` and reads the whole response (the request asks to close after it).

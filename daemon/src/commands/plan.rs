@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::bail;
 use clap::Args;
 use infadapt_planner::{PlanError, Solution};
 use serde_json::json;
 
-use crate::commands::exit;
+use crate::commands::stderr::CommandFailure;
 use crate::problem_file::load_problem;
 
 #[derive(Debug, Args)]
@@ -26,24 +27,21 @@ pub struct PlanArgs {
     pub load: Option<f64>,
 }
 
-/// Runs the command and returns the exit code: 0 solved, 2 infeasible, 64 bad input.
-pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
+/// Runs the command: an infeasible problem fails with exit 2, bad input with 64.
+pub fn run(args: &PlanArgs) -> anyhow::Result<()> {
     let mut problem = match load_problem(&args.problem) {
         Ok(p) => p,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!(
-                "error: {} problem(s) in {}",
-                diagnostics.items.len(),
-                diagnostics.file
-            );
-            return Ok(exit::USAGE);
-        }
+        Err(diagnostics) => bail!(
+            CommandFailure::usage()
+                .diagnostics(&diagnostics)
+                .problem_count(&diagnostics)
+        ),
     };
     if let Some(load) = args.load {
         if !(load.is_finite() && load >= 0.0) {
-            eprintln!("error: --load must be a finite number >= 0, got {load}");
-            return Ok(exit::USAGE);
+            bail!(CommandFailure::usage().error(format_args!(
+                "--load must be a finite number >= 0, got {load}"
+            )));
         }
         problem.load_rps = load;
     }
@@ -54,8 +52,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
                     .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
             }
             Err(PlanError::InvalidProblem(message)) => {
-                eprintln!("error: {}: {message}", args.problem.display());
-                return Ok(exit::USAGE);
+                bail!(CommandFailure::usage().error_in(args.problem.display(), message))
             }
             Err(e) => anyhow::bail!("cannot export the model: {e}"),
         }
@@ -83,7 +80,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
                     problem.pipeline.slo_ms,
                 );
             }
-            Ok(exit::OK)
+            Ok(())
         }
         Err(PlanError::Infeasible(why)) => {
             if args.json {
@@ -99,22 +96,24 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<u8> {
                 });
                 crate::outln!("{value}");
             }
-            eprintln!(
-                "error: {}: no feasible plan: {}",
+            let mut failure = CommandFailure::infeasible().error_in(
                 args.problem.display(),
-                why.message
+                format_args!("no feasible plan: {}", why.message),
             );
             if let Some(load) = why.max_sustainable_load_rps {
-                eprintln!("  closest feasible: the highest sustainable load is {load:.1} rps");
+                failure = failure.hint(format_args!(
+                    "closest feasible: the highest sustainable load is {load:.1} rps"
+                ));
             }
             if let Some(latency) = why.min_latency_ms {
-                eprintln!("  closest feasible: the lowest reachable latency is {latency:.1} ms");
+                failure = failure.hint(format_args!(
+                    "closest feasible: the lowest reachable latency is {latency:.1} ms"
+                ));
             }
-            Ok(exit::INFEASIBLE)
+            bail!(failure)
         }
         Err(PlanError::InvalidProblem(message)) => {
-            eprintln!("error: {}: {message}", args.problem.display());
-            Ok(exit::USAGE)
+            bail!(CommandFailure::usage().error_in(args.problem.display(), message))
         }
         Err(e) => anyhow::bail!("{}: {e}", args.problem.display()),
     }

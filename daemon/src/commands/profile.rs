@@ -24,8 +24,8 @@ use infadapt_plugin_abi::messages::{EndpointProtocol, EndpointState};
 use infadapt_plugin_abi::{AssignmentMessage, BackendInstance, PlanMessage, StagePlanMessage};
 use serde_json::json;
 
-use crate::commands::exit;
 use crate::commands::loadgen;
+use crate::commands::stderr::CommandFailure;
 use crate::outln;
 use crate::plugin_host::{PluginHost, TrialLoad};
 
@@ -249,10 +249,9 @@ fn deploy(
     }
 }
 
-pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
+pub fn run(args: &ProfileArgs) -> anyhow::Result<()> {
     if let Err(e) = check(args) {
-        eprintln!("error: {e:#}");
-        return Ok(exit::USAGE);
+        bail!(CommandFailure::usage().error(format_args!("{e:#}")));
     }
     let accuracy = accuracies(args)?;
     let request = std::fs::read(&args.request)
@@ -387,7 +386,7 @@ pub fn run(args: &ProfileArgs) -> anyhow::Result<u8> {
             }
         );
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// The report's data: every configuration measured, with the catalog's GPU memory.

@@ -12,12 +12,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use infadapt_model::catalog::CATALOG_SCHEMA;
 use infadapt_model::{Catalog, CatalogVariant, ProfilePoint};
 
-use crate::commands::exit;
+use crate::commands::stderr::{self, CommandFailure};
 use crate::profile_import::{self, Format, ImportError, ImportOptions, InputText};
 
 #[derive(Debug, Subcommand)]
@@ -87,8 +87,8 @@ pub enum SynthKind {
     Resnet,
 }
 
-/// Runs the command and returns the process exit code.
-pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<u8> {
+/// Runs the command; bad input fails with exit 64.
+pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<()> {
     match cmd {
         ProfilesCommand::Import(args) => run_import(args),
         ProfilesCommand::Synth(args) => {
@@ -106,18 +106,17 @@ pub fn run(cmd: &ProfilesCommand) -> anyhow::Result<u8> {
                 "wrote the synthetic {what} catalog to {}",
                 args.out.display()
             );
-            Ok(exit::OK)
+            Ok(())
         }
     }
 }
 
-fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
+fn run_import(args: &ImportArgs) -> anyhow::Result<()> {
     if !(args.slo_ms.is_finite() && args.slo_ms > 0.0) {
-        eprintln!(
-            "error: --slo-ms must be a positive number of milliseconds, got {}",
+        bail!(CommandFailure::usage().error(format_args!(
+            "--slo-ms must be a positive number of milliseconds, got {}",
             args.slo_ms
-        );
-        return Ok(exit::USAGE);
+        )));
     }
     let names: Vec<String> = args
         .inputs
@@ -141,35 +140,32 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
         let (name, text) = (path.display().to_string(), read(path)?);
         match profile_import::parse_metadata(InputText::new(&name, &text)) {
             Ok(table) => options.metadata = Some(table),
-            Err(e) => return Ok(report_problems(&e)),
+            Err(e) => bail!(import_failure(&e)),
         }
     }
     if let Some(path) = &args.accuracies {
         let (name, text) = (path.display().to_string(), read(path)?);
         match profile_import::parse_accuracies(InputText::new(&name, &text)) {
             Ok(table) => options.accuracies = Some(table),
-            Err(e) => return Ok(report_problems(&e)),
+            Err(e) => bail!(import_failure(&e)),
         }
     }
 
     let format = match args.format {
         FormatArg::Infadapter => Format::InfAdapter,
         FormatArg::Ipa => Format::Ipa,
-        FormatArg::Auto => match detect_one_format(&inputs) {
-            Ok(format) => format,
-            Err(code) => return Ok(code),
-        },
+        FormatArg::Auto => detect_one_format(&inputs)?,
     };
     let imported = match profile_import::import(format, &inputs, &options) {
         Ok(imported) => imported,
-        Err(e) => return Ok(report_problems(&e)),
+        Err(e) => bail!(import_failure(&e)),
     };
 
     for warning in &imported.warnings {
-        eprintln!("warning: {warning}");
+        stderr::warning(warning);
     }
     for skipped in &imported.skipped {
-        eprintln!("warning: skipped {skipped}");
+        stderr::warning(format_args!("skipped {skipped}"));
     }
     write_atomically(&args.out, &imported.render())?;
     for variant in &imported.catalog.variants {
@@ -189,34 +185,36 @@ fn run_import(args: &ImportArgs) -> anyhow::Result<u8> {
         ));
     }
     crate::outln!("{tail}");
-    Ok(exit::OK)
+    Ok(())
 }
 
-/// The format all inputs share, or the exit code after reporting why there is none.
-fn detect_one_format(inputs: &[InputText<'_>]) -> Result<Format, u8> {
+/// The format all inputs share, or why there is none.
+fn detect_one_format(inputs: &[InputText<'_>]) -> Result<Format, CommandFailure> {
     let mut found: Vec<(Format, &str)> = Vec::new();
     for input in inputs {
         match profile_import::detect_format(*input) {
             Ok(format) => found.push((format, input.name)),
-            Err(e) => return Err(report_problems(&e)),
+            Err(e) => return Err(import_failure(&e)),
         }
     }
     let first = found[0];
     if let Some(other) = found.iter().find(|(format, _)| *format != first.0) {
-        eprintln!(
-            "error: the inputs mix formats: {} is {}, {} is {}; import them separately",
+        return Err(CommandFailure::usage().error(format_args!(
+            "the inputs mix formats: {} is {}, {} is {}; import them separately",
             first.1, first.0, other.1, other.0
-        );
-        return Err(exit::USAGE);
+        )));
     }
     Ok(first.0)
 }
 
-fn report_problems(error: &ImportError) -> u8 {
-    for problem in &error.problems {
-        eprintln!("error: {problem}");
-    }
-    exit::USAGE
+/// Every problem of a failed import, one `error:` line each.
+fn import_failure(error: &ImportError) -> CommandFailure {
+    error
+        .problems
+        .iter()
+        .fold(CommandFailure::usage(), |failure, problem| {
+            failure.error(problem)
+        })
 }
 
 fn read(path: &Path) -> anyhow::Result<String> {

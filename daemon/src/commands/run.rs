@@ -12,13 +12,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
 use clap::{Args, ValueEnum};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::commands::exit;
+use crate::commands::stderr::CommandFailure;
 use crate::config::{DEFAULT_CONFIG_PATH, DaemonConfig, HttpListen, load_config, parse_config};
 use crate::outln;
 use crate::service::status::{DecisionRecord, PipelineStatus, Registry};
@@ -80,16 +80,13 @@ pub enum LogFormat {
     Json,
 }
 
-pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
+pub fn run(args: &RunArgs) -> anyhow::Result<()> {
     if args.demo {
         return run_demo(args);
     }
     let config = match load_config(&args.config) {
         Ok(c) => c,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            return Ok(exit::USAGE);
-        }
+        Err(diagnostics) => bail!(CommandFailure::usage().diagnostics(&diagnostics)),
     };
     init_logging(&config.daemon.log, args.log_format);
     for warning in &config.warnings {
@@ -112,7 +109,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<u8> {
         on_decision: None,
     };
     run_service(options, grace).context("service failed")?;
-    Ok(exit::OK)
+    Ok(())
 }
 
 /// Runs the service on a runtime built here and ended with `shutdown_timeout`: a backend
@@ -266,10 +263,9 @@ fn print_summary(statuses: &[PipelineStatus], virtual_s: u32) {
     }
 }
 
-fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
+fn run_demo(args: &RunArgs) -> anyhow::Result<()> {
     if !(args.speed.is_finite() && args.speed >= 1.0) {
-        eprintln!("error: --speed must be at least 1");
-        return Ok(exit::USAGE);
+        bail!(CommandFailure::usage().error("--speed must be at least 1"));
     }
     let mut config = embedded_config().map_err(|d| anyhow::anyhow!("{d}"))?;
     config.daemon.http = HttpListen::Disabled;
@@ -327,7 +323,7 @@ fn run_demo(args: &RunArgs) -> anyhow::Result<u8> {
             .with_context(|| format!("cannot write {}", path.display()))?;
         outln!("plot written to {}", path.display());
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_sim::{parse_rps_lines, slice, synthetic_diurnal};
 use serde_json::json;
 
-use crate::commands::exit;
+use crate::commands::stderr::{self, CommandFailure};
 use scenario_file::{EMBEDDED_NAME, ScenarioFile, embedded, load_scenario};
 
 #[derive(Debug, Args)]
@@ -248,7 +248,7 @@ fn run_seed(
                 reports.push(report);
             }
             Err(error) if all => {
-                eprintln!("warning: seed {}: {error}; skipped", task.seed);
+                stderr::warning(format_args!("seed {}: {error}; skipped", task.seed));
                 skipped.push(json!({ "policy": name, "reason": error.to_string() }));
             }
             Err(error) => anyhow::bail!("{error}"),
@@ -330,23 +330,19 @@ fn run_seeds(
     Ok(done)
 }
 
-/// Runs the command and returns the exit code: 0 done, 64 bad input.
-pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
+/// Runs the command; bad input fails with exit 64.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let loaded = match &args.config {
         Some(path) => load_scenario(path),
         None => embedded(),
     };
     let mut file = match loaded {
         Ok(file) => file,
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            eprintln!(
-                "error: {} problem(s) in {}",
-                diagnostics.items.len(),
-                diagnostics.file
-            );
-            return Ok(exit::USAGE);
-        }
+        Err(diagnostics) => anyhow::bail!(
+            CommandFailure::usage()
+                .diagnostics(&diagnostics)
+                .problem_count(&diagnostics)
+        ),
     };
     if let Some(path) = &args.lstm_model {
         let model = std::fs::read_to_string(path)
@@ -354,18 +350,17 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
             .and_then(|text| LstmModel::from_json(&text).map_err(|e| e.to_string()));
         match model {
             Ok(model) => file.scenario.loop_settings.forecast.lstm = Some(model),
-            Err(error) => {
-                eprintln!("error: --lstm-model {}: {error}", path.display());
-                return Ok(exit::USAGE);
-            }
+            Err(error) => anyhow::bail!(
+                CommandFailure::usage()
+                    .error(format_args!("--lstm-model {}: {error}", path.display()))
+            ),
         }
     }
     if !(args.cost_weight.is_finite() && args.cost_weight > 0.0 && args.cost_weight <= 1e6) {
-        eprintln!(
-            "error: --cost-weight must be a positive number up to 1e6, got {}",
+        anyhow::bail!(CommandFailure::usage().error(format_args!(
+            "--cost-weight must be a positive number up to 1e6, got {}",
             args.cost_weight
-        );
-        return Ok(exit::USAGE);
+        )));
     }
     file.scenario.loop_settings.cost_weight = args.cost_weight;
     let mut known: Vec<&str> = NAMES.to_vec();
@@ -379,19 +374,17 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
     } else if let Some(name) = known.iter().find(|n| **n == args.policy) {
         vec![*name]
     } else {
-        eprintln!(
-            "error: unknown policy `{}` (known: all, {})",
+        anyhow::bail!(CommandFailure::usage().error(format_args!(
+            "unknown policy `{}` (known: all, {})",
             args.policy,
             known.join(", ")
-        );
-        return Ok(exit::USAGE);
+        )));
     };
     if names.contains(&IPA_LSTM) && args.lstm_model.is_none() {
-        eprintln!(
-            "error: policy `{IPA_LSTM}` needs a trained model: --lstm-model FILE \
+        anyhow::bail!(CommandFailure::usage().error(format_args!(
+            "policy `{IPA_LSTM}` needs a trained model: --lstm-model FILE \
              (`infadaptd forecast train --bucket 10 --window 12 --horizon 20 ...`)"
-        );
-        return Ok(exit::USAGE);
+        )));
     }
     if let Some(seed) = args.seed {
         file.scenario.sim.seed = seed;
@@ -404,10 +397,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
     for &seed in &seeds {
         let workload = match workload(args, &file, seed) {
             Ok(w) => w,
-            Err(message) => {
-                eprintln!("error: {message}");
-                return Ok(exit::USAGE);
-            }
+            Err(message) => anyhow::bail!(CommandFailure::usage().error(message)),
         };
         let mut scenario = file.scenario.clone();
         scenario.sim.seed = seed;
@@ -435,7 +425,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
         };
         let outcome = run_seed(task, &names, all, args.plot.as_deref(), &bars)?;
         print_single(args, &file, task, &outcome, started.elapsed().as_secs_f64());
-        return Ok(exit::OK);
+        return Ok(());
     }
     let outcomes = run_seeds(&tasks, &names, all, args.plot.as_deref(), show_progress)?;
     let wall_s = started.elapsed().as_secs_f64();
@@ -456,7 +446,7 @@ pub fn run(args: &SimulateArgs) -> anyhow::Result<u8> {
             crate::outln!("plots (seed {}): {}", tasks[0].seed, dir.display());
         }
     }
-    Ok(exit::OK)
+    Ok(())
 }
 
 fn config_name(args: &SimulateArgs) -> String {

@@ -5,9 +5,10 @@
 
 use std::path::PathBuf;
 
+use anyhow::bail;
 use clap::Args;
 
-use crate::commands::exit;
+use crate::commands::stderr::{self, CommandFailure};
 use crate::config::{DEFAULT_CONFIG_PATH, load_config_strict};
 use crate::outln;
 
@@ -23,12 +24,12 @@ pub struct ValidateArgs {
     pub plugin_dirs: Vec<PathBuf>,
 }
 
-pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
+pub fn run(args: &ValidateArgs) -> anyhow::Result<()> {
     let plugin_dirs = (!args.plugin_dirs.is_empty()).then(|| args.plugin_dirs.clone());
     match load_config_strict(&args.config, plugin_dirs) {
         Ok(config) => {
             for warning in &config.warnings {
-                eprintln!("{}: warning: {warning}", args.config.display());
+                stderr::warning_in(args.config.display(), warning);
             }
             outln!(
                 "{}: ok ({} pipeline{}: {})",
@@ -42,11 +43,8 @@ pub fn run(args: &ValidateArgs) -> anyhow::Result<u8> {
                     .collect::<Vec<_>>()
                     .join(", ")
             );
-            Ok(exit::OK)
+            Ok(())
         }
-        Err(diagnostics) => {
-            eprintln!("{diagnostics}");
-            Ok(exit::USAGE)
-        }
+        Err(diagnostics) => bail!(CommandFailure::usage().diagnostics(&diagnostics)),
     }
 }

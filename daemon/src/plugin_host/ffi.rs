@@ -96,6 +96,9 @@ pub fn trial_load_main(library: &Path) -> u8 {
             0
         }
         Err(e) => {
+            // Not a report to the user: the child's answer, read from its stderr by the
+            // daemon that started it (`TrialLoad`), which words the error itself. The
+            // plugin host sits below the commands and does not use their printer.
             eprintln!("{e}");
             1
         }
