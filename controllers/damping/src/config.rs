@@ -6,8 +6,7 @@ use crate::DampingError;
 
 /// How the [`crate::Damper`] holds back planned changes. Every field has a default (see
 /// [`DampingConfig::default`]); [`DampingConfig::disabled`] passes every proposal through.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DampingConfig {
     /// `false` passes every proposal through unchanged (the undamped baselines).
     pub enabled: bool,
@@ -63,7 +62,7 @@ pub struct DampingConfig {
 
 /// Which of several scale-up rate policies applies (the horizontal autoscaler's
 /// `selectPolicy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SelectPolicy {
     /// The policy that allows the larger change.
