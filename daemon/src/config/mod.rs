@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use infadapt_control::{
     ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SelectPolicy,
-    SpareConfig, damping_keys, fast_path_keys, spare_keys,
+    SpareConfig, damping_keys, fast_path_keys, forecast_keys, spare_keys,
 };
 use infadapt_forecast::ForecastError;
 use infadapt_forecast::lstm::LstmModel;
@@ -490,17 +490,6 @@ fn report_backend_problems(table: &TableReader<'_, '_>, problems: &[ConfigProble
     }
 }
 
-fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
-    match table.opt_f64(key) {
-        Some(v) if v > 0.0 => v,
-        Some(v) => {
-            table.report(key, format!("must be > 0, got {v}"));
-            default
-        }
-        None => default,
-    }
-}
-
 /// The `[daemon]` table. Its numbers are checked against their ranges in the configuration
 /// reference as they are read (a number out of range reads as absent), so none is checked
 /// again here.
@@ -852,32 +841,23 @@ pub(crate) fn read_forecast(
     let model_known = chosen.is_some() || !f.has("model");
     let file =
         lstm_files.and_then(|(base, files)| read_lstm_model(f, base, files, control, model_known));
-    if f.has("horizon_s") {
-        control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
+    if let Some(v) = f.opt_number(&forecast_keys::HORIZON_S) {
+        control.forecast.horizon_s = Some(v);
     }
-    if let Some(v) = f.opt_f64("smoothing_s") {
-        if v.is_finite() && v >= 1.0 {
-            control.forecast.smoothing_s = v;
-        } else {
-            f.report(
-                "smoothing_s",
-                format!("must be at least 1 (second), got {v}"),
-            );
-        }
+    if let Some(v) = f.opt_number(&forecast_keys::SMOOTHING_S) {
+        control.forecast.smoothing_s = v;
     }
-    if let Some(q) = f.opt_f64("upper_quantile") {
-        if q > 0.0 && q < 1.0 {
-            control.forecast.upper_quantile = Some(q);
-        } else {
-            f.report("upper_quantile", format!("must be in (0, 1), got {q}"));
-        }
+    if let Some(v) = f.opt_number(&forecast_keys::UPPER_QUANTILE) {
+        control.forecast.upper_quantile = Some(v);
     }
     match f.opt_choice("basis", &["upper", "point"]).as_deref() {
         Some("point") => control.forecast.basis = ForecastBasis::Point,
         Some(_) => control.forecast.basis = ForecastBasis::Upper,
         None => {}
     }
-    control.margin = positive(f, "margin", control.margin);
+    if let Some(v) = f.opt_number(&forecast_keys::MARGIN) {
+        control.margin = v;
+    }
     match f
         .opt_choice("floor", &["none", "observed-mean", "observed-peak"])
         .as_deref()

@@ -1,8 +1,8 @@
 //! The configuration reference: every key of the daemon's file with its type, default,
-//! accepted range and meaning. The keys of the controllers' settings (`[pipeline.damping]`,
-//! `[pipeline.fast_path]`, `[pipeline.spare]`) are defined once, beside their settings'
-//! structs in the controller crates, and taken from there; the daemon's own keys are defined
-//! here. The reader checks every number against its key's range (see
+//! accepted range and meaning. The keys of the controllers' settings (`[pipeline.forecast]`,
+//! `[pipeline.damping]`, `[pipeline.fast_path]`, `[pipeline.spare]`) are defined once, beside
+//! their settings' structs in the controller crates, and taken from there; the daemon's own
+//! keys are defined here. The reader checks every number against its key's range (see
 //! `tomlread::with_range_check`), and the reference is rendered as the doc page
 //! `docs/configuration.md` and as the CONFIGURATION section of `infadaptd(1)`; its tests
 //! prove it lists exactly the keys the reader reads and that each range is enforced as
@@ -55,7 +55,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         table: "pipeline.forecast",
-        keys: FORECAST_KEYS,
+        keys: infadapt_control::FORECAST_KEYS,
     },
     Section {
         table: "pipeline.damping",
@@ -444,74 +444,6 @@ const SOLVER_KEYS: &[KeySpec] = &[
         default: KeyDefault::Number(2.0),
         bounds: Some(Bounds::closed(1.0, 1000.0)),
         doc: "How far beyond the measured range extrapolation may go (factor).",
-    },
-];
-
-/// The `[pipeline.forecast]` table.
-const FORECAST_KEYS: &[KeySpec] = &[
-    KeySpec {
-        name: "model",
-        kind: infadapt_forecast::models::ModelKind::CHOICES,
-        integer: false,
-        default: KeyDefault::Text("`max`"),
-        bounds: None,
-        doc: "Load forecaster (`lstm` and `ipa-lstm` need `lstm_model`).",
-    },
-    KeySpec {
-        name: "lstm_model",
-        kind: "path",
-        integer: false,
-        default: KeyDefault::Text("none"),
-        bounds: None,
-        doc: "Trained LSTM model file from `infadaptd forecast train` (relative to the file).",
-    },
-    KeySpec {
-        name: "horizon_s",
-        kind: "number (s)",
-        integer: false,
-        default: KeyDefault::Text("the lead time (period + longest cold start)"),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
-        doc: "How far ahead the forecast looks.",
-    },
-    KeySpec {
-        name: "smoothing_s",
-        kind: "number (s)",
-        integer: false,
-        default: KeyDefault::Number(3.0),
-        bounds: Some(Bounds::closed(1.0, 3600.0)),
-        doc: "Seconds per load sample the forecaster sees.",
-    },
-    KeySpec {
-        name: "upper_quantile",
-        kind: "number",
-        integer: false,
-        default: KeyDefault::Number(0.9),
-        bounds: Some(Bounds::open(0.0, 1.0)),
-        doc: "Quantile of the calibrated upper bound plans are sized for.",
-    },
-    KeySpec {
-        name: "basis",
-        kind: "`upper` or `point`",
-        integer: false,
-        default: KeyDefault::Text("`upper`"),
-        bounds: None,
-        doc: "Plan for the upper bound or the point forecast.",
-    },
-    KeySpec {
-        name: "margin",
-        kind: "number",
-        integer: false,
-        default: KeyDefault::Number(1.0),
-        bounds: Some(Bounds::above(0.0, 100.0)),
-        doc: "Factor applied to the forecast load.",
-    },
-    KeySpec {
-        name: "floor",
-        kind: "`observed-mean`, `observed-peak` or `none`",
-        integer: false,
-        default: KeyDefault::Text("`observed-mean`"),
-        bounds: None,
-        doc: "Lower bound of the planned load from what was observed.",
     },
 ];
 
