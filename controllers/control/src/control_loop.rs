@@ -138,7 +138,7 @@ pub mod forecast_keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Text("the lead time (period + longest cold start)"),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
+        bounds: Some(Bounds::PERIOD_S),
         doc: "How far ahead the forecast looks.",
     };
 
@@ -148,7 +148,7 @@ pub mod forecast_keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Number(3.0),
-        bounds: Some(Bounds::closed(1.0, 3600.0)),
+        bounds: Some(Bounds::AVERAGING_S),
         doc: "Seconds per load sample the forecaster sees.",
     };
 

@@ -124,7 +124,7 @@ pub mod keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Number(2.0),
-        bounds: Some(Bounds::closed(1.0, 3600.0)),
+        bounds: Some(Bounds::AVERAGING_S),
         doc: "Seconds of arrivals the trigger averages.",
     };
 

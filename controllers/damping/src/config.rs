@@ -321,7 +321,7 @@ pub mod keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Number(120.0),
-        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        bounds: Some(Bounds::DURATION_S),
         doc: "Scale-down takes the largest recommendation of this window.",
     };
 
@@ -331,7 +331,7 @@ pub mod keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Number(0.0),
-        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        bounds: Some(Bounds::DURATION_S),
         doc: "An optional scale-up takes the smallest recommendation of this window (a needed increase goes at once).",
     };
 
@@ -361,7 +361,7 @@ pub mod keys {
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Number(120.0),
-        bounds: Some(Bounds::closed(0.0, 86400.0)),
+        bounds: Some(Bounds::DURATION_S),
         doc: "Least time between two variant switches.",
     };
 
@@ -371,7 +371,7 @@ pub mod keys {
         kind: "integer",
         integer: true,
         default: KeyDefault::Number(8.0),
-        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        bounds: Some(Bounds::COUNT),
         doc: "Most replicas one tick adds.",
     };
 
@@ -381,7 +381,7 @@ pub mod keys {
         kind: "integer",
         integer: true,
         default: KeyDefault::Text("no limit"),
-        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        bounds: Some(Bounds::COUNT),
         doc: "Most replicas one tick removes.",
     };
 
@@ -411,7 +411,7 @@ pub mod keys {
         kind: "number",
         integer: false,
         default: KeyDefault::Number(0.005),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "Least objective gain (accumulated over ticks) worth a switch.",
     };
 

@@ -58,6 +58,24 @@ impl Bounds {
         }
     }
 
+    /// `[0, 86400]`: a duration in seconds that may be zero, up to a day.
+    pub const DURATION_S: Bounds = Bounds::closed(0.0, 86_400.0);
+
+    /// `(0, 86400]`: a period or horizon in seconds, up to a day.
+    pub const PERIOD_S: Bounds = Bounds::above(0.0, 86_400.0);
+
+    /// `(0, 3600]`: a time limit in seconds, up to an hour.
+    pub const TIMEOUT_S: Bounds = Bounds::above(0.0, 3_600.0);
+
+    /// `[1, 3600]`: seconds of arrivals averaged into one figure.
+    pub const AVERAGING_S: Bounds = Bounds::closed(1.0, 3_600.0);
+
+    /// `[1, 100000]`: a count of replicas or cores.
+    pub const COUNT: Bounds = Bounds::closed(1.0, 100_000.0);
+
+    /// `[0, 1e9]`: a weight or cost of the objective, or an amount of memory.
+    pub const AMOUNT: Bounds = Bounds::closed(0.0, 1_000_000_000.0);
+
     /// Whether `value` is in the range (never NaN).
     pub fn contains(&self, value: f64) -> bool {
         let above = if self.min_open {

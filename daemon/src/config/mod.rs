@@ -61,6 +61,16 @@ use crate::router::RouterSettings;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
 /// Default state directory (overridden by `STATE_DIRECTORY`, then by `state_dir`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infadaptd";
+/// Default control period of every pipeline, seconds.
+pub const DEFAULT_PERIOD_S: f64 = 10.0;
+/// Default time a stop waits for in-flight applies, seconds.
+pub const DEFAULT_GRACE_S: f64 = 10.0;
+/// Default number of decisions kept per pipeline.
+pub const DEFAULT_DECISIONS_KEPT: u32 = 100;
+/// Default time limit of one backend call, seconds.
+pub const DEFAULT_BACKEND_TIMEOUT_S: f64 = 5.0;
+/// Default load the first plan is sized for, requests/s.
+pub const DEFAULT_INITIAL_LOAD_RPS: f64 = 1.0;
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 /// Default connection limit of the HTTP API.
@@ -110,14 +120,14 @@ pub struct DaemonSettings {
 impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
-            period_s: 10.0,
+            period_s: DEFAULT_PERIOD_S,
             state_dir: None,
             plugin_dirs: vec![PathBuf::from("/usr/lib/infadaptd/plugins")],
             http: HttpListen::Tcp(DEFAULT_LISTEN.parse().expect("valid default address")),
             log: "info".to_owned(),
-            grace_s: 10.0,
-            decisions_kept: 100,
-            backend_timeout_s: 5.0,
+            grace_s: DEFAULT_GRACE_S,
+            decisions_kept: DEFAULT_DECISIONS_KEPT as usize,
+            backend_timeout_s: DEFAULT_BACKEND_TIMEOUT_S,
             require_running_pipeline: true,
             token_file: None,
             http_limits: ServerLimits {
@@ -599,14 +609,9 @@ fn read_pipeline(
     let pipeline = build_pipeline(p, default_catalog.as_ref(), &mut |t, r| load_catalog(t, r));
     // In range as read (see `read_daemon`).
     let period_s = p.opt_f64("period_s").unwrap_or(daemon.period_s);
-    let initial_load = match p.opt_f64("initial_load_rps") {
-        Some(v) if v < 0.0 => {
-            p.report("initial_load_rps", format!("must be >= 0, got {v}"));
-            1.0
-        }
-        Some(v) => v,
-        None => 1.0,
-    };
+    let initial_load = p
+        .opt_f64("initial_load_rps")
+        .unwrap_or(DEFAULT_INITIAL_LOAD_RPS);
     let weights = p.opt_table("weights").map(|w| read_weights(&w));
     let limits = p.opt_table("limits").map(|l| read_limits(&l));
     let placeholder = || infadapt_model::Pipeline {
