@@ -99,10 +99,111 @@ pub struct SkipRule {
 }
 
 /// Default coverage of the calibrated upper bound ([`ForecastSettings::upper_quantile`]).
-pub const DEFAULT_UPPER_QUANTILE: f64 = 0.9;
+pub const DEFAULT_UPPER_QUANTILE: f64 = forecast_keys::UPPER_QUANTILE.number_default();
 
 /// Default of [`ForecastSettings::smoothing_s`].
-pub const DEFAULT_SMOOTHING_S: f64 = 3.0;
+pub const DEFAULT_SMOOTHING_S: f64 = forecast_keys::SMOOTHING_S.number_default();
+
+/// The keys of the `[pipeline.forecast]` table, one definition each: its type, default,
+/// range and meaning. [`ControlConfig::validate`] checks the forecast settings (and
+/// [`ControlConfig::margin`]) against these ranges, the daemon reads the table and documents
+/// it from them.
+pub mod forecast_keys {
+    use infadapt_forecast::models::ModelKind;
+    use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+    /// `model`.
+    pub const MODEL: KeySpec = KeySpec {
+        name: "model",
+        kind: ModelKind::CHOICES,
+        integer: false,
+        default: KeyDefault::Text("`max`"),
+        bounds: None,
+        doc: "Load forecaster (`lstm` and `ipa-lstm` need `lstm_model`).",
+    };
+
+    /// `lstm_model`.
+    pub const LSTM_MODEL: KeySpec = KeySpec {
+        name: "lstm_model",
+        kind: "path",
+        integer: false,
+        default: KeyDefault::Text("none"),
+        bounds: None,
+        doc: "Trained LSTM model file from `infadaptd forecast train` (relative to the file).",
+    };
+
+    /// `horizon_s`.
+    pub const HORIZON_S: KeySpec = KeySpec {
+        name: "horizon_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Text("the lead time (period + longest cold start)"),
+        bounds: Some(Bounds::PERIOD_S),
+        doc: "How far ahead the forecast looks.",
+    };
+
+    /// `smoothing_s`.
+    pub const SMOOTHING_S: KeySpec = KeySpec {
+        name: "smoothing_s",
+        kind: "number (s)",
+        integer: false,
+        default: KeyDefault::Number(3.0),
+        bounds: Some(Bounds::AVERAGING_S),
+        doc: "Seconds per load sample the forecaster sees.",
+    };
+
+    /// `upper_quantile`.
+    pub const UPPER_QUANTILE: KeySpec = KeySpec {
+        name: "upper_quantile",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(0.9),
+        bounds: Some(Bounds::open(0.0, 1.0)),
+        doc: "Quantile of the calibrated upper bound plans are sized for.",
+    };
+
+    /// `basis`.
+    pub const BASIS: KeySpec = KeySpec {
+        name: "basis",
+        kind: "`upper` or `point`",
+        integer: false,
+        default: KeyDefault::Text("`upper`"),
+        bounds: None,
+        doc: "Plan for the upper bound or the point forecast.",
+    };
+
+    /// `margin` ([`crate::ControlConfig::margin`]).
+    pub const MARGIN: KeySpec = KeySpec {
+        name: "margin",
+        kind: "number",
+        integer: false,
+        default: KeyDefault::Number(1.0),
+        bounds: Some(Bounds::above(0.0, 100.0)),
+        doc: "Factor applied to the forecast load.",
+    };
+
+    /// `floor` ([`crate::ControlConfig::floor`]).
+    pub const FLOOR: KeySpec = KeySpec {
+        name: "floor",
+        kind: "`observed-mean`, `observed-peak` or `none`",
+        integer: false,
+        default: KeyDefault::Text("`observed-mean`"),
+        bounds: None,
+        doc: "Lower bound of the planned load from what was observed.",
+    };
+
+    /// Every key of the table, in the reference's order.
+    pub const ALL: &[KeySpec] = &[
+        MODEL,
+        LSTM_MODEL,
+        HORIZON_S,
+        SMOOTHING_S,
+        UPPER_QUANTILE,
+        BASIS,
+        MARGIN,
+        FLOOR,
+    ];
+}
 
 /// Everything a [`ControlLoop`] needs. Build with [`ControlConfig::new`] and adjust fields.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -150,7 +251,7 @@ impl ControlConfig {
             problem,
             interval_s: 10.0,
             forecast: ForecastSettings::default(),
-            margin: 1.0,
+            margin: forecast_keys::MARGIN.number_default(),
             floor: LoadFloor::ObservedMean,
             damping: DampingConfig::default(),
             headroom: HeadroomConfig::default(),
@@ -235,7 +336,9 @@ impl ControlConfig {
             .unwrap_or_else(|| lead_time_horizon_s(&self.problem.pipeline, self.interval_s))
     }
 
-    /// Checks the settings that are this crate's own.
+    /// Checks the settings that are this crate's own; the forecast table's numbers against
+    /// their keys' ranges ([`forecast_keys`]), with the message the configuration reader
+    /// gives.
     pub fn validate(&self) -> Result<(), ControlError> {
         let bad = |field: &str, value: f64| {
             ControlError::InvalidConfig(format!("{field} must be a positive number, got {value}"))
@@ -243,25 +346,24 @@ impl ControlConfig {
         if !(self.interval_s.is_finite() && self.interval_s > 0.0) {
             return Err(bad("interval_s", self.interval_s));
         }
-        if !(self.margin.is_finite() && self.margin > 0.0) {
-            return Err(bad("margin", self.margin));
+        let numbers = [
+            (&forecast_keys::HORIZON_S, self.forecast.horizon_s),
+            (&forecast_keys::SMOOTHING_S, Some(self.forecast.smoothing_s)),
+            (&forecast_keys::UPPER_QUANTILE, self.forecast.upper_quantile),
+            (&forecast_keys::MARGIN, Some(self.margin)),
+        ];
+        for (key, value) in numbers {
+            if let Some(value) = value {
+                key.check(value).map_err(|problem| {
+                    ControlError::InvalidConfig(format!("forecast.{} {problem}", key.name))
+                })?;
+            }
         }
+        // Without a configured horizon, the lead-time rule's (from the period and the
+        // profiles' cold starts).
         let horizon = self.horizon_s();
         if !(horizon.is_finite() && horizon > 0.0) {
             return Err(bad("forecast.horizon_s", horizon));
-        }
-        let smoothing = self.forecast.smoothing_s;
-        if !(smoothing.is_finite() && smoothing >= 1.0) {
-            return Err(ControlError::InvalidConfig(format!(
-                "forecast.smoothing_s must be at least 1 (second), got {smoothing}"
-            )));
-        }
-        if let Some(q) = self.forecast.upper_quantile
-            && !(q.is_finite() && q > 0.0 && q < 1.0)
-        {
-            return Err(ControlError::InvalidConfig(format!(
-                "forecast.upper_quantile must be in (0, 1), got {q}"
-            )));
         }
         self.problem
             .pipeline
@@ -1421,5 +1523,52 @@ mod tests {
             ControlLoop::new(config),
             Err(ControlError::Forecast(_))
         ));
+    }
+
+    #[test]
+    fn forecast_settings_out_of_their_keys_ranges_get_the_reader_s_message() {
+        let refused = |change: &dyn Fn(&mut ControlConfig)| {
+            let mut config = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+            change(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        let message = |text: &str| ControlError::InvalidConfig(text.to_owned()).to_string();
+        assert_eq!(
+            refused(&|c| c.forecast.smoothing_s = 0.5),
+            message("forecast.smoothing_s must be in [1, 3600], got 0.5")
+        );
+        assert_eq!(
+            refused(&|c| c.forecast.upper_quantile = Some(1.0)),
+            message("forecast.upper_quantile must be in (0, 1), got 1")
+        );
+        assert_eq!(
+            refused(&|c| c.forecast.horizon_s = Some(-1.0)),
+            message("forecast.horizon_s must be in (0, 86400], got -1")
+        );
+        assert_eq!(
+            refused(&|c| c.margin = f64::NAN),
+            message("forecast.margin must be in (0, 100], got NaN")
+        );
+        let defaults = ControlConfig::new(Problem::new(pipeline(500.0), 10.0));
+        assert_eq!(defaults.validate(), Ok(()));
+        // The defaults in words name what the settings hold.
+        let shown = [
+            (
+                &forecast_keys::MODEL,
+                format!("`{}`", defaults.forecast.model),
+            ),
+            (&forecast_keys::BASIS, "`upper`".to_owned()),
+            (&forecast_keys::FLOOR, "`observed-mean`".to_owned()),
+        ];
+        assert_eq!(defaults.forecast.basis, ForecastBasis::Upper);
+        assert_eq!(defaults.floor, LoadFloor::ObservedMean);
+        for (key, held) in shown {
+            assert_eq!(
+                key.default.to_string(),
+                held,
+                "the default of `{}`",
+                key.name
+            );
+        }
     }
 }

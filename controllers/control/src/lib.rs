@@ -14,6 +14,8 @@ pub mod observation;
 pub mod policy;
 pub mod spare;
 
+pub use control_loop::forecast_keys;
+pub use control_loop::forecast_keys::ALL as FORECAST_KEYS;
 pub use control_loop::{
     ControlConfig, ControlLoop, DEFAULT_UPPER_QUANTILE, ForecastBasis, ForecastSettings, LoadFloor,
 };

@@ -58,6 +58,24 @@ impl Bounds {
         }
     }
 
+    /// `[0, 86400]`: a duration in seconds that may be zero, up to a day.
+    pub const DURATION_S: Bounds = Bounds::closed(0.0, 86_400.0);
+
+    /// `(0, 86400]`: a period or horizon in seconds, up to a day.
+    pub const PERIOD_S: Bounds = Bounds::above(0.0, 86_400.0);
+
+    /// `(0, 3600]`: a time limit in seconds, up to an hour.
+    pub const TIMEOUT_S: Bounds = Bounds::above(0.0, 3_600.0);
+
+    /// `[1, 3600]`: seconds of arrivals averaged into one figure.
+    pub const AVERAGING_S: Bounds = Bounds::closed(1.0, 3_600.0);
+
+    /// `[1, 100000]`: a count of replicas or cores.
+    pub const COUNT: Bounds = Bounds::closed(1.0, 100_000.0);
+
+    /// `[0, 1e9]`: a weight or cost of the objective, or an amount of memory.
+    pub const AMOUNT: Bounds = Bounds::closed(0.0, 1_000_000_000.0);
+
     /// Whether `value` is in the range (never NaN).
     pub fn contains(&self, value: f64) -> bool {
         let above = if self.min_open {
@@ -136,11 +154,50 @@ impl KeySpec {
         }
     }
 
-    /// The default as a number, when it is one.
-    pub fn default_number(&self) -> Option<f64> {
+    /// The default of a number key, for the settings' `Default`. Meant for constants (the
+    /// settings' `DEFAULT`), where a key whose default is not a number does not build.
+    pub const fn number_default(&self) -> f64 {
+        match self.default {
+            KeyDefault::Number(v) => v,
+            _ => panic!("the key's default is not a number"),
+        }
+    }
+
+    /// The default of a boolean key, as [`KeySpec::number_default`] gives a number's.
+    pub const fn flag_default(&self) -> bool {
+        match self.default {
+            KeyDefault::Flag(b) => b,
+            _ => panic!("the key's default is not a flag"),
+        }
+    }
+
+    /// The default of an integer key, as [`KeySpec::number_default`] gives a number's.
+    pub const fn count_default(&self) -> u32 {
+        if !self.integer {
+            panic!("the key is not an integer");
+        }
+        self.number_default() as u32
+    }
+
+    /// The default of a number key that may be unset: `None` when the default is in words
+    /// (`no limit`), as [`KeySpec::number_default`] gives a number's.
+    pub const fn optional_number_default(&self) -> Option<f64> {
         match self.default {
             KeyDefault::Number(v) => Some(v),
-            _ => None,
+            KeyDefault::Text(_) => None,
+            KeyDefault::Flag(_) => panic!("the key's default is a flag"),
+        }
+    }
+
+    /// The default of an integer key that may be unset, as
+    /// [`KeySpec::optional_number_default`] gives a number's.
+    pub const fn optional_count_default(&self) -> Option<u32> {
+        if !self.integer {
+            panic!("the key is not an integer");
+        }
+        match self.optional_number_default() {
+            Some(v) => Some(v as u32),
+            None => None,
         }
     }
 }
@@ -189,5 +246,31 @@ mod tests {
         assert_eq!(key.check(10.0), Ok(()));
         assert_eq!(key.default.to_string(), "10");
         assert_eq!(KeyDefault::Number(0.0025).to_string(), "0.0025");
+    }
+
+    #[test]
+    fn defaults_come_out_as_the_settings_hold_them() {
+        const COUNT: KeySpec = KeySpec {
+            name: "n",
+            kind: "integer",
+            integer: true,
+            default: KeyDefault::Number(8.0),
+            bounds: Some(Bounds::closed(1.0, 100.0)),
+            doc: "",
+        };
+        const UNSET: KeySpec = KeySpec {
+            default: KeyDefault::Text("no limit"),
+            ..COUNT
+        };
+        const FLAG: KeySpec = KeySpec {
+            default: KeyDefault::Flag(true),
+            bounds: None,
+            ..COUNT
+        };
+        const { assert!(COUNT.count_default() == 8 && COUNT.number_default() == 8.0) };
+        assert_eq!(COUNT.optional_count_default(), Some(8));
+        assert_eq!(UNSET.optional_count_default(), None);
+        assert_eq!(UNSET.optional_number_default(), None);
+        assert!(FLAG.flag_default());
     }
 }

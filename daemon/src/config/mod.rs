@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use infadapt_control::{
     ControlConfig, DampingConfig, FastPathConfig, ForecastBasis, LoadFloor, SelectPolicy,
-    SpareConfig, damping_keys, fast_path_keys, spare_keys,
+    SpareConfig, damping_keys, fast_path_keys, forecast_keys, spare_keys,
 };
 use infadapt_forecast::ForecastError;
 use infadapt_forecast::lstm::LstmModel;
@@ -61,6 +61,16 @@ use crate::router::RouterSettings;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/infadaptd/infadaptd.toml";
 /// Default state directory (overridden by `STATE_DIRECTORY`, then by `state_dir`).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/infadaptd";
+/// Default control period of every pipeline, seconds.
+pub const DEFAULT_PERIOD_S: f64 = 10.0;
+/// Default time a stop waits for in-flight applies, seconds.
+pub const DEFAULT_GRACE_S: f64 = 10.0;
+/// Default number of decisions kept per pipeline.
+pub const DEFAULT_DECISIONS_KEPT: u32 = 100;
+/// Default time limit of one backend call, seconds.
+pub const DEFAULT_BACKEND_TIMEOUT_S: f64 = 5.0;
+/// Default load the first plan is sized for, requests/s.
+pub const DEFAULT_INITIAL_LOAD_RPS: f64 = 1.0;
 /// Default HTTP listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9187";
 /// Default connection limit of the HTTP API.
@@ -110,14 +120,14 @@ pub struct DaemonSettings {
 impl Default for DaemonSettings {
     fn default() -> Self {
         DaemonSettings {
-            period_s: 10.0,
+            period_s: DEFAULT_PERIOD_S,
             state_dir: None,
             plugin_dirs: vec![PathBuf::from("/usr/lib/infadaptd/plugins")],
             http: HttpListen::Tcp(DEFAULT_LISTEN.parse().expect("valid default address")),
             log: "info".to_owned(),
-            grace_s: 10.0,
-            decisions_kept: 100,
-            backend_timeout_s: 5.0,
+            grace_s: DEFAULT_GRACE_S,
+            decisions_kept: DEFAULT_DECISIONS_KEPT as usize,
+            backend_timeout_s: DEFAULT_BACKEND_TIMEOUT_S,
             require_running_pipeline: true,
             token_file: None,
             http_limits: ServerLimits {
@@ -196,6 +206,10 @@ pub struct DaemonConfig {
     pub warnings: Vec<String>,
 }
 
+/// Reads the catalog a file names (its reference as written); the error is reported at the
+/// key that names it, as it displays.
+pub type CatalogSource<'a, E> = dyn FnMut(&str) -> Result<Catalog, E> + 'a;
+
 /// Checks a pipeline's backend keys with the backend's own rules (see
 /// [`backend_check`]).
 pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> BackendCheck + 'a;
@@ -246,11 +260,11 @@ fn load_config_checked(
 /// Parses a configuration from text; `base` resolves relative paths, `catalogs` reads a
 /// catalog reference. Plugin backends are not loaded, so their own keys are not checked
 /// (the linked simulator's are); [`load_config`] checks them too.
-pub fn parse_config(
+pub fn parse_config<E: std::fmt::Display>(
     name: &str,
     text: &str,
     base: &Path,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogSource<'_, E>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_config_checked(name, text, base, None, catalogs, &mut |_, _| {
         BackendCheck::Skipped
@@ -260,12 +274,12 @@ pub fn parse_config(
 /// [`parse_config`] with each plugin backend's keys checked by `backends` (its problems are
 /// reported at their keys like the daemon's own), and `plugin_dirs` (when given) in place
 /// of the file's.
-pub fn parse_config_checked(
+pub fn parse_config_checked<E: std::fmt::Display>(
     name: &str,
     text: &str,
     base: &Path,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogSource<'_, E>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
@@ -283,10 +297,10 @@ pub fn parse_config_checked(
 /// `catalogs`; a `token_file` or `lstm_model` is reported at its key as not read, and
 /// plugin backends' own keys are not checked. Every other check is [`parse_config`]'s
 /// (the fuzz target `config` drives this).
-pub fn parse_config_text(
+pub fn parse_config_text<E: std::fmt::Display>(
     name: &str,
     text: &str,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogSource<'_, E>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
         name,
@@ -312,13 +326,13 @@ pub(crate) enum NamedFiles {
 /// What a named file is told when files are not read.
 const NOT_READ: &str = "names a file, and this reader reads no files";
 
-fn parse_with(
+fn parse_with<E: std::fmt::Display>(
     name: &str,
     text: &str,
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogSource<'_, E>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
@@ -341,13 +355,13 @@ fn parse_with(
     Ok(config)
 }
 
-fn build_config(
+fn build_config<E: std::fmt::Display>(
     root: &TableReader<'_, '_>,
     raw: Option<&toml::Table>,
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogSource<'_, E>,
     backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
     let mut daemon = match root.opt_table("daemon") {
@@ -388,8 +402,8 @@ fn build_config(
                     .entry(reference.to_owned())
                     .or_insert_with(|| match catalogs(reference) {
                         Ok(c) => Some(c),
-                        Err(message) => {
-                            t.report("catalog", message);
+                        Err(problem) => {
+                            t.report("catalog", problem.to_string());
                             None
                         }
                     })
@@ -487,17 +501,6 @@ fn report_backend_problems(table: &TableReader<'_, '_>, problems: &[ConfigProble
             problem.kind == ProblemKind::UnknownKey,
             message,
         );
-    }
-}
-
-fn positive(table: &TableReader<'_, '_>, key: &str, default: f64) -> f64 {
-    match table.opt_f64(key) {
-        Some(v) if v > 0.0 => v,
-        Some(v) => {
-            table.report(key, format!("must be > 0, got {v}"));
-            default
-        }
-        None => default,
     }
 }
 
@@ -606,14 +609,9 @@ fn read_pipeline(
     let pipeline = build_pipeline(p, default_catalog.as_ref(), &mut |t, r| load_catalog(t, r));
     // In range as read (see `read_daemon`).
     let period_s = p.opt_f64("period_s").unwrap_or(daemon.period_s);
-    let initial_load = match p.opt_f64("initial_load_rps") {
-        Some(v) if v < 0.0 => {
-            p.report("initial_load_rps", format!("must be >= 0, got {v}"));
-            1.0
-        }
-        Some(v) => v,
-        None => 1.0,
-    };
+    let initial_load = p
+        .opt_f64("initial_load_rps")
+        .unwrap_or(DEFAULT_INITIAL_LOAD_RPS);
     let weights = p.opt_table("weights").map(|w| read_weights(&w));
     let limits = p.opt_table("limits").map(|l| read_limits(&l));
     let placeholder = || infadapt_model::Pipeline {
@@ -662,7 +660,7 @@ fn read_pipeline(
         settings
     });
     if complete && let Err(problem) = check_pipeline_name(&control.problem.pipeline.name) {
-        p.report("name", problem);
+        p.report("name", problem.to_string());
     }
     if complete && !p.reader().has_problems() {
         match control.validate() {
@@ -699,7 +697,7 @@ fn read_pipeline(
 /// A pipeline's name names its state file, its log lines, its metric labels and its API
 /// paths: 1 to 64 ASCII letters, digits, `-`, `_` or `.`, not starting with `.`, so that two
 /// names never share a state file and no name can forge a log line or a path.
-pub fn check_pipeline_name(name: &str) -> Result<(), String> {
+pub fn check_pipeline_name(name: &str) -> Result<(), PipelineNameError> {
     let allowed = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
     if name.is_empty() || name.len() > 64 || name.starts_with('.') || !name.chars().all(allowed) {
         // Escaped, so that a control character in the name cannot forge the message.
@@ -708,12 +706,20 @@ pub fn check_pipeline_name(name: &str) -> Result<(), String> {
             .take(64)
             .flat_map(char::escape_default)
             .collect();
-        return Err(format!(
-            "`{shown}` is not a pipeline name: use 1 to 64 letters, digits, `-`, `_` or `.`, \
-             not starting with `.`"
-        ));
+        return Err(PipelineNameError { shown });
     }
     Ok(())
+}
+
+/// A name that cannot name a pipeline (see [`check_pipeline_name`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "`{shown}` is not a pipeline name: use 1 to 64 letters, digits, `-`, `_` or `.`, not \
+     starting with `.`"
+)]
+pub struct PipelineNameError {
+    /// The name as the message shows it: its first 64 characters, escaped.
+    pub shown: String,
 }
 
 /// Default seconds between two looks at the load between ticks (the fast path).
@@ -852,32 +858,23 @@ pub(crate) fn read_forecast(
     let model_known = chosen.is_some() || !f.has("model");
     let file =
         lstm_files.and_then(|(base, files)| read_lstm_model(f, base, files, control, model_known));
-    if f.has("horizon_s") {
-        control.forecast.horizon_s = Some(positive(f, "horizon_s", 1.0));
+    if let Some(v) = f.opt_number(&forecast_keys::HORIZON_S) {
+        control.forecast.horizon_s = Some(v);
     }
-    if let Some(v) = f.opt_f64("smoothing_s") {
-        if v.is_finite() && v >= 1.0 {
-            control.forecast.smoothing_s = v;
-        } else {
-            f.report(
-                "smoothing_s",
-                format!("must be at least 1 (second), got {v}"),
-            );
-        }
+    if let Some(v) = f.opt_number(&forecast_keys::SMOOTHING_S) {
+        control.forecast.smoothing_s = v;
     }
-    if let Some(q) = f.opt_f64("upper_quantile") {
-        if q > 0.0 && q < 1.0 {
-            control.forecast.upper_quantile = Some(q);
-        } else {
-            f.report("upper_quantile", format!("must be in (0, 1), got {q}"));
-        }
+    if let Some(v) = f.opt_number(&forecast_keys::UPPER_QUANTILE) {
+        control.forecast.upper_quantile = Some(v);
     }
     match f.opt_choice("basis", &["upper", "point"]).as_deref() {
         Some("point") => control.forecast.basis = ForecastBasis::Point,
         Some(_) => control.forecast.basis = ForecastBasis::Upper,
         None => {}
     }
-    control.margin = positive(f, "margin", control.margin);
+    if let Some(v) = f.opt_number(&forecast_keys::MARGIN) {
+        control.margin = v;
+    }
     match f
         .opt_choice("floor", &["none", "observed-mean", "observed-peak"])
         .as_deref()
@@ -1182,12 +1179,11 @@ fn read_backend(
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<DaemonConfig, String> {
+    fn parse(text: &str) -> Result<DaemonConfig, Diagnostics> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
         parse_config("c.toml", text, &dir, &mut |r: &str| {
             read_catalog(&dir.join(r))
         })
-        .map_err(|d| d.to_string())
     }
 
     const GOOD: &str = r#"
@@ -1269,7 +1265,7 @@ peak_rps = 80
             .replace("min_switch_gain = 0.01", "min_switch_gain = -0.5")
             .replace("seed = 3", "seed = 3\nnot_a_sim_key = 1")
             + "[pipeline.router]\nlisten = \"localhost\"\ntimeout_ms = 0\ncolour = 1\n";
-        let errors = parse(&text).expect_err("invalid");
+        let errors = parse(&text).expect_err("invalid").to_string();
         for needle in [
             "daemon.period_s: must be in (0, 86400], got -1",
             "daemon.bogus: unknown field",
@@ -1317,13 +1313,12 @@ peak_rps = 80
 
     /// `GOOD` with `forecast` as its `[pipeline.forecast]` table, parsed with model files
     /// relative to `dir` (catalogs from `etc/`).
-    fn parse_in(dir: &Path, forecast: &str) -> Result<DaemonConfig, String> {
+    fn parse_in(dir: &Path, forecast: &str) -> Result<DaemonConfig, Diagnostics> {
         let text = GOOD.replace("model = \"ewma\"\n", forecast);
         let etc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../etc");
         parse_config("c.toml", &text, dir, &mut |r: &str| {
             read_catalog(&etc.join(r))
         })
-        .map_err(|d| d.to_string())
     }
 
     /// `file:line:col: field` of the value of `key = ` in `forecast` as placed in `GOOD`.
@@ -1450,7 +1445,7 @@ peak_rps = 80
             ),
         ];
         for (forecast, key, message) in cases {
-            let errors = parse_in(&dir, forecast).expect_err(forecast);
+            let errors = parse_in(&dir, forecast).expect_err(forecast).to_string();
             let expected = format!("{}{}", at(forecast, key), message);
             assert!(
                 errors
@@ -1462,7 +1457,9 @@ peak_rps = 80
         // Without a file the model itself is the error, with the command that makes one.
         for model in ["lstm", "ipa-lstm"] {
             let forecast = format!("model = \"{model}\"\n");
-            let errors = parse_in(&dir, &forecast).expect_err("needs a file");
+            let errors = parse_in(&dir, &forecast)
+                .expect_err("needs a file")
+                .to_string();
             assert!(
                 errors.starts_with(&at(&forecast, "model"))
                     && errors.contains("set `lstm_model = \"FILE\"`")
@@ -1475,7 +1472,8 @@ peak_rps = 80
             &dir,
             "model = \"lstm\"\nlstm_model = \"truncated.json\"\nupper_quantile = 2\n",
         )
-        .expect_err("invalid");
+        .expect_err("invalid")
+        .to_string();
         assert!(errors.contains("forecast.lstm_model: `"), "{errors}");
         assert!(
             errors.contains("forecast.upper_quantile: must be in (0, 1)"),
@@ -1548,7 +1546,8 @@ peak_rps = 80
                      max_scale_up_percent = 0\nscale_up_select_policy = \"most\"",
                 ),
         )
-        .expect_err("invalid");
+        .expect_err("invalid")
+        .to_string();
         for needle in [
             "c.toml:15:16: pipeline[0].stage[0].min_replicas: must be at most max_replicas (10), got 11",
             "c.toml:19:35: pipeline[0].damping.scale_up_stabilization_window_s: must be in [0, 86400], got -1",
@@ -1558,7 +1557,8 @@ peak_rps = 80
             assert!(bad.contains(needle), "{needle} missing from:\n{bad}");
         }
         let zero = parse(&GOOD.replace("max_replicas = 10", "max_replicas = 10\nmin_replicas = 0"))
-            .expect_err("invalid");
+            .expect_err("invalid")
+            .to_string();
         assert!(
             zero.contains("pipeline[0].stage[0].min_replicas: must be in [1, 100000], got 0"),
             "{zero}"
@@ -1587,14 +1587,18 @@ peak_rps = 80
         assert_eq!(config.daemon.token_file.as_deref(), Some(token.as_path()));
         assert_eq!(parse(GOOD).expect("valid").daemon.token_file, None);
         std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        let errors = parse(&with_token(&token)).expect_err("readable by others");
+        let errors = parse(&with_token(&token))
+            .expect_err("readable by others")
+            .to_string();
         assert!(
             errors.contains("c.toml:6:14: daemon.http.token_file:")
                 && errors.contains("(mode 0644)")
                 && errors.contains("chmod 600"),
             "{errors}"
         );
-        let errors = parse(&with_token(&dir.join("missing"))).expect_err("missing");
+        let errors = parse(&with_token(&dir.join("missing")))
+            .expect_err("missing")
+            .to_string();
         assert!(
             errors.contains("daemon.http.token_file: cannot read"),
             "{errors}"
@@ -1604,7 +1608,9 @@ peak_rps = 80
 
     #[test]
     fn a_pipeline_no_configuration_can_start_is_refused_at_its_slo() {
-        let errors = parse(&GOOD.replace("slo_ms = 750", "slo_ms = 1")).expect_err("infeasible");
+        let errors = parse(&GOOD.replace("slo_ms = 750", "slo_ms = 1"))
+            .expect_err("infeasible")
+            .to_string();
         assert!(
             errors.contains(
                 "pipeline[0].slo_ms: no configuration of the pipeline can start: no \
@@ -1628,7 +1634,7 @@ peak_rps = 80
         ] {
             let quoted = toml::Value::String(bad.to_owned()).to_string();
             let text = GOOD.replace("name = \"resnet\"", &format!("name = {quoted}"));
-            let errors = parse(&text).expect_err(bad);
+            let errors = parse(&text).expect_err(bad).to_string();
             assert!(
                 errors.contains("pipeline[0].name:") && errors.contains("is not a pipeline name"),
                 "{bad:?}: {errors}"
@@ -1673,7 +1679,8 @@ peak_rps = 80
             "{GOOD}[pipeline.fast_path]\nenabled = 1\nwindow_s = 0.5\nsigmas = -1\n\
              queue_slo_fraction = 0\nmin_gap_s = 1e9\ncheck_s = 3\nperiod = 1\n"
         ))
-        .expect_err("invalid");
+        .expect_err("invalid")
+        .to_string();
         for needle in [
             "pipeline[0].fast_path.enabled: expected",
             "pipeline[0].fast_path.window_s: must be in [1, 3600], got 0.5",

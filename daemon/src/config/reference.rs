@@ -1,8 +1,8 @@
 //! The configuration reference: every key of the daemon's file with its type, default,
-//! accepted range and meaning. The keys of the controllers' settings (`[pipeline.damping]`,
-//! `[pipeline.fast_path]`, `[pipeline.spare]`) are defined once, beside their settings'
-//! structs in the controller crates, and taken from there; the daemon's own keys are defined
-//! here. The reader checks every number against its key's range (see
+//! accepted range and meaning. The keys of the controllers' settings (`[pipeline.forecast]`,
+//! `[pipeline.damping]`, `[pipeline.fast_path]`, `[pipeline.spare]`) are defined once, beside
+//! their settings' structs in the controller crates, and taken from there; the daemon's own
+//! keys are defined here. The reader checks every number against its key's range (see
 //! `tomlread::with_range_check`), and the reference is rendered as the doc page
 //! `docs/configuration.md` and as the CONFIGURATION section of `infadaptd(1)`; its tests
 //! prove it lists exactly the keys the reader reads and that each range is enforced as
@@ -11,6 +11,20 @@
 use std::ops::Deref;
 
 pub use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+use super::{
+    DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_DECISIONS_KEPT, DEFAULT_GRACE_S,
+    DEFAULT_HTTP_HEADER_TIMEOUT_S, DEFAULT_HTTP_IDLE_TIMEOUT_S, DEFAULT_HTTP_MAX_CONNECTIONS,
+    DEFAULT_INITIAL_LOAD_RPS, DEFAULT_PERIOD_S, DEFAULT_ROUTER_HEADER_TIMEOUT_MS,
+    DEFAULT_ROUTER_IDLE_TIMEOUT_MS, DEFAULT_ROUTER_MAX_BODY_BYTES, DEFAULT_ROUTER_MAX_CONNECTIONS,
+    DEFAULT_ROUTER_READY_WAIT_MS, DEFAULT_ROUTER_TIMEOUT_MS,
+};
+
+/// `[1, 3600000]`: a time limit in milliseconds, up to an hour.
+const MILLIS: Bounds = Bounds::closed(1.0, 3_600_000.0);
+
+/// `[1, 65536]`: connections a server serves at once.
+const CONNECTIONS: Bounds = Bounds::closed(1.0, 65536.0);
 
 /// A table of the file and keys of it. A table may have several sections (keys of a
 /// controller's settings and the daemon's own), in the reference's order.
@@ -55,7 +69,7 @@ pub const SECTIONS: &[Section] = &[
     },
     Section {
         table: "pipeline.forecast",
-        keys: FORECAST_KEYS,
+        keys: infadapt_control::FORECAST_KEYS,
     },
     Section {
         table: "pipeline.damping",
@@ -89,8 +103,8 @@ const DAEMON_KEYS: &[KeySpec] = &[
         name: "period_s",
         kind: "number (s)",
         integer: false,
-        default: KeyDefault::Number(10.0),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
+        default: KeyDefault::Number(DEFAULT_PERIOD_S),
+        bounds: Some(Bounds::PERIOD_S),
         doc: "Default control period of every pipeline.",
     },
     KeySpec {
@@ -121,15 +135,15 @@ const DAEMON_KEYS: &[KeySpec] = &[
         name: "grace_s",
         kind: "number (s)",
         integer: false,
-        default: KeyDefault::Number(10.0),
-        bounds: Some(Bounds::above(0.0, 3600.0)),
+        default: KeyDefault::Number(DEFAULT_GRACE_S),
+        bounds: Some(Bounds::TIMEOUT_S),
         doc: "How long a stop waits for in-flight applies before exiting anyway.",
     },
     KeySpec {
         name: "decisions_kept",
         kind: "integer",
         integer: true,
-        default: KeyDefault::Number(100.0),
+        default: KeyDefault::Number(DEFAULT_DECISIONS_KEPT as f64),
         bounds: Some(Bounds::closed(1.0, 1_000_000.0)),
         doc: "Decisions kept per pipeline for `/v1/decisions`.",
     },
@@ -137,8 +151,8 @@ const DAEMON_KEYS: &[KeySpec] = &[
         name: "backend_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: KeyDefault::Number(5.0),
-        bounds: Some(Bounds::above(0.0, 3600.0)),
+        default: KeyDefault::Number(DEFAULT_BACKEND_TIMEOUT_S),
+        bounds: Some(Bounds::TIMEOUT_S),
         doc: "Time limit of one backend call (and of loading a plugin and its config check).",
     },
     KeySpec {
@@ -189,24 +203,24 @@ const HTTP_KEYS: &[KeySpec] = &[
         name: "max_connections",
         kind: "integer",
         integer: true,
-        default: KeyDefault::Number(128.0),
-        bounds: Some(Bounds::closed(1.0, 65536.0)),
+        default: KeyDefault::Number(DEFAULT_HTTP_MAX_CONNECTIONS as f64),
+        bounds: Some(CONNECTIONS),
         doc: "Most connections the API serves at once; one more is closed at once (counted in `infadapt_http_connections_refused_total`). Keep it and the routers' limits well below the open-files limit.",
     },
     KeySpec {
         name: "header_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: KeyDefault::Number(10.0),
-        bounds: Some(Bounds::above(0.0, 3600.0)),
+        default: KeyDefault::Number(DEFAULT_HTTP_HEADER_TIMEOUT_S),
+        bounds: Some(Bounds::TIMEOUT_S),
         doc: "Time a request's head (request line and headers) may take to arrive, counted from the connection's start or the end of the previous answer; a slower or idle connection is closed.",
     },
     KeySpec {
         name: "idle_timeout_s",
         kind: "number (s)",
         integer: false,
-        default: KeyDefault::Number(60.0),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
+        default: KeyDefault::Number(DEFAULT_HTTP_IDLE_TIMEOUT_S),
+        bounds: Some(Bounds::PERIOD_S),
         doc: "A connection that moves no byte for this long while no request on it is being answered is closed; a request body that stalls for as long fails.",
     },
 ];
@@ -242,14 +256,14 @@ const PIPELINE_KEYS: &[KeySpec] = &[
         kind: "number (s)",
         integer: false,
         default: KeyDefault::Text("`daemon.period_s`"),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
+        bounds: Some(Bounds::PERIOD_S),
         doc: "This pipeline's control period.",
     },
     KeySpec {
         name: "initial_load_rps",
         kind: "number (req/s)",
         integer: false,
-        default: KeyDefault::Number(1.0),
+        default: KeyDefault::Number(DEFAULT_INITIAL_LOAD_RPS),
         bounds: Some(Bounds::closed(0.0, 10_000_000.0)),
         doc: "Load the first plan is sized for, before anything was observed.",
     },
@@ -302,7 +316,7 @@ const STAGE_KEYS: &[KeySpec] = &[
         kind: "integer",
         integer: true,
         default: KeyDefault::Number(1.0),
-        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        bounds: Some(Bounds::COUNT),
         doc: "Fewest replicas of the stage (all its variants together); at most `max_replicas`.",
     },
     KeySpec {
@@ -310,7 +324,7 @@ const STAGE_KEYS: &[KeySpec] = &[
         kind: "integer",
         integer: true,
         default: KeyDefault::Number(64.0),
-        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        bounds: Some(Bounds::COUNT),
         doc: "Most replicas of the stage.",
     },
 ];
@@ -322,7 +336,7 @@ const WEIGHTS_KEYS: &[KeySpec] = &[
         kind: "number",
         integer: false,
         default: KeyDefault::Number(1.0),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "Weight of accuracy in the objective.",
     },
     KeySpec {
@@ -330,7 +344,7 @@ const WEIGHTS_KEYS: &[KeySpec] = &[
         kind: "number",
         integer: false,
         default: KeyDefault::Number(0.0025),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "Cost of one core.",
     },
     KeySpec {
@@ -338,7 +352,7 @@ const WEIGHTS_KEYS: &[KeySpec] = &[
         kind: "number",
         integer: false,
         default: KeyDefault::Number(0.0),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "Cost of one GiB of GPU memory.",
     },
     KeySpec {
@@ -346,7 +360,7 @@ const WEIGHTS_KEYS: &[KeySpec] = &[
         kind: "number",
         integer: false,
         default: KeyDefault::Number(0.0001),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "Cost of one second of replica cold start caused by a change.",
     },
     KeySpec {
@@ -366,7 +380,7 @@ const LIMITS_KEYS: &[KeySpec] = &[
         kind: "integer",
         integer: true,
         default: KeyDefault::Text("none"),
-        bounds: Some(Bounds::closed(1.0, 100_000.0)),
+        bounds: Some(Bounds::COUNT),
         doc: "Cores the plans may use on the host.",
     },
     KeySpec {
@@ -374,7 +388,7 @@ const LIMITS_KEYS: &[KeySpec] = &[
         kind: "number (MiB)",
         integer: false,
         default: KeyDefault::Text("none"),
-        bounds: Some(Bounds::closed(0.0, 1_000_000_000.0)),
+        bounds: Some(Bounds::AMOUNT),
         doc: "GPU memory the plans may use (also bounded by what the backend reports).",
     },
 ];
@@ -447,74 +461,6 @@ const SOLVER_KEYS: &[KeySpec] = &[
     },
 ];
 
-/// The `[pipeline.forecast]` table.
-const FORECAST_KEYS: &[KeySpec] = &[
-    KeySpec {
-        name: "model",
-        kind: infadapt_forecast::models::ModelKind::CHOICES,
-        integer: false,
-        default: KeyDefault::Text("`max`"),
-        bounds: None,
-        doc: "Load forecaster (`lstm` and `ipa-lstm` need `lstm_model`).",
-    },
-    KeySpec {
-        name: "lstm_model",
-        kind: "path",
-        integer: false,
-        default: KeyDefault::Text("none"),
-        bounds: None,
-        doc: "Trained LSTM model file from `infadaptd forecast train` (relative to the file).",
-    },
-    KeySpec {
-        name: "horizon_s",
-        kind: "number (s)",
-        integer: false,
-        default: KeyDefault::Text("the lead time (period + longest cold start)"),
-        bounds: Some(Bounds::above(0.0, 86400.0)),
-        doc: "How far ahead the forecast looks.",
-    },
-    KeySpec {
-        name: "smoothing_s",
-        kind: "number (s)",
-        integer: false,
-        default: KeyDefault::Number(3.0),
-        bounds: Some(Bounds::closed(1.0, 3600.0)),
-        doc: "Seconds per load sample the forecaster sees.",
-    },
-    KeySpec {
-        name: "upper_quantile",
-        kind: "number",
-        integer: false,
-        default: KeyDefault::Number(0.9),
-        bounds: Some(Bounds::open(0.0, 1.0)),
-        doc: "Quantile of the calibrated upper bound plans are sized for.",
-    },
-    KeySpec {
-        name: "basis",
-        kind: "`upper` or `point`",
-        integer: false,
-        default: KeyDefault::Text("`upper`"),
-        bounds: None,
-        doc: "Plan for the upper bound or the point forecast.",
-    },
-    KeySpec {
-        name: "margin",
-        kind: "number",
-        integer: false,
-        default: KeyDefault::Number(1.0),
-        bounds: Some(Bounds::above(0.0, 100.0)),
-        doc: "Factor applied to the forecast load.",
-    },
-    KeySpec {
-        name: "floor",
-        kind: "`observed-mean`, `observed-peak` or `none`",
-        integer: false,
-        default: KeyDefault::Text("`observed-mean`"),
-        bounds: None,
-        doc: "Lower bound of the planned load from what was observed.",
-    },
-];
-
 /// The daemon's key of `[pipeline.backend]`; the others belong to the backend.
 const BACKEND_KEYS: &[KeySpec] = &[KeySpec {
     name: "type",
@@ -539,15 +485,15 @@ const ROUTER_KEYS: &[KeySpec] = &[
         name: "timeout_ms",
         kind: "integer (ms)",
         integer: true,
-        default: KeyDefault::Number(10000.0),
-        bounds: Some(Bounds::closed(1.0, 3_600_000.0)),
+        default: KeyDefault::Number(DEFAULT_ROUTER_TIMEOUT_MS as f64),
+        bounds: Some(MILLIS),
         doc: "Time limit of one forwarded request.",
     },
     KeySpec {
         name: "max_body_bytes",
         kind: "integer (bytes)",
         integer: true,
-        default: KeyDefault::Number(16777216.0),
+        default: KeyDefault::Number(DEFAULT_ROUTER_MAX_BODY_BYTES as f64),
         bounds: Some(Bounds::closed(1024.0, 4_294_967_295.0)),
         doc: "Largest request body accepted.",
     },
@@ -555,7 +501,7 @@ const ROUTER_KEYS: &[KeySpec] = &[
         name: "ready_wait_ms",
         kind: "integer (ms)",
         integer: true,
-        default: KeyDefault::Number(5000.0),
+        default: KeyDefault::Number(DEFAULT_ROUTER_READY_WAIT_MS as f64),
         bounds: Some(Bounds::closed(0.0, 3_600_000.0)),
         doc: "How long a request waits for a ready endpoint before a 503.",
     },
@@ -563,23 +509,23 @@ const ROUTER_KEYS: &[KeySpec] = &[
         name: "max_connections",
         kind: "integer",
         integer: true,
-        default: KeyDefault::Number(1024.0),
-        bounds: Some(Bounds::closed(1.0, 65536.0)),
+        default: KeyDefault::Number(DEFAULT_ROUTER_MAX_CONNECTIONS as f64),
+        bounds: Some(CONNECTIONS),
         doc: "Most client connections the router serves at once; one more is closed at once (counted in `infadapt_http_connections_refused_total`).",
     },
     KeySpec {
         name: "header_timeout_ms",
         kind: "integer (ms)",
         integer: true,
-        default: KeyDefault::Number(10000.0),
-        bounds: Some(Bounds::closed(1.0, 3_600_000.0)),
+        default: KeyDefault::Number(DEFAULT_ROUTER_HEADER_TIMEOUT_MS as f64),
+        bounds: Some(MILLIS),
         doc: "Time a request's head may take to arrive, counted from the connection's start or the end of the previous answer; a slower or idle connection is closed.",
     },
     KeySpec {
         name: "idle_timeout_ms",
         kind: "integer (ms)",
         integer: true,
-        default: KeyDefault::Number(60000.0),
+        default: KeyDefault::Number(DEFAULT_ROUTER_IDLE_TIMEOUT_MS as f64),
         bounds: Some(Bounds::closed(1.0, 86_400_000.0)),
         doc: "A connection that moves no byte for this long while no request on it is being answered is closed; a request body that stalls for as long fails.",
     },
@@ -592,7 +538,7 @@ const CHECK_S_KEYS: &[KeySpec] = &[KeySpec {
     kind: "number (s)",
     integer: false,
     default: KeyDefault::Text("1 (or the period, when shorter)"),
-    bounds: Some(Bounds::above(0.0, 86400.0)),
+    bounds: Some(Bounds::PERIOD_S),
     doc: "Seconds between two looks at the load between ticks; at most `period_s`.",
 }];
 
