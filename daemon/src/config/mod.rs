@@ -545,8 +545,8 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path, files: NamedFiles) -> D
                 // Checked here so that `validate` and a start refuse a token others may read.
                 if files == NamedFiles::Refuse {
                     h.report("token_file", NOT_READ);
-                } else if let Err(message) = crate::api::access::read_token_file(&path) {
-                    h.report("token_file", message);
+                } else if let Err(problem) = crate::api::access::read_token_file(&path) {
+                    h.report("token_file", problem.to_string());
                 }
                 token_file = Some(path);
             }
