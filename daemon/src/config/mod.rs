@@ -53,7 +53,7 @@ use self::backend_check::BackendCheck;
 use self::tomlread::{Diagnostics, TableReader, read_document, with_range_check};
 use crate::http_server::ServerLimits;
 use crate::problem_file::{
-    apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
+    CatalogLookup, apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
 use crate::router::RouterSettings;
 
@@ -250,7 +250,7 @@ pub fn parse_config(
     name: &str,
     text: &str,
     base: &Path,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_config_checked(name, text, base, None, catalogs, &mut |_, _| {
         BackendCheck::Skipped
@@ -265,7 +265,7 @@ pub fn parse_config_checked(
     text: &str,
     base: &Path,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
@@ -286,7 +286,7 @@ pub fn parse_config_checked(
 pub fn parse_config_text(
     name: &str,
     text: &str,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
         name,
@@ -318,7 +318,7 @@ fn parse_with(
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
@@ -347,7 +347,7 @@ fn build_config(
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
     let mut daemon = match root.opt_table("daemon") {
@@ -388,8 +388,8 @@ fn build_config(
                     .entry(reference.to_owned())
                     .or_insert_with(|| match catalogs(reference) {
                         Ok(c) => Some(c),
-                        Err(message) => {
-                            t.report("catalog", message);
+                        Err(problem) => {
+                            t.report("catalog", problem.to_string());
                             None
                         }
                     })
