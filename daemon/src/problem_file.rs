@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use infadapt_model::{Assignment, Catalog, Pipeline, Plan, Stage, StagePlan};
+use infadapt_model::{Assignment, Catalog, ModelError, Pipeline, Plan, Stage, StagePlan};
 use infadapt_planner::{
     AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights,
 };
@@ -36,26 +36,55 @@ pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
     })
 }
 
-/// Reads a catalog file; the error is a one-line message naming the file.
-pub fn read_catalog(path: &Path) -> Result<Catalog, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read catalog {}: {e}", path.display()))?;
-    Catalog::from_toml_str(&text)
-        .map_err(|e| format!("catalog {}: {e}", path.display()).replace('\n', " "))
+/// Why a catalog that a file names cannot be had; reported at the file's `catalog` key, on
+/// one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("cannot read catalog {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}", format!("catalog {}: {source}", path.display()).replace('\n', " "))]
+    Invalid { path: PathBuf, source: ModelError },
+    /// A catalog built into the binary does not parse.
+    #[error("{}", source.to_string().replace('\n', " "))]
+    EmbeddedInvalid { source: ModelError },
+    /// A file built into the binary names a catalog that is not built in.
+    #[error("no embedded catalog `{0}`")]
+    NotEmbedded(String),
+    /// The embedded scenario names a catalog that is not built in.
+    #[error("the embedded scenario has no catalog `{0}`")]
+    NotInEmbeddedScenario(String),
+}
+
+/// The lookup that resolves a file's catalog reference to the catalog.
+pub type CatalogLookup<'a> = dyn FnMut(&str) -> Result<Catalog, CatalogError> + 'a;
+
+/// Reads a catalog file.
+pub fn read_catalog(path: &Path) -> Result<Catalog, CatalogError> {
+    let text = std::fs::read_to_string(path).map_err(|source| CatalogError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Catalog::from_toml_str(&text).map_err(|source| CatalogError::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Parses a problem from text; `catalogs` resolves a catalog reference to its contents.
 pub fn parse_problem(
     name: &str,
     text: &str,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<Problem, Diagnostics> {
     read_document(name, text, |_, root| build_problem(root, catalogs))
 }
 
 pub fn build_problem(
     root: &TableReader<'_, '_>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Option<Problem> {
     build_problem_with(root, catalogs, true)
 }
@@ -64,7 +93,7 @@ pub fn build_problem(
 /// `load_rps` (a scenario sets the load at each decision) and the problem's load is 0.
 pub fn build_problem_with(
     root: &TableReader<'_, '_>,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
     load_required: bool,
 ) -> Option<Problem> {
     let mut loaded: BTreeMap<String, Option<Catalog>> = BTreeMap::new();
@@ -73,8 +102,8 @@ pub fn build_problem_with(
             .entry(reference.to_owned())
             .or_insert_with(|| match catalogs(reference) {
                 Ok(c) => Some(c),
-                Err(message) => {
-                    table.report("catalog", message);
+                Err(problem) => {
+                    table.report("catalog", problem.to_string());
                     None
                 }
             })

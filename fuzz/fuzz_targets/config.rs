@@ -7,6 +7,7 @@
 use std::sync::OnceLock;
 
 use infadapt_model::Catalog;
+use infadaptd::problem_file::CatalogError;
 use libfuzzer_sys::fuzz_target;
 
 /// The shipped catalogs, which the example configurations name.
@@ -38,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
             .iter()
             .find(|(name, _)| reference.ends_with(name))
             .map(|(_, c)| c.clone())
-            .ok_or_else(|| format!("no catalog `{reference}` here"))
+            .ok_or_else(|| CatalogError::NotEmbedded(reference.to_owned()))
     };
     match infadaptd::config::parse_config_text("fuzz.toml", text, &mut lookup) {
         Ok(config) => {

@@ -195,7 +195,7 @@ impl DampingConfig {
                 key.check(value)
                     .map_err(|problem| DampingError::InvalidConfig {
                         field: key.name,
-                        problem,
+                        problem: problem.to_string(),
                     })?;
             }
         }

@@ -2,6 +2,8 @@
 
 use thiserror::Error;
 
+use crate::settings::{Bounds, message_number};
+
 /// Everything that can be wrong with a profile, catalog or pipeline description.
 #[derive(Debug, Error, Clone, PartialEq)]
 pub enum ModelError {
@@ -17,4 +19,8 @@ pub enum ModelError {
     BadStage { stage: String, problem: String },
     #[error("pipeline `{pipeline}`: {problem}")]
     BadPipeline { pipeline: String, problem: String },
+    /// A setting's value is outside its key's range; the message every reader and validator
+    /// gives after the key's name.
+    #[error("must be in {bounds}, got {}", message_number(*.value))]
+    OutOfRange { bounds: Bounds, value: f64 },
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::error::ModelError;
+
 /// The accepted values of a numeric key.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Bounds {
@@ -144,12 +146,11 @@ pub struct KeySpec {
 impl KeySpec {
     /// `Ok` when `value` is in the key's range (or the key has none), else the message
     /// every reader and validator gives: `must be in [0, 86400], got -1`.
-    pub fn check(&self, value: f64) -> Result<(), String> {
+    pub fn check(&self, value: f64) -> Result<(), ModelError> {
         match self.bounds {
-            Some(bounds) if !bounds.contains(value) => Err(format!(
-                "must be in {bounds}, got {}",
-                message_number(value)
-            )),
+            Some(bounds) if !bounds.contains(value) => {
+                Err(ModelError::OutOfRange { bounds, value })
+            }
             _ => Ok(()),
         }
     }
@@ -240,7 +241,7 @@ mod tests {
             doc: "",
         };
         assert_eq!(
-            key.check(1e300).unwrap_err(),
+            key.check(1e300).unwrap_err().to_string(),
             "must be in (0, 3600], got 1e300"
         );
         assert_eq!(key.check(10.0), Ok(()));

@@ -284,7 +284,7 @@ fn decode(
     problem: &Problem,
     built: &BuiltModel,
     values: &[f64],
-) -> Result<Vec<Vec<Selected>>, String> {
+) -> Result<Vec<Vec<Selected>>, PlanError> {
     let on = |v: usize| values[v] > 0.5;
     match &built.kind {
         ModelKind::Chain { options, x } => {
@@ -295,7 +295,7 @@ fn decode(
             for (os, xs) in options.iter().zip(x) {
                 let chosen: Vec<usize> = (0..os.len()).filter(|&i| on(xs[i])).collect();
                 let [i] = chosen[..] else {
-                    return Err(format!("{} options chosen for one stage", chosen.len()));
+                    return Err(PlanError::OptionsPerStage(chosen.len()));
                 };
                 latency += os[i].latency.total_ms;
                 cores += os[i].cores_used;
@@ -308,7 +308,7 @@ fn decode(
                 .is_some_and(|l| cores > u64::from(l));
             let over_gpu = problem.limits.gpu_mem_mb.is_some_and(|l| gpu > l);
             if latency > problem.pipeline.slo_ms || over_cores || over_gpu {
-                return Err("the solver's plan breaks a constraint after rounding".to_owned());
+                return Err(PlanError::BrokenAfterRounding);
             }
             Ok(stages)
         }
@@ -326,11 +326,10 @@ fn decode(
                 .collect();
             let replicas: u32 = set.iter().map(|mo| mo.option.replicas).sum();
             if replicas < mix_min_replicas(problem) {
-                return Err("the chosen variants hold fewer than min_replicas".to_owned());
+                return Err(PlanError::MixBelowMinReplicas);
             }
-            let loads = optimal_loads(problem.weights.alpha, &set, *load_rps).ok_or_else(|| {
-                "the chosen variants cannot carry the load after rounding".to_owned()
-            })?;
+            let loads = optimal_loads(problem.weights.alpha, &set, *load_rps)
+                .ok_or(PlanError::MixCannotCarryLoad)?;
             Ok(vec![
                 set.iter()
                     .zip(loads)
@@ -375,7 +374,7 @@ pub fn solve_milp(problem: &Problem) -> Result<Option<Solution>, PlanError> {
         ModelOutcome::Infeasible => Ok(None),
         ModelOutcome::Failed(reason) => fallback(reason, None),
         ModelOutcome::Solved { values, proven } => match decode(problem, &built, &values) {
-            Err(reason) => fallback(reason, None),
+            Err(reason) => fallback(reason.to_string(), None),
             Ok(stages) if proven => Ok(Some(build_solution(
                 problem,
                 stages,

@@ -95,4 +95,14 @@ pub enum PlanError {
     InvalidProblem(String),
     #[error("solver failed: {0}")]
     Solver(String),
+    /// The MILP's answer does not give one option per stage: a reason for the fallback to
+    /// the Pareto-DP (as are the next three), never returned by `solve`.
+    #[error("{0} options chosen for one stage")]
+    OptionsPerStage(usize),
+    #[error("the solver's plan breaks a constraint after rounding")]
+    BrokenAfterRounding,
+    #[error("the chosen variants hold fewer than min_replicas")]
+    MixBelowMinReplicas,
+    #[error("the chosen variants cannot carry the load after rounding")]
+    MixCannotCarryLoad,
 }

@@ -14,34 +14,59 @@ use tracing::warn;
 /// Least time between two log lines about refused requests.
 pub const DENIAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// Why the token file cannot be used; each message says what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenFileError {
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{} is not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(
+        "{} is accessible to its group or others (mode {mode:04o}); the token must be \
+         readable by the service user only: chmod 600 it",
+        path.display()
+    )]
+    OpenToOthers { path: PathBuf, mode: u32 },
+    #[error("{} holds no token", path.display())]
+    Empty { path: PathBuf },
+    #[error("{} must hold one token (no spaces or line breaks inside it)", path.display())]
+    NotOneToken { path: PathBuf },
+}
+
 /// Reads the API token from `path`: a regular file that neither its group nor others may
-/// read, write or execute (mode 0600 or stricter), holding one non-empty line. The error
-/// says what is wrong and how to fix it.
-pub fn read_token_file(path: &Path) -> Result<String, String> {
-    let metadata =
-        fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+/// read, write or execute (mode 0600 or stricter), holding one non-empty line.
+pub fn read_token_file(path: &Path) -> Result<String, TokenFileError> {
+    let unreadable = |source| TokenFileError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
+    let metadata = fs::metadata(path).map_err(unreadable)?;
     if !metadata.is_file() {
-        return Err(format!("{} is not a regular file", path.display()));
+        return Err(TokenFileError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
-        return Err(format!(
-            "{} is accessible to its group or others (mode {mode:04o}); the token must be \
-             readable by the service user only: chmod 600 it",
-            path.display()
-        ));
+        return Err(TokenFileError::OpenToOthers {
+            path: path.to_path_buf(),
+            mode,
+        });
     }
-    let text =
-        fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = fs::read_to_string(path).map_err(unreadable)?;
     let token = text.trim();
     if token.is_empty() {
-        return Err(format!("{} holds no token", path.display()));
+        return Err(TokenFileError::Empty {
+            path: path.to_path_buf(),
+        });
     }
     if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err(format!(
-            "{} must hold one token (no spaces or line breaks inside it)",
-            path.display()
-        ));
+        return Err(TokenFileError::NotOneToken {
+            path: path.to_path_buf(),
+        });
     }
     Ok(token.to_owned())
 }
@@ -196,18 +221,21 @@ mod tests {
             let read = read_token_file(&path);
             assert_eq!(read.is_ok(), ok, "{mode:o}: {read:?}");
             if ok {
-                assert_eq!(read.as_deref(), Ok("abc123"));
+                assert_eq!(read.as_deref().ok(), Some("abc123"));
             } else {
                 let message = read.expect_err("refused");
-                assert!(message.contains("chmod 600"), "{message}");
+                assert!(message.to_string().contains("chmod 600"), "{message}");
             }
         }
         fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
         fs::write(&path, "  \n").expect("write");
-        assert!(read_token_file(&path).is_err_and(|m| m.contains("holds no token")));
+        assert!(read_token_file(&path).is_err_and(|m| m.to_string().contains("holds no token")));
         fs::write(&path, "two words\n").expect("write");
-        assert!(read_token_file(&path).is_err_and(|m| m.contains("one token")));
-        assert!(read_token_file(&dir.join("missing")).is_err_and(|m| m.contains("cannot read")));
+        assert!(read_token_file(&path).is_err_and(|m| m.to_string().contains("one token")));
+        assert!(
+            read_token_file(&dir.join("missing"))
+                .is_err_and(|m| m.to_string().contains("cannot read"))
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }

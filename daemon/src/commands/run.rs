@@ -21,6 +21,7 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use crate::commands::stderr::CommandFailure;
 use crate::config::{DEFAULT_CONFIG_PATH, DaemonConfig, HttpListen, load_config, parse_config};
 use crate::outln;
+use crate::problem_file::CatalogError;
 use crate::service::status::{DecisionRecord, PipelineStatus, Registry};
 use crate::service::{self, ServiceOptions};
 
@@ -189,9 +190,10 @@ pub fn embedded_config() -> Result<DaemonConfig, crate::config::tomlread::Diagno
             EMBEDDED_CATALOGS
                 .iter()
                 .find(|(name, _)| *name == file)
-                .ok_or_else(|| format!("no embedded catalog `{reference}`"))
+                .ok_or_else(|| CatalogError::NotEmbedded(reference.to_owned()))
                 .and_then(|(_, text)| {
-                    infadapt_model::Catalog::from_toml_str(text).map_err(|e| e.to_string())
+                    infadapt_model::Catalog::from_toml_str(text)
+                        .map_err(|source| CatalogError::EmbeddedInvalid { source })
                 })
         },
     )

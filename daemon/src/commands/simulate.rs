@@ -28,7 +28,7 @@ use infadapt_eval::{
     Metric, NAMES, PolicyReport, PolicySummary, Scenario, SeedRun, evaluate, summarize,
 };
 use infadapt_forecast::lstm::LstmModel;
-use infadapt_sim::{parse_rps_lines, slice, synthetic_diurnal};
+use infadapt_sim::{SimError, parse_rps_lines, slice, synthetic_diurnal};
 use serde_json::json;
 
 use crate::commands::stderr::{self, CommandFailure};
@@ -683,24 +683,54 @@ fn display_name(policy: &str, oracle: bool) -> String {
     }
 }
 
+/// Why the workload of `--trace` or of the generator cannot be had (a usage error).
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    #[error("cannot read trace {}: {source}", path.display())]
+    TraceUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The trace does not parse, or the window does not fit it.
+    #[error("{}: {source}", path.display())]
+    Trace { path: PathBuf, source: SimError },
+    #[error("--start ({start}) must be below --end ({end})")]
+    StartNotBelowEnd { start: usize, end: usize },
+    #[error("--seconds must be at least 1")]
+    NoSeconds,
+    /// The generator refuses the scenario's workload settings.
+    #[error("{0}")]
+    Generate(SimError),
+}
+
 /// The workload from the command line or the scenario, with its warm-up prefix.
 /// A generated workload follows `seed`; a trace does not.
-fn workload(args: &SimulateArgs, file: &ScenarioFile, seed: u64) -> Result<Workload, String> {
+fn workload(
+    args: &SimulateArgs,
+    file: &ScenarioFile,
+    seed: u64,
+) -> Result<Workload, WorkloadError> {
     let warmup = args.warmup.unwrap_or(file.scenario.warmup_s);
     match &args.trace {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("cannot read trace {}: {e}", path.display()))?;
-            let all = parse_rps_lines(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| WorkloadError::TraceUnreadable {
+                    path: path.clone(),
+                    source,
+                })?;
+            let in_trace = |source| WorkloadError::Trace {
+                path: path.clone(),
+                source,
+            };
+            let all = parse_rps_lines(&text).map_err(in_trace)?;
             let start = args.start.unwrap_or(0);
             let end = args.end.unwrap_or(all.len());
             let scale = args.scale.unwrap_or(1.0);
             if start >= end {
-                return Err(format!("--start ({start}) must be below --end ({end})"));
+                return Err(WorkloadError::StartNotBelowEnd { start, end });
             }
             let from = start.saturating_sub(warmup);
-            let rates =
-                slice(&all, from, end, scale).map_err(|e| format!("{}: {e}", path.display()))?;
+            let rates = slice(&all, from, end, scale).map_err(in_trace)?;
             Ok(Workload {
                 rates,
                 warmup_s: start - from,
@@ -710,15 +740,15 @@ fn workload(args: &SimulateArgs, file: &ScenarioFile, seed: u64) -> Result<Workl
         None => {
             let seconds = args.seconds.unwrap_or(file.seconds);
             if seconds == 0 {
-                return Err("--seconds must be at least 1".to_owned());
+                return Err(WorkloadError::NoSeconds);
             }
             let mut params = file.diurnal.clone();
             // One simulated day over the measured part, whatever the warm-up.
             let warm = warmup;
             params.day_s = params.day_s.or(Some(seconds as f64));
             params.peak_at = (params.peak_at + warm as f64 / params.day_s.unwrap_or(1.0)).fract();
-            let rates =
-                synthetic_diurnal(warm + seconds, seed, &params).map_err(|e| e.to_string())?;
+            let rates = synthetic_diurnal(warm + seconds, seed, &params)
+                .map_err(WorkloadError::Generate)?;
             Ok(Workload {
                 rates,
                 warmup_s: warm,

@@ -53,7 +53,7 @@ use self::backend_check::BackendCheck;
 use self::tomlread::{Diagnostics, TableReader, read_document, with_range_check};
 use crate::http_server::ServerLimits;
 use crate::problem_file::{
-    apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
+    CatalogLookup, apply_solver_settings, build_pipeline, read_catalog, read_limits, read_weights,
 };
 use crate::router::RouterSettings;
 
@@ -206,10 +206,6 @@ pub struct DaemonConfig {
     pub warnings: Vec<String>,
 }
 
-/// Reads the catalog a file names (its reference as written); the error is reported at the
-/// key that names it, as it displays.
-pub type CatalogSource<'a, E> = dyn FnMut(&str) -> Result<Catalog, E> + 'a;
-
 /// Checks a pipeline's backend keys with the backend's own rules (see
 /// [`backend_check`]).
 pub type BackendChecker<'a> = dyn FnMut(&DaemonSettings, &PipelineConfig) -> BackendCheck + 'a;
@@ -260,11 +256,11 @@ fn load_config_checked(
 /// Parses a configuration from text; `base` resolves relative paths, `catalogs` reads a
 /// catalog reference. Plugin backends are not loaded, so their own keys are not checked
 /// (the linked simulator's are); [`load_config`] checks them too.
-pub fn parse_config<E: std::fmt::Display>(
+pub fn parse_config(
     name: &str,
     text: &str,
     base: &Path,
-    catalogs: &mut CatalogSource<'_, E>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_config_checked(name, text, base, None, catalogs, &mut |_, _| {
         BackendCheck::Skipped
@@ -274,12 +270,12 @@ pub fn parse_config<E: std::fmt::Display>(
 /// [`parse_config`] with each plugin backend's keys checked by `backends` (its problems are
 /// reported at their keys like the daemon's own), and `plugin_dirs` (when given) in place
 /// of the file's.
-pub fn parse_config_checked<E: std::fmt::Display>(
+pub fn parse_config_checked(
     name: &str,
     text: &str,
     base: &Path,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut CatalogSource<'_, E>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
@@ -297,10 +293,10 @@ pub fn parse_config_checked<E: std::fmt::Display>(
 /// `catalogs`; a `token_file` or `lstm_model` is reported at its key as not read, and
 /// plugin backends' own keys are not checked. Every other check is [`parse_config`]'s
 /// (the fuzz target `config` drives this).
-pub fn parse_config_text<E: std::fmt::Display>(
+pub fn parse_config_text(
     name: &str,
     text: &str,
-    catalogs: &mut CatalogSource<'_, E>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     parse_with(
         name,
@@ -326,13 +322,13 @@ pub(crate) enum NamedFiles {
 /// What a named file is told when files are not read.
 const NOT_READ: &str = "names a file, and this reader reads no files";
 
-fn parse_with<E: std::fmt::Display>(
+fn parse_with(
     name: &str,
     text: &str,
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut CatalogSource<'_, E>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Result<DaemonConfig, Diagnostics> {
     let raw: Option<toml::Table> = toml::from_str(text).ok();
@@ -355,13 +351,13 @@ fn parse_with<E: std::fmt::Display>(
     Ok(config)
 }
 
-fn build_config<E: std::fmt::Display>(
+fn build_config(
     root: &TableReader<'_, '_>,
     raw: Option<&toml::Table>,
     base: &Path,
     files: NamedFiles,
     plugin_dirs: Option<Vec<PathBuf>>,
-    catalogs: &mut CatalogSource<'_, E>,
+    catalogs: &mut CatalogLookup<'_>,
     backends: &mut BackendChecker<'_>,
 ) -> Option<DaemonConfig> {
     let mut daemon = match root.opt_table("daemon") {
@@ -548,8 +544,8 @@ fn read_daemon(table: &TableReader<'_, '_>, base: &Path, files: NamedFiles) -> D
                 // Checked here so that `validate` and a start refuse a token others may read.
                 if files == NamedFiles::Refuse {
                     h.report("token_file", NOT_READ);
-                } else if let Err(message) = crate::api::access::read_token_file(&path) {
-                    h.report("token_file", message);
+                } else if let Err(problem) = crate::api::access::read_token_file(&path) {
+                    h.report("token_file", problem.to_string());
                 }
                 token_file = Some(path);
             }

@@ -598,7 +598,7 @@ pub fn key(path: &str) -> Option<Key> {
 /// The reader's range check: a message when `value` at `field` is outside its range (the
 /// key's own message, as its controller's `validate` gives it).
 pub fn range_problem(field: &str, value: f64) -> Option<String> {
-    key(field)?.spec.check(value).err()
+    key(field)?.spec.check(value).err().map(|e| e.to_string())
 }
 
 /// The table a key belongs to and its name in it (`pipeline.stage` and `name`).

@@ -474,8 +474,8 @@ impl<'r, 'i> TableReader<'r, 'i> {
     fn within(&self, spec: &KeySpec, v: f64) -> bool {
         match spec.check(v) {
             Ok(()) => true,
-            Err(message) => {
-                self.report(spec.name, message);
+            Err(problem) => {
+                self.report(spec.name, problem.to_string());
                 false
             }
         }

@@ -233,15 +233,12 @@ impl LoadedLibrary {
     }
 
     /// Copies a buffer the plugin filled and gives it back to the plugin's `free_buffer`.
-    pub(super) fn take_buffer(&self, buffer: PluginBuffer) -> Result<Vec<u8>, String> {
+    pub(super) fn take_buffer(&self, buffer: PluginBuffer) -> Result<Vec<u8>, HostError> {
         if buffer.ptr.is_null() {
             return Ok(Vec::new());
         }
         let result = if buffer.len > MAX_ANSWER_BYTES {
-            Err(format!(
-                "answer of {} bytes exceeds the limit of {MAX_ANSWER_BYTES}",
-                buffer.len
-            ))
+            Err(HostError::AnswerTooLarge { bytes: buffer.len })
         } else {
             // SAFETY: the plugin filled `ptr` with `len` readable bytes (ABI contract); they
             // stay valid until the `free_buffer` below.
@@ -265,14 +262,14 @@ impl LoadedLibrary {
             let message = match error {
                 Ok(bytes) if !bytes.is_empty() => String::from_utf8_lossy(&bytes).into_owned(),
                 Ok(_) => "(the plugin gave no message)".to_owned(),
-                Err(problem) => problem,
+                Err(problem) => problem.to_string(),
             };
             return Err(BackendError {
                 code: status,
                 message,
             });
         }
-        out.map_err(BackendError::failed)
+        out.map_err(|problem| BackendError::failed(problem.to_string()))
     }
 
     /// Runs the plugin's config check on `config_json` (what `create` would get), on the

@@ -256,6 +256,9 @@ pub enum HostError {
         call: Call,
         reason: String,
     },
+    /// A plugin answered more than [`MAX_ANSWER_BYTES`]; the text becomes the call's error.
+    #[error("answer of {bytes} bytes exceeds the limit of {MAX_ANSWER_BYTES}")]
+    AnswerTooLarge { bytes: usize },
 }
 
 impl HostError {

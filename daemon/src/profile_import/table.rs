@@ -174,7 +174,14 @@ impl Row<'_> {
 
     /// A number, `None` when empty or NaN.
     pub(super) fn number(&self, column: usize) -> Result<Option<f64>, Problem> {
-        parse_number(self.cell(column)).map_err(|m| self.problem(column, m))
+        let cell = self.cell(column);
+        if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
+            return Ok(None);
+        }
+        match cell.parse::<f64>() {
+            Ok(v) if v.is_finite() => Ok(Some(v)),
+            _ => Err(self.problem(column, format!("`{cell}` is not a number"))),
+        }
     }
 
     /// A number `>= 0`, `None` when empty or NaN.
@@ -219,15 +226,4 @@ impl Row<'_> {
 
 pub(super) fn take<T>(result: Result<T, Problem>, problems: &mut Vec<Problem>) -> Option<T> {
     result.map_err(|p| problems.push(p)).ok()
-}
-
-/// A number cell: `None` when empty or NaN, an error when not a finite number.
-pub(super) fn parse_number(cell: &str) -> Result<Option<f64>, String> {
-    if cell.is_empty() || cell.eq_ignore_ascii_case("nan") {
-        return Ok(None);
-    }
-    match cell.parse::<f64>() {
-        Ok(v) if v.is_finite() => Ok(Some(v)),
-        _ => Err(format!("`{cell}` is not a number")),
-    }
 }

@@ -51,7 +51,32 @@ pub enum ServiceError {
     )]
     NoPipelineRuns(String),
     #[error("[daemon.http] token_file: {0}")]
-    Token(String),
+    Token(crate::api::access::TokenFileError),
+    /// The pipeline's control loop cannot be built from its settings.
+    #[error("{0}")]
+    ControlLoop(infadapt_control::ControlError),
+    #[error("building the control loop panicked")]
+    ControlLoopPanicked,
+    /// The open files limit cannot be read (a warning: the service runs with it as it is).
+    #[error("cannot read it: {0}")]
+    OpenFilesLimitUnreadable(nix::errno::Errno),
+    #[error("cannot raise it from {soft} to {wanted}: {source}")]
+    OpenFilesLimitNotRaised {
+        soft: u64,
+        wanted: u64,
+        source: nix::errno::Errno,
+    },
+    /// The linked simulator's backend settings do not read as its settings (the reader's
+    /// message).
+    #[error("{0}")]
+    SimSettings(serde_json::Error),
+    #[error("rps must be >= 0, got {0}")]
+    SimNegativeRps(f64),
+    #[error("day_s must be at least 1")]
+    SimNoDay,
+    /// The simulator refuses the settings of its generated workload.
+    #[error("{0}")]
+    SimWorkload(infadapt_sim::SimError),
 }
 
 /// How to run the service.

@@ -41,6 +41,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::ServiceError;
 use super::sim_backend::SimBackend;
 use super::state::{self, PipelineState, STATE_SCHEMA};
 use super::status::{
@@ -227,7 +228,7 @@ pub async fn run_pipeline_at(
                 error!(error = %message, "pipeline cannot start; the others keep running");
                 registry.update(&name, |s| {
                     s.state = "failed".to_owned();
-                    s.last_error = Some(message);
+                    s.last_error = Some(message.to_string());
                 });
                 let _ = stop.wait_for(|s| *s).await;
                 return;
@@ -244,7 +245,7 @@ pub async fn run_pipeline_at(
                 error!(error = %message, "pipeline cannot start; the others keep running");
                 registry.update(&name, |s| {
                     s.state = "failed".to_owned();
-                    s.last_error = Some(message);
+                    s.last_error = Some(message.to_string());
                 });
                 let _ = stop.wait_for(|s| *s).await;
                 return;
@@ -378,7 +379,7 @@ impl PipelineTask {
         options: TaskOptions,
         registry: Registry,
         router: Option<Router>,
-    ) -> Result<PipelineTask, String> {
+    ) -> Result<PipelineTask, ServiceError> {
         let name = config.name.clone();
         let pipeline = config.control.problem.pipeline.clone();
         // An unreadable state file was moved aside: a good one replaces it once started.
@@ -405,8 +406,8 @@ impl PipelineTask {
         }
         let mut control = tokio::task::spawn_blocking(move || ControlLoop::new(control_config))
             .await
-            .map_err(|_| "building the control loop panicked".to_owned())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|_| ServiceError::ControlLoopPanicked)?
+            .map_err(ServiceError::ControlLoop)?;
         // The loop's clock continues across restarts so that the restored forecaster sees the
         // downtime as a gap rather than time running backwards.
         let mut clock_offset_s = 0.0;

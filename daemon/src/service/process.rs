@@ -7,6 +7,8 @@ use std::fmt::Write as _;
 use nix::sys::resource::{Resource, UsageWho, getrlimit, getrusage, setrlimit};
 use nix::unistd::{SysconfVar, sysconf};
 
+use super::ServiceError;
+
 /// One reading of the process metrics; `None` where it could not be read.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProcessMetrics {
@@ -139,15 +141,20 @@ const MAX_OPEN_FILES: u64 = 1 << 20;
 /// Raises the soft limit on open files (`RLIMIT_NOFILE`) to the hard limit (at most
 /// 1,048,576) and answers the limits now in force, `(soft, hard)`, or why they could not be
 /// read or raised (the soft limit then stays as it was).
-pub fn raise_open_files_limit() -> Result<(u64, u64), String> {
+pub fn raise_open_files_limit() -> Result<(u64, u64), ServiceError> {
     let (soft, hard) =
-        getrlimit(Resource::RLIMIT_NOFILE).map_err(|e| format!("cannot read it: {e}"))?;
+        getrlimit(Resource::RLIMIT_NOFILE).map_err(ServiceError::OpenFilesLimitUnreadable)?;
     let wanted = hard.min(MAX_OPEN_FILES);
     if soft >= wanted {
         return Ok((soft, hard));
     }
-    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)
-        .map_err(|e| format!("cannot raise it from {soft} to {wanted}: {e}"))?;
+    setrlimit(Resource::RLIMIT_NOFILE, wanted, hard).map_err(|source| {
+        ServiceError::OpenFilesLimitNotRaised {
+            soft,
+            wanted,
+            source,
+        }
+    })?;
     Ok((wanted, hard))
 }
 

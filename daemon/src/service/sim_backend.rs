@@ -22,6 +22,8 @@ use serde::Deserialize;
 
 use infadapt_bridge::plan_to_message;
 
+use super::ServiceError;
+
 /// The `[pipeline.backend]` keys of `type = "sim"`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -54,9 +56,9 @@ impl Default for SimSettings {
 
 impl SimSettings {
     /// Reads and checks the settings from the backend table (as JSON).
-    pub fn from_json(value: &serde_json::Value) -> Result<SimSettings, String> {
+    pub fn from_json(value: &serde_json::Value) -> Result<SimSettings, ServiceError> {
         let settings: SimSettings =
-            serde_json::from_value(value.clone()).map_err(|e| e.to_string())?;
+            serde_json::from_value(value.clone()).map_err(ServiceError::SimSettings)?;
         settings.workload(1).map(|_| settings)
     }
 
@@ -96,7 +98,7 @@ impl SimSettings {
             } else if settings.day_s == 0 {
                 problems.invalid("day_s", "must be at least 1");
             } else if let Err(e) = settings.workload(1) {
-                problems.invalid("", e);
+                problems.invalid("", e.to_string());
             }
         }
         problems.into_problems()
@@ -108,16 +110,16 @@ impl SimSettings {
     ///
     /// # Errors
     ///
-    /// A message naming the setting out of range.
-    pub fn workload(&self, seconds: usize) -> Result<Vec<f64>, String> {
+    /// The setting out of range.
+    pub fn workload(&self, seconds: usize) -> Result<Vec<f64>, ServiceError> {
         if let Some(rps) = self.rps {
             if !(rps.is_finite() && rps >= 0.0) {
-                return Err(format!("rps must be >= 0, got {rps}"));
+                return Err(ServiceError::SimNegativeRps(rps));
             }
             return Ok(vec![rps; seconds.max(1)]);
         }
         if self.day_s == 0 {
-            return Err("day_s must be at least 1".to_owned());
+            return Err(ServiceError::SimNoDay);
         }
         let params = DiurnalParams {
             trough_rps: self.trough_rps,
@@ -127,7 +129,7 @@ impl SimSettings {
             noise: self.noise,
             ..DiurnalParams::default()
         };
-        synthetic_diurnal(seconds.max(1), self.seed, &params).map_err(|e| e.to_string())
+        synthetic_diurnal(seconds.max(1), self.seed, &params).map_err(ServiceError::SimWorkload)
     }
 }
 
@@ -148,10 +150,11 @@ impl SimBackend {
         settings: &serde_json::Value,
         clock: ManualClock,
     ) -> Result<SimBackend, BackendError> {
-        let settings = SimSettings::from_json(settings).map_err(BackendError::invalid)?;
+        let invalid = |problem: ServiceError| BackendError::invalid(problem.to_string());
+        let settings = SimSettings::from_json(settings).map_err(invalid)?;
         let rates = settings
             .workload(settings.day_s.max(1) as usize)
-            .map_err(BackendError::invalid)?;
+            .map_err(invalid)?;
         let config = SimPluginConfig {
             pipeline: pipeline_spec(pipeline),
             catalog: None,

@@ -171,8 +171,8 @@ impl Reader {
     }
 
     fn template(&mut self, path: &str, text: &str) {
-        if let Err(message) = check_template(text) {
-            self.report(path, message);
+        if let Err(problem) = check_template(text) {
+            self.report(path, problem.to_string());
         }
     }
 }
@@ -186,23 +186,21 @@ fn join(path: &str, key: &str) -> String {
 }
 
 /// Checks that every `{name}` in a template is a known placeholder.
-pub fn check_template(text: &str) -> Result<(), String> {
+pub fn check_template(text: &str) -> Result<(), ProcessError> {
     let mut rest = text;
     while let Some(open) = rest.find('{') {
         let after = &rest[open + 1..];
         let Some(close) = after.find('}') else {
-            return Err(format!("`{text}`: `{{` without a closing `}}`"));
+            return Err(ProcessError::UnclosedPlaceholder {
+                text: text.to_owned(),
+            });
         };
         let name = &after[..close];
         if !PLACEHOLDERS.contains(&name) {
-            return Err(format!(
-                "`{text}`: unknown placeholder `{{{name}}}` (known: {})",
-                PLACEHOLDERS
-                    .iter()
-                    .map(|p| format!("{{{p}}}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            return Err(ProcessError::UnknownPlaceholder {
+                text: text.to_owned(),
+                name: name.to_owned(),
+            });
         }
         rest = &after[close + 1..];
     }

@@ -2,8 +2,12 @@
 //! builds and runs without one) and the choice of a GPU by free memory.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
+
+use crate::error::ProcessError;
 
 /// One GPU as NVML reports it now.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,13 +23,23 @@ pub struct GpuInfo {
 
 /// The GPUs of the host, or why there are none to use.
 pub struct Gpus {
-    nvml: Result<Nvml, String>,
+    inventory: Inventory,
+}
+
+/// What [`Gpus`] holds: NVML, or why it is not there.
+enum Inventory {
+    /// Boxed: the library handle is large.
+    Nvml(Box<Nvml>),
+    /// NVML failed to load; kept shared, as every placement repeats the reason.
+    NoNvml(Arc<NvmlError>),
+    /// No variant wants a GPU, so NVML was not loaded.
+    NotWanted,
 }
 
 impl std::fmt::Debug for Gpus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Gpus")
-            .field("available", &self.nvml.is_ok())
+            .field("available", &matches!(self.inventory, Inventory::Nvml(_)))
             .finish()
     }
 }
@@ -33,43 +47,53 @@ impl std::fmt::Debug for Gpus {
 impl Gpus {
     /// Loads NVML; without an NVIDIA driver the GPUs are unavailable, with the reason.
     pub fn probe() -> Gpus {
-        let nvml = Nvml::init().map_err(|e| {
-            format!("GPU placement unavailable: NVML cannot be initialised ({e}); workers run without a GPU")
-        });
-        Gpus { nvml }
+        let inventory = match Nvml::init() {
+            Ok(nvml) => Inventory::Nvml(Box::new(nvml)),
+            Err(error) => Inventory::NoNvml(Arc::new(error)),
+        };
+        Gpus { inventory }
     }
 
-    /// A stand-in without GPUs, saying why (also used when no variant wants one).
-    pub fn unavailable(reason: impl Into<String>) -> Gpus {
+    /// A stand-in without GPUs for a configuration where no variant wants one.
+    pub fn not_wanted() -> Gpus {
         Gpus {
-            nvml: Err(reason.into()),
+            inventory: Inventory::NotWanted,
         }
     }
 
     /// Why GPUs cannot be used, when they cannot.
-    pub fn unavailable_reason(&self) -> Option<&str> {
-        self.nvml.as_ref().err().map(String::as_str)
+    pub fn unavailable_reason(&self) -> Option<ProcessError> {
+        match &self.inventory {
+            Inventory::Nvml(_) => None,
+            Inventory::NoNvml(error) => Some(ProcessError::NvmlInit(Arc::clone(error))),
+            Inventory::NotWanted => Some(ProcessError::NoGpuWanted),
+        }
     }
 
-    /// The GPUs with their memory now; an NVML error comes back as text.
-    pub fn list(&self) -> Result<Vec<GpuInfo>, String> {
-        let nvml = self.nvml.as_ref().map_err(Clone::clone)?;
+    /// The GPUs with their memory now.
+    pub fn list(&self) -> Result<Vec<GpuInfo>, ProcessError> {
+        let nvml = match &self.inventory {
+            Inventory::Nvml(nvml) => nvml,
+            Inventory::NoNvml(error) => return Err(ProcessError::NvmlInit(Arc::clone(error))),
+            Inventory::NotWanted => return Err(ProcessError::NoGpuWanted),
+        };
+        let query = |query: String| move |source| ProcessError::NvmlQuery { query, source };
         let count = nvml
             .device_count()
-            .map_err(|e| format!("NVML device count: {e}"))?;
+            .map_err(query("device count".to_owned()))?;
         let mut gpus = Vec::new();
         for index in 0..count {
             let device = nvml
                 .device_by_index(index)
-                .map_err(|e| format!("NVML device {index}: {e}"))?;
+                .map_err(query(format!("device {index}")))?;
             let memory = device
                 .memory_info()
-                .map_err(|e| format!("NVML memory of device {index}: {e}"))?;
+                .map_err(query(format!("memory of device {index}")))?;
             gpus.push(GpuInfo {
                 index,
                 uuid: device
                     .uuid()
-                    .map_err(|e| format!("NVML uuid of device {index}: {e}"))?,
+                    .map_err(query(format!("uuid of device {index}")))?,
                 name: device.name().unwrap_or_else(|_| "unknown".into()),
                 total_mb: memory.total as f64 / (1024.0 * 1024.0),
                 free_mb: memory.free as f64 / (1024.0 * 1024.0),
@@ -121,8 +145,12 @@ mod tests {
 
     #[test]
     fn an_unavailable_inventory_says_why() {
-        let gpus = Gpus::unavailable("no driver");
-        assert_eq!(gpus.unavailable_reason(), Some("no driver"));
-        assert_eq!(gpus.list().unwrap_err(), "no driver");
+        let gpus = Gpus::not_wanted();
+        let reason = gpus.unavailable_reason().map(|r| r.to_string());
+        assert_eq!(reason.as_deref(), Some("no variant asks for a GPU"));
+        assert_eq!(
+            gpus.list().unwrap_err().to_string(),
+            "no variant asks for a GPU"
+        );
     }
 }

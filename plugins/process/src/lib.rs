@@ -264,7 +264,7 @@ impl ProcessBackend {
         let gpus = if config.wants_gpu() {
             Gpus::probe()
         } else {
-            Gpus::unavailable("no variant asks for a GPU")
+            Gpus::not_wanted()
         };
         let checker = HealthChecker::new(config.health_timeout);
         let mut backend = ProcessBackend {
@@ -288,8 +288,7 @@ impl ProcessBackend {
         if backend.config.wants_gpu()
             && let Some(reason) = backend.gpus.unavailable_reason()
         {
-            let reason = reason.to_owned();
-            backend.event(reason);
+            backend.event(reason.to_string());
         }
         backend.adopt()?;
         backend.save()?;

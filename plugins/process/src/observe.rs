@@ -20,7 +20,7 @@ impl ProcessBackend {
             .filter_map(|(i, w)| w.stats_url.clone().map(|u| (i, u)))
             .collect();
         let checker = &self.checker;
-        let results: Vec<(usize, Result<serde_json::Value, String>)> =
+        let results: Vec<(usize, Result<serde_json::Value, ProcessError>)> =
             std::thread::scope(|scope| {
                 let handles: Vec<_> = targets
                     .iter()
@@ -31,7 +31,7 @@ impl ProcessBackend {
                     .map(|(i, h)| {
                         let answer = h
                             .join()
-                            .unwrap_or_else(|_| Err("stats read panicked".to_owned()));
+                            .unwrap_or(Err(ProcessError::CheckPanicked { what: "stats read" }));
                         (i, answer)
                     })
                     .collect()
@@ -42,12 +42,10 @@ impl ProcessBackend {
         for (index, answer) in results {
             let worker = &mut self.workers[index];
             let counters = answer.and_then(|json| {
-                let served = json["served"]
-                    .as_u64()
-                    .ok_or("`served` is missing or not a whole number")?;
+                let served = json["served"].as_u64().ok_or(ProcessError::ServedMissing)?;
                 let busy = json["in_flight"].as_f64().unwrap_or(0.0);
                 if !busy.is_finite() || busy < 0.0 {
-                    return Err("`in_flight` is not a count".to_owned());
+                    return Err(ProcessError::InFlightNotCount);
                 }
                 Ok((served, busy))
             });

@@ -5,7 +5,7 @@ use super::*;
 
 impl ProcessBackend {
     /// A free port of the range, not held by any worker of ours (round robin).
-    pub(crate) fn allocate_port(&mut self) -> Result<u16, String> {
+    pub(crate) fn allocate_port(&mut self) -> Result<u16, ProcessError> {
         let (first, last) = (self.config.port_first, self.config.port_last);
         let span = u32::from(last - first) + 1;
         let mut port = self.port_cursor.clamp(first, last);
@@ -17,10 +17,11 @@ impl ProcessBackend {
             }
             port = next_port(port, first, last);
         }
-        Err(format!(
-            "no free port in port_range [{first}, {last}] on {}",
-            self.config.host
-        ))
+        Err(ProcessError::NoFreePort {
+            first,
+            last,
+            host: self.config.host.clone(),
+        })
     }
 
     /// The `cores` least-used CPUs (disjoint from other workers while the host has enough;
@@ -47,7 +48,7 @@ impl ProcessBackend {
     pub(crate) fn choose_gpu(
         &mut self,
         variant: &VariantConfig,
-    ) -> Result<Option<GpuInfo>, String> {
+    ) -> Result<Option<GpuInfo>, ProcessError> {
         if variant.gpu == GpuUse::None {
             return Ok(None);
         }
@@ -69,14 +70,10 @@ impl ProcessBackend {
         }
         match gpu::choose(&gpus, &reserved, variant.gpu_mem_mb) {
             Some(g) => Ok(Some(g.clone())),
-            None if variant.gpu == GpuUse::Required => Err(format!(
-                "no GPU has {:.0} MiB free (free now: {})",
-                variant.gpu_mem_mb,
-                gpus.iter()
-                    .map(|g| format!("GPU {} {:.0} MiB", g.index, g.free_mb))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )),
+            None if variant.gpu == GpuUse::Required => Err(ProcessError::NoGpuMemory {
+                need_mb: variant.gpu_mem_mb,
+                free: gpus.iter().map(|g| (g.index, g.free_mb)).collect(),
+            }),
             None => Ok(None),
         }
     }

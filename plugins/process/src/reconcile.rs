@@ -158,17 +158,17 @@ impl ProcessBackend {
         want: &Want,
         now: Instant,
     ) -> Result<String, ProcessError> {
-        let spawn_error = |message: String| ProcessError::Spawn {
+        let spawn_error = |cause: ProcessError| ProcessError::Spawn {
             stage: stage.to_owned(),
             variant: want.variant.clone(),
-            message,
+            cause: Box::new(cause),
         };
         let variant = self
             .config
             .variants
             .get(&want.variant)
             .cloned()
-            .ok_or_else(|| spawn_error("no such variant in the config".into()))?;
+            .ok_or_else(|| spawn_error(ProcessError::NoSuchVariant))?;
         let port = self.allocate_port().map_err(spawn_error)?;
         let (cpus, shared) = self.choose_cpus(want.cores);
         let gpu = self.choose_gpu(&variant).map_err(spawn_error)?;
@@ -182,11 +182,11 @@ impl ProcessBackend {
             port,
         );
         let argv: Vec<String> = variant.command.iter().map(|a| render(a, &values)).collect();
-        std::fs::create_dir_all(&self.config.log_dir).map_err(|e| {
-            spawn_error(format!(
-                "cannot create log_dir {}: {e}",
-                self.config.log_dir.display()
-            ))
+        std::fs::create_dir_all(&self.config.log_dir).map_err(|source| {
+            spawn_error(ProcessError::LogDir {
+                path: self.config.log_dir.clone(),
+                source,
+            })
         })?;
         let log_path = self
             .config
@@ -196,10 +196,18 @@ impl ProcessBackend {
             .create(true)
             .append(true)
             .open(&log_path)
-            .map_err(|e| spawn_error(format!("cannot open {}: {e}", log_path.display())))?;
-        let log_err = log
-            .try_clone()
-            .map_err(|e| spawn_error(format!("cannot share {}: {e}", log_path.display())))?;
+            .map_err(|source| {
+                spawn_error(ProcessError::LogOpen {
+                    path: log_path.clone(),
+                    source,
+                })
+            })?;
+        let log_err = log.try_clone().map_err(|source| {
+            spawn_error(ProcessError::LogShare {
+                path: log_path.clone(),
+                source,
+            })
+        })?;
         let mut command = Command::new(&argv[0]);
         command
             .args(&argv[1..])
@@ -219,9 +227,12 @@ impl ProcessBackend {
         if let Some(dir) = &variant.working_dir {
             command.current_dir(dir);
         }
-        let mut child = command
-            .spawn()
-            .map_err(|e| spawn_error(format!("cannot run `{}`: {e}", argv[0])))?;
+        let mut child = command.spawn().map_err(|source| {
+            spawn_error(ProcessError::Run {
+                program: argv[0].clone(),
+                source,
+            })
+        })?;
         let pid = child.id() as i32;
         if let Err(e) = system::pin(pid, &cpus) {
             let _ = child.kill();

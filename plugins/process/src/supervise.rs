@@ -78,7 +78,7 @@ impl ProcessBackend {
             .map(|(i, w)| (i, w.health_url.clone()))
             .collect();
         let checker = &self.checker;
-        let results: Vec<(usize, Result<(), String>)> = std::thread::scope(|scope| {
+        let results: Vec<(usize, Result<(), ProcessError>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = targets
                 .iter()
                 .map(|(i, url)| (*i, scope.spawn(move || checker.check(url))))
@@ -88,8 +88,9 @@ impl ProcessBackend {
                 .map(|(i, h)| {
                     (
                         i,
-                        h.join()
-                            .unwrap_or_else(|_| Err("health check panicked".to_owned())),
+                        h.join().unwrap_or(Err(ProcessError::CheckPanicked {
+                            what: "health check",
+                        })),
                     )
                 })
                 .collect()

@@ -5,12 +5,14 @@
 use std::net::TcpListener;
 use std::time::Duration;
 
-use infadapt_plugin_support::http::{ClientOptions, HttpClient, HttpError};
+use infadapt_plugin_support::http::{ClientOptions, HttpClient};
 use nix::errno::Errno;
 use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::sys::signal::{Signal, kill, killpg};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+
+use crate::error::ProcessError;
 
 /// State letter and start time (clock ticks after boot) of a process, from `/proc/PID/stat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,12 +79,16 @@ pub fn reap(pid: i32, start_ticks: u64) -> Reaped {
 
 /// Sends `signal` to the worker's process group (it leads its own), falling back to the
 /// process alone; a process that is already gone is not an error.
-pub fn signal_worker(pid: i32, signal: Signal) -> Result<(), String> {
+pub fn signal_worker(pid: i32, signal: Signal) -> Result<(), ProcessError> {
     match killpg(Pid::from_raw(pid), signal) {
         Ok(()) | Err(Errno::ESRCH) => Ok(()),
         Err(_) => match kill(Pid::from_raw(pid), signal) {
             Ok(()) | Err(Errno::ESRCH) => Ok(()),
-            Err(e) => Err(format!("cannot send {} to pid {pid}: {e}", signal.as_str())),
+            Err(source) => Err(ProcessError::Signal {
+                signal,
+                pid,
+                source,
+            }),
         },
     }
 }
@@ -109,14 +115,17 @@ pub fn cpu_list(cpus: &[usize]) -> String {
 
 /// Pins every thread of `pid` to `cpus`: the main thread first (threads it starts later
 /// inherit the mask), then each task listed in `/proc/PID/task`.
-pub fn pin(pid: i32, cpus: &[usize]) -> Result<(), String> {
+pub fn pin(pid: i32, cpus: &[usize]) -> Result<(), ProcessError> {
     let mut set = CpuSet::new();
     for &cpu in cpus {
         set.set(cpu)
-            .map_err(|e| format!("CPU {cpu} cannot be put in an affinity mask: {e}"))?;
+            .map_err(|source| ProcessError::AffinityMask { cpu, source })?;
     }
-    sched_setaffinity(Pid::from_raw(pid), &set)
-        .map_err(|e| format!("cannot pin pid {pid} to CPUs {}: {e}", cpu_list(cpus)))?;
+    sched_setaffinity(Pid::from_raw(pid), &set).map_err(|source| ProcessError::Pin {
+        pid,
+        cpus: cpus.to_vec(),
+        source,
+    })?;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for task in tasks.flatten() {
             if let Some(tid) = task
@@ -196,29 +205,22 @@ impl HealthChecker {
     }
 
     /// The JSON document `url` answers with (2xx, at most 64 KiB).
-    pub fn get_json(&self, url: &str) -> Result<serde_json::Value, String> {
+    pub fn get_json(&self, url: &str) -> Result<serde_json::Value, ProcessError> {
         self.client
             .get_json(url)
-            .map_err(|e| describe_failure(url, e))
+            .map_err(|e| ProcessError::worker_request(url, e))
     }
 
     /// `Ok` when `url` answers 2xx; otherwise what went wrong.
-    pub fn check(&self, url: &str) -> Result<(), String> {
+    pub fn check(&self, url: &str) -> Result<(), ProcessError> {
         match self.client.get_status(url) {
             Ok(status) if (200..300).contains(&status) => Ok(()),
-            Ok(status) => Err(format!("{url} answered {status}")),
-            Err(e) => Err(describe_failure(url, e)),
+            Ok(status) => Err(ProcessError::WorkerStatus {
+                url: url.to_owned(),
+                status,
+            }),
+            Err(e) => Err(ProcessError::worker_request(url, e)),
         }
-    }
-}
-
-/// `URL: what went wrong`, as the plugin's events and errors say it.
-fn describe_failure(url: &str, error: HttpError) -> String {
-    match error {
-        HttpError::Status { status, .. } => format!("{url} answered {status}"),
-        HttpError::NotJson { error, .. } => format!("{url}: not JSON: {error}"),
-        HttpError::Transport { detail, .. } => format!("{url}: {detail}"),
-        other => other.to_string(),
     }
 }
 
@@ -262,7 +264,7 @@ mod tests {
         let error = checker
             .check(&format!("http://127.0.0.1:{port}/healthz"))
             .unwrap_err();
-        assert!(error.contains(&port.to_string()), "{error}");
+        assert!(error.to_string().contains(&port.to_string()), "{error}");
         assert!(started.elapsed() < Duration::from_secs(2));
     }
 }

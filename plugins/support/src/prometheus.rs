@@ -52,13 +52,39 @@ pub fn parse(text: &str) -> Page {
     page
 }
 
-fn parse_line(line: &str) -> Result<Sample, String> {
+/// Why one line of a metrics page was skipped (counted in [`Page::bad_lines`], never fatal).
+/// Kept apart from [`crate::HttpError`]: it describes text that arrived, not a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LineError {
+    #[error("no metric name")]
+    NoName,
+    #[error("no value")]
+    NoValue,
+    #[error("value `{0}` is not a number")]
+    BadValue(String),
+    #[error("unexpected `{0}` after the value")]
+    AfterValue(String),
+    #[error("unexpected text after the timestamp")]
+    AfterTimestamp,
+    #[error("label without `=`")]
+    LabelWithoutEquals,
+    #[error("bad label name `{0}`")]
+    BadLabelName(String),
+    #[error("label `{0}` has no quoted value")]
+    UnquotedLabel(String),
+    #[error("label `{0}` value is not closed")]
+    UnclosedLabel(String),
+    #[error("labels not separated by `,`")]
+    LabelsNotSeparated,
+}
+
+fn parse_line(line: &str) -> Result<Sample, LineError> {
     let name_end = line
         .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
         .unwrap_or(line.len());
     let name = &line[..name_end];
     if name.is_empty() || name.starts_with(|c: char| c.is_ascii_digit()) {
-        return Err("no metric name".into());
+        return Err(LineError::NoName);
     }
     let mut rest = &line[name_end..];
     let mut labels = Vec::new();
@@ -68,17 +94,17 @@ fn parse_line(line: &str) -> Result<Sample, String> {
         rest = after;
     }
     let mut fields = rest.split_whitespace();
-    let value_text = fields.next().ok_or("no value")?;
+    let value_text = fields.next().ok_or(LineError::NoValue)?;
     let value =
-        parse_value(value_text).ok_or_else(|| format!("value `{value_text}` is not a number"))?;
+        parse_value(value_text).ok_or_else(|| LineError::BadValue(value_text.to_owned()))?;
     // An optional timestamp may follow; anything more is wrong.
     if let Some(timestamp) = fields.next()
         && timestamp.parse::<i64>().is_err()
     {
-        return Err(format!("unexpected `{timestamp}` after the value"));
+        return Err(LineError::AfterValue(timestamp.to_owned()));
     }
     if fields.next().is_some() {
-        return Err("unexpected text after the timestamp".into());
+        return Err(LineError::AfterTimestamp);
     }
     Ok(Sample {
         name: name.to_owned(),
@@ -101,22 +127,22 @@ fn parse_value(text: &str) -> Option<f64> {
 /// Label pairs in the order written.
 type Labels = Vec<(String, String)>;
 
-fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
+fn parse_labels(mut text: &str) -> Result<(Labels, &str), LineError> {
     let mut labels = Vec::new();
     loop {
         text = text.trim_start();
         if let Some(after) = text.strip_prefix('}') {
             return Ok((labels, after));
         }
-        let eq = text.find('=').ok_or("label without `=`")?;
+        let eq = text.find('=').ok_or(LineError::LabelWithoutEquals)?;
         let key = text[..eq].trim();
         if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("bad label name `{key}`"));
+            return Err(LineError::BadLabelName(key.to_owned()));
         }
         let after_eq = text[eq + 1..].trim_start();
         let mut chars = after_eq.char_indices();
         if chars.next().map(|(_, c)| c) != Some('"') {
-            return Err(format!("label `{key}` has no quoted value"));
+            return Err(LineError::UnquotedLabel(key.to_owned()));
         }
         let mut value = String::new();
         let mut end = None;
@@ -137,13 +163,13 @@ fn parse_labels(mut text: &str) -> Result<(Labels, &str), String> {
                 value.push(c);
             }
         }
-        let end = end.ok_or_else(|| format!("label `{key}` value is not closed"))?;
+        let end = end.ok_or_else(|| LineError::UnclosedLabel(key.to_owned()))?;
         labels.push((key.to_owned(), value));
         text = after_eq[end + 1..].trim_start();
         if let Some(after_comma) = text.strip_prefix(',') {
             text = after_comma;
         } else if !text.starts_with('}') {
-            return Err("labels not separated by `,`".into());
+            return Err(LineError::LabelsNotSeparated);
         }
     }
 }

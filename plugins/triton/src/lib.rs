@@ -82,6 +82,15 @@ pub enum TritonError {
     Protocol { call: String, detail: String },
     #[error("model `{model}`: the server answered garbage: {detail}")]
     Garbage { model: String, detail: String },
+    /// A URL key's value is not a string (a problem reported at its key).
+    #[error("must be a string, got {0}")]
+    UrlNotString(Value),
+    /// A URL key's value is neither `http://` nor `https://` (reported at its key).
+    #[error("must start with http:// or https://, got `{0}`")]
+    UrlScheme(String),
+    /// A duration key's value is negative, not a number or too large (reported at its key).
+    #[error("must be a non-negative number below {limit}, got {value}")]
+    BadDuration { value: Value, limit: f64 },
 }
 
 impl From<TritonError> for BackendError {
@@ -132,12 +141,12 @@ const KNOWN_KEYS: &[&str] = &[
     "pipeline",
 ];
 
-fn base_url(value: &Value) -> Result<String, String> {
+fn base_url(value: &Value) -> Result<String, TritonError> {
     let text = value
         .as_str()
-        .ok_or_else(|| format!("must be a string, got {value}"))?;
+        .ok_or_else(|| TritonError::UrlNotString(value.clone()))?;
     if !(text.starts_with("http://") || text.starts_with("https://")) {
-        return Err(format!("must start with http:// or https://, got `{text}`"));
+        return Err(TritonError::UrlScheme(text.to_owned()));
     }
     Ok(text.trim_end_matches('/').to_owned())
 }
@@ -147,17 +156,17 @@ fn seconds(
     key: &str,
     default: f64,
     scale: f64,
-) -> Result<Duration, String> {
+) -> Result<Duration, TritonError> {
     match map.get(key) {
         None => Ok(Duration::from_secs_f64(default / scale)),
         Some(v) => match v.as_f64() {
             Some(x) if x.is_finite() && x >= 0.0 && x / scale < 1e6 => {
                 Ok(Duration::from_secs_f64(x / scale))
             }
-            _ => Err(format!(
-                "must be a non-negative number below {}, got {v}",
-                1e6 * scale
-            )),
+            _ => Err(TritonError::BadDuration {
+                value: v.clone(),
+                limit: 1e6 * scale,
+            }),
         },
     }
 }
@@ -191,14 +200,14 @@ impl Settings {
             None => problems.missing("url", "is required (the server's HTTP address)"),
             Some(v) => match base_url(v) {
                 Ok(u) => url = u,
-                Err(m) => problems.invalid("url", m),
+                Err(problem) => problems.invalid("url", problem.to_string()),
             },
         }
         let mut optional_url = |key: &str| match map.get(key).map(base_url) {
             None => None,
             Some(Ok(u)) => Some(u),
-            Some(Err(m)) => {
-                problems.invalid(key, m);
+            Some(Err(problem)) => {
+                problems.invalid(key, problem.to_string());
                 None
             }
         };
@@ -257,8 +266,8 @@ impl Settings {
         let mut duration =
             |key: &str, default: f64, scale: f64| match seconds(map, key, default, scale) {
                 Ok(d) => d,
-                Err(m) => {
-                    problems.invalid(key, m);
+                Err(problem) => {
+                    problems.invalid(key, problem.to_string());
                     Duration::ZERO
                 }
             };

@@ -13,11 +13,32 @@
 //! allocating or freeing GPU memory during the run skew the figures.
 
 use nvml_wrapper::Nvml;
+use nvml_wrapper::error::NvmlError;
+
+/// Why GPU memory cannot be read; the recorder keeps the first such reason and the catalog
+/// says "unmeasured" because of it.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuMeterError {
+    #[error("NVML cannot be initialised ({0})")]
+    Init(NvmlError),
+    /// An NVML query failed; `query` names it (`device count`, `memory of device 0`, ...).
+    #[error("NVML {query}: {source}")]
+    Query { query: String, source: NvmlError },
+    #[error("NVML reports no GPU")]
+    NoGpu,
+    #[error("NVML reported {0} MiB in use")]
+    NotFinite(f64),
+}
 
 /// Something that reads the GPU memory in use on the host, in MiB.
 pub trait GpuMeter {
     /// Memory in use on all GPUs together, or why it cannot be read.
-    fn used_mb(&mut self) -> Result<f64, String>;
+    fn used_mb(&mut self) -> Result<f64, GpuMeterError>;
+}
+
+/// Maps an NVML error of the query named `query` (`device count`, `device 0`).
+fn query(query: String) -> impl FnOnce(NvmlError) -> GpuMeterError {
+    move |source| GpuMeterError::Query { query, source }
 }
 
 /// The host's GPUs through NVML.
@@ -33,33 +54,33 @@ impl std::fmt::Debug for NvmlMeter {
 
 impl NvmlMeter {
     /// Loads NVML; without an NVIDIA driver this fails with the reason.
-    pub fn open() -> Result<NvmlMeter, String> {
-        let nvml = Nvml::init().map_err(|e| format!("NVML cannot be initialised ({e})"))?;
+    pub fn open() -> Result<NvmlMeter, GpuMeterError> {
+        let nvml = Nvml::init().map_err(GpuMeterError::Init)?;
         let count = nvml
             .device_count()
-            .map_err(|e| format!("NVML device count: {e}"))?;
+            .map_err(query("device count".to_owned()))?;
         if count == 0 {
-            return Err("NVML reports no GPU".to_owned());
+            return Err(GpuMeterError::NoGpu);
         }
         Ok(NvmlMeter { nvml })
     }
 }
 
 impl GpuMeter for NvmlMeter {
-    fn used_mb(&mut self) -> Result<f64, String> {
+    fn used_mb(&mut self) -> Result<f64, GpuMeterError> {
         let count = self
             .nvml
             .device_count()
-            .map_err(|e| format!("NVML device count: {e}"))?;
+            .map_err(query("device count".to_owned()))?;
         let mut used = 0.0;
         for index in 0..count {
             let device = self
                 .nvml
                 .device_by_index(index)
-                .map_err(|e| format!("NVML device {index}: {e}"))?;
+                .map_err(query(format!("device {index}")))?;
             let memory = device
                 .memory_info()
-                .map_err(|e| format!("NVML memory of device {index}: {e}"))?;
+                .map_err(query(format!("memory of device {index}")))?;
             used += memory.used as f64 / (1024.0 * 1024.0);
         }
         Ok(used)
@@ -71,13 +92,13 @@ impl GpuMeter for NvmlMeter {
 pub struct GpuRecorder {
     meter: Option<Box<dyn GpuMeter>>,
     /// Why there are no readings, once there are none.
-    problem: Option<String>,
+    problem: Option<GpuMeterError>,
     baseline_mb: Option<f64>,
 }
 
 impl GpuRecorder {
     /// A recorder over `meter`, or one that records nothing because of `why`.
-    pub fn new(meter: Result<Box<dyn GpuMeter>, String>) -> GpuRecorder {
+    pub fn new(meter: Result<Box<dyn GpuMeter>, GpuMeterError>) -> GpuRecorder {
         match meter {
             Ok(meter) => GpuRecorder {
                 meter: Some(meter),
@@ -97,12 +118,12 @@ impl GpuRecorder {
         let meter = self.meter.as_mut()?;
         match meter.used_mb() {
             Ok(mb) if mb.is_finite() => Some(mb),
-            Ok(mb) => self.fail(format!("NVML reported {mb} MiB in use")),
+            Ok(mb) => self.fail(GpuMeterError::NotFinite(mb)),
             Err(e) => self.fail(e),
         }
     }
 
-    fn fail(&mut self, why: String) -> Option<f64> {
+    fn fail(&mut self, why: GpuMeterError) -> Option<f64> {
         self.meter = None;
         self.problem = Some(why);
         None
@@ -167,9 +188,9 @@ mod tests {
     struct Replay(Vec<f64>);
 
     impl GpuMeter for Replay {
-        fn used_mb(&mut self) -> Result<f64, String> {
+        fn used_mb(&mut self) -> Result<f64, GpuMeterError> {
             if self.0.is_empty() {
-                Err("device lost".to_owned())
+                Err(GpuMeterError::NoGpu)
             } else {
                 Ok(self.0.remove(0))
             }
@@ -210,16 +231,26 @@ mod tests {
         assert_eq!(recorder.read(), None);
         assert!(!recorder.recording());
         assert_eq!(recorder.held_mb(Some(1700.0)), None);
-        assert!(recorder.method().starts_with("unmeasured: device lost"));
+        assert!(
+            recorder
+                .method()
+                .starts_with("unmeasured: NVML reports no GPU"),
+            "{}",
+            recorder.method()
+        );
     }
 
     #[test]
     fn without_nvml_everything_is_unmeasured_with_the_reason() {
-        let mut recorder = GpuRecorder::new(Err("NVML cannot be initialised (no driver)".into()));
+        let mut recorder = GpuRecorder::new(Err(GpuMeterError::Init(NvmlError::DriverNotLoaded)));
         recorder.take_baseline();
         assert_eq!(recorder.read(), None);
         assert_eq!(recorder.held_mb(Some(10.0)), None);
-        assert!(recorder.method().contains("no driver"));
+        assert!(
+            recorder.method().contains("NVML cannot be initialised ("),
+            "{}",
+            recorder.method()
+        );
         assert!(recorder.method().contains("\"unmeasured\""));
     }
 
@@ -228,7 +259,7 @@ mod tests {
         // Either way the result is usable: a meter whose readings are finite, or a reason.
         match NvmlMeter::open() {
             Ok(mut meter) => assert!(meter.used_mb().is_ok_and(f64::is_finite)),
-            Err(why) => assert!(why.starts_with("NVML"), "{why}"),
+            Err(why) => assert!(why.to_string().starts_with("NVML"), "{why}"),
         }
     }
 }

@@ -16,7 +16,7 @@ use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
 use crate::config::tomlread::{Diagnostics, TableReader, read_document};
 use crate::config::{read_damping, read_fast_path, read_forecast, read_spare};
-use crate::problem_file::{build_problem_with, read_catalog};
+use crate::problem_file::{CatalogError, CatalogLookup, build_problem_with, read_catalog};
 
 /// The scenario shipped in the binary (the project's own synthetic video catalog).
 pub const EMBEDDED_NAME: &str = "embedded:video-pipeline.toml";
@@ -37,11 +37,10 @@ pub struct ScenarioFile {
 pub fn embedded() -> Result<ScenarioFile, Diagnostics> {
     parse_scenario(EMBEDDED_NAME, EMBEDDED_TEXT, &mut |reference| {
         if reference == EMBEDDED_CATALOG_REF {
-            Catalog::from_toml_str(EMBEDDED_CATALOG).map_err(|e| e.to_string().replace('\n', " "))
+            Catalog::from_toml_str(EMBEDDED_CATALOG)
+                .map_err(|source| CatalogError::EmbeddedInvalid { source })
         } else {
-            Err(format!(
-                "the embedded scenario has no catalog `{reference}`"
-            ))
+            Err(CatalogError::NotInEmbeddedScenario(reference.to_owned()))
         }
     })
 }
@@ -59,7 +58,7 @@ pub fn load_scenario(path: &Path) -> Result<ScenarioFile, Diagnostics> {
 pub fn parse_scenario(
     name: &str,
     text: &str,
-    catalogs: &mut dyn FnMut(&str) -> Result<Catalog, String>,
+    catalogs: &mut CatalogLookup<'_>,
 ) -> Result<ScenarioFile, Diagnostics> {
     read_document(name, text, |reader, root| {
         let problem = build_problem_with(root, catalogs, false);
@@ -242,8 +241,10 @@ mod tests {
         let text = "catalog = \"c\"\nload_rps = 3\n[pipeline]\nname = \"p\"\nslo_ms = 100\n\
                     [[pipeline.stage]]\nname = \"s\"\nvariants = [\"a\"]\n\
                     [simulation]\nnoise_scale = -1\n[workload]\npeak_at = 2\nsecs = 1\n";
-        let err =
-            parse_scenario("x.toml", text, &mut |_| Err("no catalog".into())).expect_err("bad");
+        let err = parse_scenario("x.toml", text, &mut |reference| {
+            Err(CatalogError::NotEmbedded(reference.to_owned()))
+        })
+        .expect_err("bad");
         let shown = err.to_string();
         for needle in [
             "x.toml:2:1: load_rps: unknown field",
@@ -257,7 +258,8 @@ mod tests {
 
     fn with_embedded_catalog(text: &str) -> Result<ScenarioFile, Diagnostics> {
         parse_scenario("x.toml", text, &mut |_| {
-            Catalog::from_toml_str(EMBEDDED_CATALOG).map_err(|e| e.to_string())
+            Catalog::from_toml_str(EMBEDDED_CATALOG)
+                .map_err(|source| CatalogError::EmbeddedInvalid { source })
         })
     }
 
