@@ -268,9 +268,13 @@ fn unmeasured_gpu_memory_is_not_planned_under_a_gpu_limit() {
         catalog = catalog.replace(&entry, &format!("{entry}gpu_mem_mb = \"unmeasured\"\n"));
     }
     std::fs::write(dir.join("catalog.toml"), catalog).expect("write");
+    // The example's 1 s solver limit can end the search early on a loaded machine and
+    // return a feasible plan without resnet50; this test is about the GPU limit, not time.
     let problem = std::fs::read_to_string(example("resnet-service.toml"))
         .expect("read")
         .replace("../catalogs/resnet-synthetic.toml", "catalog.toml");
+    assert!(problem.contains("time_limit_ms = 1000\n"), "the example's solver limit");
+    let problem = problem.replace("time_limit_ms = 1000\n", "time_limit_ms = 30000\n");
     let free = dir.join("free.toml");
     std::fs::write(&free, &problem).expect("write");
     let limited = dir.join("limited.toml");
