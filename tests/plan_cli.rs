@@ -198,7 +198,7 @@ utilisation_cap = 1.5
     let stderr = String::from_utf8_lossy(&out.stderr);
     let f = file.display().to_string();
     for expected in [
-        format!("{f}:2:12: load_rps: must be >= 0"),
+        format!("{f}:2:12: load_rps: must be in [0, 10000000], got -3"),
         format!("{f}:5:10: pipeline.slo_ms: expected a number, found string"),
         format!("{f}:8:25: pipeline.stage[0].variants: variant `resnet9000` is not in the catalog"),
         format!("{f}:9:15: pipeline.stage[0].batch_sizes: must be a non-empty list"),
@@ -273,7 +273,10 @@ fn unmeasured_gpu_memory_is_not_planned_under_a_gpu_limit() {
     let problem = std::fs::read_to_string(example("resnet-service.toml"))
         .expect("read")
         .replace("../catalogs/resnet-synthetic.toml", "catalog.toml");
-    assert!(problem.contains("time_limit_ms = 1000\n"), "the example's solver limit");
+    assert!(
+        problem.contains("time_limit_ms = 1000\n"),
+        "the example's solver limit"
+    );
     let problem = problem.replace("time_limit_ms = 1000\n", "time_limit_ms = 30000\n");
     let free = dir.join("free.toml");
     std::fs::write(&free, &problem).expect("write");

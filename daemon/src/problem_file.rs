@@ -25,7 +25,10 @@ use infadapt_planner::{
     AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, SolverChoice, Weights,
 };
 
-use crate::config::tomlread::{Diagnostics, TableReader, read_document};
+use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
+
+use crate::config::reference;
+use crate::config::tomlread::{Diagnostics, TableReader, read_document, with_range_check};
 
 /// Reads and validates a problem file; catalogs it names are read relative to it.
 pub fn load_problem(path: &Path) -> Result<Problem, Diagnostics> {
@@ -79,7 +82,55 @@ pub fn parse_problem(
     text: &str,
     catalogs: &mut CatalogLookup<'_>,
 ) -> Result<Problem, Diagnostics> {
-    read_document(name, text, |_, root| build_problem(root, catalogs))
+    with_range_check(range_problem, || {
+        read_document(name, text, |_, root| build_problem(root, catalogs))
+    })
+}
+
+/// A stage's `max_replicas` when the file gives none.
+pub const DEFAULT_MAX_REPLICAS: u32 = 64;
+
+/// A stage's `min_replicas` when the file gives none.
+pub const DEFAULT_MIN_REPLICAS: u32 = 1;
+
+/// `load_rps`: the load a problem file plans for.
+const LOAD_RPS: KeySpec = KeySpec {
+    name: "load_rps",
+    kind: "number (requests/s)",
+    integer: false,
+    default: KeyDefault::Text("required"),
+    bounds: Some(Bounds::closed(0.0, 10_000_000.0)),
+    doc: "The load to plan for.",
+};
+
+/// `[[current.stage.assignment]] share`: the part of the stage's load an assignment serves.
+const SHARE: KeySpec = KeySpec {
+    name: "share",
+    kind: "number",
+    integer: false,
+    default: KeyDefault::Number(1.0),
+    bounds: Some(Bounds::closed(0.0, 1.0)),
+    doc: "The part of the stage's load the assignment serves.",
+};
+
+/// The range check of a problem or scenario file (see `tomlread::with_range_check`): its
+/// `[pipeline]` (and stages), `[weights]`, `[limits]` and `[solver]` keys are the daemon
+/// configuration's `[[pipeline]]` keys, with their ranges and messages
+/// (`config::reference`); `load_rps` and an assignment's `share` are its own.
+pub fn range_problem(field: &str, value: f64) -> Option<String> {
+    let outside = |spec: &KeySpec| spec.check(value).err().map(|e| e.to_string());
+    match field {
+        "load_rps" => outside(&LOAD_RPS),
+        "current.stage.assignment.share" => outside(&SHARE),
+        _ if field.starts_with("pipeline.") => reference::range_problem(field, value),
+        _ if ["weights.", "limits.", "solver."]
+            .iter()
+            .any(|table| field.starts_with(table)) =>
+        {
+            reference::range_problem(&format!("pipeline.{field}"), value)
+        }
+        _ => None,
+    }
 }
 
 pub fn build_problem(
@@ -116,11 +167,6 @@ pub fn build_problem_with(
     } else {
         Some(0.0)
     };
-    if let Some(load) = load_rps
-        && load < 0.0
-    {
-        root.report("load_rps", format!("must be >= 0, got {load}"));
-    }
 
     let pipeline = root.opt_table("pipeline");
     if pipeline.is_none() && !root.has("pipeline") {
@@ -165,17 +211,11 @@ pub fn build_problem_with(
     Some(problem)
 }
 
-/// Reads a `[weights]` table (objective weights, accuracy composition) and checks it.
+/// Reads a `[weights]` table (objective weights, accuracy composition); the range check in
+/// force ([`range_problem`], or the daemon configuration's) checks the numbers.
 pub fn read_weights(w: &TableReader<'_, '_>) -> (Weights, AccuracyMode) {
     let defaults = Weights::default();
-    let get = |key: &str, default: f64| match w.opt_f64(key) {
-        Some(v) if v < 0.0 => {
-            w.report(key, format!("must be >= 0, got {v}"));
-            default
-        }
-        Some(v) => v,
-        None => default,
-    };
+    let get = |key: &str, default: f64| w.opt_f64(key).unwrap_or(default);
     let weights = Weights {
         alpha: get("alpha", defaults.alpha),
         beta_per_core: get("beta_per_core", defaults.beta_per_core),
@@ -190,20 +230,13 @@ pub fn read_weights(w: &TableReader<'_, '_>) -> (Weights, AccuracyMode) {
     (weights, mode)
 }
 
-/// Reads a `[limits]` table (host cores and GPU memory) and checks it.
+/// Reads a `[limits]` table (host cores and GPU memory); the range check in force checks
+/// the numbers.
 pub fn read_limits(l: &TableReader<'_, '_>) -> HostLimits {
     let limits = HostLimits {
         total_cores: l.opt_u32("total_cores"),
         gpu_mem_mb: l.opt_f64("gpu_mem_mb"),
     };
-    if limits.total_cores == Some(0) {
-        l.report("total_cores", "must be at least 1");
-    }
-    if let Some(mem) = limits.gpu_mem_mb
-        && mem < 0.0
-    {
-        l.report("gpu_mem_mb", format!("must be >= 0, got {mem}"));
-    }
     l.finish();
     limits
 }
@@ -217,14 +250,10 @@ pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
         };
     }
     if let Some(ms) = s.opt_u32("time_limit_ms") {
-        problem.time_limit_ms = u64::from(ms.max(1));
+        problem.time_limit_ms = u64::from(ms);
     }
     if let Some(cap) = s.opt_f64("utilisation_cap") {
-        if cap > 0.0 && cap <= 1.0 {
-            problem.utilisation_cap = cap;
-        } else {
-            s.report("utilisation_cap", format!("must be in (0, 1], got {cap}"));
-        }
+        problem.utilisation_cap = cap;
     }
     if let Some(mix) = s.opt_bool("allow_mix") {
         problem.allow_mix = mix;
@@ -239,11 +268,7 @@ pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
         problem.extra_replicas = extra;
     }
     if let Some(cv2) = s.opt_f64("service_cv2") {
-        if cv2 >= 0.0 {
-            problem.service_cv2 = cv2;
-        } else {
-            s.report("service_cv2", format!("must be >= 0, got {cv2}"));
-        }
+        problem.service_cv2 = cv2;
     }
     let max_factor = s.opt_f64("max_extrapolation");
     match s
@@ -261,11 +286,7 @@ pub fn apply_solver_settings(s: &TableReader<'_, '_>, problem: &mut Problem) {
         }
         _ => {
             if let Some(f) = max_factor {
-                if f >= 1.0 {
-                    problem.extrapolation = ExtrapolationPolicy::Warn { max_factor: f };
-                } else {
-                    s.report("max_extrapolation", format!("must be >= 1, got {f}"));
-                }
+                problem.extrapolation = ExtrapolationPolicy::Warn { max_factor: f };
             }
         }
     }
@@ -278,11 +299,6 @@ pub fn build_pipeline(
 ) -> Option<Pipeline> {
     let name = p.req_str("name");
     let slo_ms = p.req_f64("slo_ms");
-    if let Some(slo) = slo_ms
-        && slo <= 0.0
-    {
-        p.report("slo_ms", format!("must be > 0, got {slo}"));
-    }
     let stage_tables = p.tables("stage");
     if stage_tables.is_empty() {
         p.report("stage", "a pipeline needs at least one [[pipeline.stage]]");
@@ -381,15 +397,10 @@ pub fn build_stage(st: &TableReader<'_, '_>, catalog: Option<&Catalog>) -> Optio
     };
     let batch_sizes = positive_list("batch_sizes", vec![1]);
     let core_options = positive_list("core_options", vec![1]);
-    let max_replicas = st.opt_u32("max_replicas").unwrap_or(64);
-    if max_replicas == 0 {
-        st.report("max_replicas", "must be at least 1");
-    }
+    let max_replicas = st.opt_u32("max_replicas").unwrap_or(DEFAULT_MAX_REPLICAS);
     // The whole stage's least replicas (a variant mix counts every assignment).
-    let min_replicas = st.opt_u32("min_replicas").unwrap_or(1);
-    if min_replicas == 0 {
-        st.report("min_replicas", "must be at least 1");
-    } else if max_replicas > 0 && min_replicas > max_replicas {
+    let min_replicas = st.opt_u32("min_replicas").unwrap_or(DEFAULT_MIN_REPLICAS);
+    if min_replicas > max_replicas {
         st.report(
             "min_replicas",
             format!("must be at most max_replicas ({max_replicas}), got {min_replicas}"),
@@ -436,9 +447,6 @@ pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) ->
             let cores = a.req_u32("cores");
             let replicas = a.req_u32("replicas");
             let share = a.opt_f64("share").unwrap_or(1.0);
-            if !(0.0..=1.0).contains(&share) {
-                a.report("share", format!("must be in [0, 1], got {share}"));
-            }
             a.finish();
             if let (Some(variant), Some(batch), Some(cores), Some(replicas)) =
                 (variant, batch, cores, replicas)
@@ -464,4 +472,68 @@ pub fn build_current(root: &TableReader<'_, '_>, pipeline: Option<&Pipeline>) ->
 /// Resolves `reference` against the directory of the problem file (for messages and tests).
 pub fn resolve(base: &Path, reference: &str) -> PathBuf {
     base.join(reference)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CATALOG: &str = include_str!("../../etc/catalogs/resnet-synthetic.toml");
+
+    fn problems(text: &str) -> String {
+        let mut catalogs = |_: &str| {
+            Catalog::from_toml_str(CATALOG)
+                .map_err(|source| CatalogError::EmbeddedInvalid { source })
+        };
+        match parse_problem("p.toml", text, &mut catalogs) {
+            Ok(_) => String::new(),
+            Err(diagnostics) => diagnostics.to_string(),
+        }
+    }
+
+    #[test]
+    fn numbers_outside_their_range_get_the_daemon_configurations_messages() {
+        let text = "catalog = \"c.toml\"\nload_rps = 10\n\
+                    [pipeline]\nname = \"p\"\nslo_ms = 0\n\
+                    [[pipeline.stage]]\nname = \"s\"\nvariants = [\"resnet18\"]\nmax_replicas = 0\n\
+                    [weights]\nalpha = -1\n[limits]\ntotal_cores = 0\n\
+                    [solver]\nutilisation_cap = 1.5\nmax_extrapolation = 0.5\n";
+        let found = problems(text);
+        for (field, daemon_field, value) in [
+            ("pipeline.slo_ms", "pipeline.slo_ms", 0.0),
+            (
+                "pipeline.stage[0].max_replicas",
+                "pipeline.stage.max_replicas",
+                0.0,
+            ),
+            ("weights.alpha", "pipeline.weights.alpha", -1.0),
+            ("limits.total_cores", "pipeline.limits.total_cores", 0.0),
+            (
+                "solver.utilisation_cap",
+                "pipeline.solver.utilisation_cap",
+                1.5,
+            ),
+            (
+                "solver.max_extrapolation",
+                "pipeline.solver.max_extrapolation",
+                0.5,
+            ),
+        ] {
+            let message = reference::range_problem(daemon_field, value).expect("out of range");
+            let line = format!("{field}: {message}");
+            assert!(found.contains(&line), "`{line}` not in:\n{found}");
+        }
+        assert_eq!(found.lines().count(), 6, "{found}");
+    }
+
+    #[test]
+    fn the_files_own_numbers_are_checked_too() {
+        assert_eq!(
+            range_problem("load_rps", -3.0).as_deref(),
+            Some("must be in [0, 10000000], got -3")
+        );
+        assert!(range_problem("current.stage.assignment.share", 1.5).is_some());
+        assert!(range_problem("current.stage.assignment.share", 0.5).is_none());
+        assert!(range_problem("simulation.seed", -1.0).is_none());
+    }
 }

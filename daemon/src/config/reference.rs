@@ -12,6 +12,8 @@ use std::ops::Deref;
 
 pub use infadapt_model::settings::{Bounds, KeyDefault, KeySpec};
 
+use crate::problem_file::{DEFAULT_MAX_REPLICAS, DEFAULT_MIN_REPLICAS};
+
 use super::{
     DEFAULT_BACKEND_TIMEOUT_S, DEFAULT_DECISIONS_KEPT, DEFAULT_GRACE_S,
     DEFAULT_HTTP_HEADER_TIMEOUT_S, DEFAULT_HTTP_IDLE_TIMEOUT_S, DEFAULT_HTTP_MAX_CONNECTIONS,
@@ -315,7 +317,7 @@ const STAGE_KEYS: &[KeySpec] = &[
         name: "min_replicas",
         kind: "integer",
         integer: true,
-        default: KeyDefault::Number(1.0),
+        default: KeyDefault::Number(DEFAULT_MIN_REPLICAS as f64),
         bounds: Some(Bounds::COUNT),
         doc: "Fewest replicas of the stage (all its variants together); at most `max_replicas`.",
     },
@@ -323,7 +325,7 @@ const STAGE_KEYS: &[KeySpec] = &[
         name: "max_replicas",
         kind: "integer",
         integer: true,
-        default: KeyDefault::Number(64.0),
+        default: KeyDefault::Number(DEFAULT_MAX_REPLICAS as f64),
         bounds: Some(Bounds::COUNT),
         doc: "Most replicas of the stage.",
     },

@@ -14,9 +14,9 @@ use infadapt_model::Catalog;
 use infadapt_planner::AccuracyMode;
 use infadapt_sim::{AccuracyComposition, DiurnalParams, SimConfig};
 
-use crate::config::tomlread::{Diagnostics, TableReader, read_document};
+use crate::config::tomlread::{Diagnostics, TableReader, read_document, with_range_check};
 use crate::config::{read_damping, read_fast_path, read_forecast, read_spare};
-use crate::problem_file::{CatalogError, CatalogLookup, build_problem_with, read_catalog};
+use crate::problem_file::{self, CatalogError, CatalogLookup, build_problem_with, read_catalog};
 
 /// The scenario shipped in the binary (the project's own synthetic video catalog).
 pub const EMBEDDED_NAME: &str = "embedded:video-pipeline.toml";
@@ -56,6 +56,18 @@ pub fn load_scenario(path: &Path) -> Result<ScenarioFile, Diagnostics> {
 
 /// Parses a scenario from text; `catalogs` resolves a catalog reference to its contents.
 pub fn parse_scenario(
+    name: &str,
+    text: &str,
+    catalogs: &mut CatalogLookup<'_>,
+) -> Result<ScenarioFile, Diagnostics> {
+    // The problem's keys are checked against the daemon configuration's ranges, as in a
+    // problem file.
+    with_range_check(problem_file::range_problem, || {
+        read_scenario(name, text, catalogs)
+    })
+}
+
+fn read_scenario(
     name: &str,
     text: &str,
     catalogs: &mut CatalogLookup<'_>,
