@@ -625,7 +625,7 @@ fn write_wave_trace(path: &Path, seconds: usize) {
 
 #[test]
 fn ipa_lstm_runs_with_a_trained_model_and_is_refused_without_one() {
-    let dir = crate::daemon::scratch("simulate-ipa-lstm");
+    let dir = crate::support::scratch("simulate-ipa-lstm");
     let trace = dir.join("wave.txt");
     write_wave_trace(&trace, 6000);
     let model = dir.join("ipa-lstm.json");
