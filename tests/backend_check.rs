@@ -9,30 +9,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::daemon::{Daemon, free_port, repo_root, run_validate, scratch, wait_notify};
 use crate::plugins::{TempDir, WRONG_ABI, compile_c_text, install_rust_plugin};
-
-/// One pipeline on the resnet catalog with `backend` as its backend table.
-pub(crate) fn pipeline(name: &str, backend: &str) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
-    format!(
-        "\n[[pipeline]]\nname = \"{name}\"\ncatalog = \"{catalog}\"\nslo_ms = 750\n\
-         [[pipeline.stage]]\nname = \"classify\"\nvariants = [\"resnet18\", \"resnet50\"]\n\
-         core_options = [1, 2]\nmax_replicas = 4\n[pipeline.backend]\n{backend}\n",
-        catalog = catalog.display(),
-    )
-}
-
-/// The `[daemon]` table: plugins from `plugins`, state under `state` (never the system's
-/// state directory), no HTTP API.
-pub(crate) fn daemon_table(plugins: &Path, state: &Path, extra: &str) -> String {
-    format!(
-        "[daemon]\nperiod_s = 1\nbackend_timeout_s = 2\ngrace_s = 2\nplugin_dirs = [\"{}\"]\n\
-         state_dir = \"{}\"\n{extra}[daemon.http]\nenabled = false\n",
-        plugins.display(),
-        state.display()
-    )
-}
+use crate::support::{
+    Daemon, bare_pipeline_text, daemon_table, free_port, repo_root, run_validate, scratch,
+    wait_notify,
+};
 
 /// `file:line:col` of the first line of `text` that starts with `prefix`, at the key (`at
 /// value`: at the value after `= `).
@@ -71,13 +52,13 @@ fn validate_reports_backend_keys_at_their_positions_and_warns_about_an_old_abi()
     let config = dir.join("c.toml");
 
     let mut text = daemon_table(plugins.path(), &dir.join("state"), "");
-    text.push_str(&pipeline(
+    text.push_str(&bare_pipeline_text(
         "triton",
         "type = \"triton\"\nurl = \"http://127.0.0.1:1\"\nmetrics_ulr = \"http://127.0.0.1:2\"\n\
          drain_s = \"ten\"\n[pipeline.backend.models]\nresnet18 = \"a/b\"",
     ));
-    text.push_str(&pipeline("old", "type = \"old_echo\""));
-    text.push_str(&pipeline("refused", "type = \"wrong_abi\""));
+    text.push_str(&bare_pipeline_text("old", "type = \"old_echo\""));
+    text.push_str(&bare_pipeline_text("refused", "type = \"wrong_abi\""));
     std::fs::write(&config, &text).expect("config");
     let out = run_validate(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -152,15 +133,18 @@ fn a_plugin_check_that_panics_or_hangs_is_reported_and_validate_finishes() {
     let dir = scratch("backend-check-misbehave");
     let config = dir.join("c.toml");
     let mut text = daemon_table(plugins.path(), &dir.join("state"), "");
-    text.push_str(&pipeline(
+    text.push_str(&bare_pipeline_text(
         "panics",
         "type = \"misbehave\"\ncheck = \"panic\"",
     ));
-    text.push_str(&pipeline(
+    text.push_str(&bare_pipeline_text(
         "hangs",
         "type = \"misbehave\"\ncheck = \"hang\"\nhang_ms = 30000",
     ));
-    text.push_str(&pipeline("typo", "type = \"misbehave\"\nobserv = \"ok\""));
+    text.push_str(&bare_pipeline_text(
+        "typo",
+        "type = \"misbehave\"\nobserv = \"ok\"",
+    ));
     std::fs::write(&config, &text).expect("config");
     let started = std::time::Instant::now();
     let out = run_validate(&config);
@@ -197,7 +181,7 @@ fn run_refuses_to_start_when_no_pipeline_can_create_its_backend_unless_told_othe
     notify
         .set_read_timeout(Some(Duration::from_millis(200)))
         .expect("timeout");
-    let broken = pipeline("broken", "type = \"misbehave\"\ncreate = \"panic\"");
+    let broken = bare_pipeline_text("broken", "type = \"misbehave\"\ncreate = \"panic\"");
 
     std::fs::write(
         &config,
@@ -242,7 +226,7 @@ fn run_refuses_to_start_when_no_pipeline_can_create_its_backend_unless_told_othe
         ready.contains("STATUS=broken: running") && ready.contains("degraded (create)"),
         "{ready}"
     );
-    let degraded = crate::daemon::http_get(port, "/metrics")
+    let degraded = crate::support::http_get(port, "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
     assert!(

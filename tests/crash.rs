@@ -7,7 +7,7 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{Daemon, config_text, free_port, http_get, scratch, wait_notify, wait_until};
+use crate::support::{Daemon, config_text, free_port, http_get, scratch, wait_notify, wait_until};
 
 /// Every `*.json` file in `dir` parses as JSON with `"schema": 1`; their names.
 fn state_files_parse(dir: &Path) -> Vec<String> {

@@ -5,212 +5,15 @@
 //! backends that panic, hang or have the wrong ABI, contained while the simulated pipeline
 //! ticks on.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
 use std::os::unix::net::UnixDatagram;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-pub(crate) use crate::support::{free_port, repo_root, wait_until};
-
-pub(crate) fn scratch(name: &str) -> PathBuf {
-    crate::support::scratch_dir("daemon", name)
-}
-
-pub(crate) fn config_text(port: u16, state_dir: &Path, peak_rps: u32) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
-    format!(
-        r#"
-[daemon]
-period_s = 1
-state_dir = "{state}"
-grace_s = 5
-[daemon.http]
-listen = "127.0.0.1:{port}"
-
-[[pipeline]]
-name = "resnet"
-catalog = "{catalog}"
-slo_ms = 750
-initial_load_rps = 30
-[[pipeline.stage]]
-name = "classify"
-variants = ["resnet18", "resnet50"]
-core_options = [1, 2, 4]
-max_replicas = 10
-[pipeline.solver]
-time_limit_ms = 200
-[pipeline.backend]
-type = "sim"
-peak_rps = {peak_rps}
-day_s = 60
-"#,
-        state = state_dir.display(),
-        catalog = catalog.display(),
-    )
-}
-
-/// `infadaptd run EXTRA --config FILE` as started without a service manager: plain logs at
-/// `info`, no notification socket, watchdog or journal.
-pub(crate) fn run_command(extra: &[&str], config: &Path) -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_infadaptd"));
-    command
-        .arg("run")
-        .args(extra)
-        .arg("--config")
-        .arg(config)
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .env_remove("NOTIFY_SOCKET")
-        .env_remove("JOURNAL_STREAM")
-        .env_remove("WATCHDOG_USEC")
-        .env_remove("WATCHDOG_PID");
-    command
-}
-
-/// A running daemon with its stderr collected.
-pub(crate) struct Daemon {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Daemon {
-    pub(crate) fn start(config: &Path, notify: &Path) -> Daemon {
-        Daemon::start_with_watchdog(config, notify, None)
-    }
-
-    /// Starts the daemon; `watchdog_usec` sets the watchdog interval the service manager
-    /// would ask for.
-    pub(crate) fn start_with_watchdog(
-        config: &Path,
-        notify: &Path,
-        watchdog_usec: Option<u64>,
-    ) -> Daemon {
-        let mut command = run_command(&[], config);
-        command.env("NOTIFY_SOCKET", notify);
-        if let Some(usec) = watchdog_usec {
-            command.env("WATCHDOG_USEC", usec.to_string());
-        }
-        Daemon::spawn(command)
-    }
-
-    /// Starts `command` (an `infadaptd run` set up by the caller) with its stderr collected.
-    pub(crate) fn spawn(mut command: Command) -> Daemon {
-        let mut child = command
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start infadaptd");
-        let log = Arc::new(Mutex::new(String::new()));
-        let sink = Arc::clone(&log);
-        let stderr = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().expect("log");
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        Daemon { child, log }
-    }
-
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    pub(crate) fn log(&self) -> String {
-        self.log.lock().expect("log").clone()
-    }
-
-    pub(crate) fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if self.log().contains(needle) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        false
-    }
-
-    /// Writes `text` to `config`, sends SIGHUP and waits until the daemon reports that it
-    /// took the new settings in place.
-    pub(crate) fn reload_in_place(&self, config: &Path, text: &str) {
-        std::fs::write(config, text).expect("write the new config");
-        self.signal("HUP");
-        assert!(
-            self.wait_log("reconfigured in place", Duration::from_secs(10)),
-            "not reconfigured in place:\n{}",
-            self.log()
-        );
-    }
-
-    pub(crate) fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([format!("-{name}"), self.child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-    }
-
-    /// Waits for exit; the exit code, or `None` on timeout (the process is then killed).
-    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let start = Instant::now();
-        while start.elapsed() < timeout {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        None
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-pub(crate) fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let code = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((code, body))
-}
-
-/// Waits until the notification socket has received a message containing `needle`.
-pub(crate) fn wait_notify(socket: &UnixDatagram, needle: &str, timeout: Duration) -> Vec<String> {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while start.elapsed() < timeout {
-        if let Ok(n) = socket.recv(&mut buf) {
-            let message = String::from_utf8_lossy(&buf[..n]).to_string();
-            let done = message.lines().any(|l| l == needle);
-            seen.push(message);
-            if done {
-                return seen;
-            }
-        }
-    }
-    panic!("no {needle} on the notification socket within {timeout:?}; saw {seen:?}");
-}
+use crate::support::{
+    Daemon, config_text, free_port, http_get, metric, pipeline_status, pipeline_text, run_validate,
+    scratch, status_of, wait_notify, wait_until,
+};
 
 #[test]
 fn service_lifecycle_ready_http_reload_stop_and_resume() {
@@ -487,15 +290,6 @@ fn a_service_manager_that_stops_reading_notifications_does_not_stall_the_daemon(
     );
 }
 
-/// Runs `infadaptd validate --config FILE`.
-pub(crate) fn run_validate(config: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_infadaptd"))
-        .args(["validate", "--config"])
-        .arg(config)
-        .output()
-        .expect("run infadaptd validate")
-}
-
 #[test]
 fn validate_lists_every_problem_and_exits_64() {
     let dir = scratch("validate");
@@ -556,30 +350,6 @@ fn demo_runs_on_the_embedded_default_and_exits_by_itself() {
     assert!(stdout.contains("resnet: 12 ticks"), "{stdout}");
 }
 
-/// One pipeline of the plugin test: the resnet stage with a name and a backend table.
-pub(crate) fn pipeline_text(name: &str, backend: &str) -> String {
-    let catalog = repo_root().join("etc/catalogs/resnet-synthetic.toml");
-    format!(
-        r#"
-[[pipeline]]
-name = "{name}"
-catalog = "{catalog}"
-slo_ms = 750
-initial_load_rps = 30
-[[pipeline.stage]]
-name = "classify"
-variants = ["resnet18", "resnet50"]
-core_options = [1, 2]
-max_replicas = 6
-[pipeline.solver]
-time_limit_ms = 200
-[pipeline.backend]
-{backend}
-"#,
-        catalog = catalog.display(),
-    )
-}
-
 fn plugin_service_config(port: u16, state_dir: &Path, plugin_dir: &Path) -> String {
     let mut text = format!(
         r#"
@@ -613,26 +383,6 @@ listen = "127.0.0.1:{port}"
         "type = \"misbehave\"\ngpu_mem_mb = 2500",
     ));
     text
-}
-
-pub(crate) fn status_of(port: u16) -> Option<serde_json::Value> {
-    http_get(port, "/v1/status").and_then(|(_, body)| serde_json::from_str(&body).ok())
-}
-
-pub(crate) fn pipeline_status<'a>(
-    status: &'a serde_json::Value,
-    name: &str,
-) -> &'a serde_json::Value {
-    status["pipelines"]
-        .as_array()
-        .and_then(|all| all.iter().find(|p| p["name"] == name))
-        .unwrap_or(&serde_json::Value::Null)
-}
-
-/// The value of the metric line starting with `series` (name and labels).
-pub(crate) fn metric(body: &str, series: &str) -> Option<f64> {
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
 
 #[test]

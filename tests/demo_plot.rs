@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::daemon::scratch;
+use crate::support::scratch;
 
 #[test]
 fn the_demo_plots_its_decisions_with_a_legend() {

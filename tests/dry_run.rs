@@ -8,9 +8,9 @@ use infadaptd::config::{PipelineConfig, parse_config};
 use infadaptd::problem_file::read_catalog;
 use infadaptd::service::status::DecisionRecord;
 
-use crate::daemon::{repo_root, scratch};
 use crate::one_loop::run_task;
 use crate::plugins::{TempDir, host_for, install_rust_plugin};
+use crate::support::{repo_root, scratch};
 
 const TICKS: u64 = 40;
 

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::daemon::{Daemon, free_port, metric, pipeline_status, run_command, scratch, status_of};
 use crate::fault_server::{FaultServer, Flavor, Mode};
 use crate::plugins::{TempDir, install_rust_plugin};
+use crate::support::{Daemon, free_port, metric, pipeline_status, run_command, scratch, status_of};
 
 /// Control period of every pipeline, seconds.
 const PERIOD_S: f64 = 0.25;
@@ -84,7 +84,7 @@ fn config_text(
     ts: &FaultServer,
 ) -> String {
     let catalog = dir.join("catalog.toml");
-    let resnet = crate::daemon::repo_root().join("etc/catalogs/resnet-synthetic.toml");
+    let resnet = crate::support::repo_root().join("etc/catalogs/resnet-synthetic.toml");
     let mut text = format!(
         r#"
 [daemon]
@@ -150,7 +150,7 @@ fn plan_total(pipeline: &Value) -> Option<i64> {
 
 /// The pipeline's recorded decisions, oldest first.
 fn decisions(port: u16, pipeline: &str) -> Vec<Value> {
-    crate::daemon::http_get(
+    crate::support::http_get(
         port,
         &format!("/v1/decisions?pipeline={pipeline}&limit=1000"),
     )
@@ -171,7 +171,7 @@ fn last_tick(port: u16, pipeline: &str) -> u64 {
 }
 
 fn metrics_text(port: u16) -> String {
-    crate::daemon::http_get(port, "/metrics")
+    crate::support::http_get(port, "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default()
 }
@@ -229,7 +229,7 @@ fn run_fault(mode: Mode) {
     // load needs (the load over 12 requests/s per replica, rounded up).
     let needed = (RPS / 12.0).ceil() as i64;
     let mut status = Value::Null;
-    let settled = crate::daemon::wait_until(Duration::from_secs(30), || {
+    let settled = crate::support::wait_until(Duration::from_secs(30), || {
         status = status_of(port).unwrap_or(Value::Null);
         FAKES.iter().all(|(name, _, _)| {
             let p = pipeline_status(&status, name);
@@ -270,7 +270,7 @@ fn run_fault(mode: Mode) {
     let fault_start = Instant::now();
     while fault_start.elapsed() < FAULT {
         assert_eq!(
-            crate::daemon::http_get(port, "/livez").map(|(c, _)| c),
+            crate::support::http_get(port, "/livez").map(|(c, _)| c),
             Some(200),
             "the daemon stopped answering during {}:\n{}",
             mode.name(),

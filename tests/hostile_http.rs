@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{
+use crate::support::{
     Daemon, config_text, free_port, http_get, metric, run_command, scratch, wait_until,
 };
 

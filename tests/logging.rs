@@ -7,11 +7,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::daemon::{self, Daemon, scratch};
+use crate::support::{self, Daemon, scratch};
 
 /// The daemon tests' service configuration with the HTTP API turned off.
 fn config_text(state_dir: &Path) -> String {
-    let with_api = daemon::config_text(0, state_dir, 60);
+    let with_api = support::config_text(0, state_dir, 60);
     let without = with_api.replace("listen = \"127.0.0.1:0\"", "enabled = false");
     assert_ne!(with_api, without, "the HTTP listener line moved");
     without

@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::daemon::{self, Daemon, free_port, http_get, pipeline_status, scratch, status_of};
-use crate::support::infadaptd;
+use crate::support::{
+    self, Daemon, free_port, http_get, infadaptd, pipeline_status, scratch, status_of,
+};
 
 /// Fifty minutes of a generated per-second workload: a 10-minute wave between 15 and 45
 /// requests per second with a little deterministic jitter.
@@ -65,7 +66,7 @@ fn train(trace: &Path, out: &Path, seed: &str) {
 /// The daemon tests' service configuration (1-s period, simulated backend) forecasting
 /// with the LSTM in `models/resnet.lstm.json`, plus `extra` keys in `[pipeline.forecast]`.
 fn config_text(port: u16, state_dir: &Path, extra: &str) -> String {
-    daemon::config_text(port, state_dir, 40)
+    support::config_text(port, state_dir, 40)
         + "[pipeline.forecast]\nmodel = \"lstm\"\nlstm_model = \"models/resnet.lstm.json\"\n"
         + extra
 }
@@ -101,7 +102,7 @@ fn lstm_fingerprint(port: u16) -> Option<String> {
 /// finite forecast; returns them.
 fn wait_for_lstm_decisions(daemon: &Daemon, port: u16, after: u64, count: usize) -> Vec<Value> {
     let mut seen = Vec::new();
-    let found = daemon::wait_until(Duration::from_secs(60), || {
+    let found = support::wait_until(Duration::from_secs(60), || {
         seen = decisions(port)
             .into_iter()
             .filter(|d| d["tick"].as_u64().is_some_and(|t| t > after))
@@ -164,7 +165,7 @@ fn the_daemon_forecasts_with_a_trained_lstm_and_reloads_a_retrained_one() {
     );
 
     // run: every decision forecast by the LSTM; the status names the model file.
-    let mut service = Daemon::spawn(daemon::run_command(&[], &config));
+    let mut service = Daemon::spawn(support::run_command(&[], &config));
     let first = wait_for_lstm_decisions(&service, port, 0, 3);
     assert!(
         service
@@ -186,7 +187,7 @@ fn the_daemon_forecasts_with_a_trained_lstm_and_reloads_a_retrained_one() {
     let reconfigured = count(&service.log(), "reconfigured in place");
     service.signal("HUP");
     assert!(
-        daemon::wait_until(Duration::from_secs(20), || count(
+        support::wait_until(Duration::from_secs(20), || count(
             &service.log(),
             "reconfigured in place"
         ) > reconfigured),
@@ -238,7 +239,7 @@ fn the_daemon_forecasts_with_a_trained_lstm_and_reloads_a_retrained_one() {
     // Restarted with yet another network: the saved state of the old one is not restored
     // over it, and the new one forecasts.
     train(&trace, &model, "3");
-    let mut restarted = Daemon::spawn(daemon::run_command(&[], &config));
+    let mut restarted = Daemon::spawn(support::run_command(&[], &config));
     wait_for_lstm_decisions(&restarted, port, 0, 2);
     assert!(
         restarted

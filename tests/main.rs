@@ -33,6 +33,7 @@ mod replay;
 mod simulate_cli;
 mod support;
 mod torchserve;
+mod trace_windows;
 mod triton;
 mod watchdog;
 

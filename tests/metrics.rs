@@ -20,7 +20,7 @@ use infadaptd::service::status::{
 };
 use prometheus_parse::{LineInfo, Scrape, Value};
 
-use crate::daemon::repo_root;
+use crate::support::repo_root;
 
 /// Series Prometheus makes itself for every scrape target; rules may use them.
 const MADE_BY_PROMETHEUS: [&str; 1] = ["up"];

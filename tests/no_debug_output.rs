@@ -6,8 +6,7 @@
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::daemon::{self, Daemon, free_port, http_get, scratch};
-use crate::support::repo_root;
+use crate::support::{self, Daemon, free_port, http_get, repo_root, scratch};
 
 fn infadaptd(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_infadaptd"))
@@ -171,9 +170,9 @@ fn the_service_log_and_api_show_no_debug_output() {
     let dir = scratch("no-debug-service");
     let config = dir.join("infadaptd.toml");
     let port = free_port();
-    let text = daemon::config_text(port, &dir.join("state"), 120);
+    let text = support::config_text(port, &dir.join("state"), 120);
     std::fs::write(&config, &text).expect("config");
-    let mut service = Daemon::spawn(daemon::run_command(&["--dry-run"], &config));
+    let mut service = Daemon::spawn(support::run_command(&["--dry-run"], &config));
     assert!(
         service.wait_log("dry run: would apply", Duration::from_secs(30)),
         "no dry-run decision:\n{}",

@@ -18,7 +18,7 @@ fn negative_arrival_rates_are_read_as_no_load_and_counted() {
         plugins.path().display(),
         crate::dry_run::PIPELINE_WITHOUT_BACKEND,
     ) + "[pipeline.backend]\ntype = \"misbehave\"\nload_rps = [-5000.0, -1e9]\n";
-    let base = crate::daemon::repo_root().join("etc");
+    let base = crate::support::repo_root().join("etc");
     let config = infadaptd::config::parse_config("bad.toml", &text, &base, &mut |r: &str| {
         infadaptd::problem_file::read_catalog(&base.join(r))
     })

@@ -80,7 +80,7 @@ seed = {seed}
 {load}
 "#
     );
-    let base = crate::daemon::repo_root().join("etc");
+    let base = crate::support::repo_root().join("etc");
     let config = parse_config("one-loop.toml", &text, &base, &mut |reference: &str| {
         read_catalog(&base.join(reference))
     })

@@ -18,7 +18,7 @@ use infadaptd::service::pipeline::{TaskOptions, run_pipeline};
 use infadaptd::service::status::{DecisionRecord, Registry};
 use tokio::sync::{mpsc, watch};
 
-use crate::daemon::{Daemon, config_text, free_port, http_get, repo_root, scratch, wait_until};
+use crate::support::{Daemon, config_text, free_port, http_get, repo_root, scratch, wait_until};
 
 const TOKEN: &str = "pause-test-token-0123456789";
 
@@ -224,7 +224,7 @@ fn cli(verb: &str, config: &std::path::Path) -> (Option<i32>, String, String) {
 
 /// Starts `infadaptd run --config FILE` without a service manager.
 fn start(config: &std::path::Path) -> Daemon {
-    Daemon::spawn(crate::daemon::run_command(&[], config))
+    Daemon::spawn(crate::support::run_command(&[], config))
 }
 
 /// Whether `/v1/status` says the pipeline is paused, once the service answers.

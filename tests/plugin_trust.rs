@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use infadaptd::plugin_host::{HostError, PLUGIN_EXIT_STATUS};
 
-use crate::backend_check::{daemon_table, pipeline};
-use crate::daemon::{Daemon, repo_root, run_command, run_validate, scratch};
 use crate::plugins::{TempDir, compile_c_text, host_for, install_rust_plugin};
+use crate::support::{Daemon, repo_root, run_command, run_validate, scratch};
+use crate::support::{bare_pipeline_text, daemon_table};
 
 /// The C example plugin's source, included by the variants compiled here.
 fn echo_source() -> String {
@@ -93,7 +93,7 @@ fn validate_and_run_refuse_a_plugin_others_can_write() {
     let dir = scratch("plugin-trust-validate");
     let config = dir.join("c.toml");
     let text = daemon_table(plugins.path(), &dir.join("state"), "")
-        + &pipeline("writable", "type = \"misbehave\"");
+        + &bare_pipeline_text("writable", "type = \"misbehave\"");
     std::fs::write(&config, &text).expect("config");
     let out = run_validate(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -122,7 +122,7 @@ fn a_plugin_that_calls_exit_ends_the_daemon_with_a_failure_status() {
     let dir = scratch("plugin-trust-exit");
     let config = dir.join("c.toml");
     let text = daemon_table(plugins.path(), &dir.join("state"), "")
-        + &pipeline("quits", "type = \"misbehave\"\nobserve = \"exit\"");
+        + &bare_pipeline_text("quits", "type = \"misbehave\"\nobserve = \"exit\"");
     std::fs::write(&config, &text).expect("config");
     let mut daemon = Daemon::spawn(run_command(&[], &config));
     let code = daemon.wait_exit(Duration::from_secs(30));
@@ -151,8 +151,8 @@ fn a_plugin_initialiser_that_never_finishes_does_not_hold_a_stopping_daemon() {
         plugins.path(),
         &dir.join("state"),
         "require_running_pipeline = false\n",
-    ) + &pipeline("slow", "type = \"slow\"")
-        + &pipeline("simulated", "type = \"sim\"");
+    ) + &bare_pipeline_text("slow", "type = \"slow\"")
+        + &bare_pipeline_text("simulated", "type = \"sim\"");
     std::fs::write(&config, &text).expect("config");
     let mut daemon = Daemon::spawn(run_command(&[], &config));
     assert!(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::{BackendInstance, PlanMessage};
+use infadapt_testkit::single_plan_message;
 use infadaptd::plugin_host::{CallPolicy, GuardedBackend, HostError, PluginHost};
 use serde_json::json;
 
@@ -179,12 +180,9 @@ fn sim_config(speed: f64) -> String {
     .to_string()
 }
 
+/// `replicas` replicas of `variant` (batch 1, one core) in the stage `only`.
 fn plan(variant: &str, replicas: u32) -> PlanMessage {
-    serde_json::from_value(
-        json!({ "schema": 1, "stages": [{ "stage": "only", "assignments": [
-        { "variant": variant, "batch": 1, "cores": 1, "replicas": replicas, "share": 1.0 }] }] }),
-    )
-    .expect("plan")
+    single_plan_message("only", variant, 1, 1, replicas)
 }
 
 #[tokio::test]

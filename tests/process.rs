@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::daemon::{Daemon, free_port, repo_root, status_of, wait_until};
+use crate::support::{Daemon, free_port, repo_root, status_of, wait_until};
 
 /// The worker binary and the plugin library, built once into this test binary's target
 /// directory.
@@ -401,7 +401,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
 
     assert!(
         wait_until(Duration::from_secs(20), || {
-            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+            crate::support::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
         }),
         "the router never became ready; log:\n{}",
         daemon.log()
@@ -474,7 +474,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     };
     let mut metrics = String::new();
     let counted = wait_until(Duration::from_secs(10), || {
-        metrics = crate::daemon::http_get(http_port, "/metrics")
+        metrics = crate::support::http_get(http_port, "/metrics")
             .map(|(_, body)| body)
             .unwrap_or_default();
         router_total(&metrics, "infadapt_router_requests_total") == Some(sent_total(&rates))
@@ -498,7 +498,7 @@ fn the_daemon_follows_a_scaled_trace_window_with_no_failed_request() {
     assert!(
         settled,
         "workers did not converge to the plan; decisions {:?}; log:\n{}",
-        crate::daemon::http_get(http_port, "/v1/decisions?limit=2"),
+        crate::support::http_get(http_port, "/v1/decisions?limit=2"),
         daemon.log()
     );
     assert!(failures.is_empty(), "failed requests: {failures:?}");
@@ -572,7 +572,7 @@ fn reloads_that_restart_a_routed_pipeline_drop_no_request() {
     let mut daemon = Daemon::start(&config, &notify);
     assert!(
         wait_until(Duration::from_secs(30), || {
-            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+            crate::support::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
         }),
         "the router never became ready; log:\n{}",
         daemon.log()

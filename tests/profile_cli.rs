@@ -9,7 +9,7 @@ use std::process::Command;
 
 use infadapt_model::Catalog;
 
-use crate::daemon::scratch;
+use crate::support::scratch;
 
 fn backend_file(dir: &Path, worker: &Path) -> String {
     let variant = |name: &str, work: u32| {

@@ -4,7 +4,6 @@
 //! data directory `INFADAPT_DATA`, is checked by a replay test (ignored by default).
 
 use infadapt_sim::{DiurnalParams, synthetic_diurnal};
-use serde_json::Value;
 
 /// Seconds of the window (as long as the IPA bursty window).
 const WINDOW_S: usize = 1200;
@@ -36,20 +35,11 @@ pub(crate) fn bursty_window(compression: usize, peak_rps: f64) -> Vec<f64> {
     compress_and_scale(&window, compression, peak_rps)
 }
 
-/// The IPA bursty window of the real trace (`experiment_slices_index.json`), compressed and
+/// The IPA bursty window of the real trace (`ipa_bursty` in the slice index), compressed and
 /// scaled as [`bursty_window`].
 fn real_bursty_window(compression: usize, peak_rps: f64) -> Vec<f64> {
-    let index_path = crate::real_data::real_data("twitter-trace/experiment_slices_index.json");
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(&index_path)
-            .unwrap_or_else(|e| panic!("the trace slice index {}: {e}", index_path.display())),
-    )
-    .expect("slice index is JSON");
-    let slice = &index["ipa_bursty"];
-    let (start, end) = (
-        slice["start"].as_u64().expect("start") as usize,
-        slice["end"].as_u64().expect("end") as usize,
-    );
+    let crate::trace_windows::TraceWindow { start, end, .. } =
+        crate::trace_windows::trace_window("ipa_bursty");
     let trace_path = crate::real_data::real_data("twitter-trace/rps-per-second-days00-16.txt");
     let text = std::fs::read_to_string(&trace_path)
         .unwrap_or_else(|e| panic!("the trace {}: {e}", trace_path.display()));

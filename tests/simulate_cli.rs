@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::support::{infadaptd, repo_root};
+use crate::trace_windows::{TraceWindow, trace_window};
 
 /// The policies `all` runs: the registry's, not a list of our own.
 const POLICIES: [&str; 8] = infadapt_eval::NAMES;
@@ -470,36 +471,13 @@ fn bad_seeds_exit_64_with_a_reason() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot be used with"));
 }
 
-/// One paper window: (name, scenario, start, end, scale).
-const WINDOWS: [(&str, &str, usize, usize, f64); 4] = [
-    (
-        "infadapter_eval_21min",
-        "resnet-cpu.toml",
-        1_300_920,
-        1_302_180,
-        1.0,
-    ),
-    (
-        "ipa_bursty",
-        "video-pipeline.toml",
-        1_301_160,
-        1_302_360,
-        0.125,
-    ),
-    (
-        "ipa_steady_low",
-        "video-pipeline.toml",
-        1_299_600,
-        1_300_800,
-        0.125,
-    ),
-    (
-        "ipa_fluctuating",
-        "video-pipeline.toml",
-        1_301_400,
-        1_302_000,
-        0.125,
-    ),
+/// The paper windows (keys of the data directory's slice index, which gives their trace
+/// lines and rate scale) and the scenario each replays.
+const WINDOWS: [(&str, &str); 4] = [
+    ("infadapter_eval_21min", "resnet-cpu.toml"),
+    ("ipa_bursty", "video-pipeline.toml"),
+    ("ipa_steady_low", "video-pipeline.toml"),
+    ("ipa_fluctuating", "video-pipeline.toml"),
 ];
 
 /// Windows where the SLO target (ours ≤ 0.5 × ipa's violations) is not met: none since
@@ -536,21 +514,10 @@ fn every_scenario_replays_its_generated_workload_through_every_policy() {
 #[test]
 #[ignore = "replays real data: set INFADAPT_DATA (see README, 'Tests that replay real data')"]
 fn paper_windows_replay_and_meet_the_targets_that_hold() {
-    let index_path = crate::real_data::real_data("twitter-trace/experiment_slices_index.json");
     let trace = crate::real_data::real_data("twitter-trace/rps-per-second-days00-16.txt");
     let published_resnet = published_resnet_scenario();
-    let index: Value = serde_json::from_str(
-        &std::fs::read_to_string(&index_path)
-            .unwrap_or_else(|e| panic!("{} is required: {e}", index_path.display())),
-    )
-    .expect("index parses");
-    assert!(trace.exists(), "{} is required", trace.display());
-    for (name, scenario, start, end, scale) in WINDOWS {
-        // The windows agree with the published index.
-        assert_eq!(index[name]["start"].as_u64(), Some(start as u64), "{name}");
-        assert_eq!(index[name]["end"].as_u64(), Some(end as u64), "{name}");
-        let damping = index[name]["damping_factor"].as_f64().unwrap_or(1.0);
-        assert!((1.0 / damping - scale).abs() < 1e-12, "{name}");
+    for (name, scenario) in WINDOWS {
+        let TraceWindow { start, end, scale } = trace_window(name);
         // The video windows replay whole after the hour of warm-up that docs/evaluation.md
         // uses (a shorter one leaves the baselines' forecasters unfitted for the window).
         // Debug build: the full-rate ResNet window, whose mixes the MILP plans slowly,
@@ -625,7 +592,7 @@ fn write_wave_trace(path: &Path, seconds: usize) {
 
 #[test]
 fn ipa_lstm_runs_with_a_trained_model_and_is_refused_without_one() {
-    let dir = crate::daemon::scratch("simulate-ipa-lstm");
+    let dir = crate::support::scratch("simulate-ipa-lstm");
     let trace = dir.join("wave.txt");
     write_wave_trace(&trace, 6000);
     let model = dir.join("ipa-lstm.json");

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::daemon::{
+use crate::support::{
     Daemon, free_port, pipeline_status, pipeline_text, scratch, status_of, wait_notify, wait_until,
 };
 

@@ -14,8 +14,8 @@ use infadapt_plugin_abi::messages::{EndpointMessage, EndpointProtocol, EndpointS
 use serde_json::Value;
 
 use super::fixture::{Load, SMALL, TorchServe, assert_no_failures};
-use crate::daemon::{Daemon, free_port, pipeline_status, scratch, status_of};
 use crate::plugins::{TempDir, install_rust_plugin};
+use crate::support::{Daemon, free_port, pipeline_status, scratch, status_of};
 
 /// 15 requests/s per replica at most 80 % utilisation: 12 requests/s each.
 const CATALOG: &str = r#"
@@ -157,7 +157,7 @@ fn wait_converged(
              {:?})\nstatus: {:?}\ndaemon log:\n{}\nserver log:\n{}",
             planned_replicas(port),
             server.registered(),
-            crate::daemon::http_get(port, "/v1/status"),
+            crate::support::http_get(port, "/v1/status"),
             daemon.log(),
             server.log_tail()
         );
@@ -212,8 +212,8 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
 
     // Clients start once the router has a ready endpoint.
     assert!(
-        crate::daemon::wait_until(Duration::from_secs(20), || {
-            crate::daemon::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
+        crate::support::wait_until(Duration::from_secs(20), || {
+            crate::support::http_get(router_port, "/v2/health/ready").is_some_and(|(c, _)| c == 200)
         }),
         "the router never became ready; log:\n{}",
         daemon.log()
@@ -275,7 +275,7 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
 
     let status = status_of(port).expect("status");
     let pipeline = pipeline_status(&status, "images");
-    let metrics = crate::daemon::http_get(port, "/metrics")
+    let metrics = crate::support::http_get(port, "/metrics")
         .map(|(_, body)| body)
         .unwrap_or_default();
     let failed = metrics

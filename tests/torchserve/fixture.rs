@@ -8,7 +8,6 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{BackendInstance, PlanMessage, PluginObservation};
+use infadapt_testkit::{Scratch, assignment_message, free_port, plan_message, repo_root};
 use serde_json::{Value, json};
 
 /// The servers saturate two cores: one real server at a time, through the lock of the test
@@ -28,40 +28,14 @@ fn one_server_at_a_time() -> MutexGuard<'static, ()> {
     crate::one_real_server_at_a_time()
 }
 
-/// The repository root: the first ancestor of this crate with `tests/torchserve`.
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .find(|dir| dir.join("tests/torchserve/handler.py").exists())
-        .expect("the crate lives in the repository")
-        .to_owned()
-}
-
-/// A directory for one server, removed when dropped.
-struct ServerDir(PathBuf);
-
-impl ServerDir {
-    fn new() -> ServerDir {
-        static COUNT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "infadapt-torchserve-{}-{}",
-            std::process::id(),
-            COUNT.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create server dir");
-        ServerDir(dir)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for ServerDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory for one server, removed when dropped: `infadapt-torchserve-PID-N`, a new `N`
+/// for each server of the test process.
+fn server_dir() -> Scratch {
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    Scratch::new(
+        "torchserve",
+        &COUNT.fetch_add(1, Ordering::Relaxed).to_string(),
+    )
 }
 
 /// `$INFADAPT_TORCHSERVE_VENV`, else `<target>/torchserve-venv` of this test binary.
@@ -91,13 +65,6 @@ fn venv_tool(name: &str) -> PathBuf {
     tool
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// A test variant: its archive does `iterations` loop steps of CPU work per request.
 #[derive(Debug, Clone, Copy)]
 pub struct TestVariant {
@@ -116,7 +83,7 @@ pub const LARGE: TestVariant = TestVariant {
 
 /// A running TorchServe with its own directories and ports; stopped on drop.
 pub struct TorchServe {
-    dir: ServerDir,
+    dir: Scratch,
     child: Option<Child>,
     pub inference_port: u16,
     pub management_port: u16,
@@ -130,7 +97,7 @@ impl TorchServe {
         let serial = one_server_at_a_time();
         let torchserve = venv_tool("torchserve");
         let archiver = venv_tool("torch-model-archiver");
-        let dir = ServerDir::new();
+        let dir = server_dir();
         let store = dir.path().join("store");
         for sub in ["store", "tmp", "logs"] {
             std::fs::create_dir_all(dir.path().join(sub)).expect("create server dirs");
@@ -561,11 +528,15 @@ pub const DRAIN_S: f64 = 1.0;
 
 /// A one-stage plan: (variant, batch, replicas, share).
 pub fn plan(assignments: &[(&str, u32, u32, f64)]) -> PlanMessage {
-    serde_json::from_value(json!({ "schema": 1, "stages": [{ "stage": "classify",
-        "assignments": assignments.iter().map(|(variant, batch, replicas, share)| json!({
-            "variant": variant, "batch": batch, "cores": 1, "replicas": replicas,
-            "share": share })).collect::<Vec<_>>() }] }))
-    .expect("plan")
+    plan_message(&[(
+        "classify",
+        assignments
+            .iter()
+            .map(|&(variant, batch, replicas, share)| {
+                assignment_message(variant, batch, 1, replicas, share)
+            })
+            .collect(),
+    )])
 }
 
 pub fn endpoints_in(observation: &PluginObservation, state: EndpointState) -> usize {

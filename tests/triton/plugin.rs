@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{
-    AssignmentMessage, BackendInstance, PlanMessage, PluginObservation, STATUS_INVALID_INPUT,
-    STATUS_UNAVAILABLE, StagePlanMessage,
+    BackendInstance, PlanMessage, PluginObservation, STATUS_INVALID_INPUT, STATUS_UNAVAILABLE,
 };
+use infadapt_testkit::{assignment_message, plan_message};
 use infadaptd::plugin_host::{HostError, PluginInstance};
 use serde_json::{Value, json};
 
@@ -89,22 +89,15 @@ fn config(url: &str, metrics_url: Option<&str>, extra: Value) -> Value {
 }
 
 fn plan(assignments: &[(&str, u32, u32, f64)]) -> PlanMessage {
-    PlanMessage {
-        stages: vec![StagePlanMessage {
-            stage: "classify".into(),
-            assignments: assignments
-                .iter()
-                .map(|&(variant, batch, replicas, share)| AssignmentMessage {
-                    variant: variant.into(),
-                    batch,
-                    cores: 1,
-                    replicas,
-                    share,
-                })
-                .collect(),
-        }],
-        ..PlanMessage::default()
-    }
+    plan_message(&[(
+        "classify",
+        assignments
+            .iter()
+            .map(|&(variant, batch, replicas, share)| {
+                assignment_message(variant, batch, 1, replicas, share)
+            })
+            .collect(),
+    )])
 }
 
 fn endpoint_state(o: &PluginObservation, variant: &str) -> Option<EndpointState> {

@@ -10,6 +10,8 @@ use infadapt_sim::{DiurnalParams, HostSim, SimConfig, parse_rps_lines, slice, sy
 
 #[path = "../../../tests/real_data.rs"]
 mod real_data;
+#[path = "../../../tests/trace_windows.rs"]
+mod trace_windows;
 
 /// The request trace, in the data directory named by `INFADAPT_DATA`.
 const TRACE: &str = "twitter-trace/rps-per-second-days00-16.txt";
@@ -63,8 +65,8 @@ fn trace_parses_completely() {
 #[test]
 #[ignore = "replays real data: set INFADAPT_DATA (see README, 'Tests that replay real data')"]
 fn paper_window_replays() {
-    // infadapter_eval_21min in experiment_slices_index.json.
-    replays(&slice(&trace(), 1_300_920, 1_302_180, 1.0).expect("window"));
+    let window = trace_windows::trace_window("infadapter_eval_21min");
+    replays(&slice(&trace(), window.start, window.end, window.scale).expect("window"));
 }
 
 /// Replays `rates` on a fixed plan (resnet50 on 4 cores × 5): every request accounted for.

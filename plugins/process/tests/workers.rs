@@ -18,11 +18,8 @@ use std::time::{Duration, Instant};
 use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{Backend, PlanMessage, PluginObservation};
 use infadapt_plugin_process::{ProcessBackend, StateFile, system};
+use infadapt_testkit::{assignment_message, plan_message, repo_root, single_plan_message};
 use serde_json::json;
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
 
 /// The worker binary, built once into this test binary's target directory.
 struct Built {
@@ -119,12 +116,9 @@ fn config(dir: &Path, ports: (u16, u16), work: u32) -> serde_json::Value {
     })
 }
 
+/// `replicas` workers of `w` on `cores` cores each, in the stage `s`.
 fn plan(replicas: u32, cores: u32) -> PlanMessage {
-    serde_json::from_value(
-        json!({ "schema": 1, "stages": [{ "stage": "s", "assignments": [
-        { "variant": "w", "batch": 1, "cores": cores, "replicas": replicas, "share": 1.0 }] }] }),
-    )
-    .expect("plan")
+    single_plan_message("s", "w", 1, cores, replicas)
 }
 
 /// State letter of a process (`None`: no such process).
@@ -658,9 +652,7 @@ fn bad_configs_and_plans_are_refused_with_the_key_named() {
 
     let mut backend =
         ProcessBackend::create(config(dir.path(), (21300, 21309), 10_000)).expect("create");
-    let unknown: PlanMessage = serde_json::from_value(json!({ "stages": [{ "stage": "s",
-        "assignments": [{ "variant": "nope", "batch": 1, "cores": 1, "replicas": 1 }] }] }))
-    .expect("plan");
+    let unknown = single_plan_message("s", "nope", 1, 1, 1);
     let error = Backend::apply(&mut backend, &unknown).expect_err("unknown variant");
     assert!(
         error
@@ -741,9 +733,7 @@ fn switching_variant_and_cores_is_make_before_break_under_load() {
         |_, _| load.ok.load(Ordering::SeqCst) >= 10,
     );
 
-    let switched: PlanMessage = serde_json::from_value(json!({ "stages": [{ "stage": "s",
-        "assignments": [{ "variant": "big", "batch": 1, "cores": 2, "replicas": 1 }] }] }))
-    .expect("plan");
+    let switched = single_plan_message("s", "big", 1, 2, 1);
     Backend::apply(&mut backend, &switched).expect("apply big×1 on 2 cores");
     let began = Instant::now();
     let mut fewest_ready = usize::MAX;
@@ -813,11 +803,10 @@ fn workers_that_never_get_ready_or_cannot_start_are_retried_with_backoff_and_rep
     settings["variants"]["w"]["readiness_timeout_s"] = json!(0.5);
     settings["variants"]["missing"] = json!({ "command": ["/nonexistent/infadapt-worker"] });
     let mut backend = ProcessBackend::create(settings).expect("create");
-    let both: PlanMessage = serde_json::from_value(json!({ "stages": [
-        { "stage": "s", "assignments": [{ "variant": "w", "batch": 1, "cores": 1, "replicas": 1 }] },
-        { "stage": "t", "assignments": [{ "variant": "missing", "batch": 1, "cores": 1, "replicas": 1 }] }
-    ] }))
-    .expect("plan");
+    let both = plan_message(&[
+        ("s", vec![assignment_message("w", 1, 1, 1, 1.0)]),
+        ("t", vec![assignment_message("missing", 1, 1, 1, 1.0)]),
+    ]);
     let report = Backend::apply(&mut backend, &both).expect("apply");
     assert!(
         report.actions.iter().any(|a| a
