@@ -7,7 +7,6 @@
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -56,53 +55,10 @@ pub(crate) fn host_for(dir: &TempDir) -> PluginHost {
         .with_allowed_owners(vec![own_uid(dir.path())])
 }
 
-/// The build that gives the tests the plugin cdylibs and the test worker: the whole
-/// workspace's libraries, binaries and tests in one invocation, so its features unify as in
-/// `cargo test --workspace` and, after that command's own build, only the few binaries it
-/// does not link are compiled (a per-package build would rebuild the shared dependencies
-/// with other features). `plugins/process/tests/workers.rs` runs the same command.
-const WORKSPACE_BUILD: [&str; 6] = [
-    "build",
-    "--quiet",
-    "--workspace",
-    "--lib",
-    "--bins",
-    "--tests",
-];
-
-/// Builds the Rust plugin cdylibs and the test worker once (a no-op when fresh) into the
-/// target directory of this test binary and returns its profile directory.
+/// The profile directory of the built Rust plugin cdylibs and the test worker (built once,
+/// a no-op when fresh; see `testkit::workspace_build_dir`).
 pub(crate) fn rust_plugins_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        // <target>/<profile>/deps/integration-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary in <target>/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_owned();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile name")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut command = Command::new(&cargo);
-        command
-            .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .args(WORKSPACE_BUILD);
-        if profile != "debug" {
-            command.args(["--profile", &profile]);
-        }
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run `{cargo} build` for the plugins: {e}"));
-        assert!(status.success(), "building the plugin cdylibs failed");
-        profile_dir
-    })
+    infadapt_testkit::workspace_build_dir()
 }
 
 /// Copies a Rust plugin cdylib into `dir` under `file_name`.

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{Backend, PlanMessage, PluginObservation};
 use infadapt_plugin_process::{ProcessBackend, StateFile, system};
-use infadapt_testkit::{assignment_message, plan_message, repo_root, single_plan_message};
+use infadapt_testkit::{assignment_message, plan_message, single_plan_message};
 use serde_json::json;
 
 /// The worker binary, built once into this test binary's target directory.
@@ -29,42 +29,7 @@ struct Built {
 fn built() -> &'static Built {
     static BUILT: OnceLock<Built> = OnceLock::new();
     BUILT.get_or_init(|| {
-        let exe = std::env::current_exe().expect("current exe");
-        // <target>/<profile>/deps/workers-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("test binary in <target>/<profile>/deps")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("target dir").to_owned();
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .expect("profile name")
-            .to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-        let mut command = Command::new(&cargo);
-        command
-            .current_dir(repo_root())
-            .env("CARGO_TARGET_DIR", &target_dir)
-            // The same command as the daemon's integration tests (tests/plugins.rs): the
-            // workspace's libraries, binaries and tests at once, so features unify as in
-            // `cargo test --workspace` and its build is reused instead of repeated.
-            .args([
-                "build",
-                "--quiet",
-                "--workspace",
-                "--lib",
-                "--bins",
-                "--tests",
-            ]);
-        if profile != "debug" {
-            command.args(["--profile", &profile]);
-        }
-        let status = command
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run `{cargo} build` for the worker: {e}"));
-        assert!(status.success(), "building the test worker failed");
+        let profile_dir = infadapt_testkit::workspace_build_dir();
         let built = Built {
             worker: profile_dir.join("infadapt-test-worker"),
         };
