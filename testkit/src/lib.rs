@@ -21,6 +21,6 @@ pub mod scratch;
 pub use fixtures::{
     assignment, fixed_rate_variant, pipeline, plan, point, single_plan, stage, variant,
 };
-pub use messages::{assignment_message, plan_message, single_plan_message};
+pub use messages::{assignment_message, plan_message, single_plan_message, stage_plan_message};
 pub use process::{free_port, repo_root, wait_until, workspace_build_dir};
 pub use scratch::{Scratch, scratch_dir};

@@ -34,6 +34,24 @@ pub fn plan_message(stages: &[(&str, Vec<AssignmentMessage>)]) -> PlanMessage {
     }
 }
 
+/// A one-stage plan message on `cores` per replica: one assignment per
+/// `(variant, batch, replicas, share)`.
+pub fn stage_plan_message(
+    stage: &str,
+    cores: u32,
+    assignments: &[(&str, u32, u32, f64)],
+) -> PlanMessage {
+    plan_message(&[(
+        stage,
+        assignments
+            .iter()
+            .map(|&(variant, batch, replicas, share)| {
+                assignment_message(variant, batch, cores, replicas, share)
+            })
+            .collect(),
+    )])
+}
+
 /// A one-stage plan message: `replicas` replicas of `variant` at `batch` on `cores` in
 /// `stage`, carrying all the load.
 pub fn single_plan_message(

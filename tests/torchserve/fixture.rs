@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{BackendInstance, PlanMessage, PluginObservation};
-use infadapt_testkit::{Scratch, assignment_message, free_port, plan_message, repo_root};
+use infadapt_testkit::{Scratch, free_port, repo_root, stage_plan_message};
 use serde_json::{Value, json};
 
 /// The servers saturate two cores: one real server at a time, through the lock of the test
@@ -528,15 +528,7 @@ pub const DRAIN_S: f64 = 1.0;
 
 /// A one-stage plan: (variant, batch, replicas, share).
 pub fn plan(assignments: &[(&str, u32, u32, f64)]) -> PlanMessage {
-    plan_message(&[(
-        "classify",
-        assignments
-            .iter()
-            .map(|&(variant, batch, replicas, share)| {
-                assignment_message(variant, batch, 1, replicas, share)
-            })
-            .collect(),
-    )])
+    stage_plan_message("classify", 1, assignments)
 }
 
 pub fn endpoints_in(observation: &PluginObservation, state: EndpointState) -> usize {

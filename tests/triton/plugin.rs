@@ -11,7 +11,7 @@ use infadapt_plugin_abi::messages::EndpointState;
 use infadapt_plugin_abi::{
     BackendInstance, PlanMessage, PluginObservation, STATUS_INVALID_INPUT, STATUS_UNAVAILABLE,
 };
-use infadapt_testkit::{assignment_message, plan_message};
+use infadapt_testkit::stage_plan_message;
 use infadaptd::plugin_host::{HostError, PluginInstance};
 use serde_json::{Value, json};
 
@@ -89,15 +89,7 @@ fn config(url: &str, metrics_url: Option<&str>, extra: Value) -> Value {
 }
 
 fn plan(assignments: &[(&str, u32, u32, f64)]) -> PlanMessage {
-    plan_message(&[(
-        "classify",
-        assignments
-            .iter()
-            .map(|&(variant, batch, replicas, share)| {
-                assignment_message(variant, batch, 1, replicas, share)
-            })
-            .collect(),
-    )])
+    stage_plan_message("classify", 1, assignments)
 }
 
 fn endpoint_state(o: &PluginObservation, variant: &str) -> Option<EndpointState> {
