@@ -728,7 +728,7 @@ pub(crate) fn read_fast_path(f: &TableReader<'_, '_>, period_s: f64) -> (FastPat
     if let Some(enabled) = f.opt_bool("enabled") {
         fast_path.enabled = enabled;
     }
-    let keys = [
+    f.read_numbers([
         (&fast_path_keys::WINDOW_S, &mut fast_path.window_s),
         (&fast_path_keys::SIGMAS, &mut fast_path.sigmas),
         (&fast_path_keys::MIN_GAP_S, &mut fast_path.min_gap_s),
@@ -736,12 +736,7 @@ pub(crate) fn read_fast_path(f: &TableReader<'_, '_>, period_s: f64) -> (FastPat
             &fast_path_keys::QUEUE_SLO_FRACTION,
             &mut fast_path.queue_slo_fraction,
         ),
-    ];
-    for (key, slot) in keys {
-        if let Some(v) = f.opt_number(key) {
-            *slot = v;
-        }
-    }
+    ]);
     let default_check = DEFAULT_CHECK_S.min(period_s);
     let check_s = match f.opt_f64("check_s") {
         Some(v) if v.is_finite() && v > 0.0 && v <= period_s => v,
@@ -1036,7 +1031,7 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
         }
         damping.enabled = enabled;
     }
-    let numbers = [
+    d.read_numbers([
         (
             &damping_keys::STABILIZATION_WINDOW_S,
             &mut damping.stabilization_window_s,
@@ -1045,12 +1040,7 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
             &damping_keys::SCALE_UP_STABILIZATION_WINDOW_S,
             &mut damping.scale_up_stabilization_window_s,
         ),
-    ];
-    for (key, slot) in numbers {
-        if let Some(v) = d.opt_number(key) {
-            *slot = v;
-        }
-    }
+    ]);
     if let Some(v) = d.opt_number(&damping_keys::MAX_SCALE_UP_PERCENT) {
         damping.max_scale_up_percent = Some(v);
     }
@@ -1062,19 +1052,14 @@ pub(crate) fn read_damping(d: &TableReader<'_, '_>) -> DampingConfig {
         Some(_) => damping.scale_up_select_policy = SelectPolicy::Max,
         None => {}
     }
-    let numbers = [
+    d.read_numbers([
         (&damping_keys::MIN_DWELL_S, &mut damping.min_dwell_s),
         (&damping_keys::MIN_SWITCH_GAIN, &mut damping.min_switch_gain),
         (
             &damping_keys::DEADBAND_FRACTION,
             &mut damping.deadband_fraction,
         ),
-    ];
-    for (key, slot) in numbers {
-        if let Some(v) = d.opt_number(key) {
-            *slot = v;
-        }
-    }
+    ]);
     if let Some(v) = d.opt_count(&damping_keys::DEADBAND_REPLICAS) {
         damping.deadband_replicas = v;
     }

@@ -464,6 +464,16 @@ impl<'r, 'i> TableReader<'r, 'i> {
         self.within(spec, v).then_some(v)
     }
 
+    /// Reads each number key into its slot, in order, as [`TableReader::opt_number`] does; a
+    /// key that is absent or refused leaves its slot as it was (the settings' default).
+    pub fn read_numbers<'k>(&self, slots: impl IntoIterator<Item = (&'k KeySpec, &'k mut f64)>) {
+        for (spec, slot) in slots {
+            if let Some(v) = self.opt_number(spec) {
+                *slot = v;
+            }
+        }
+    }
+
     /// An integer at the key `spec` defines, checked as [`TableReader::opt_number`] checks.
     pub fn opt_count(&self, spec: &KeySpec) -> Option<u32> {
         let v = self.opt_u32(spec.name)?;
