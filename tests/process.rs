@@ -226,15 +226,41 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
     std::fs::set_permissions(&installed, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let http_port = free_port();
     let config = dir.path().join("infadaptd.toml");
-    std::fs::write(&config, daemon_config(dir.path(), http_port, &plugins)).expect("config");
+    // Two workers from the first plan on, whatever the (absent) load: the plan
+    // sized for the initial load is the one every later tick keeps.
+    let adoption_config = || {
+        daemon_config(dir.path(), http_port, &plugins)
+            .replace("initial_load_rps = 30", "initial_load_rps = 1")
+            .replace("max_replicas = 4", "min_replicas = 2\nmax_replicas = 4")
+    };
+    std::fs::write(&config, adoption_config()).expect("config");
     let notify = dir.path().join("notify.sock");
     let _sink = NotifySink::bind(&notify);
 
+    // Converged: the workers match the plan, and the same ones still do more
+    // than a control period later (a first plan seen just before a tick that
+    // changes it is not a converged state).
     let converged = |daemon: &Daemon| -> Vec<i64> {
         let mut seen = Vec::new();
+        let mut matching_since: Option<(Vec<i64>, Instant)> = None;
         let ok = wait_until(Duration::from_secs(30), || {
             seen = live_workers(dir.path());
-            planned_replicas(http_port).is_some_and(|r| r > 0 && seen.len() as u64 == r)
+            seen.sort_unstable();
+            let matches =
+                planned_replicas(http_port).is_some_and(|r| r > 0 && seen.len() as u64 == r);
+            match &matching_since {
+                _ if !matches => {
+                    matching_since = None;
+                    false
+                }
+                Some((same, since)) if *same == seen => {
+                    since.elapsed() >= Duration::from_millis(2500)
+                }
+                _ => {
+                    matching_since = Some((seen.clone(), Instant::now()));
+                    false
+                }
+            }
         });
         assert!(
             ok,
@@ -257,6 +283,7 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
     let _cleanup = KillRecordedWorkers(dir.path().to_owned());
     let mut daemon = Daemon::start(&config, &notify);
     let first = converged(&daemon);
+    assert_eq!(first.len(), 2, "min_replicas = 2:\n{}", daemon.log());
     // Let a few ticks pass with the plan followed; nothing restarts.
     same_workers_after_ticks(&daemon, &first, "workers changed while the plan held");
 
@@ -284,7 +311,7 @@ fn the_daemon_killed_and_restarted_adopts_its_workers_and_leaves_none_after_a_st
     // A reload that changes only control settings leaves the workers alone.
     daemon.reload_in_place(
         &config,
-        &daemon_config(dir.path(), http_port, &plugins).replace(
+        &adoption_config().replace(
             "[pipeline.solver]",
             "[pipeline.damping]\nmin_dwell_s = 60\n[pipeline.solver]",
         ),
