@@ -86,6 +86,7 @@ pub fn plan_to_message(plan: &Plan) -> PlanMessage {
                     .collect(),
             })
             .collect(),
+        placement: Vec::new(),
     }
 }
 
@@ -97,6 +98,7 @@ pub fn sim_observation_message(observation: &SimObservation) -> PluginObservatio
     let mut deployed = PlanMessage {
         schema: SCHEMA_VERSION,
         stages: Vec::with_capacity(observation.stages.len()),
+        placement: Vec::new(),
     };
     let stages = observation
         .stages
@@ -147,6 +149,8 @@ pub fn sim_observation_message(observation: &SimObservation) -> PluginObservatio
         stages,
         deployed,
         endpoints: Vec::new(),
+        nodes: Vec::new(),
+        placement: Vec::new(),
     }
 }
 

@@ -21,8 +21,9 @@ use std::ffi::c_void;
 
 pub use config_check::{ConfigCheck, ConfigProblem, ConfigProblems, ProblemKind};
 pub use messages::{
-    ApplyReport, AssignmentMessage, Capabilities, Description, HealthReport, ObservedStage,
-    PlanMessage, PluginObservation, SCHEMA_VERSION, StagePlanMessage,
+    ApplyReport, AssignmentMessage, Capabilities, Description, HealthReport, NodeMessage,
+    ObservedStage, PlacementMessage, PlanMessage, PluginObservation, SCHEMA_VERSION,
+    StagePlanMessage,
 };
 pub use sdk::{Backend, BackendError, BackendInstance};
 

@@ -68,6 +68,61 @@ pub struct PlanMessage {
     #[serde(default = "schema")]
     pub schema: u32,
     pub stages: Vec<StagePlanMessage>,
+    /// Where the planner placed each variant's replicas, for a backend that reported
+    /// `nodes`: per stage, variant and node, a count; the counts of a variant add up to its
+    /// replicas. Empty when the backend is one host. Added in schema 1 as an optional
+    /// field: older readers ignore it, and it is not written when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PlacementMessage>,
+}
+
+/// Replicas of one variant of a stage on one node: planned (in a plan's `placement`) or
+/// running (in an observation's `placement`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlacementMessage {
+    pub stage: String,
+    pub variant: String,
+    /// The node's `id`, as the backend reported it in `nodes`.
+    pub node: String,
+    pub replicas: u32,
+}
+
+/// One node of the cluster a backend places replicas on, with its resources as the
+/// backend's scheduler counts them. Resources are in the scheduler's units (CPUs may be
+/// fractional).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeMessage {
+    /// The backend's identifier of the node (what `placement` names).
+    pub id: String,
+    /// A name for people (an address or host name); defaults to empty.
+    #[serde(default)]
+    pub name: String,
+    /// False for a node the backend knows but cannot place on (dead, draining).
+    #[serde(default = "yes")]
+    pub alive: bool,
+    /// CPUs the node offers in all.
+    pub cpus: f64,
+    /// CPUs nothing holds now.
+    pub cpus_free: f64,
+    /// CPUs this pipeline's own replicas hold now: free for the pipeline's next plan.
+    #[serde(default)]
+    pub cpus_owned: f64,
+    /// GPUs the node offers in all.
+    #[serde(default)]
+    pub gpus: f64,
+    /// GPUs nothing holds now.
+    #[serde(default)]
+    pub gpus_free: f64,
+    /// GPUs this pipeline's own replicas hold now.
+    #[serde(default)]
+    pub gpus_owned: f64,
+    /// Memory nothing holds now, MiB, when the backend knows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_free_mb: Option<f64>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Per-stage state in an observation.
@@ -109,6 +164,15 @@ pub struct PluginObservation {
     /// Empty for backends that take traffic some other way.
     #[serde(default)]
     pub endpoints: Vec<EndpointMessage>,
+    /// The nodes of the cluster the backend places replicas on, for a backend that spans
+    /// several hosts; empty for one host. The daemon plans within each node's resources.
+    /// Added in schema 1 as an optional field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeMessage>,
+    /// Where the running replicas are, per stage, variant and node (a backend with
+    /// `nodes`). Added in schema 1 as an optional field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<PlacementMessage>,
 }
 
 /// Wire protocol an endpoint speaks.
@@ -181,6 +245,7 @@ impl Default for PlanMessage {
         PlanMessage {
             schema: SCHEMA_VERSION,
             stages: Vec::new(),
+            placement: Vec::new(),
         }
     }
 }
@@ -197,6 +262,8 @@ impl Default for PluginObservation {
             stages: Vec::new(),
             deployed: PlanMessage::default(),
             endpoints: Vec::new(),
+            nodes: Vec::new(),
+            placement: Vec::new(),
         }
     }
 }
@@ -214,6 +281,31 @@ impl Default for ApplyReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nodes_and_placement_are_optional_and_not_written_when_empty() {
+        let old: PluginObservation = serde_json::from_str(r#"{"schema": 1}"#).unwrap();
+        assert!(old.nodes.is_empty() && old.placement.is_empty());
+        let plan = serde_json::to_string(&PlanMessage::default()).unwrap();
+        assert!(!plan.contains("placement"), "{plan}");
+        let read: PluginObservation = serde_json::from_str(
+            r#"{"nodes": [{"id": "n1", "cpus": 4, "cpus_free": 1.5}],
+                "placement": [{"stage": "s", "variant": "v", "node": "n1", "replicas": 2}]}"#,
+        )
+        .unwrap();
+        let node = &read.nodes[0];
+        assert!(node.alive);
+        assert_eq!(
+            (node.cpus, node.cpus_free, node.cpus_owned),
+            (4.0, 1.5, 0.0)
+        );
+        assert_eq!((node.gpus, node.memory_free_mb), (0.0, None));
+        assert_eq!(read.placement[0].replicas, 2);
+        assert!(
+            serde_json::from_str::<NodeMessage>(r#"{"id": "n1", "cpus": 4}"#).is_err(),
+            "cpus_free is required"
+        );
+    }
 
     #[test]
     fn defaults_carry_the_schema_and_unknown_fields_are_ignored() {

@@ -566,6 +566,8 @@ impl TorchServeBackend {
 
         let dropped = dropped.round() as u64;
         Ok(PluginObservation {
+            nodes: Vec::new(),
+            placement: Vec::new(),
             schema: SCHEMA_VERSION,
             arrivals_per_second,
             completed: completed.round() as u64,
@@ -701,6 +703,7 @@ impl TorchServeBackend {
             });
         }
         PlanMessage {
+            placement: Vec::new(),
             schema: SCHEMA_VERSION,
             stages,
         }

@@ -714,6 +714,7 @@ impl TritonBackend {
             }
         }
         PlanMessage {
+            placement: Vec::new(),
             schema: SCHEMA_VERSION,
             stages,
         }
