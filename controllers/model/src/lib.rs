@@ -15,6 +15,6 @@ pub mod settings;
 pub use catalog::{Catalog, CatalogVariant};
 pub use error::ModelError;
 pub use pipeline::{Pipeline, Stage, Variant};
-pub use plan::{Assignment, Plan, StagePlan};
+pub use plan::{Assignment, Placement, Plan, StagePlan, describe_placement};
 pub use profile::{Estimate, EstimateSource, LatencyFit, Profile, ProfilePoint};
 pub use settings::{Bounds, KeyDefault, KeySpec};

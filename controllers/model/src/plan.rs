@@ -22,6 +22,18 @@ pub struct StagePlan {
     pub assignments: Vec<Assignment>,
 }
 
+/// Replicas of one variant of a stage on one node of a cluster: where a plan puts them, for
+/// a backend that spans several nodes. A plan's placement is a list of these, the counts of
+/// a variant adding up to its replicas (see `infadapt_planner::placement`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    pub stage: String,
+    pub variant: String,
+    /// The node's identifier, as the backend reported it.
+    pub node: String,
+    pub replicas: u32,
+}
+
 /// A configuration for every stage of a pipeline, in stage order.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Plan {
@@ -99,6 +111,25 @@ impl fmt::Display for Plan {
     }
 }
 
+/// `node-a: classify/resnet50×2, detect/yolo×1; node-b: classify/resnet50×1`: per node, in
+/// the order the nodes first appear, the replicas each variant has there (the one rendering
+/// of a placement in user text). An empty placement renders as nothing.
+pub fn describe_placement(placement: &[Placement]) -> String {
+    let mut nodes: Vec<(&str, Vec<String>)> = Vec::new();
+    for p in placement.iter().filter(|p| p.replicas > 0) {
+        let entry = format!("{}/{}×{}", p.stage, p.variant, p.replicas);
+        match nodes.iter_mut().find(|(n, _)| *n == p.node) {
+            Some((_, entries)) => entries.push(entry),
+            None => nodes.push((&p.node, vec![entry])),
+        }
+    }
+    nodes
+        .iter()
+        .map(|(node, entries)| format!("{node}: {}", entries.join(", ")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +163,26 @@ mod tests {
             "detect: det-s b4 2c×3 | classify: cls-18 b4 2c×1 25% + cls-50 b4 2c×2 75%"
         );
         assert_eq!(Plan::default().to_string(), "");
+    }
+
+    #[test]
+    fn a_placement_renders_per_node_in_the_order_nodes_appear() {
+        let at = |stage: &str, variant: &str, node: &str, replicas: u32| Placement {
+            stage: stage.to_owned(),
+            variant: variant.to_owned(),
+            node: node.to_owned(),
+            replicas,
+        };
+        let placement = vec![
+            at("classify", "resnet50", "b", 1),
+            at("classify", "resnet50", "a", 2),
+            at("detect", "yolo", "b", 1),
+            at("detect", "yolo", "c", 0),
+        ];
+        assert_eq!(
+            describe_placement(&placement),
+            "b: classify/resnet50×1, detect/yolo×1; a: classify/resnet50×2"
+        );
+        assert_eq!(describe_placement(&[]), "");
     }
 }

@@ -1,14 +1,44 @@
 //! Brute force for small instances, as a reference for the tests: enumerates every
 //! combination of configurations straight from the model definitions, without the option
-//! pruning, look-ahead or dominance of the solvers.
+//! pruning, look-ahead or dominance of the solvers. With nodes, a combination counts only
+//! when its replicas pack onto them, decided by the placement search without a step budget.
 #![doc(hidden)]
 
 use crate::latency::within_capacity;
 use crate::mix::{MixOption, load_interval, optimal_loads};
 use crate::options::{StageOption, make_option};
+use crate::placement::{Group, Packing, pack, placements, replica_need};
 use crate::problem::Problem;
 use crate::report::{Selected, build_solution, objective_of};
 use crate::solution::Solution;
+
+/// The exact packing of `chosen` onto the problem's nodes: `Some(None)` with no nodes,
+/// `Some(Some(placement))` when it places, `None` when it does not.
+fn exact_placement(
+    problem: &Problem,
+    chosen: &[&StageOption],
+) -> Option<Option<Vec<infadapt_model::Placement>>> {
+    if problem.nodes.is_empty() {
+        return Some(None);
+    }
+    let groups: Vec<Group> = chosen
+        .iter()
+        .map(|o| {
+            let stage = &problem.pipeline.stages[o.stage];
+            let variant = &stage.variants[o.variant];
+            Group {
+                stage: stage.name.clone(),
+                variant: variant.name.clone(),
+                need: replica_need(variant, o.cores),
+                count: o.replicas,
+            }
+        })
+        .collect();
+    match pack(&groups, &problem.nodes, None) {
+        Packing::Placed(counts) => Some(Some(placements(&groups, &counts, &problem.nodes))),
+        Packing::Impossible(_) | Packing::Undecided => None,
+    }
+}
 
 /// Replica counts scanned at most (the brute force is for small instances).
 const MAX_SCAN: u32 = 10_000;
@@ -54,7 +84,7 @@ pub fn brute_force(problem: &Problem) -> Option<Solution> {
     let stages: Vec<Vec<StageOption>> = (0..problem.pipeline.stages.len())
         .map(|k| raw_options(problem, k))
         .collect();
-    let mut best: Option<(f64, Vec<usize>)> = None;
+    let mut best: Option<(f64, Vec<usize>, Option<Vec<infadapt_model::Placement>>)> = None;
     let mut index = vec![0usize; stages.len()];
     if stages.iter().any(Vec::is_empty) {
         return None;
@@ -80,25 +110,29 @@ pub fn brute_force(problem: &Problem) -> Option<Solution> {
                 .map(|o| vec![Selected::whole((*o).clone(), problem.load_rps)])
                 .collect();
             let (objective, _) = objective_of(problem, &selected);
-            if best.as_ref().is_none_or(|(b, _)| objective > *b) {
-                best = Some((objective, index.clone()));
+            if best.as_ref().is_none_or(|(b, _, _)| objective > *b)
+                && let Some(placement) = exact_placement(problem, &chosen)
+            {
+                best = Some((objective, index.clone(), placement));
             }
         }
         // Next combination (odometer).
         let mut k = 0;
         loop {
             if k == index.len() {
-                let (_, idx) = best?;
+                let (_, idx, placement) = best?;
                 let selected = idx
                     .iter()
                     .enumerate()
                     .map(|(k, &i)| vec![Selected::whole(stages[k][i].clone(), problem.load_rps)]);
-                return Some(build_solution(
+                let mut solution = build_solution(
                     problem,
                     selected.collect(),
                     "brute-force".to_owned(),
                     Vec::new(),
-                ));
+                );
+                solution.placement = placement.unwrap_or_default();
+                return Some(solution);
             }
             index[k] += 1;
             if index[k] < stages[k].len() {
@@ -158,7 +192,7 @@ fn brute_force_mix(problem: &Problem) -> Option<Solution> {
     let load = problem.load_rps;
     // choice[v] = 0: variant unused, i > 0: option i − 1 of variant v.
     let mut choice = vec![0usize; variants];
-    let mut best: Option<(f64, Vec<Selected>)> = None;
+    let mut best: Option<(f64, Vec<Selected>, Option<Vec<infadapt_model::Placement>>)> = None;
     loop {
         let set: Vec<&MixOption> = choice
             .iter()
@@ -182,20 +216,25 @@ fn brute_force_mix(problem: &Problem) -> Option<Solution> {
                 .map(|(m, l)| Selected::part(problem, m.option.clone(), l, load))
                 .collect();
             let (objective, _) = objective_of(problem, std::slice::from_ref(&selected));
-            if best.as_ref().is_none_or(|(b, _)| objective > *b) {
-                best = Some((objective, selected));
+            let options: Vec<&StageOption> = set.iter().map(|m| &m.option).collect();
+            if best.as_ref().is_none_or(|(b, _, _)| objective > *b)
+                && let Some(placement) = exact_placement(problem, &options)
+            {
+                best = Some((objective, selected, placement));
             }
         }
         let mut v = 0;
         loop {
             if v == variants {
-                let (_, selected) = best?;
-                return Some(build_solution(
+                let (_, selected, placement) = best?;
+                let mut solution = build_solution(
                     problem,
                     vec![selected],
                     "brute-force".to_owned(),
                     Vec::new(),
-                ));
+                );
+                solution.placement = placement.unwrap_or_default();
+                return Some(solution);
             }
             choice[v] += 1;
             if choice[v] <= per_variant[v].len() {

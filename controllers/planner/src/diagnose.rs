@@ -4,16 +4,20 @@
 //! Checked in order: (a) the SLO is below the fastest configuration at this load even with
 //! unlimited replicas and host; (b) the load exceeds what the replicas (at most
 //! `max_replicas` per stage) sustain within the SLO; (c) the host's cores or GPU memory are
-//! too small for any plan that meets the SLO.
+//! too small for any plan that meets the SLO. With nodes: when some plan meets the SLO
+//! and the host limits but none places on the nodes, the placement is binding and the
+//! message names the nodes; otherwise the diagnosis is the one-host one, with the highest
+//! sustainable load found with placement.
 
 use crate::latency::min_replicas_unbounded;
 use crate::options::{
     StageOption, gpu_memory_admissible, make_option, stage_load, stage_options,
     unmeasured_gpu_excluded,
 };
+use crate::placement::{describe_nodes, place_plan};
 use crate::problem::{HostLimits, Problem, Weights};
 use crate::report::round_for_message;
-use crate::solution::{Constraint, Infeasible};
+use crate::solution::{Constraint, Infeasible, PlanError};
 
 /// Bisection steps on the load.
 const LOAD_STEPS: usize = 40;
@@ -101,6 +105,69 @@ fn max_sustainable_load(problem: &Problem, upper: f64) -> Option<f64> {
 /// unmeasured (see [`gpu_memory_admissible`]) are named: as the cause when they are all a
 /// stage has, else after the diagnosis.
 pub fn diagnose(problem: &Problem) -> Infeasible {
+    if problem.nodes.is_empty() {
+        return diagnose_one_host(problem);
+    }
+    let one_host = Problem {
+        nodes: Vec::new(),
+        ..problem.clone()
+    };
+    let load = stage_load(problem);
+    let max_load = || max_sustainable_load(problem, load);
+    if crate::is_feasible(&one_host) {
+        return Infeasible {
+            binding: Constraint::NodePlacement,
+            message: placement_message(problem, &one_host),
+            max_sustainable_load_rps: max_load(),
+            min_latency_ms: None,
+        };
+    }
+    let mut infeasible = diagnose_one_host(&one_host);
+    if infeasible.max_sustainable_load_rps.is_some() {
+        infeasible.max_sustainable_load_rps = max_load();
+    }
+    infeasible
+}
+
+/// Why no plan places: the nodes, and how the plan that needs the fewest cores without
+/// placement fails to place.
+fn placement_message(problem: &Problem, one_host: &Problem) -> String {
+    let fewest_cores = Problem {
+        weights: Weights {
+            alpha: 0.0,
+            beta_per_core: 1.0,
+            beta_per_gpu_gib: 0.0,
+            gamma_per_cold_start_s: 0.0,
+        },
+        current: None,
+        ..one_host.clone()
+    };
+    let smallest = if fewest_cores.allow_mix && fewest_cores.load_rps > 0.0 {
+        crate::milp::solve_milp(&fewest_cores).ok().flatten()
+    } else {
+        crate::solve_with_dp(&fewest_cores, String::new(), Vec::new())
+    };
+    let detail = smallest
+        .map(
+            |s| match place_plan(&problem.pipeline, &s.plan, &problem.nodes) {
+                Err(PlanError::Unplaceable(why)) => format!(
+                    "; the plan with the fewest cores, {}, does not place: {why}",
+                    s.plan
+                ),
+                Err(e) => format!("; the plan with the fewest cores, {}: {e}", s.plan),
+                Ok(_) => String::new(),
+            },
+        )
+        .unwrap_or_default();
+    format!(
+        "no plan that meets the slo at {} rps places its replicas on the nodes {}{detail}",
+        round_for_message(stage_load(problem)),
+        describe_nodes(&problem.nodes)
+    )
+}
+
+/// The diagnosis of a problem without nodes.
+fn diagnose_one_host(problem: &Problem) -> Infeasible {
     let excluded = unmeasured_gpu_excluded(problem);
     if excluded.is_empty() {
         return diagnose_measured(problem);

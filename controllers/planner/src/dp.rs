@@ -8,6 +8,7 @@
 //! cannot meet it whatever the remaining stages choose, are dropped too.
 
 use crate::options::{Key, StageOption, option_key};
+use crate::placement::ReplicaNeed;
 use crate::problem::{AccuracyMode, Problem};
 
 /// Search statistics of one run.
@@ -157,6 +158,8 @@ pub fn solve_dp(problem: &Problem, options: &[Vec<StageOption>]) -> (Option<Vec<
         cost: 0.0,
         cores: 0,
         gpu_mb: 0.0,
+        replica: ReplicaNeed::NONE,
+        replicas: 0,
     };
     let mut layers: Vec<Vec<Label>> = Vec::with_capacity(k_len);
     let mut front = vec![Label {
@@ -208,6 +211,8 @@ pub fn solve_dp(problem: &Problem, options: &[Vec<StageOption>]) -> (Option<Vec<
                         cost,
                         cores,
                         gpu_mb,
+                        replica: ReplicaNeed::NONE,
+                        replicas: 0,
                     },
                     parent: pi as u32,
                     option: oi as u32,

@@ -33,6 +33,10 @@
 //! is the only one that plans mixes). Should the MILP fail or stop at its time limit, the
 //! planner falls back to the Pareto-DP on the no-mix problem and says so in
 //! [`Solution::solver`] and [`Solution::warnings`].
+//!
+//! Cluster placement: with [`Problem::nodes`] set, a plan must also place, every replica on
+//! one node within its CPUs and GPUs, and the solution says where each replica goes
+//! ([`Solution::placement`]); see [`placement`].
 
 pub mod brute;
 pub mod diagnose;
@@ -43,12 +47,14 @@ pub mod lp_export;
 pub mod milp;
 pub mod mix;
 pub mod options;
+pub mod placement;
 pub mod problem;
 pub mod report;
 pub mod solution;
 pub mod validate;
 
 pub use lp_export::export_lp;
+pub use placement::{NodeCapacity, place_plan};
 pub use problem::{
     AccuracyMode, ExtrapolationPolicy, HostLimits, LatencyModel, PinnedCores, Problem,
     SolverChoice, Weights,
@@ -67,20 +73,30 @@ use report::{Selected, build_solution};
 /// solver fails and no fallback applies.
 pub fn solve(problem: &Problem) -> Result<Solution, PlanError> {
     validate::validate(problem)?;
-    let use_milp = match problem.solver {
-        SolverChoice::Auto => problem.allow_mix,
-        SolverChoice::ParetoDp => false,
-        SolverChoice::Milp => true,
-    };
-    let found = if use_milp {
-        milp::solve_milp(problem)?
+    let found = if problem.nodes.is_empty() {
+        solve_unplaced(problem)?
     } else {
-        solve_with_dp(problem, "pareto-dp".to_owned(), Vec::new())
+        placement::solve_placed(problem)?
     };
     match found {
         Some(solution) => Ok(solution),
         None => Err(PlanError::Infeasible(Box::new(diagnose::diagnose(problem)))),
     }
+}
+
+/// The best plan of `problem` (assumed valid) without regard to its `nodes`; `Ok(None)`
+/// when none is feasible.
+pub(crate) fn solve_unplaced(problem: &Problem) -> Result<Option<Solution>, PlanError> {
+    let use_milp = match problem.solver {
+        SolverChoice::Auto => problem.allow_mix,
+        SolverChoice::ParetoDp => false,
+        SolverChoice::Milp => true,
+    };
+    Ok(if use_milp {
+        milp::solve_milp(problem)?
+    } else {
+        solve_with_dp(problem, "pareto-dp".to_owned(), Vec::new())
+    })
 }
 
 /// Pruned options of every stage for the no-mix problem.
@@ -110,6 +126,9 @@ pub(crate) fn solve_with_dp(
 
 /// Whether some plan meets every constraint of `problem` (assumed valid).
 pub(crate) fn is_feasible(problem: &Problem) -> bool {
+    if !problem.nodes.is_empty() {
+        return matches!(placement::solve_placed(problem), Ok(Some(_)));
+    }
     if problem.allow_mix && problem.load_rps > 0.0 {
         matches!(milp::solve_milp(problem), Ok(Some(_)))
     } else {

@@ -10,6 +10,8 @@ use microlp::{ComparisonOp, OptimizationDirection, SolveOptions};
 pub(crate) enum VarKind {
     Binary,
     Continuous,
+    /// A whole number within the bounds (replica counts per node).
+    Integer,
 }
 
 /// One variable: name, objective coefficient (maximised), bounds and kind.
@@ -61,6 +63,13 @@ pub(crate) enum ModelOutcome {
     Failed(String),
 }
 
+/// A bound of an integer variable as the solver takes it (saturating at `i32`'s range).
+fn whole_bound(value: f64) -> i32 {
+    value
+        .round()
+        .clamp(f64::from(i32::MIN), f64::from(i32::MAX)) as i32
+}
+
 impl LinearModel {
     pub(crate) fn add_var(
         &mut self,
@@ -99,14 +108,16 @@ impl LinearModel {
     /// Solves the model by branch and bound within `time_limit`.
     pub(crate) fn solve(&self, time_limit: Duration) -> ModelOutcome {
         let mut lp = microlp::Problem::new(OptimizationDirection::Maximize);
-        let vars: Vec<microlp::Variable> = self
-            .vars
-            .iter()
-            .map(|v| match v.kind {
-                VarKind::Binary => lp.add_binary_var(v.objective),
-                VarKind::Continuous => lp.add_var(v.objective, (v.lower, v.upper)),
-            })
-            .collect();
+        let vars: Vec<microlp::Variable> =
+            self.vars
+                .iter()
+                .map(|v| match v.kind {
+                    VarKind::Binary => lp.add_binary_var(v.objective),
+                    VarKind::Continuous => lp.add_var(v.objective, (v.lower, v.upper)),
+                    VarKind::Integer => lp
+                        .add_integer_var(v.objective, (whole_bound(v.lower), whole_bound(v.upper))),
+                })
+                .collect();
         for row in &self.rows {
             let op = match row.sense {
                 Sense::Le => ComparisonOp::Le,

@@ -124,7 +124,11 @@ fn write_lp(problem: &Problem, m: &LinearModel) -> String {
         let _ = writeln!(out, "{line}{tail}");
     }
     out.push_str("Bounds\n");
-    for v in m.vars.iter().filter(|v| v.kind == VarKind::Continuous) {
+    for v in m
+        .vars
+        .iter()
+        .filter(|v| matches!(v.kind, VarKind::Continuous | VarKind::Integer))
+    {
         let _ = writeln!(
             out,
             " {} <= {} <= {}",
@@ -148,6 +152,27 @@ fn write_lp(problem: &Problem, m: &LinearModel) -> String {
         line.push_str(&v.name);
     }
     if !line.is_empty() {
+        out.push_str(&line);
+        out.push('\n');
+    }
+    let integers: Vec<&str> = m
+        .vars
+        .iter()
+        .filter(|v| v.kind == VarKind::Integer)
+        .map(|v| v.name.as_str())
+        .collect();
+    if !integers.is_empty() {
+        out.push_str("General\n");
+        let mut line = String::new();
+        for name in integers {
+            if line.len() + name.len() + 1 > LINE_WIDTH {
+                out.push_str(&line);
+                out.push('\n');
+                line.clear();
+            }
+            line.push(' ');
+            line.push_str(name);
+        }
         out.push_str(&line);
         out.push('\n');
     }

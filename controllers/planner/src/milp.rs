@@ -14,18 +14,37 @@
 
 use std::time::Duration;
 
+use infadapt_model::{Placement, Plan};
+
 use crate::linear::{LinearModel, ModelOutcome, Sense, VarKind};
 use crate::mix::{MixOption, mix_options, optimal_loads};
-use crate::options::{StageOption, mix_candidates, mix_min_replicas, stage_load};
+use crate::options::{MIX_MAX_REPLICAS, StageOption, mix_candidates, mix_min_replicas, stage_load};
+use crate::placement::{
+    ReplicaNeed, distribute, placement_fits, placements, plan_groups, repair, replica_need,
+};
 use crate::problem::{AccuracyMode, Problem};
 use crate::report::{Selected, build_solution};
-use crate::solution::{PlanError, Solution};
+use crate::solution::{Constraint, PlanError, Solution};
 
 /// A model with the meaning of its decision variables.
 #[derive(Debug, Clone)]
 pub(crate) struct BuiltModel {
     pub model: LinearModel,
     pub kind: ModelKind,
+    /// The per-node replica counts, when the problem has nodes.
+    pub placement: Option<PlacementVars>,
+}
+
+/// Placement block: `y[i][n]`, the replicas needing `needs[i]` on node `n` (an integer,
+/// absent where one such replica does not fit the node), with the rows
+/// `Σ_n y[i][n] = Σ_{options o with need i} replicas_o·x_o` and, per node,
+/// `Σ_i cpus_i·y[i][n] ≤ cpus_n` and `Σ_i gpus_i·y[i][n] ≤ gpus_n`. Replicas with equal
+/// needs are interchangeable on a node, so counting them per need rather than per option
+/// loses nothing and keeps the block small.
+#[derive(Debug, Clone)]
+pub(crate) struct PlacementVars {
+    pub needs: Vec<ReplicaNeed>,
+    pub y: Vec<Vec<Option<usize>>>,
 }
 
 /// What the variables of a built model stand for.
@@ -52,13 +71,116 @@ fn describe(problem: &Problem, o: &StageOption) -> String {
     )
 }
 
-/// Builds the MILP of `problem` (assumed valid).
+/// Builds the MILP of `problem` (assumed valid), with the placement block when it has nodes.
 pub(crate) fn build_model(problem: &Problem) -> BuiltModel {
+    let mut built = build_unplaced(problem);
+    if !problem.nodes.is_empty() {
+        add_placement(problem, &mut built);
+    }
+    built
+}
+
+/// Builds the MILP of `problem` (assumed valid) without regard to its nodes.
+fn build_unplaced(problem: &Problem) -> BuiltModel {
     if problem.allow_mix && problem.load_rps > 0.0 {
         build_mix(problem)
     } else {
         build_chain(problem, crate::no_mix_options(problem))
     }
+}
+
+/// The selection variables of `built` with their options.
+fn selections(built: &BuiltModel) -> Vec<(usize, &StageOption)> {
+    match &built.kind {
+        ModelKind::Chain { options, x } => options
+            .iter()
+            .zip(x)
+            .flat_map(|(os, xs)| xs.iter().copied().zip(os.iter()))
+            .collect(),
+        ModelKind::Mix { options, x, .. } => x
+            .iter()
+            .copied()
+            .zip(options.iter().map(|mo| &mo.option))
+            .collect(),
+    }
+}
+
+/// Adds the placement block (see [`PlacementVars`]).
+fn add_placement(problem: &Problem, built: &mut BuiltModel) {
+    let need_of = |o: &StageOption| {
+        replica_need(
+            &problem.pipeline.stages[o.stage].variants[o.variant],
+            o.cores,
+        )
+    };
+    let chosen: Vec<(usize, ReplicaNeed, u32)> = selections(built)
+        .into_iter()
+        .map(|(x, o)| (x, need_of(o), o.replicas))
+        .collect();
+    let mut needs: Vec<ReplicaNeed> = chosen.iter().map(|c| c.1).collect();
+    needs.sort();
+    needs.dedup();
+    let nodes = &problem.nodes;
+    let m = &mut built.model;
+    let mut y = Vec::with_capacity(needs.len());
+    for (i, need) in needs.iter().enumerate() {
+        let row: Vec<Option<usize>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(n, node)| {
+                let fits = |offered: f64, each: u32| {
+                    if each == 0 {
+                        f64::from(MIX_MAX_REPLICAS) * 1024.0
+                    } else {
+                        ((offered + 1e-9) / f64::from(each)).floor().max(0.0)
+                    }
+                };
+                let most = fits(node.cpus, need.cpus).min(fits(node.gpus, need.gpus));
+                (most >= 1.0).then(|| {
+                    m.add_var(
+                        format!("y_r{i}_n{n}"),
+                        0.0,
+                        (0.0, most),
+                        VarKind::Integer,
+                        format!(
+                            "replicas of {} CPUs and {} GPUs on node `{}`",
+                            need.cpus, need.gpus, node.id
+                        ),
+                    )
+                })
+            })
+            .collect();
+        let mut terms: Vec<(usize, f64)> = row.iter().flatten().map(|&v| (v, 1.0)).collect();
+        terms.extend(
+            chosen
+                .iter()
+                .filter(|c| c.1 == *need)
+                .map(|c| (c.0, -f64::from(c.2))),
+        );
+        m.add_row(format!("placed_r{i}"), terms, Sense::Eq, 0.0);
+        y.push(row);
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        let cpu_terms: Vec<(usize, f64)> = needs
+            .iter()
+            .zip(&y)
+            .filter_map(|(need, row)| row[n].map(|v| (v, f64::from(need.cpus))))
+            .filter(|t| t.1 > 0.0)
+            .collect();
+        if !cpu_terms.is_empty() {
+            m.add_row(format!("cpus_n{n}"), cpu_terms, Sense::Le, node.cpus);
+        }
+        let gpu_terms: Vec<(usize, f64)> = needs
+            .iter()
+            .zip(&y)
+            .filter_map(|(need, row)| row[n].map(|v| (v, f64::from(need.gpus))))
+            .filter(|t| t.1 > 0.0)
+            .collect();
+        if !gpu_terms.is_empty() {
+            m.add_row(format!("gpus_n{n}"), gpu_terms, Sense::Le, node.gpus);
+        }
+    }
+    built.placement = Some(PlacementVars { needs, y });
 }
 
 fn build_chain(problem: &Problem, options: Vec<Vec<StageOption>>) -> BuiltModel {
@@ -179,6 +301,7 @@ fn build_chain(problem: &Problem, options: Vec<Vec<StageOption>>) -> BuiltModel 
     BuiltModel {
         model: m,
         kind: ModelKind::Chain { options, x },
+        placement: None,
     }
 }
 
@@ -276,6 +399,7 @@ fn build_mix(problem: &Problem) -> BuiltModel {
             x,
             load_rps: load,
         },
+        placement: None,
     }
 }
 
@@ -343,7 +467,7 @@ fn decode(
 /// Solves `problem` (assumed valid) with the MILP, falling back to the Pareto-DP on the
 /// no-mix problem when the solver fails or stops at its time limit. `Ok(None)`: infeasible.
 pub fn solve_milp(problem: &Problem) -> Result<Option<Solution>, PlanError> {
-    let built = build_model(problem);
+    let built = build_unplaced(problem);
     if let ModelKind::Chain { options, .. } = &built.kind
         && options.iter().any(Vec::is_empty)
     {
@@ -396,5 +520,80 @@ pub fn solve_milp(problem: &Problem) -> Result<Option<Solution>, PlanError> {
                 fallback(reason, Some(incumbent))
             }
         },
+    }
+}
+
+/// The placement of a decoded solution from the values of the placement block, checked
+/// against the nodes.
+fn decode_placement(
+    problem: &Problem,
+    block: &PlacementVars,
+    plan: &Plan,
+    values: &[f64],
+) -> Result<Vec<Placement>, PlanError> {
+    let groups = plan_groups(&problem.pipeline, plan);
+    let mut per_need: Vec<Vec<u32>> = block
+        .y
+        .iter()
+        .map(|row| {
+            row.iter()
+                .map(|v| v.map_or(0, |v| values[v].round().max(0.0) as u32))
+                .collect()
+        })
+        .collect();
+    let counts = distribute(&groups, &block.needs, &mut per_need);
+    let placement = placements(&groups, &counts, &problem.nodes);
+    if placement_fits(&problem.pipeline, plan, &placement, &problem.nodes) {
+        Ok(placement)
+    } else {
+        Err(PlanError::BrokenAfterRounding)
+    }
+}
+
+/// Solves `problem` (assumed valid, with nodes) with the MILP and its placement block.
+/// Exact when the search finishes; at its time limit the incumbent (which places) is kept
+/// with a warning; when the solver fails the placement repair takes over
+/// ([`crate::placement::repair`]) and says so. `Ok(None)`: no plan places.
+pub(crate) fn solve_milp_placed(problem: &Problem) -> Result<Option<Solution>, PlanError> {
+    let built = build_model(problem);
+    if selections(&built).is_empty()
+        || matches!(&built.kind, ModelKind::Chain { options, .. } if options.iter().any(Vec::is_empty))
+    {
+        return Ok(None);
+    }
+    let Some(block) = &built.placement else {
+        return Ok(None);
+    };
+    let limit = Duration::from_millis(problem.time_limit_ms);
+    let placed = |values: &[f64], solver: &str, warnings: Vec<String>| {
+        let stages = decode(problem, &built, values)?;
+        let mut solution = build_solution(problem, stages, solver.to_owned(), warnings);
+        solution.placement = decode_placement(problem, block, &solution.plan, values)?;
+        if !solution.binding.contains(&Constraint::NodePlacement) {
+            solution.binding.push(Constraint::NodePlacement);
+        }
+        Ok::<Solution, PlanError>(solution)
+    };
+    match built.model.solve(limit) {
+        ModelOutcome::Infeasible => Ok(None),
+        ModelOutcome::Failed(reason) => Ok(repair(problem, &reason)),
+        ModelOutcome::Solved { values, proven } => {
+            let (solver, warnings) = if proven {
+                ("milp (placement)".to_owned(), Vec::new())
+            } else {
+                (
+                    "milp (placement, time limit)".to_owned(),
+                    vec![format!(
+                        "milp with placement stopped at its {} ms time limit; the plan places \
+                         but may not be optimal",
+                        problem.time_limit_ms
+                    )],
+                )
+            };
+            match placed(&values, &solver, warnings) {
+                Ok(solution) => Ok(Some(solution)),
+                Err(reason) => Ok(repair(problem, &reason.to_string())),
+            }
+        }
     }
 }

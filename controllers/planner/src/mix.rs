@@ -109,13 +109,16 @@ pub fn mix_options(problem: &Problem, candidates: Vec<StageOption>) -> Vec<MixOp
 
 /// Removes every option that another option of the same variant dominates: a load interval
 /// at least as wide on both ends, no more penalty, no more of any limited resource and, when
-/// the stage has a `min_replicas` above 1, at least as many replicas.
+/// the stage has a `min_replicas` above 1, at least as many replicas, and with nodes no more
+/// replicas of no more cores each.
 /// Exact: a mix using the dominated option can use the dominating one with the same share
 /// (same accuracy, since the variant is the same) at no higher cost. Ties keep the first.
 fn drop_dominated(problem: &Problem, options: Vec<MixOption>) -> Vec<MixOption> {
     let cores_limited = problem.limits.total_cores.is_some();
     let gpu_limited = problem.limits.gpu_mem_mb.is_some();
     let replicas_bounded = crate::options::mix_min_replicas(problem) > 1;
+    // With nodes, fewer and no larger replicas (of the same variant) place wherever more do.
+    let placed = !problem.nodes.is_empty();
     let dominates = |a: &MixOption, b: &MixOption| {
         a.option.variant == b.option.variant
             && a.lo_rps <= b.lo_rps
@@ -124,6 +127,8 @@ fn drop_dominated(problem: &Problem, options: Vec<MixOption>) -> Vec<MixOption> 
             && (!cores_limited || a.option.cores_used <= b.option.cores_used)
             && (!gpu_limited || a.option.gpu_mb <= b.option.gpu_mb)
             && (!replicas_bounded || a.option.replicas >= b.option.replicas)
+            && (!placed
+                || (a.option.cores <= b.option.cores && a.option.replicas <= b.option.replicas))
     };
     let keep: Vec<bool> = options
         .iter()

@@ -7,6 +7,7 @@ use crate::latency::{
     LatencyBreakdown, cold_start_s, estimate_usable, extrapolation_allowed, min_replicas,
     min_replicas_unbounded, penalty, stage_latency_in,
 };
+use crate::placement::{ReplicaNeed, fits_some_node, replica_need};
 use crate::problem::{AccuracyMode, Problem};
 
 /// One configuration a stage can run.
@@ -64,6 +65,17 @@ pub fn unmeasured_gpu_excluded(problem: &Problem) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Whether one replica of variant `variant` of stage `stage` with `cores` cores fits some
+/// node of the problem's cluster (always when it has no nodes): a configuration that fits
+/// no node is no option, for every solver and the brute force alike.
+pub fn fits_a_node(problem: &Problem, stage: usize, variant: usize, cores: u32) -> bool {
+    problem.nodes.is_empty()
+        || fits_some_node(
+            replica_need(&problem.pipeline.stages[stage].variants[variant], cores),
+            &problem.nodes,
+        )
+}
+
 /// Builds an option for a fixed point, or `None` when the profile point is unusable or
 /// excluded by the extrapolation policy or the GPU-memory rule.
 pub(crate) fn make_option(
@@ -76,7 +88,7 @@ pub(crate) fn make_option(
     load_rps: f64,
 ) -> Option<StageOption> {
     let v = &problem.pipeline.stages[stage].variants[variant];
-    if !gpu_memory_admissible(problem, v) {
+    if !gpu_memory_admissible(problem, v) || !fits_a_node(problem, stage, variant, cores) {
         return None;
     }
     let estimate = v.profile.estimate(batch, cores);
@@ -153,6 +165,9 @@ pub fn stage_options(problem: &Problem, stage: usize, load_rps: f64) -> Vec<Stag
         }
         for &batch in &st.batch_sizes {
             for cores in problem.core_options(stage, variant) {
+                if !fits_a_node(problem, stage, variant, cores) {
+                    continue;
+                }
                 let estimate = st.variants[variant].profile.estimate(batch, cores);
                 if !estimate_usable(&estimate)
                     || !extrapolation_allowed(problem.extrapolation, estimate.source)
@@ -209,6 +224,9 @@ pub fn mix_candidates(problem: &Problem, load_rps: f64) -> Vec<StageOption> {
         }
         for &batch in &st.batch_sizes {
             for cores in problem.core_options(0, variant) {
+                if !fits_a_node(problem, 0, variant, cores) {
+                    continue;
+                }
                 let estimate = st.variants[variant].profile.estimate(batch, cores);
                 if !estimate_usable(&estimate)
                     || !extrapolation_allowed(problem.extrapolation, estimate.source)
@@ -256,6 +274,10 @@ pub(crate) struct Key {
     pub cost: f64,
     pub cores: u64,
     pub gpu_mb: f64,
+    /// With nodes (0 otherwise): what one replica needs and how many there are. An option
+    /// whose replicas are no more and each no larger places wherever the other does.
+    pub replica: ReplicaNeed,
+    pub replicas: u32,
 }
 
 impl Key {
@@ -265,6 +287,9 @@ impl Key {
             && self.cost <= other.cost
             && self.cores <= other.cores
             && self.gpu_mb <= other.gpu_mb
+            && self.replica.cpus <= other.replica.cpus
+            && self.replica.gpus <= other.replica.gpus
+            && self.replicas <= other.replicas
     }
 }
 
@@ -290,6 +315,19 @@ pub(crate) fn option_key(problem: &Problem, o: &StageOption) -> Key {
         } else {
             0.0
         },
+        replica: if problem.nodes.is_empty() {
+            ReplicaNeed::NONE
+        } else {
+            replica_need(
+                &problem.pipeline.stages[o.stage].variants[o.variant],
+                o.cores,
+            )
+        },
+        replicas: if problem.nodes.is_empty() {
+            0
+        } else {
+            o.replicas
+        },
     }
 }
 
@@ -308,6 +346,7 @@ pub fn prune_dominated(problem: &Problem, options: Vec<StageOption>) -> Vec<Stag
             .then(a.gpu_mb.total_cmp(&b.gpu_mb))
     });
     let two_dimensional = problem.accuracy_mode == AccuracyMode::Sum
+        && problem.nodes.is_empty()
         && problem.limits.total_cores.is_none()
         && problem.limits.gpu_mem_mb.is_none();
     let mut kept: Vec<usize> = Vec::with_capacity(order.len().min(64));

@@ -1,6 +1,8 @@
 //! Planning problems: the pipeline, the load to provision for and the objective weights.
 
 use infadapt_model::{Pipeline, Plan};
+
+use crate::placement::NodeCapacity;
 use serde::Serialize;
 
 /// How stage accuracies combine into the pipeline accuracy.
@@ -133,6 +135,9 @@ pub struct Problem {
     /// Variants whose cores per replica are fixed; the others choose among their stage's
     /// `core_options`. Default empty.
     pub pinned_cores: Vec<PinnedCores>,
+    /// The nodes of a cluster the plan must place its replicas on (see
+    /// [`crate::placement`]); empty for one host (only `limits` apply). Default empty.
+    pub nodes: Vec<NodeCapacity>,
 }
 
 impl Problem {
@@ -154,6 +159,7 @@ impl Problem {
             time_limit_ms: 1000,
             latency_model: LatencyModel::default(),
             pinned_cores: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 

@@ -193,6 +193,7 @@ pub fn build_solution(
         binding,
         warnings,
         solver,
+        placement: Vec::new(),
     }
 }
 

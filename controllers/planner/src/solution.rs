@@ -1,6 +1,6 @@
 //! What the planner answers: an optimal plan with its explanation, or why none exists.
 
-use infadapt_model::{EstimateSource, Plan};
+use infadapt_model::{EstimateSource, Placement, Plan};
 use serde::Serialize;
 use thiserror::Error;
 
@@ -42,10 +42,12 @@ pub enum Constraint {
     HostCores,
     /// Total GPU memory ≤ the host's.
     HostGpuMemory,
+    /// The replicas fit on the cluster's nodes, each within one node's CPUs and GPUs.
+    NodePlacement,
 }
 
 /// The constraint in words: `end-to-end latency SLO`, `capacity of stage detect`,
-/// `host cores`, `host GPU memory`.
+/// `host cores`, `host GPU memory`, `placement on the nodes`.
 impl std::fmt::Display for Constraint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -53,6 +55,7 @@ impl std::fmt::Display for Constraint {
             Constraint::Capacity { stage } => write!(f, "capacity of stage {stage}"),
             Constraint::HostCores => f.write_str("host cores"),
             Constraint::HostGpuMemory => f.write_str("host GPU memory"),
+            Constraint::NodePlacement => f.write_str("placement on the nodes"),
         }
     }
 }
@@ -73,6 +76,10 @@ pub struct Solution {
     pub warnings: Vec<String>,
     /// The method that produced the plan (`pareto-dp`, `milp`, ...).
     pub solver: String,
+    /// Where the replicas go, per stage, variant and node, when the problem has `nodes`
+    /// (empty otherwise); the counts of a variant add up to its replicas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<Placement>,
 }
 
 /// Why a problem has no solution, with the closest feasible alternative.
@@ -105,4 +112,7 @@ pub enum PlanError {
     MixBelowMinReplicas,
     #[error("the chosen variants cannot carry the load after rounding")]
     MixCannotCarryLoad,
+    /// A plan's replicas do not fit on the nodes (from [`crate::placement::place_plan`]).
+    #[error("the plan does not place: {0}")]
+    Unplaceable(String),
 }
