@@ -4,6 +4,8 @@
 //!
 //! ```text
 //! Plan ⇄ PlanMessage                       plan_to_message / plan_from_message
+//! (Plan, [Placement]) ⇄ PlanMessage        placed_plan_to_message / placement_from_message
+//! [NodeMessage] → [NodeCapacity]            node_capacities (what a cluster offers the next plan)
 //! SimObservation → PluginObservation       sim_observation_message (what a simulated backend reports)
 //! PluginObservation → Observation          observation_from_plugin (what the loop sees)
 //! SimPulse / PluginObservation → Pulse      pulse_from_sim / pulse_from_plugin (the fast path)
@@ -32,11 +34,11 @@
 //! backend's report in a dry run, where nothing is applied), the harness the simulator's
 //! target plan.
 
-use infadapt_control::{Observation, Pulse, StageObservation};
-use infadapt_model::{Assignment, Plan, StagePlan};
+use infadapt_control::{NodeCapacity, Observation, Pulse, StageObservation};
+use infadapt_model::{Assignment, Placement, Plan, StagePlan};
 use infadapt_plugin_abi::{
-    AssignmentMessage, ObservedStage, PlanMessage, PluginObservation, SCHEMA_VERSION,
-    StagePlanMessage,
+    AssignmentMessage, NodeMessage, ObservedStage, PlacementMessage, PlanMessage,
+    PluginObservation, SCHEMA_VERSION, StagePlanMessage,
 };
 use infadapt_sim::{LaneMode, SimObservation, SimPulse};
 
@@ -64,8 +66,15 @@ pub fn plan_from_message(message: &PlanMessage) -> Plan {
     }
 }
 
-/// The message of a domain plan, at this ABI's schema version.
+/// The message of a domain plan, at this ABI's schema version, with no placement (a plan for
+/// one host).
 pub fn plan_to_message(plan: &Plan) -> PlanMessage {
+    placed_plan_to_message(plan, &[])
+}
+
+/// The message of a domain plan and where its replicas go (`placement`, empty for one
+/// host), at this ABI's schema version.
+pub fn placed_plan_to_message(plan: &Plan, placement: &[Placement]) -> PlanMessage {
     PlanMessage {
         schema: SCHEMA_VERSION,
         stages: plan
@@ -86,8 +95,46 @@ pub fn plan_to_message(plan: &Plan) -> PlanMessage {
                     .collect(),
             })
             .collect(),
-        placement: Vec::new(),
+        placement: placement
+            .iter()
+            .map(|p| PlacementMessage {
+                stage: p.stage.clone(),
+                variant: p.variant.clone(),
+                node: p.node.clone(),
+                replicas: p.replicas,
+            })
+            .collect(),
     }
+}
+
+/// The placement a plan message carries (planned, or running in an observation's
+/// `placement`).
+pub fn placement_from_message(placement: &[PlacementMessage]) -> Vec<Placement> {
+    placement
+        .iter()
+        .map(|p| Placement {
+            stage: p.stage.clone(),
+            variant: p.variant.clone(),
+            node: p.node.clone(),
+            replicas: p.replicas,
+        })
+        .collect()
+}
+
+/// What the nodes a backend reports offer the pipeline's next plan: alive nodes only, each
+/// with its free CPUs and GPUs plus those the pipeline's own replicas hold (the next plan
+/// replaces them). Figures that are negative or not finite count as 0.
+pub fn node_capacities(nodes: &[NodeMessage]) -> Vec<NodeCapacity> {
+    let sane = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
+    nodes
+        .iter()
+        .filter(|n| n.alive)
+        .map(|n| NodeCapacity {
+            id: n.id.clone(),
+            cpus: sane(n.cpus_free) + sane(n.cpus_owned),
+            gpus: sane(n.gpus_free) + sane(n.gpus_owned),
+        })
+        .collect()
 }
 
 /// What a simulated backend reports for a simulator observation: arrivals per second,
@@ -182,6 +229,7 @@ pub fn observation_from_plugin(
             })
             .collect(),
         deployed: in_force.clone(),
+        nodes: node_capacities(&message.nodes),
     }
 }
 

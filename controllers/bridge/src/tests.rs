@@ -179,3 +179,96 @@ fn reports_that_make_no_sense_are_made_fit_and_every_change_named() {
     assert_eq!(same, sane);
     assert!(none.is_empty());
 }
+
+#[test]
+fn a_placement_travels_in_the_plan_message_and_back() {
+    let placed = vec![
+        Placement {
+            stage: "s".into(),
+            variant: "small".into(),
+            node: "n1".into(),
+            replicas: 2,
+        },
+        Placement {
+            stage: "s".into(),
+            variant: "small".into(),
+            node: "n2".into(),
+            replicas: 1,
+        },
+    ];
+    let message = placed_plan_to_message(&plan("small", 3), &placed);
+    assert_eq!(plan_from_message(&message), plan("small", 3));
+    assert_eq!(message.placement.len(), 2);
+    assert_eq!(
+        (
+            message.placement[1].node.as_str(),
+            message.placement[1].replicas
+        ),
+        ("n2", 1)
+    );
+    assert_eq!(placement_from_message(&message.placement), placed);
+    // A plan for one host carries none (and the message then writes none).
+    assert!(plan_to_message(&plan("small", 3)).placement.is_empty());
+}
+
+#[test]
+fn nodes_offer_their_free_and_owned_resources_alive_ones_only() {
+    let node = |id: &str, alive: bool, cpus_free: f64, cpus_owned: f64| NodeMessage {
+        id: id.into(),
+        name: String::new(),
+        alive,
+        cpus: 16.0,
+        cpus_free,
+        cpus_owned,
+        gpus: 2.0,
+        gpus_free: 1.0,
+        gpus_owned: 0.5,
+        memory_free_mb: None,
+    };
+    let report = PluginObservation {
+        schema: SCHEMA_VERSION,
+        arrivals_per_second: vec![1.0],
+        completed: 0,
+        dropped: 0,
+        slo_misses: 0,
+        latency_p99_ms: None,
+        stages: Vec::new(),
+        deployed: PlanMessage {
+            schema: SCHEMA_VERSION,
+            stages: Vec::new(),
+            placement: Vec::new(),
+        },
+        endpoints: Vec::new(),
+        nodes: vec![
+            node("a", true, 3.0, 2.0),
+            node("dead", false, 16.0, 0.0),
+            node("garbage", true, f64::NAN, -1.0),
+        ],
+        placement: Vec::new(),
+    };
+    let seen = observation_from_plugin(&report, 10.0, &Plan::default());
+    assert_eq!(
+        seen.nodes,
+        vec![
+            NodeCapacity {
+                id: "a".into(),
+                cpus: 5.0,
+                gpus: 1.5
+            },
+            NodeCapacity {
+                id: "garbage".into(),
+                cpus: 0.0,
+                gpus: 1.5
+            },
+        ]
+    );
+    let one_host = PluginObservation {
+        nodes: Vec::new(),
+        ..report
+    };
+    assert!(
+        observation_from_plugin(&one_host, 10.0, &Plan::default())
+            .nodes
+            .is_empty()
+    );
+}

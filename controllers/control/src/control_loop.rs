@@ -16,7 +16,10 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_forecast::models::{self, AnyForecaster, ModelKind};
 use infadapt_forecast::{Forecast, Forecaster};
 use infadapt_model::Plan;
-use infadapt_planner::{LatencyModel, PlanError, Problem, Solution, solve};
+use infadapt_model::describe_placement;
+use infadapt_planner::{
+    LatencyModel, NodeCapacity, PlanError, Problem, Solution, place_plan, solve,
+};
 use serde::Serialize;
 
 use crate::fast_path::{FastPathConfig, Pulse, TriggerInput, trigger};
@@ -435,6 +438,8 @@ pub struct ControlLoop {
     bursts: BurstHistory,
     /// Accuracy of the last plan the planner proposed (values a request on time).
     last_accuracy: Option<f64>,
+    /// The nodes of the last observation (empty for one host): plans place within them.
+    nodes: Vec<NodeCapacity>,
 }
 
 impl ControlLoop {
@@ -493,6 +498,7 @@ impl ControlLoop {
                 config.interval_s,
             ),
             last_accuracy: None,
+            nodes: Vec::new(),
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -787,6 +793,35 @@ impl ControlLoop {
     }
 }
 
+impl ControlLoop {
+    /// With nodes, places the plan the decision applies (damping may have changed the
+    /// planner's): its placement goes into the decision, or, when it does not place, the
+    /// planned plan (which places) applies instead and `held_back` says why.
+    fn place_applied(&self, problem: &Problem, planned: Solution, decision: &mut Decision) {
+        if problem.nodes.is_empty() {
+            return;
+        }
+        match place_plan(&problem.pipeline, &decision.plan, &problem.nodes) {
+            Ok(placement) => decision.placement = placement,
+            Err(error) => {
+                let why = match error {
+                    PlanError::Unplaceable(why) => why,
+                    other => other.to_string(),
+                };
+                decision.held_back.push(format!(
+                    "damped plan {} does not place ({why}); the planned plan {} applies, \
+                     placed {}",
+                    decision.plan,
+                    planned.plan,
+                    describe_placement(&planned.placement)
+                ));
+                decision.plan = planned.plan;
+                decision.placement = planned.placement;
+            }
+        }
+    }
+}
+
 /// The variants of each stage of `plan`, `stage: a+b` joined by `, `.
 fn describe_variants(plan: &Plan) -> String {
     plan.stages
@@ -819,6 +854,7 @@ impl Policy for ControlLoop {
             self.last_time_s.map_or(0.0, |t| t + self.config.interval_s)
         };
         self.last_time_s = Some(now_s);
+        self.nodes.clone_from(&observation.nodes);
         let deployed = if observation.deployed.stages.is_empty() {
             self.last_plan.clone()
         } else {
@@ -1041,6 +1077,7 @@ impl ControlLoop {
         let mut problem = self.config.problem.clone();
         problem.load_rps = load_rps;
         problem.current = (!deployed.stages.is_empty()).then(|| deployed.clone());
+        problem.nodes.clone_from(&self.nodes);
         let (solution, planned_rps, note) = match plan_closest(&problem) {
             Ok(found) => found,
             Err(error) => {
@@ -1078,12 +1115,13 @@ impl ControlLoop {
                 decision.held_back.extend(damped.held_back);
             }
             Err(error) => {
-                decision.plan = solution.plan;
+                decision.plan = solution.plan.clone();
                 decision
                     .held_back
                     .push(format!("damping skipped ({error}); the proposal applies"));
             }
         }
+        self.place_applied(&problem, solution, decision);
         let cold_start_s =
             change_cold_start_s(&self.config.problem.pipeline, deployed, &decision.plan);
         if cold_start_s > 0.0 {
@@ -1367,6 +1405,55 @@ mod tests {
         config.forecast.smoothing_s = 0.5;
         let error = ControlLoop::new(config).expect_err("refused");
         assert!(error.to_string().contains("smoothing_s"), "{error}");
+    }
+
+    fn nodes(cpus: &[f64]) -> Vec<NodeCapacity> {
+        cpus.iter()
+            .enumerate()
+            .map(|(i, &cpus)| NodeCapacity {
+                id: format!("n{i}"),
+                cpus,
+                gpus: 0.0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_applied_plan_is_placed_on_the_observed_nodes() {
+        let mut policy =
+            ControlLoop::new(ControlConfig::new(Problem::new(pipeline(500.0), 10.0))).unwrap();
+        let placed = |policy: &ControlLoop, decision: &Decision, nodes: &[NodeCapacity]| {
+            infadapt_planner::placement::placement_fits(
+                &policy.config().problem.pipeline,
+                &decision.plan,
+                &decision.placement,
+                nodes,
+            )
+        };
+        // A busy tick on a roomy cluster plans several replicas, placed.
+        let mut seen = observation(10.0, 200.0, plan(1));
+        seen.nodes = nodes(&[8.0, 8.0]);
+        let busy = policy.decide(&seen);
+        assert!(placed(&policy, &busy, &seen.nodes), "{busy:?}");
+        assert!(busy.plan.cores() > 4, "{}", busy.plan);
+        // The load falls and the cluster shrinks to four CPUs on two nodes: the scale-down
+        // window holds the replicas, which no longer place, so the planned plan applies.
+        let mut quiet = observation(20.0, 10.0, busy.plan.clone());
+        quiet.nodes = nodes(&[2.0, 2.0]);
+        let decision = policy.decide(&quiet);
+        assert!(placed(&policy, &decision, &quiet.nodes), "{decision:?}");
+        assert!(decision.plan.cores() <= 4, "{}", decision.plan);
+        assert!(
+            decision
+                .held_back
+                .iter()
+                .any(|h| h.contains("does not place")),
+            "{:?}",
+            decision.held_back
+        );
+        // Without nodes, no placement.
+        quiet.nodes.clear();
+        assert!(policy.decide(&quiet).placement.is_empty());
     }
 
     #[test]

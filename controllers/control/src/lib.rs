@@ -25,6 +25,7 @@ pub use fast_path::keys::ALL as FAST_PATH_KEYS;
 pub use fast_path::{FastPathConfig, Pulse};
 pub use infadapt_damping::config::keys as damping_keys;
 pub use infadapt_damping::{DAMPING_KEYS, DampingConfig, HeadroomConfig, SelectPolicy};
+pub use infadapt_planner::NodeCapacity;
 pub use observation::{Decision, Observation, StageObservation};
 pub use policy::Policy;
 pub use spare::SpareConfig;

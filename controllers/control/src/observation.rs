@@ -2,7 +2,8 @@
 //! [`Observation`] from a backend's report with `infadapt_bridge`, the daemon and the
 //! simulator harness alike.
 
-use infadapt_model::Plan;
+use infadapt_model::{Placement, Plan};
+use infadapt_planner::NodeCapacity;
 use serde::Serialize;
 
 /// Per-stage state reported by the backend.
@@ -38,6 +39,11 @@ pub struct Observation {
     /// starting (`stages` say how many replicas are ready). Policies damp their proposals
     /// against it; why it is not the ready replicas is in `infadapt_bridge`'s docs.
     pub deployed: Plan,
+    /// The nodes of a cluster backend with what each offers the pipeline's next plan
+    /// (empty for one host): the loop plans and places within them until the next
+    /// observation (see `docs/planner.md`, "Cluster placement").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeCapacity>,
 }
 
 /// What a policy decided at one tick, with the reasons an operator needs.
@@ -46,6 +52,11 @@ pub struct Decision {
     pub time_s: f64,
     /// The plan to apply (equal to the deployed plan when nothing should change).
     pub plan: Plan,
+    /// Where `plan`'s replicas go, per stage, variant and node, when the observation had
+    /// nodes and the loop planned (empty otherwise); the counts of a variant add up to its
+    /// replicas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<Placement>,
     /// The planner's answer before damping, when the planner ran.
     pub proposed: Option<Plan>,
     /// Point forecast of the peak load over the horizon, requests/s.

@@ -29,11 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use infadapt_bridge::{
-    merge_observations, observation_from_plugin, plan_from_message, plan_to_message,
-    pulse_from_plugin, sanitise_observation,
+    merge_observations, node_capacities, observation_from_plugin, placed_plan_to_message,
+    plan_from_message, pulse_from_plugin, sanitise_observation,
 };
 use infadapt_control::{ControlLoop, Decision, Policy, Pulse};
-use infadapt_model::{CatalogVariant, Plan};
+use infadapt_model::{CatalogVariant, Placement, Plan};
 use infadapt_plugin_abi::messages::EndpointMessage;
 use infadapt_plugin_abi::{BackendInstance, PluginObservation};
 use infadapt_plugin_sim::ManualClock;
@@ -709,7 +709,24 @@ impl PipelineTask {
                     info!("paused: the starting plan differs from the backend; not applied");
                     self.applied = deployed;
                 } else {
-                    self.apply(&start_plan, "startup").await;
+                    // A cluster backend gets the starting plan placed on the nodes it
+                    // reports, when it places; else without a placement (its scheduler
+                    // places it) until the first tick plans within the nodes.
+                    let nodes = node_capacities(&observation.nodes);
+                    let pipeline = self.control.as_ref().map(|c| &c.config().problem.pipeline);
+                    let placement = match pipeline {
+                        Some(pipeline) if !nodes.is_empty() => {
+                            match infadapt_planner::place_plan(pipeline, &start_plan, &nodes) {
+                                Ok(placement) => placement,
+                                Err(e) => {
+                                    info!(error = %e, "the starting plan is applied without a placement");
+                                    Vec::new()
+                                }
+                            }
+                        }
+                        _ => Vec::new(),
+                    };
+                    self.apply(&start_plan, &placement, "startup").await;
                 }
             }
             Err(e) => warn!(error = %e, "backend not observable at startup"),
@@ -835,8 +852,13 @@ impl PipelineTask {
         self.clock_offset_s + since_start
     }
 
-    async fn apply(&mut self, plan: &Plan, reason: &str) -> Option<Vec<String>> {
-        let message = plan_to_message(plan);
+    async fn apply(
+        &mut self,
+        plan: &Plan,
+        placement: &[Placement],
+        reason: &str,
+    ) -> Option<Vec<String>> {
+        let message = placed_plan_to_message(plan, placement);
         let result = match self.backend.as_mut() {
             Some(backend) => backend.apply(&message).await,
             None => Err(self.no_backend(crate::plugin_host::Call::Apply)),
@@ -853,8 +875,10 @@ impl PipelineTask {
                 }
                 let changed = report.changed;
                 let applied = self.applied.clone();
+                let placement = placement.to_vec();
                 self.registry.update(&self.name, |s| {
                     s.plan = Some(applied);
+                    s.placement = placement;
                     if changed {
                         s.reconfigurations += 1;
                     }
@@ -1129,7 +1153,10 @@ impl PipelineTask {
             } else if self.registry.is_paused(&self.name) {
                 debug!(reason, "paused: the decision is recorded, not applied");
                 not_applied = Some("paused");
-            } else if let Some(a) = self.apply(&decision.plan.clone(), reason).await {
+            } else if let Some(a) = self
+                .apply(&decision.plan.clone(), &decision.placement.clone(), reason)
+                .await
+            {
                 applied = true;
                 actions = a;
             } else {

@@ -287,6 +287,10 @@ pub struct PipelineStatus {
     pub lstm_model: Option<LstmModelStatus>,
     /// The plan the backend was last told to run.
     pub plan: Option<Plan>,
+    /// Where that plan's replicas were placed, per stage, variant and node (a backend that
+    /// reports nodes; empty, and not written, otherwise).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<infadapt_model::Placement>,
     pub last_decision: Option<DecisionRecord>,
     #[serde(skip)]
     pub decisions: VecDeque<DecisionRecord>,
