@@ -40,7 +40,8 @@ pub(crate) struct BuiltModel {
 /// `Σ_n y[i][n] = Σ_{options o with need i} replicas_o·x_o` and, per node,
 /// `Σ_i cpus_i·y[i][n] ≤ cpus_n` and `Σ_i gpus_i·y[i][n] ≤ gpus_n`. Replicas with equal
 /// needs are interchangeable on a node, so counting them per need rather than per option
-/// loses nothing and keeps the block small.
+/// loses nothing and keeps the block small. Of nodes with equal CPUs and GPUs each holds at
+/// least the CPUs of the next such node (`order_n…` rows), which removes their symmetry.
 #[derive(Debug, Clone)]
 pub(crate) struct PlacementVars {
     pub needs: Vec<ReplicaNeed>,
@@ -178,6 +179,31 @@ fn add_placement(problem: &Problem, built: &mut BuiltModel) {
             .collect();
         if !gpu_terms.is_empty() {
             m.add_row(format!("gpus_n{n}"), gpu_terms, Sense::Le, node.gpus);
+        }
+    }
+    // Nodes with equal CPUs and GPUs are interchangeable: of such nodes, in their order,
+    // each holds at least the CPUs of the next (any placement can be permuted so), which
+    // spares the branch and bound the permutations of one placement.
+    let used = |n: usize| -> Vec<(usize, f64)> {
+        needs
+            .iter()
+            .zip(&y)
+            .filter_map(|(need, row)| row[n].map(|v| (v, f64::from(need.cpus))))
+            .filter(|t| t.1 > 0.0)
+            .collect()
+    };
+    for (n, node) in nodes.iter().enumerate() {
+        let twin = nodes
+            .iter()
+            .enumerate()
+            .skip(n + 1)
+            .find(|(_, other)| other.cpus == node.cpus && other.gpus == node.gpus);
+        if let Some((next, _)) = twin {
+            let mut terms = used(n);
+            terms.extend(used(next).into_iter().map(|(v, c)| (v, -c)));
+            if !terms.is_empty() {
+                m.add_row(format!("order_n{n}_n{next}"), terms, Sense::Ge, 0.0);
+            }
         }
     }
     built.placement = Some(PlacementVars { needs, y });
