@@ -230,6 +230,7 @@ pub fn observation_from_plugin(
             .collect(),
         deployed: in_force.clone(),
         nodes: node_capacities(&message.nodes),
+        placement: placement_from_message(&message.placement),
     }
 }
 

@@ -212,7 +212,7 @@ fn a_placement_travels_in_the_plan_message_and_back() {
 }
 
 #[test]
-fn nodes_offer_their_free_and_owned_resources_alive_ones_only() {
+fn nodes_offer_their_free_and_owned_resources_alive_ones_only_and_the_running_placement_passes() {
     let node = |id: &str, alive: bool, cpus_free: f64, cpus_owned: f64| NodeMessage {
         id: id.into(),
         name: String::new(),
@@ -244,9 +244,24 @@ fn nodes_offer_their_free_and_owned_resources_alive_ones_only() {
             node("dead", false, 16.0, 0.0),
             node("garbage", true, f64::NAN, -1.0),
         ],
-        placement: Vec::new(),
+        placement: vec![PlacementMessage {
+            stage: "s".into(),
+            variant: "small".into(),
+            node: "a".into(),
+            replicas: 2,
+        }],
     };
     let seen = observation_from_plugin(&report, 10.0, &Plan::default());
+    assert_eq!(
+        seen.placement,
+        vec![Placement {
+            stage: "s".into(),
+            variant: "small".into(),
+            node: "a".into(),
+            replicas: 2
+        }],
+        "where the replicas run reaches the loop"
+    );
     assert_eq!(
         seen.nodes,
         vec![

@@ -16,9 +16,9 @@ use infadapt_forecast::lstm::LstmModel;
 use infadapt_forecast::models::{self, AnyForecaster, ModelKind};
 use infadapt_forecast::{Forecast, Forecaster};
 use infadapt_model::Plan;
-use infadapt_model::describe_placement;
+use infadapt_model::{Placement, describe_placement};
 use infadapt_planner::{
-    LatencyModel, NodeCapacity, PlanError, Problem, Solution, place_plan, solve,
+    LatencyModel, NodeCapacity, PlanError, Problem, Solution, place_plan_near, solve,
 };
 use serde::Serialize;
 
@@ -440,6 +440,8 @@ pub struct ControlLoop {
     last_accuracy: Option<f64>,
     /// The nodes of the last observation (empty for one host): plans place within them.
     nodes: Vec<NodeCapacity>,
+    /// Where the replicas ran at the last observation: plans are placed near it.
+    running: Vec<Placement>,
 }
 
 impl ControlLoop {
@@ -499,6 +501,7 @@ impl ControlLoop {
             ),
             last_accuracy: None,
             nodes: Vec::new(),
+            running: Vec::new(),
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -795,28 +798,32 @@ impl ControlLoop {
 
 impl ControlLoop {
     /// With nodes, places the plan the decision applies (damping may have changed the
-    /// planner's): its placement goes into the decision, or, when it does not place, the
-    /// planned plan (which places) applies instead and `held_back` says why.
+    /// planner's) near where the replicas run now: its placement goes into the decision,
+    /// or, when it does not place, the planned plan (which places) applies instead and
+    /// `held_back` says why.
     fn place_applied(&self, problem: &Problem, planned: Solution, decision: &mut Decision) {
         if problem.nodes.is_empty() {
             return;
         }
-        match place_plan(&problem.pipeline, &decision.plan, &problem.nodes) {
+        let near =
+            |plan: &Plan| place_plan_near(&problem.pipeline, plan, &problem.nodes, &self.running);
+        match near(&decision.plan) {
             Ok(placement) => decision.placement = placement,
             Err(error) => {
                 let why = match error {
                     PlanError::Unplaceable(why) => why,
                     other => other.to_string(),
                 };
+                let placement = near(&planned.plan).unwrap_or(planned.placement);
                 decision.held_back.push(format!(
                     "damped plan {} does not place ({why}); the planned plan {} applies, \
                      placed {}",
                     decision.plan,
                     planned.plan,
-                    describe_placement(&planned.placement)
+                    describe_placement(&placement)
                 ));
+                decision.placement = placement;
                 decision.plan = planned.plan;
-                decision.placement = planned.placement;
             }
         }
     }
@@ -855,6 +862,7 @@ impl Policy for ControlLoop {
         };
         self.last_time_s = Some(now_s);
         self.nodes.clone_from(&observation.nodes);
+        self.running.clone_from(&observation.placement);
         let deployed = if observation.deployed.stages.is_empty() {
             self.last_plan.clone()
         } else {
@@ -1454,6 +1462,39 @@ mod tests {
         // Without nodes, no placement.
         quiet.nodes.clear();
         assert!(policy.decide(&quiet).placement.is_empty());
+    }
+
+    #[test]
+    fn replicas_are_placed_where_they_run() {
+        let mut policy =
+            ControlLoop::new(ControlConfig::new(Problem::new(pipeline(500.0), 10.0))).unwrap();
+        let mut seen = observation(10.0, 60.0, plan(2));
+        seen.nodes = nodes(&[4.0, 4.0]);
+        // First fit would start on n0; two replicas of each variant run on n1.
+        seen.placement = ["fast", "accurate"]
+            .iter()
+            .map(|variant| infadapt_model::Placement {
+                stage: "s".into(),
+                variant: (*variant).into(),
+                node: "n1".into(),
+                replicas: 2,
+            })
+            .collect();
+        let decision = policy.decide(&seen);
+        let assignment = &decision.plan.stages[0].assignments[0];
+        let on_n1: u32 = decision
+            .placement
+            .iter()
+            .filter(|p| p.node == "n1" && p.variant == assignment.variant)
+            .map(|p| p.replicas)
+            .sum();
+        assert_eq!(
+            on_n1,
+            assignment.replicas.min(2),
+            "{} placed {:?}",
+            decision.plan,
+            decision.placement
+        );
     }
 
     #[test]

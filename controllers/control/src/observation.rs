@@ -44,6 +44,10 @@ pub struct Observation {
     /// observation (see `docs/planner.md`, "Cluster placement").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<NodeCapacity>,
+    /// Where the backend's replicas run now, per stage, variant and node (a backend with
+    /// nodes): the loop places its plans near it, so that a change moves few replicas.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placement: Vec<Placement>,
 }
 
 /// What a policy decided at one tick, with the reasons an operator needs.

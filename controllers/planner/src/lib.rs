@@ -54,7 +54,7 @@ pub mod solution;
 pub mod validate;
 
 pub use lp_export::export_lp;
-pub use placement::{NodeCapacity, place_plan};
+pub use placement::{NodeCapacity, place_plan, place_plan_near};
 pub use problem::{
     AccuracyMode, ExtrapolationPolicy, HostLimits, LatencyModel, PinnedCores, Problem,
     SolverChoice, Weights,

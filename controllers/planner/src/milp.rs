@@ -567,7 +567,7 @@ fn decode_placement(
                 .collect()
         })
         .collect();
-    let counts = distribute(&groups, &block.needs, &mut per_need);
+    let counts = distribute(&groups, &block.needs, &mut per_need, problem.nodes.len());
     let placement = placements(&groups, &counts, &problem.nodes);
     if placement_fits(&problem.pipeline, plan, &placement, &problem.nodes) {
         Ok(placement)

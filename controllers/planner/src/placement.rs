@@ -194,17 +194,17 @@ pub fn pack(groups: &[Group], nodes: &[NodeCapacity], budget: Option<u64>) -> Pa
         }
     };
     let needs: Vec<ReplicaNeed> = classes.iter().map(|c| c.need).collect();
-    Packing::Placed(distribute(groups, &needs, &mut per_class))
+    Packing::Placed(distribute(groups, &needs, &mut per_class, nodes.len()))
 }
 
 /// Hands the replicas per node of each need (`per_need[i][node]` for `needs[i]`) to the
-/// groups with that need, in group order: per group, its replicas on each node.
+/// groups with that need, in group order: per group, its replicas on each of the `nodes`.
 pub(crate) fn distribute(
     groups: &[Group],
     needs: &[ReplicaNeed],
     per_need: &mut [Vec<u32>],
+    nodes: usize,
 ) -> Vec<Vec<u32>> {
-    let nodes = per_need.first().map_or(0, Vec::len);
     let mut out = Vec::with_capacity(groups.len());
     for g in groups {
         let mut row = vec![0u32; nodes];
@@ -400,6 +400,62 @@ pub fn place_plan(
             "no placement found within {SEARCH_BUDGET} search steps on the nodes {}",
             describe_nodes(nodes)
         ))),
+    }
+}
+
+/// Like [`place_plan`], but keeps replicas where they run now (`running`: per stage,
+/// variant and node, as the backend reports them) as far as the plan and the nodes allow,
+/// so that a change moves as few replicas as it can: first each variant's replicas go to
+/// the nodes it runs on, up to the count there and the room left; the rest are packed as
+/// [`place_plan`] does. When that does not pack, the plan is placed afresh ([`place_plan`]).
+pub fn place_plan_near(
+    pipeline: &Pipeline,
+    plan: &Plan,
+    nodes: &[NodeCapacity],
+    running: &[Placement],
+) -> Result<Vec<Placement>, PlanError> {
+    if nodes.is_empty() || running.is_empty() {
+        return place_plan(pipeline, plan, nodes);
+    }
+    let groups = plan_groups(pipeline, plan);
+    let mut left: Vec<NodeCapacity> = nodes.to_vec();
+    let mut kept: Vec<Vec<u32>> = vec![vec![0; nodes.len()]; groups.len()];
+    let mut rest: Vec<Group> = groups.clone();
+    for (g, group) in rest.iter_mut().enumerate() {
+        for p in running
+            .iter()
+            .filter(|p| p.stage == group.stage && p.variant == group.variant)
+        {
+            let Some(n) = nodes.iter().position(|node| node.id == p.node) else {
+                continue;
+            };
+            let mut take = p.replicas.min(group.count);
+            while take > 0 {
+                let (cpus, gpus) = (
+                    f64::from(group.need.cpus) * f64::from(take),
+                    f64::from(group.need.gpus) * f64::from(take),
+                );
+                if cpus <= left[n].cpus + CAPACITY_SLACK && gpus <= left[n].gpus + CAPACITY_SLACK {
+                    left[n].cpus -= cpus;
+                    left[n].gpus -= gpus;
+                    break;
+                }
+                take -= 1;
+            }
+            kept[g][n] += take;
+            group.count -= take;
+        }
+    }
+    match pack(&rest, &left, Some(SEARCH_BUDGET)) {
+        Packing::Placed(added) => {
+            for (row, more) in kept.iter_mut().zip(added) {
+                for (count, extra) in row.iter_mut().zip(more) {
+                    *count += extra;
+                }
+            }
+            Ok(placements(&groups, &kept, nodes))
+        }
+        Packing::Impossible(_) | Packing::Undecided => place_plan(pipeline, plan, nodes),
     }
 }
 

@@ -5,11 +5,13 @@
 mod common;
 
 use common::{Rng, assert_respects_constraints, close, random_problem};
+use infadapt_model::Placement;
 use infadapt_model::Variant;
 use infadapt_planner::brute::brute_force;
 use infadapt_planner::placement::{Group, Packing, ReplicaNeed, pack, placement_fits};
 use infadapt_planner::{
-    Constraint, NodeCapacity, PinnedCores, PlanError, Problem, Solution, SolverChoice, solve,
+    Constraint, NodeCapacity, PinnedCores, PlanError, Problem, Solution, SolverChoice,
+    place_plan_near, solve,
 };
 use infadapt_testkit::{pipeline, point, stage, variant};
 use proptest::prelude::*;
@@ -273,6 +275,51 @@ fn compare_placed(
     Ok(())
 }
 
+fn at(variant: &str, node: &str, replicas: u32) -> Placement {
+    Placement {
+        stage: "s".into(),
+        variant: variant.into(),
+        node: node.into(),
+        replicas,
+    }
+}
+
+#[test]
+fn replicas_stay_on_the_nodes_they_run_on_where_they_fit() {
+    let problem = big_or_small();
+    let plan = infadapt_testkit::single_plan("s", "small", 1, 1, 4);
+    let nodes = [
+        node("a", 3.0, 0.0),
+        node("b", 3.0, 0.0),
+        node("c", 2.0, 0.0),
+    ];
+    // Two run on c and one on b (and one on a node that is gone): they stay, the fourth
+    // goes where first fit puts it.
+    let running = [
+        at("small", "c", 2),
+        at("small", "b", 1),
+        at("small", "gone", 1),
+    ];
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running).expect("places");
+    assert!(placement_fits(&problem.pipeline, &plan, &placed, &nodes));
+    let on = |id: &str| {
+        placed
+            .iter()
+            .filter(|p| p.node == id)
+            .map(|p| p.replicas)
+            .sum::<u32>()
+    };
+    assert_eq!((on("a"), on("b"), on("c")), (1, 1, 2), "{placed:?}");
+    // More running on a node than it now holds: as many as fit stay.
+    let crowded = [at("small", "c", 4)];
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &crowded).expect("places");
+    assert!(placement_fits(&problem.pipeline, &plan, &placed, &nodes));
+    assert_eq!(
+        placed.iter().find(|p| p.node == "c").map(|p| p.replicas),
+        Some(2)
+    );
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() })]
 
@@ -281,7 +328,19 @@ proptest! {
         let mut problem = random_problem(seed, 2);
         problem.nodes = random_nodes(seed);
         let reference = brute_force(&problem);
-        compare_placed(&problem, reference, solve(&problem))?;
+        let got = solve(&problem);
+        if let Ok(solution) = &got {
+            // The same plan placed near a running placement on other nodes still places.
+            let mut running = solution.placement.clone();
+            for (i, p) in running.iter_mut().enumerate() {
+                p.node = problem.nodes[(i + seed as usize) % problem.nodes.len()].id.clone();
+                p.replicas += (seed % 3) as u32;
+            }
+            let near = place_plan_near(&problem.pipeline, &solution.plan, &problem.nodes, &running)
+                .expect("a plan that places also places near a running placement");
+            prop_assert!(placement_fits(&problem.pipeline, &solution.plan, &near, &problem.nodes));
+        }
+        compare_placed(&problem, reference, got)?;
     }
 
     #[test]
