@@ -69,19 +69,30 @@ fn with_load(problem: &Problem, load_rps: f64) -> Problem {
 /// Load samples tried before the final bisection.
 const LOAD_SAMPLES: usize = 48;
 
+/// Load samples and bisection steps with nodes.
+const NODE_LOAD_SAMPLES: usize = 12;
+const NODE_LOAD_STEPS: usize = 16;
+
 /// Highest load in `[0, upper]` at which `problem` is feasible, or `None` when none is.
 ///
 /// Feasibility is not monotone in the load (the batch-fill delay falls as load rises), so
 /// the range is sampled first and the boundary above the highest feasible sample is then
 /// refined by bisection.
 fn max_sustainable_load(problem: &Problem, upper: f64) -> Option<f64> {
+    // With nodes a feasibility check may solve the placement MILP: fewer, coarser steps
+    // (the boundary to within upper / 12 / 2^16).
+    let (samples, steps) = if problem.nodes.is_empty() {
+        (LOAD_SAMPLES, LOAD_STEPS)
+    } else {
+        (NODE_LOAD_SAMPLES, NODE_LOAD_STEPS)
+    };
     let feasible = |load: f64| crate::is_feasible(&with_load(problem, load));
     if feasible(upper) {
         return Some(upper);
     }
-    let step = upper / LOAD_SAMPLES as f64;
+    let step = upper / samples as f64;
     let mut good = None;
-    for i in (0..LOAD_SAMPLES).rev() {
+    for i in (0..samples).rev() {
         let load = step * i as f64;
         if feasible(load) {
             good = Some(load);
@@ -90,7 +101,7 @@ fn max_sustainable_load(problem: &Problem, upper: f64) -> Option<f64> {
     }
     let mut good = good?;
     let mut bad = good + step;
-    for _ in 0..LOAD_STEPS {
+    for _ in 0..steps {
         let mid = 0.5 * (good + bad);
         if feasible(mid) {
             good = mid;
