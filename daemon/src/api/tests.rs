@@ -119,6 +119,54 @@ fn decisions_are_the_newest_of_the_pipeline_asked_for() {
     assert_eq!(status["pipelines"][0]["name"], "b");
 }
 
+#[test]
+fn a_cluster_placement_shows_in_the_status_and_the_decisions() {
+    let registry = registry();
+    let placement = vec![infadapt_model::Placement {
+        stage: "s".to_owned(),
+        variant: "v".to_owned(),
+        node: "node-1".to_owned(),
+        replicas: 2,
+    }];
+    registry.update("b", |s| s.placement = placement.clone());
+    let decision = infadapt_control::Decision {
+        placement,
+        ..Default::default()
+    };
+    registry.record(DecisionRecord {
+        pipeline: "b".to_owned(),
+        tick: 3,
+        unix_s: 1_003,
+        applied: true,
+        not_applied: None,
+        apply_actions: Vec::new(),
+        observed_rps: 10.0,
+        latency_p99_ms: None,
+        decide_ms: 1.0,
+        forecaster: "max".to_owned(),
+        fast_path: false,
+        decision,
+    });
+    let expected =
+        serde_json::json!([{"stage": "s", "variant": "v", "node": "node-1", "replicas": 2}]);
+    let status = status_body(&registry, &query(&[])).expect("status");
+    let pipelines = status["pipelines"].as_array().expect("list");
+    let of = |name: &str| {
+        pipelines
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("pipeline")
+    };
+    assert_eq!(of("b")["placement"], expected);
+    assert!(
+        of("a").get("placement").is_none(),
+        "one host: no placement written"
+    );
+    let decisions =
+        decisions_body(&registry, &query(&[("pipeline", "b"), ("limit", "1")])).expect("decisions");
+    assert_eq!(decisions["decisions"][0]["decision"]["placement"], expected);
+}
+
 /// Serves the API over `registry` on a loopback port.
 async fn serve(registry: Registry) -> u16 {
     serve_with(registry, WriteAccess::disabled()).await
