@@ -123,18 +123,22 @@ pub fn placement_from_message(placement: &[PlacementMessage]) -> Vec<Placement> 
 
 /// What the nodes a backend reports offer the pipeline's next plan: alive nodes only, each
 /// with its free CPUs and GPUs plus those the pipeline's own replicas hold (the next plan
-/// replaces them). Figures that are negative or not finite count as 0.
+/// replaces them). Figures that are negative or not finite count as 0; a node listed again
+/// under the same id is counted once (the first).
 pub fn node_capacities(nodes: &[NodeMessage]) -> Vec<NodeCapacity> {
     let sane = |v: f64| if v.is_finite() && v > 0.0 { v } else { 0.0 };
-    nodes
-        .iter()
-        .filter(|n| n.alive)
-        .map(|n| NodeCapacity {
+    let mut out: Vec<NodeCapacity> = Vec::with_capacity(nodes.len());
+    for n in nodes.iter().filter(|n| n.alive) {
+        if out.iter().any(|seen| seen.id == n.id) {
+            continue;
+        }
+        out.push(NodeCapacity {
             id: n.id.clone(),
             cpus: sane(n.cpus_free) + sane(n.cpus_owned),
             gpus: sane(n.gpus_free) + sane(n.gpus_owned),
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// What a simulated backend reports for a simulator observation: arrivals per second,

@@ -243,6 +243,7 @@ fn nodes_offer_their_free_and_owned_resources_alive_ones_only_and_the_running_pl
             node("a", true, 3.0, 2.0),
             node("dead", false, 16.0, 0.0),
             node("garbage", true, f64::NAN, -1.0),
+            node("a", true, 9.0, 9.0),
         ],
         placement: vec![PlacementMessage {
             stage: "s".into(),

@@ -39,6 +39,18 @@ pub fn validate(problem: &Problem) -> Result<(), PlanError> {
             "gpu memory limit must be finite and >= 0, got {gpu}"
         ));
     }
+    for (i, node) in problem.nodes.iter().enumerate() {
+        if !(node.cpus.is_finite() && node.cpus >= 0.0 && node.gpus.is_finite() && node.gpus >= 0.0)
+        {
+            return bad(format!(
+                "node `{}`: cpus and gpus must be finite and >= 0, got {} and {}",
+                node.id, node.cpus, node.gpus
+            ));
+        }
+        if problem.nodes[..i].iter().any(|other| other.id == node.id) {
+            return bad(format!("node `{}` is listed twice", node.id));
+        }
+    }
     if problem.extra_replicas > 1000 {
         return bad(format!(
             "extra_replicas must be at most 1000, got {}",

@@ -164,6 +164,19 @@ fn replicas_larger_than_every_node_are_never_planned() {
 }
 
 #[test]
+fn nodes_with_garbage_or_twice_the_same_id_are_an_invalid_problem() {
+    let mut problem = big_or_small();
+    problem.nodes = vec![node("a", f64::NAN, 0.0)];
+    assert!(matches!(solve(&problem), Err(PlanError::InvalidProblem(m)) if m.contains("node `a`")));
+    problem.nodes = vec![node("a", 2.0, -1.0)];
+    assert!(matches!(solve(&problem), Err(PlanError::InvalidProblem(_))));
+    problem.nodes = vec![node("a", 2.0, 0.0), node("a", 4.0, 0.0)];
+    assert!(
+        matches!(solve(&problem), Err(PlanError::InvalidProblem(m)) if m.contains("listed twice"))
+    );
+}
+
+#[test]
 fn gpu_replicas_need_a_gpu_on_their_node() {
     let mut gpu = measured_at("gpu", 0.9, 1, 10.0, 10.0);
     gpu.gpu_mem_mb = Some(1000.0);
