@@ -10,6 +10,10 @@ use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
 use serde_json::{Map, Value};
 
 use crate::RayServeError;
+use crate::serve::StartOptions;
+
+/// Values Serve accepts for `proxy_location`.
+pub const PROXY_LOCATIONS: &[&str] = &["EveryNode", "HeadOnly", "Disabled"];
 
 /// Keys of the backend table (besides `type` and `pipeline`, which the daemon owns).
 pub const KEYS: &[&str] = &[
@@ -24,6 +28,8 @@ pub const KEYS: &[&str] = &[
     "max_replicas_per_variant",
     "max_surge_percent",
     "batch_wait_timeout_s",
+    "http_host",
+    "proxy_location",
     "variants",
 ];
 
@@ -89,6 +95,10 @@ pub struct Config {
     pub max_surge_percent: u32,
     /// `batch_wait_timeout_s` in every variant's `user_config`.
     pub batch_wait_timeout_s: f64,
+    /// `http_options.host` when the plugin starts Serve.
+    pub http_host: String,
+    /// `proxy_location` when the plugin starts Serve (Serve's default when `None`).
+    pub proxy_location: Option<String>,
     /// Per variant, how it is deployed.
     pub variants: BTreeMap<String, VariantConfig>,
     /// Stage of each variant.
@@ -120,6 +130,15 @@ impl Config {
     /// Route prefix of a variant of a stage.
     pub fn route_prefix(&self, stage: &str, variant: &str) -> String {
         format!("/{}/{stage}/{variant}", self.app_prefix)
+    }
+
+    /// How the plugin starts Serve when its `PUT` is the first.
+    pub fn serve_start(&self) -> StartOptions {
+        StartOptions {
+            http_host: self.http_host.clone(),
+            port: self.proxy_port(),
+            proxy_location: self.proxy_location.clone(),
+        }
     }
 
     /// Port of the proxy URL (Serve's `http_options.port` when the plugin starts Serve).
@@ -199,6 +218,28 @@ impl Config {
             ),
         }
 
+        let http_host = match table.get("http_host") {
+            None => "0.0.0.0".to_owned(),
+            Some(Value::String(h)) if !h.trim().is_empty() && !h.contains('/') => h.clone(),
+            Some(other) => {
+                problems.invalid(
+                    "http_host",
+                    format!("must be an address to listen on, got {other}"),
+                );
+                String::new()
+            }
+        };
+        let proxy_location = match table.get("proxy_location") {
+            None => None,
+            Some(Value::String(l)) if PROXY_LOCATIONS.contains(&l.as_str()) => Some(l.clone()),
+            Some(other) => {
+                problems.invalid(
+                    "proxy_location",
+                    format!("must be one of {}, got {other}", PROXY_LOCATIONS.join(", ")),
+                );
+                None
+            }
+        };
         let (stages, stage_of, pipeline) = read_pipeline(table.get("pipeline"), &mut problems);
         let app_prefix = match table.get("app_prefix") {
             None => pipeline.clone(),
@@ -240,6 +281,8 @@ impl Config {
             max_replicas_per_variant,
             max_surge_percent,
             batch_wait_timeout_s,
+            http_host,
+            proxy_location,
             variants,
             stage_of,
             stages,
@@ -626,7 +669,8 @@ mod tests {
             "dashboard_url": "http://10.0.0.1:8265/", "proxy_url": "http://10.0.0.1:8250/",
             "app_prefix": "shop", "drain_s": 2.5, "metrics": false,
             "metrics_urls": ["http://10.0.0.1:11001/metrics"], "request_timeout_ms": 700,
-            "max_surge_percent": 0, "batch_wait_timeout_s": 0.05
+            "max_surge_percent": 0, "batch_wait_timeout_s": 0.05,
+            "proxy_location": "HeadOnly", "http_host": "127.0.0.1"
         }))
         .expect("valid");
         assert_eq!(config.dashboard_url, "http://10.0.0.1:8265");
@@ -637,6 +681,15 @@ mod tests {
         assert_eq!(config.metrics_urls, ["http://10.0.0.1:11001/metrics"]);
         assert_eq!(config.request_timeout, Duration::from_millis(700));
         assert_eq!(config.max_surge_percent, 0);
+        let start = config.serve_start();
+        assert_eq!(
+            (
+                start.http_host.as_str(),
+                start.port,
+                start.proxy_location.as_deref()
+            ),
+            ("127.0.0.1", Some(8250), Some("HeadOnly"))
+        );
     }
 
     #[test]
@@ -646,7 +699,7 @@ mod tests {
                 { "name": "s", "variants": ["ok", "x y", "gone"] },
                 { "name": "t", "variants": ["ok"] } ] },
             "dashbord_url": "http://x", "drain_s": -1, "proxy_url": "localhost:8000",
-            "metrics": "on", "max_surge_percent": 150,
+            "metrics": "on", "max_surge_percent": 150, "proxy_location": "Everywhere",
             "variants": {
                 "ok": { "import_path": "app", "num_gpu": 1, "num_gpus": -1,
                         "user_config": { "max_batch_size": 4 }, "protocol": "grpc",
@@ -662,6 +715,7 @@ mod tests {
             "`drain_s`: must be a number from 0 to 3600, got -1",
             "`proxy_url`: must be an http:// or https:// URL",
             "`metrics`: must be true or false",
+            "`proxy_location`: must be one of EveryNode, HeadOnly, Disabled",
             "`max_surge_percent`: must be a whole number from 0 to 100, got 150",
             "`x y` cannot be part of a Serve application name",
             "variant `ok` is also in stage `s`",

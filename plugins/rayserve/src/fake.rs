@@ -99,8 +99,12 @@ impl FakeServe {
                             "resourcesTotal": {"CPU": 4.0}, "metricsExportPort": self.port}},
                 {"ip": "127.0.0.1",
                  "raylet": {"nodeId": "n2", "state": "ALIVE", "nodeManagerAddress": "127.0.0.1",
-                            "resourcesTotal": {"CPU": 4.0}, "metricsExportPort": 0}}],
-            "node_logical_resources": {"n1": "2.0/4.0 CPU", "n2": "1.0/4.0 CPU"}}})
+                            "resourcesTotal": {"CPU": 4.0}, "metricsExportPort": 0}}]}})
+    }
+
+    fn cluster_status(&self) -> Value {
+        json!({"result": true, "data": {"clusterStatus": {"loadMetricsReport": {"usageByNode": {
+            "n1": {"CPU": [2.0, 4.0]}, "n2": {"CPU": [1.0, 4.0]}}}}}})
     }
 }
 
@@ -169,6 +173,9 @@ fn serve(mut stream: TcpStream, state: &Mutex<FakeServe>) {
         }
         ("GET", "/-/routes") => (200, "application/json", fake.routes().to_string()),
         ("GET", "/nodes?view=summary") => (200, "application/json", fake.nodes().to_string()),
+        ("GET", "/api/cluster_status") => {
+            (200, "application/json", fake.cluster_status().to_string())
+        }
         ("GET", "/metrics") => (200, "text/plain", fake.metrics.clone()),
         _ => (404, "text/plain", "not found".to_owned()),
     };

@@ -1,9 +1,9 @@
 //! Ray Serve backend for infadaptd: deploys each variant of a pipeline's stages as a Serve
 //! application on a Ray cluster through Serve's declarative REST API on the Ray dashboard
 //! (`PUT /api/serve/applications/`, the API the Serve docs call stable for multi-application
-//! configs), and reads what runs from `GET /api/serve/applications/`, the cluster's nodes
-//! from `GET /nodes?view=summary` and Serve's request metrics from each node's metrics
-//! page. Built as a `cdylib` (`libinfadapt_plugin_rayserve.so`, loaded by the daemon for
+//! configs; the `serve deploy` command sends the same request), and reads what runs from
+//! `GET /api/serve/applications/`, the cluster's nodes from `GET /nodes?view=summary` and
+//! `GET /api/cluster_status` and Serve's request metrics from each node's metrics page. Built as a `cdylib` (`libinfadapt_plugin_rayserve.so`, loaded by the daemon for
 //! `type = "rayserve"`) and as an `rlib` (tests drive [`RayServeBackend`] directly).
 //!
 //! # One application per variant
@@ -68,6 +68,8 @@
 //! | `max_replicas_per_variant` | 64 | plans asking for more are refused |
 //! | `max_surge_percent` | 100 | the deployments' `max_surge_percent` |
 //! | `batch_wait_timeout_s` | 0.01 | `batch_wait_timeout_s` in every `user_config` |
+//! | `http_host` | `0.0.0.0` | `http_options.host` when the plugin's PUT starts Serve (a running Serve keeps its own) |
+//! | `proxy_location` | Serve's (`EveryNode`) | `proxy_location` when the plugin's PUT starts Serve: `EveryNode`, `HeadOnly` or `Disabled` |
 //! | `variants.NAME.import_path` | required | `module:application` of the variant's Serve application |
 //! | `variants.NAME.args` | `{}` | arguments of the application builder |
 //! | `variants.NAME.deployment` | NAME | name of the application's deployment |
@@ -124,6 +126,8 @@ pub const BACKEND_NAME: &str = "rayserve";
 pub const APPLICATIONS_PATH: &str = "/api/serve/applications/";
 /// Path of the dashboard's node summary.
 pub const NODES_PATH: &str = "/nodes?view=summary";
+/// Path of the dashboard's cluster status (resources in use per node).
+pub const CLUSTER_STATUS_PATH: &str = "/api/cluster_status";
 /// Path of a Serve proxy's route table.
 pub const ROUTES_PATH: &str = "/-/routes";
 
@@ -446,7 +450,7 @@ impl RayServeBackend {
             if self.config_differs(&state, &wanted) {
                 let owned = self.owned_names();
                 let count = wanted.len();
-                let body = serve::deploy_body(&state, &owned, wanted, self.config.proxy_port())
+                let body = serve::deploy_body(&state, &owned, wanted, &self.config.serve_start())
                     .map_err(RayServeError::Refused)?;
                 let url = self.dashboard(APPLICATIONS_PATH);
                 self.client
@@ -557,15 +561,30 @@ impl RayServeBackend {
         })
     }
 
-    /// The cluster's nodes.
-    fn read_nodes(&self) -> Result<Vec<nodes::Node>, RayServeError> {
+    /// The cluster's nodes, with the resources in use on each when the cluster status
+    /// gives them (without, a node counts as free what this pipeline does not hold, and the
+    /// health says why).
+    fn read_nodes(&mut self) -> Result<Vec<nodes::Node>, RayServeError> {
         let url = self.dashboard(NODES_PATH);
         let call = "read the cluster's nodes";
         let answer = self.client.get_json(&url, call)?;
-        nodes::parse_nodes(&answer).map_err(|detail| RayServeError::Garbage {
-            call: http::describe(Method::Get, &url, call),
-            detail: format!("{detail}: {}", http::quote(&answer.to_string())),
-        })
+        let mut cluster_nodes =
+            nodes::parse_nodes(&answer).map_err(|detail| RayServeError::Garbage {
+                call: http::describe(Method::Get, &url, call),
+                detail: format!("{detail}: {}", http::quote(&answer.to_string())),
+            })?;
+        let url = self.dashboard(CLUSTER_STATUS_PATH);
+        let call = "read the resources in use";
+        let usage = self.client.get_json(&url, call).and_then(|answer| {
+            nodes::add_usage(&mut cluster_nodes, &answer).map_err(|detail| RayServeError::Garbage {
+                call: http::describe(Method::Get, &url, call),
+                detail,
+            })
+        });
+        if let Err(e) = usage {
+            self.problems.push(e.to_string());
+        }
+        Ok(cluster_nodes)
     }
 
     /// Reads the metrics pages (configured, else the alive nodes') and returns the

@@ -1,8 +1,9 @@
-//! The cluster's nodes as the Ray dashboard reports them (`GET /nodes?view=summary`): per
-//! node its id, address, whether it is alive, its logical resources in all and in use (the
-//! scheduler's CPUs and GPUs), its free memory and its metrics export port, read leniently
-//! into [`Node`]s; and the `nodes` of an observation with the CPUs and GPUs this pipeline's
-//! own replicas hold on each.
+//! The cluster's nodes as the Ray dashboard reports them: per node its id, address, whether
+//! it is alive, its logical resources in all and its metrics export port
+//! (`GET /nodes?view=summary`), and the resources in use (the scheduler's CPUs, GPUs and
+//! memory, `GET /api/cluster_status`: `loadMetricsReport.usageByNode`, `[used, total]` per
+//! resource), read leniently into [`Node`]s; and the `nodes` of an observation with the CPUs
+//! and GPUs this pipeline's own replicas hold on each.
 
 use std::collections::BTreeMap;
 
@@ -21,7 +22,8 @@ pub struct Node {
     pub cpus_used: Option<f64>,
     pub gpus: f64,
     pub gpus_used: Option<f64>,
-    /// Physical memory available, bytes, when reported.
+    /// Memory available, bytes: the scheduler's `memory` resource not in use, else the
+    /// host's available memory, when reported.
     pub memory_available: Option<f64>,
     /// Port of the node's Prometheus metrics page.
     pub metrics_port: Option<u16>,
@@ -49,9 +51,6 @@ pub fn parse_nodes(answer: &Value) -> Result<Vec<Node>, String> {
         .get("summary")
         .and_then(Value::as_array)
         .ok_or_else(|| "the answer has no `data.summary` list".to_owned())?;
-    let usage = data
-        .get("node_logical_resources")
-        .and_then(Value::as_object);
     let mut nodes = Vec::new();
     for entry in summary {
         let raylet = entry.get("raylet").unwrap_or(&Value::Null);
@@ -64,11 +63,6 @@ pub fn parse_nodes(answer: &Value) -> Result<Vec<Node>, String> {
         };
         let total = raylet.get("resourcesTotal").unwrap_or(&Value::Null);
         let resource = |name: &str| total.get(name).and_then(Value::as_f64).unwrap_or(0.0);
-        let used = usage
-            .and_then(|u| u.get(id))
-            .and_then(Value::as_str)
-            .map(parse_usage)
-            .unwrap_or_default();
         let address = raylet
             .get("nodeManagerAddress")
             .or_else(|| entry.get("ip"))
@@ -85,9 +79,9 @@ pub fn parse_nodes(answer: &Value) -> Result<Vec<Node>, String> {
             address,
             alive: raylet.get("state").and_then(Value::as_str) == Some("ALIVE"),
             cpus: resource("CPU"),
-            cpus_used: used.get("CPU").copied(),
+            cpus_used: None,
             gpus: resource("GPU"),
-            gpus_used: used.get("GPU").copied().or(usage.map(|_| 0.0)),
+            gpus_used: None,
             memory_available,
             metrics_port: raylet
                 .get("metricsExportPort")
@@ -98,26 +92,34 @@ pub fn parse_nodes(answer: &Value) -> Result<Vec<Node>, String> {
     Ok(nodes)
 }
 
-/// Reads a node's usage text (`"1.0/2.0 CPU\n0B/3.49GiB memory"`): resource → amount used,
-/// for the countable resources written as plain numbers.
-pub fn parse_usage(text: &str) -> BTreeMap<String, f64> {
-    let mut used = BTreeMap::new();
-    for line in text.lines() {
-        let mut words = line.split_whitespace();
-        let (Some(amounts), Some(name)) = (words.next(), words.next()) else {
+/// Adds the resources in use from the answer of `GET /api/cluster_status`
+/// (`data.clusterStatus.loadMetricsReport.usageByNode`: node id → resource →
+/// `[used, total]`); `Err` when the answer has no such table. A node it does not list (not
+/// active) keeps no usage; one it lists without GPUs uses none.
+pub fn add_usage(nodes: &mut [Node], answer: &Value) -> Result<(), String> {
+    let by_node = answer
+        .pointer("/data/clusterStatus/loadMetricsReport/usageByNode")
+        .and_then(Value::as_object)
+        .ok_or_else(|| {
+            "the answer has no `data.clusterStatus.loadMetricsReport.usageByNode` table".to_owned()
+        })?;
+    for node in nodes {
+        let Some(usage) = by_node.get(&node.id) else {
             continue;
         };
-        let Some((in_use, _total)) = amounts.split_once('/') else {
-            continue;
+        let pair = |name: &str| {
+            let pair = usage.get(name)?.as_array()?;
+            let used = pair.first()?.as_f64()?;
+            let total = pair.get(1)?.as_f64()?;
+            (used.is_finite() && total.is_finite() && used >= 0.0).then_some((used, total))
         };
-        if let Ok(value) = in_use.parse::<f64>()
-            && value.is_finite()
-            && value >= 0.0
-        {
-            used.insert(name.to_owned(), value);
+        node.cpus_used = pair("CPU").map(|(used, _)| used);
+        node.gpus_used = Some(pair("GPU").map_or(0.0, |(used, _)| used));
+        if let Some((used, total)) = pair("memory") {
+            node.memory_available = Some((total - used).max(0.0));
         }
     }
-    used
+    Ok(())
 }
 
 /// The observation's `nodes`: each node's resources, with `owned` (CPUs and GPUs this
@@ -150,8 +152,8 @@ pub fn node_messages(nodes: &[Node], owned: &BTreeMap<String, (f64, f64)>) -> Ve
 pub(crate) mod tests {
     use super::*;
 
-    /// A `GET /nodes?view=summary` answer in the dashboard's shape: two nodes, the second
-    /// with one CPU in use.
+    /// A `GET /nodes?view=summary` answer in the dashboard's shape (abridged): two alive
+    /// nodes and a dead one.
     pub(crate) const TWO_NODES: &str = r#"{
       "result": true, "msg": "Node summary fetched.",
       "data": {
@@ -166,17 +168,24 @@ pub(crate) mod tests {
                       "metricsExportPort": 11002}},
           {"hostname": "h3", "raylet": {"nodeId": "n3", "state": "DEAD",
                       "resourcesTotal": {"CPU": 2.0}}}
-        ],
-        "node_logical_resources": {
-          "n1": "2.0/2.0 CPU\n0B/2.79GiB memory\n0B/1.20GiB object_store_memory",
-          "n2": "1.0/4.0 CPU\n0.0/1.0 GPU\n0B/2.79GiB memory"
-        }
+        ]
       }
+    }"#;
+
+    /// A `GET /api/cluster_status` answer (abridged): n1 full, n2 with one CPU in use.
+    pub(crate) const USAGE: &str = r#"{
+      "result": true, "msg": "Got cluster status.",
+      "data": {"clusterStatus": {"loadMetricsReport": {"usageByNode": {
+        "n1": {"CPU": [2.0, 2.0], "memory": [1073741824.0, 3221225472.0],
+               "objectStoreMemory": [0.0, 100000000.0], "node:InternalHead": [0.0, 1.0]},
+        "n2": {"CPU": [1.0, 4.0], "GPU": [0.0, 1.0]}
+      }}}}
     }"#;
 
     #[test]
     fn reads_nodes_with_their_resources_in_use_and_metrics_pages() {
-        let nodes = parse_nodes(&serde_json::from_str(TWO_NODES).unwrap()).expect("parses");
+        let mut nodes = parse_nodes(&serde_json::from_str(TWO_NODES).unwrap()).expect("parses");
+        add_usage(&mut nodes, &serde_json::from_str(USAGE).unwrap()).expect("usage");
         assert_eq!(nodes.len(), 3);
         assert_eq!(nodes[0].id, "n1");
         assert_eq!((nodes[0].cpus, nodes[0].cpus_used), (2.0, Some(2.0)));
@@ -190,17 +199,16 @@ pub(crate) mod tests {
         let owned = BTreeMap::from([("n1".to_owned(), (2.0, 0.0))]);
         let messages = node_messages(&nodes, &owned);
         assert_eq!((messages[0].cpus_free, messages[0].cpus_owned), (0.0, 2.0));
-        assert_eq!(messages[0].memory_free_mb, Some(4096.0));
+        assert_eq!(messages[0].memory_free_mb, Some(2048.0));
         assert_eq!((messages[1].cpus, messages[1].cpus_free), (4.0, 3.0));
+        assert_eq!(
+            messages[1].memory_free_mb,
+            Some(2048.0),
+            "the host's, no usage"
+        );
         // No usage for the dead node: free is what the pipeline does not hold.
         assert_eq!(messages[2].cpus_free, 2.0);
         assert!(parse_nodes(&serde_json::json!({"data": {}})).is_err());
-    }
-
-    #[test]
-    fn usage_lines_with_formatted_memory_are_skipped() {
-        let used = parse_usage("1.5/2.0 CPU\n0B/2.79GiB memory\nnonsense\n-1/2 GPU");
-        assert_eq!(used.len(), 1);
-        assert_eq!(used["CPU"], 1.5);
+        assert!(add_usage(&mut nodes, &serde_json::json!({"data": {}})).is_err());
     }
 }

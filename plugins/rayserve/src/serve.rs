@@ -266,6 +266,18 @@ pub fn app_config(config: &Config, stage: &str, variant: &str, spec: Spec) -> Va
     app
 }
 
+/// How the plugin starts Serve when its `PUT` is the first (Serve keeps these options
+/// while it runs, and the plugin then re-sends Serve's own).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartOptions {
+    /// `http_options.host`: the address the proxies listen on.
+    pub http_host: String,
+    /// `http_options.port`: the proxy URL's port.
+    pub port: Option<u16>,
+    /// `proxy_location` (`EveryNode`, `HeadOnly`, `Disabled`); Serve's default when `None`.
+    pub proxy_location: Option<String>,
+}
+
 /// The body of `PUT /api/serve/applications/`: `owned` (the plugin's applications, as they
 /// should be) and every other application of `state` re-sent with the config it was deployed
 /// with, so that the PUT, which replaces the whole set, leaves them unchanged. Applications
@@ -276,7 +288,7 @@ pub fn deploy_body(
     state: &ServeState,
     owned_names: &BTreeSet<String>,
     owned: Vec<Value>,
-    proxy_port: Option<u16>,
+    start: &StartOptions,
 ) -> Result<Value, String> {
     let mut applications = Vec::new();
     for (name, app) in &state.applications {
@@ -300,13 +312,17 @@ pub fn deploy_body(
         // Serve is not running yet: the PUT starts it, with its proxy where the
         // configuration says the proxy is.
         None => {
-            if let Some(port) = proxy_port {
-                body["http_options"] = json!({ "host": "0.0.0.0", "port": port });
+            let mut options = json!({ "host": start.http_host });
+            if let Some(port) = start.port {
+                options["port"] = json!(port);
             }
+            body["http_options"] = options;
         }
     }
-    if let Some(location) = &state.proxy_location {
-        body["proxy_location"] = location.clone();
+    match (&state.proxy_location, &start.proxy_location) {
+        (Some(location), _) => body["proxy_location"] = location.clone(),
+        (None, Some(location)) => body["proxy_location"] = json!(location),
+        (None, None) => {}
     }
     if let Some(grpc) = &state.grpc_options {
         body["grpc_options"] = grpc.clone();
@@ -433,7 +449,12 @@ pub(crate) mod tests {
         let mut state = parse_state(&serde_json::from_str(TWO_APPS).unwrap()).expect("parses");
         let owned = BTreeSet::from(["demo-classify-small".to_owned()]);
         let ours = json!({"name": "demo-classify-small", "deployments": []});
-        let body = deploy_body(&state, &owned, vec![ours.clone()], Some(8000)).expect("body");
+        let start = StartOptions {
+            http_host: "0.0.0.0".into(),
+            port: Some(8250),
+            proxy_location: Some("HeadOnly".into()),
+        };
+        let body = deploy_body(&state, &owned, vec![ours.clone()], &start).expect("body");
         let apps = body["applications"].as_array().unwrap();
         assert_eq!(apps.len(), 2);
         assert_eq!(
@@ -448,11 +469,14 @@ pub(crate) mod tests {
             body["http_options"]["port"], 8250,
             "Serve's own options are kept"
         );
-        assert_eq!(body["proxy_location"], "EveryNode");
+        assert_eq!(
+            body["proxy_location"], "EveryNode",
+            "Serve's own location is kept"
+        );
         assert!(body.get("target_capacity").is_none());
 
         state.applications.get_mut("other").unwrap().status = APP_DELETING.into();
-        let body = deploy_body(&state, &owned, vec![], None).expect("body");
+        let body = deploy_body(&state, &owned, vec![], &start).expect("body");
         assert_eq!(
             body["applications"],
             json!([]),
@@ -462,18 +486,19 @@ pub(crate) mod tests {
         let other = state.applications.get_mut("other").unwrap();
         other.status = APP_RUNNING.into();
         other.deployed_app_config = None;
-        let err = deploy_body(&state, &owned, vec![], None).expect_err("imperative");
+        let err = deploy_body(&state, &owned, vec![], &start).expect_err("imperative");
         assert!(
             err.contains("application `other` was not deployed through"),
             "{err}"
         );
 
         let not_running = ServeState::default();
-        let body = deploy_body(&not_running, &owned, vec![ours], Some(8250)).expect("body");
+        let body = deploy_body(&not_running, &owned, vec![ours], &start).expect("body");
         assert_eq!(
             body["http_options"],
             json!({"host": "0.0.0.0", "port": 8250})
         );
+        assert_eq!(body["proxy_location"], "HeadOnly");
     }
 
     #[test]
