@@ -398,15 +398,19 @@ impl RayServeBackend {
                     problems.push(format!("{name}: {} ({})", app.status, app.message.trim()));
                 }
                 let running = deployment.map_or(0, |d| d.count(RUNNING));
+                let recovering = deployment.map_or(0, |d| d.count(serve::RECOVERING));
                 let starting = deployment.map_or(0, |d| {
                     d.replicas
                         .iter()
-                        .filter(|r| r.state != RUNNING && r.state != "STOPPING")
+                        .filter(|r| {
+                            ![RUNNING, serve::RECOVERING, "STOPPING"].contains(&r.state.as_str())
+                        })
                         .count() as u32
                 });
                 Seen {
                     app_running: app.status == APP_RUNNING,
                     running,
+                    recovering,
                     starting,
                     routed: routes.contains(&route),
                 }
@@ -681,7 +685,7 @@ impl RayServeBackend {
                     let seen = app.seen.unwrap_or_default();
                     match app.phase() {
                         Phase::Ready => {
-                            ready += seen.running;
+                            ready += seen.running + seen.recovering;
                             starting += seen.starting;
                         }
                         Phase::Starting => starting += seen.running + seen.starting,
@@ -733,7 +737,7 @@ impl RayServeBackend {
                         cores: deployment
                             .and_then(|d| d.num_cpus)
                             .map_or(app.spec.cores, |c| c.round().max(1.0) as u32),
-                        replicas: app.seen.map_or(0, |s| s.running),
+                        replicas: app.seen.map_or(0, |s| s.running + s.recovering),
                         share: if total_share > 0.0 {
                             app.share / total_share
                         } else {
@@ -772,12 +776,13 @@ impl RayServeBackend {
                     Phase::Draining => EndpointState::Draining,
                     Phase::Starting => EndpointState::Starting,
                 },
-                weight: f64::from(app.seen.map_or(0, |s| s.running).max(1)),
+                weight: f64::from(app.seen.map_or(0, |s| s.running + s.recovering).max(1)),
             })
             .collect()
     }
 
-    /// Running replicas per stage, variant and node.
+    /// Running replicas (and ones a restarted controller is taking over) per stage, variant
+    /// and node.
     fn placement(&self) -> Vec<PlacementMessage> {
         let mut placement = Vec::new();
         for app in self.apps.apps.values() {
@@ -786,7 +791,7 @@ impl RayServeBackend {
             };
             let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
             for (node, replica) in deployment.placed() {
-                if replica.state == RUNNING {
+                if replica.state == RUNNING || replica.state == serve::RECOVERING {
                     *per_node.entry(node).or_default() += 1;
                 }
             }

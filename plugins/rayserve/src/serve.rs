@@ -12,6 +12,8 @@ use crate::config::Config;
 
 /// Replica state Serve reports for a replica that serves requests.
 pub const RUNNING: &str = "RUNNING";
+/// Replica state of a replica a restarted controller is taking over again.
+pub const RECOVERING: &str = "RECOVERING";
 /// Application status of an application whose deployments all run.
 pub const APP_RUNNING: &str = "RUNNING";
 /// Application status of an application being deleted.
