@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::MutexGuard;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -464,9 +464,13 @@ impl RayCluster {
         text
     }
 
-    /// The environment entry that marks this cluster's processes.
-    pub fn marker(&self) -> String {
-        format!("{MARKER}={}", self.dir.path().display())
+    /// The processes of this cluster now: those that carry its marker in their environment
+    /// or whose working directory is in the cluster's directory.
+    pub fn processes(&self) -> Vec<u32> {
+        cluster_processes(
+            &format!("{MARKER}={}", self.dir.path().display()),
+            self.dir.path(),
+        )
     }
 }
 
@@ -503,7 +507,6 @@ pub fn running_replicas(details: &Value, app: &str, deployment: &str) -> Vec<(St
 
 impl Drop for RayCluster {
     fn drop(&mut self) {
-        let marker = self.marker();
         // `ray start --block` stops its node's processes when terminated (workers first);
         // what has not stopped within a few seconds is killed: nothing of a test cluster
         // needs keeping.
@@ -519,11 +522,21 @@ impl Drop for RayCluster {
                 std::thread::sleep(Duration::from_millis(100));
             }
         }
-        // Whatever of this cluster is left (its marker is in the environment of every process
-        // the nodes started, workers included) goes now.
+        // Whatever of this cluster is left goes now: each node's process group (the node's
+        // own processes), and every process that carries the marker in its environment or
+        // works in the cluster's directory (workers run in process groups of their own, and
+        // the agents overwrite their environment with their process title).
+        let groups: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|node| format!("-{}", node.child.id()))
+            .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let left = processes_marked(&marker);
+            for group in &groups {
+                signal("-KILL", group);
+            }
+            let left = self.processes();
             if left.is_empty() || Instant::now() > deadline {
                 break;
             }
@@ -533,7 +546,6 @@ impl Drop for RayCluster {
             std::thread::sleep(Duration::from_millis(200));
         }
         for node in &mut self.nodes {
-            signal("-KILL", &node.child.id().to_string());
             let _ = node.child.wait();
         }
     }
@@ -546,16 +558,14 @@ fn signal(name: &str, pid: &str) {
         .status();
 }
 
-/// Processes of this user whose environment holds `entry` (`NAME=value`), zombies excluded.
-pub fn processes_marked(entry: &str) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
+/// Processes whose environment holds `entry` (`NAME=value`) or whose working directory is
+/// `dir` or below it, zombies excluded.
+pub fn cluster_processes(entry: &str, dir: &Path) -> Vec<u32> {
+    let Ok(list) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
-    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+    list.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
-            let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-                return false;
-            };
             let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
                 .and_then(|stat| {
@@ -563,10 +573,17 @@ pub fn processes_marked(entry: &str) -> Vec<u32> {
                         .map(|(_, rest)| rest.trim_start().starts_with('Z'))
                 })
                 .unwrap_or(true);
-            !zombie
-                && environ
+            if zombie {
+                return false;
+            }
+            let marked = std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|environ| {
+                environ
                     .split(|&b| b == 0)
                     .any(|variable| variable == entry.as_bytes())
+            });
+            let inside = std::fs::read_link(format!("/proc/{pid}/cwd"))
+                .is_ok_and(|cwd| cwd.starts_with(dir));
+            marked || inside
         })
         .collect()
 }

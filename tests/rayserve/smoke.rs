@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::fixture::{
-    MEDIUM, RayCluster, SMALL, post, processes_marked, running_replicas, test_application,
-};
+use super::fixture::{MEDIUM, RayCluster, SMALL, agent, post, running_replicas, test_application};
 
 /// Sends `count` requests, `parallel` at a time, to `url`; the answers (each must be 200).
 fn send(url: &str, count: usize, parallel: usize) -> Vec<Value> {
@@ -28,6 +26,20 @@ fn send(url: &str, count: usize, parallel: usize) -> Vec<Value> {
         }
     });
     answers.into_inner().expect("answers")
+}
+
+/// Requests answered 200 for `application` by the proxy, from a node's Prometheus text.
+fn http_requests_counted(metrics_url: &str, application: &str) -> f64 {
+    let Ok(mut answer) = agent(Duration::from_secs(5)).get(metrics_url).call() else {
+        return 0.0;
+    };
+    let text = answer.body_mut().read_to_string().unwrap_or_default();
+    let label = format!("application=\"{application}\"");
+    text.lines()
+        .filter(|line| line.starts_with("ray_serve_num_http_requests_total{"))
+        .filter(|line| line.contains(&label) && line.contains("status_code=\"200\""))
+        .filter_map(|line| line.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
 }
 
 #[test]
@@ -111,6 +123,20 @@ fn a_two_node_cluster_serves_the_test_application_where_serve_reports() {
         );
     }
 
+    // The proxy on the head node counts them by application in Prometheus text.
+    let metrics_started = Instant::now();
+    let head_metrics = &cluster.metrics_urls()[0];
+    let mut counted = 0.0;
+    let exported = infadapt_testkit::wait_until(Duration::from_secs(30), || {
+        counted = http_requests_counted(head_metrics, "smoke-small");
+        counted >= 24.0
+    });
+    assert!(
+        exported,
+        "the head's metrics count {counted} requests of 24"
+    );
+    let metrics_lag_s = metrics_started.elapsed().as_secs_f64();
+
     // A batch-size change reaches the same replicas (no restart).
     let mut changed = small.clone();
     changed["deployments"][0]["user_config"]["max_batch_size"] = 2.into();
@@ -134,16 +160,24 @@ fn a_two_node_cluster_serves_the_test_application_where_serve_reports() {
         "a batch-size change restarted replicas"
     );
 
-    let marker = cluster.marker();
-    assert!(!processes_marked(&marker).is_empty(), "no marked processes");
+    // Dropping the cluster stops every process it started (Ray's agents included) and no
+    // other. The ones it had are checked by id afterwards.
+    let before = cluster.processes();
+    assert!(before.len() >= 6, "too few processes found: {before:?}");
     let stop_started = Instant::now();
     drop(cluster);
     let stop_s = stop_started.elapsed().as_secs_f64();
-    let left = processes_marked(&marker);
+    let left: Vec<&u32> = before
+        .iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| !stat.contains(") Z"))
+        })
+        .collect();
     assert!(left.is_empty(), "processes of the cluster left: {left:?}");
     eprintln!(
         "ray smoke: cluster start {start_s:.1} s, deploy {deploy_s:.1} s, batch-size change \
-         {reconfigure_s:.1} s, usage report lag {usage_lag_s:.1} s, stop {stop_s:.1} s, total {:.1} s; {} of 2 replicas served",
+         {reconfigure_s:.1} s, usage report lag {usage_lag_s:.1} s, metrics lag {metrics_lag_s:.1} s, stop {stop_s:.1} s, total {:.1} s; {} of 2 replicas served",
         started.elapsed().as_secs_f64(),
         served_by.len()
     );
