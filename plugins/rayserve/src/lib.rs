@@ -1238,6 +1238,48 @@ mod tests {
     }
 
     #[test]
+    fn a_new_instance_adopts_the_running_applications_and_drains_them_on_a_switch() {
+        let fake = fake::start();
+        let mut first = backend_for(&fake, 0.2);
+        first.apply_plan(&plan("small", 4, 2, 2)).expect("apply");
+        let puts = fake.lock().unwrap().puts.len();
+        // A restarted daemon: a new instance finds the application and its settings.
+        let mut backend = backend_for(&fake, 0.2);
+        let adopted = &backend.apps().apps[&("classify".to_owned(), "small".to_owned())];
+        assert_eq!(
+            adopted.spec,
+            Spec {
+                replicas: 2,
+                cores: 2,
+                batch: 4
+            }
+        );
+        assert!(adopted.advertised, "running: it may carry traffic");
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(states(&o), [("small".into(), EndpointState::Ready)]);
+        assert!(
+            !backend
+                .apply_plan(&plan("small", 4, 2, 2))
+                .expect("same plan")
+                .changed,
+            "nothing to change after adoption"
+        );
+        assert_eq!(fake.lock().unwrap().puts.len(), puts);
+        // A switch drains the adopted variant rather than dropping it.
+        backend
+            .apply_plan(&plan("large", 1, 1, 1))
+            .expect("apply large");
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            states(&o),
+            [
+                ("large".into(), EndpointState::Ready),
+                ("small".into(), EndpointState::Draining)
+            ]
+        );
+    }
+
+    #[test]
     fn a_plan_for_unknown_variants_changes_nothing_and_says_why() {
         let fake = fake::start();
         let mut backend = backend_for(&fake, 1.0);
