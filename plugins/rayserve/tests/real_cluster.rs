@@ -35,6 +35,28 @@ const DRAIN_S: f64 = 2.0;
 /// How often the test observes (the daemon's control period, shortened).
 const OBSERVE_EVERY: Duration = Duration::from_millis(400);
 
+/// The slowest `observe` and `apply` calls of the test, milliseconds (reported at the end:
+/// they must stay well inside the daemon's `backend_timeout_s`).
+static SLOWEST_OBSERVE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static SLOWEST_APPLY_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn timed<T>(slowest: &std::sync::atomic::AtomicU64, call: impl FnOnce() -> T) -> T {
+    let started = Instant::now();
+    let result = call();
+    slowest.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+    result
+}
+
+fn observe(
+    backend: &mut RayServeBackend,
+) -> Result<PluginObservation, infadapt_plugin_rayserve::RayServeError> {
+    timed(&SLOWEST_OBSERVE_MS, || backend.observe_cluster())
+}
+
+fn apply(backend: &mut RayServeBackend, plan: &PlanMessage) -> infadapt_plugin_abi::ApplyReport {
+    timed(&SLOWEST_APPLY_MS, || backend.apply_plan(plan)).expect("apply")
+}
+
 fn variant_table(variant: TestVariant) -> Value {
     json!({
         "import_path": "app:app",
@@ -174,8 +196,7 @@ fn observe_until(
 ) -> PluginObservation {
     let started = Instant::now();
     loop {
-        let o = backend
-            .observe_cluster()
+        let o = observe(backend)
             .unwrap_or_else(|e| panic!("observe ({what}): {e}\n{}", cluster.log_tail()));
         if let Some(load) = load {
             load.follow(&o);
@@ -215,11 +236,8 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     // Three replicas of one core on two nodes of two: they span both nodes.
     let t = Instant::now();
     let three = plan(SMALL.name, 2, 3);
-    assert!(backend.apply_plan(&three).expect("apply").changed);
-    assert!(
-        !backend.apply_plan(&three).expect("apply again").changed,
-        "apply is idempotent"
-    );
+    assert!(apply(&mut backend, &three).changed);
+    assert!(!apply(&mut backend, &three).changed, "apply is idempotent");
     let first = observe_until(
         &mut backend,
         &cluster,
@@ -280,9 +298,7 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     load.follow(&first);
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
-    backend
-        .apply_plan(&plan(MEDIUM.name, 1, 1))
-        .expect("apply medium");
+    apply(&mut backend, &plan(MEDIUM.name, 1, 1));
     let switched_from = seen.len();
     observe_until(
         &mut backend,
@@ -314,9 +330,7 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     // Scale medium 1 → 2 under the same load: it stays ready throughout.
     std::thread::sleep(Duration::from_secs(1));
     let scaled_from = seen.len();
-    backend
-        .apply_plan(&plan(MEDIUM.name, 1, 2))
-        .expect("apply 2 replicas");
+    apply(&mut backend, &plan(MEDIUM.name, 1, 2));
     let scaled = observe_until(
         &mut backend,
         &cluster,
@@ -366,7 +380,7 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     let deadline = Instant::now() + Duration::from_secs(30);
     while completed < totals.sent && Instant::now() < deadline {
         std::thread::sleep(Duration::from_secs(1));
-        let o = backend.observe_cluster().expect("observe");
+        let o = observe(&mut backend).expect("observe");
         completed += o.completed;
         assert_eq!(o.dropped, 0, "{o:?}");
     }
@@ -408,7 +422,7 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
         !health.healthy && health.detail.contains("autoscaling_config"),
         "{health:?}"
     );
-    let report_back = backend.observe_cluster().expect("observe puts it back");
+    let report_back = observe(&mut backend).expect("observe puts it back");
     assert_eq!(
         states(&report_back),
         [(MEDIUM.name.to_owned(), EndpointState::Ready)]
@@ -452,7 +466,7 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     let mut unavailable = 0;
     let until = Instant::now() + Duration::from_secs(8);
     while Instant::now() < until {
-        match backend.observe_cluster() {
+        match observe(&mut backend) {
             Ok(o) => {
                 assert_eq!(
                     states(&o),
@@ -482,15 +496,23 @@ fn rayserve_places_switches_and_scales_on_a_two_node_cluster_without_failed_requ
     );
     assert_eq!(backend.apps().apps.len(), 1);
     let controller_restart = t.elapsed();
+    assert!(
+        SLOWEST_OBSERVE_MS.load(Ordering::SeqCst) < 4000
+            && SLOWEST_APPLY_MS.load(Ordering::SeqCst) < 4000,
+        "calls within the daemon's 5 s default time limit"
+    );
 
     eprintln!(
         "cluster started in {started_in:?}; 3 replicas ready {first_ready:?} after the plan; \
          switch {switch_took:?}; {} requests, none failed ({:?}); autoscaling found and \
          undone in {autoscaling_undone:?}; controller killed: {} requests, none failed, \
-         {unavailable} observations unavailable, {controller_restart:?}; whole test {:?}",
+         {unavailable} observations unavailable, {controller_restart:?}; slowest observe {} ms, \
+         apply {} ms; whole test {:?}",
         totals.sent,
         totals.by_variant,
         after_restart.sent,
+        SLOWEST_OBSERVE_MS.load(Ordering::SeqCst),
+        SLOWEST_APPLY_MS.load(Ordering::SeqCst),
         began.elapsed()
     );
 }
