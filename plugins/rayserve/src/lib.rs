@@ -26,6 +26,10 @@
 //! - `max_surge_percent` (100 by default): a change that restarts replicas (cores, GPUs)
 //!   starts the replacements before the old replicas stop.
 //!
+//! Serve's scheduler places the replicas; a plan's `placement` is not enforced (Serve pins
+//! a deployment only as a whole, and a change of it restarts every replica), and
+//! `observe` reports where they run.
+//!
 //! A `PUT` replaces Serve's whole set of applications. The plugin therefore reads the
 //! current config first and re-sends every application it does not own as it was deployed
 //! (`deployed_app_config`), and one process-wide lock serializes its read-and-write (the
