@@ -93,7 +93,8 @@
 //! CPUs and GPUs in all, free (the scheduler's logical resources) and held by this
 //! pipeline's replicas, and its free memory. Per application the proxies' counters
 //! `ray_serve_num_http_requests`, `ray_serve_num_http_error_requests` and the histogram
-//! `ray_serve_http_request_latency_ms` give arrivals (the period's mean rate per elapsed
+//! `ray_serve_http_request_latency_ms` (on the metrics pages of the nodes that run a Serve
+//! proxy) give arrivals (the period's mean rate per elapsed
 //! second), completed and dropped requests and the period's p99 latency; a node's counters
 //! that go backwards count as reset, and a metrics page that cannot be read is skipped.
 
@@ -595,14 +596,16 @@ impl RayServeBackend {
         Ok(cluster_nodes)
     }
 
-    /// Reads the metrics pages (configured, else the alive nodes') and returns the
-    /// per-application deltas since the previous scrape; a page that cannot be read is
-    /// skipped (its node's requests count at the next scrape that reads it).
+    /// Reads the metrics pages (configured, else those of the alive nodes that run a Serve
+    /// proxy, whose counters these are; every alive node's while no proxy is known) and
+    /// returns the per-application deltas since the previous scrape; a page that cannot be
+    /// read is skipped (its node's requests count at the next scrape that reads it).
     fn scrape(&mut self, nodes: &[nodes::Node]) -> BTreeMap<String, metrics::Traffic> {
+        let proxies = &self.state.proxy_nodes;
         let urls: Vec<String> = if self.config.metrics_urls.is_empty() {
             nodes
                 .iter()
-                .filter(|n| n.alive)
+                .filter(|n| n.alive && (proxies.is_empty() || proxies.contains(&n.id)))
                 .filter_map(nodes::Node::metrics_url)
                 .collect()
         } else {
