@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # The backend plugin crates the packages ship (each also has one asset line per format in
 # daemon/Cargo.toml and one line in packaging/expected-files.txt).
-PLUGIN_CRATES=(infadapt-plugin-sim infadapt-plugin-process infadapt-plugin-torchserve infadapt-plugin-triton)
+PLUGIN_CRATES=(infadapt-plugin-sim infadapt-plugin-process infadapt-plugin-torchserve infadapt-plugin-triton infadapt-plugin-rayserve)
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 PROFILE=dist

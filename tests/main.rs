@@ -28,6 +28,7 @@ mod plugins;
 mod process;
 mod profile_cli;
 mod profiles_import;
+mod rayserve;
 mod real_data;
 mod replay;
 mod simulate_cli;
