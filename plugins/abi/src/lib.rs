@@ -19,7 +19,9 @@ pub mod sdk;
 
 use std::ffi::c_void;
 
-pub use config_check::{ConfigCheck, ConfigProblem, ConfigProblems, ProblemKind};
+pub use config_check::{
+    ConfigCheck, ConfigProblem, ConfigProblems, NameRule, PipelineStages, ProblemKind, is_http_url,
+};
 pub use messages::{
     ApplyReport, AssignmentMessage, Capabilities, Description, HealthReport, NodeMessage,
     ObservedStage, PlacementMessage, PlanMessage, PluginObservation, SCHEMA_VERSION,

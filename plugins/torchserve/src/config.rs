@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
-use serde_json::{Map, Value};
+use infadapt_plugin_abi::{ConfigProblem, ConfigProblems, NameRule, PipelineStages};
+use serde_json::Value;
 
 use crate::TorchServeError;
 
@@ -82,42 +82,24 @@ impl Config {
         let mut known = KEYS.to_vec();
         known.extend(["type", "pipeline"]);
         problems.unknown_keys("", value, &known);
-        let management_url = url_key(
-            table,
-            "management_url",
-            "http://127.0.0.1:8081",
-            &mut problems,
-        );
-        let inference_url = url_key(
-            table,
-            "inference_url",
-            "http://127.0.0.1:8080",
-            &mut problems,
-        );
-        let metrics_url = url_key(
-            table,
-            "metrics_url",
-            "http://127.0.0.1:8082/metrics",
-            &mut problems,
-        );
-        let max_batch_delay_ms = int_key(table, "max_batch_delay_ms", 20, 0, 60_000, &mut problems);
-        let drain_s = number_key(table, "drain_s", 10.0, 0.0, 3600.0, &mut problems);
-        let request_timeout_ms =
-            int_key(table, "request_timeout_ms", 2000, 10, 60_000, &mut problems);
-        let call_budget_ms = int_key(table, "call_budget_ms", 4000, 10, 600_000, &mut problems);
+        let management_url = problems.url(table, "management_url", "http://127.0.0.1:8081");
+        let inference_url = problems.url(table, "inference_url", "http://127.0.0.1:8080");
+        let metrics_url = problems.url(table, "metrics_url", "http://127.0.0.1:8082/metrics");
+        let max_batch_delay_ms = problems.count(table, "max_batch_delay_ms", 20, (0, 60_000));
+        let drain_s = problems.number(table, "drain_s", 10.0, (0.0, 3600.0));
+        let request_timeout_ms = problems.count(table, "request_timeout_ms", 2000, (10, 60_000));
+        let call_budget_ms = problems.count(table, "call_budget_ms", 4000, (10, 600_000));
         let response_timeout_s = table
             .get("response_timeout_s")
-            .map(|_| int_key(table, "response_timeout_s", 120, 1, 86_400, &mut problems));
-        let max_replicas_per_variant = int_key(
-            table,
-            "max_replicas_per_variant",
-            32,
-            1,
-            10_000,
-            &mut problems,
-        ) as u32;
+            .map(|_| problems.count(table, "response_timeout_s", 120, (1, 86_400)));
+        let max_replicas_per_variant =
+            problems.count(table, "max_replicas_per_variant", 32, (1, 10_000)) as u32;
 
-        let (stages, stage_of, pipeline) = read_pipeline(table.get("pipeline"), &mut problems);
+        let PipelineStages {
+            name: pipeline,
+            stages,
+            stage_of,
+        } = PipelineStages::read(table.get("pipeline"), &MODEL_NAMES, &mut problems);
 
         let mut archives = BTreeMap::new();
         match table.get("archives") {
@@ -172,6 +154,16 @@ impl Config {
     }
 }
 
+/// The names TorchServe accepts as (part of) a model name that cannot be confused with a
+/// replica's name; a variant name is unique over the pipeline (one server).
+const MODEL_NAMES: NameRule = NameRule {
+    valid: valid_variant_name,
+    described: "a TorchServe model name (letters, digits, `-`, `_`, `.`, starting with a \
+                letter or digit, no `--`)",
+    stages_too: false,
+    duplicates_break: "model names must be unique on one server",
+};
+
 /// Whether TorchServe accepts `name` as (part of) a model name and it cannot be confused
 /// with a replica's name.
 pub fn valid_variant_name(name: &str) -> bool {
@@ -181,140 +173,6 @@ pub fn valid_variant_name(name: &str) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && !name.contains("--")
-}
-
-fn read_pipeline(
-    value: Option<&Value>,
-    problems: &mut ConfigProblems,
-) -> (Vec<String>, BTreeMap<String, String>, String) {
-    let mut stages = Vec::new();
-    let mut stage_of = BTreeMap::new();
-    let Some(pipeline) = value else {
-        problems.missing(
-            "pipeline",
-            "missing (the daemon passes the pipeline's stages)",
-        );
-        return (stages, stage_of, String::new());
-    };
-    let name = pipeline
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let Some(list) = pipeline.get("stages").and_then(Value::as_array) else {
-        problems.invalid("pipeline.stages", "missing or not a list");
-        return (stages, stage_of, name);
-    };
-    for (i, stage) in list.iter().enumerate() {
-        let Some(stage_name) = stage.get("name").and_then(Value::as_str) else {
-            problems.missing(format!("pipeline.stages[{i}].name"), "missing");
-            continue;
-        };
-        stages.push(stage_name.to_owned());
-        let variants = stage.get("variants").and_then(Value::as_array);
-        for (j, variant) in variants.into_iter().flatten().enumerate() {
-            let variant_name = variant
-                .as_str()
-                .or_else(|| variant.get("name").and_then(Value::as_str));
-            let Some(variant_name) = variant_name else {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    "neither a name nor an entry with `name`",
-                );
-                continue;
-            };
-            if !valid_variant_name(variant_name) {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    format!(
-                        "`{variant_name}` cannot be a TorchServe model name (letters, digits, \
-                         `-`, `_`, `.`, starting with a letter or digit, no `--`)"
-                    ),
-                );
-                continue;
-            }
-            if let Some(other) = stage_of.insert(variant_name.to_owned(), stage_name.to_owned()) {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    format!(
-                        "variant `{variant_name}` is also in stage `{other}`; model names must \
-                         be unique on one server"
-                    ),
-                );
-            }
-        }
-    }
-    if stages.is_empty() {
-        problems.invalid("pipeline.stages", "empty");
-    }
-    (stages, stage_of, name)
-}
-
-fn url_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: &str,
-    problems: &mut ConfigProblems,
-) -> String {
-    match table.get(key) {
-        None => default.to_owned(),
-        Some(Value::String(s)) if s.starts_with("http://") || s.starts_with("https://") => {
-            s.trim_end_matches('/').to_owned()
-        }
-        Some(other) => {
-            problems.invalid(
-                key,
-                format!("must be an http:// or https:// URL, got {other}"),
-            );
-            default.to_owned()
-        }
-    }
-}
-
-fn number_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: f64,
-    min: f64,
-    max: f64,
-    problems: &mut ConfigProblems,
-) -> f64 {
-    match table.get(key) {
-        None => default,
-        Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() && (min..=max).contains(&x) => x,
-            _ => {
-                problems.invalid(
-                    key,
-                    format!("must be a number from {min} to {max}, got {v}"),
-                );
-                default
-            }
-        },
-    }
-}
-
-fn int_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-    problems: &mut ConfigProblems,
-) -> u64 {
-    match table.get(key) {
-        None => default,
-        Some(v) => match v.as_u64() {
-            Some(x) if (min..=max).contains(&x) => x,
-            _ => {
-                problems.invalid(
-                    key,
-                    format!("must be a whole number from {min} to {max}, got {v}"),
-                );
-                default
-            }
-        },
-    }
 }
 
 #[cfg(test)]
