@@ -55,7 +55,6 @@
 //! are no counts (NaN, infinite, negative) fail the observation.
 
 mod config;
-mod http;
 pub mod metrics;
 pub mod replicas;
 
@@ -70,7 +69,8 @@ use infadapt_plugin_abi::{
 use serde_json::Value;
 
 pub use config::{Config, KEYS as CONFIG_KEYS};
-use http::{Client, Method, encode_query};
+use infadapt_plugin_support::call::{self as http, CallError, Client};
+use infadapt_plugin_support::http::{Method, encode_query};
 use metrics::{ModelCounters, Scrape};
 use replicas::{Action, Drain, Phase, Replica, parse_replica_name, reconcile, replica_name};
 
@@ -87,24 +87,9 @@ pub enum TorchServeError {
     Config(String),
     #[error("plan: {0}")]
     Plan(String),
-    #[error("{call}: server unreachable: {detail}")]
-    Unreachable { call: String, detail: String },
-    #[error("{call}: no answer within {limit_ms} ms{note}")]
-    Timeout {
-        call: String,
-        limit_ms: u64,
-        note: String,
-    },
-    #[error("{call}: not sent, the call's {budget_ms} ms time budget is spent")]
-    Budget { call: String, budget_ms: u64 },
-    #[error("{call}: answered status {status}: {body}")]
-    Status {
-        call: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{call}: {detail}")]
-    Garbage { call: String, detail: String },
+    /// A request to the server failed or was answered wrongly.
+    #[error(transparent)]
+    Call(#[from] CallError),
 }
 
 impl From<TorchServeError> for BackendError {
@@ -112,12 +97,8 @@ impl From<TorchServeError> for BackendError {
         let message = error.to_string();
         match error {
             TorchServeError::Config(_) | TorchServeError::Plan(_) => BackendError::invalid(message),
-            TorchServeError::Unreachable { .. }
-            | TorchServeError::Timeout { .. }
-            | TorchServeError::Budget { .. } => BackendError::unavailable(message),
-            TorchServeError::Status { .. } | TorchServeError::Garbage { .. } => {
-                BackendError::failed(message)
-            }
+            TorchServeError::Call(e) if e.is_unavailable() => BackendError::unavailable(message),
+            TorchServeError::Call(_) => BackendError::failed(message),
         }
     }
 }
@@ -202,7 +183,7 @@ impl TorchServeBackend {
                 )),
             };
             let answer = self.client.get_json(&url, "list models")?;
-            let garbage = |detail: &str| TorchServeError::Garbage {
+            let garbage = |detail: &str| CallError::Garbage {
                 call: http::describe(Method::Get, &url, "list models"),
                 detail: detail.to_owned(),
             };
@@ -233,19 +214,20 @@ impl TorchServeBackend {
     fn model_status(&self, name: &str) -> Result<Option<ModelStatus>, TorchServeError> {
         let url = self.management(&format!("/models/{}", encode_query(name)));
         let call = "describe model";
-        let answer = self.client.send(Method::Get, &url, call)?;
+        let answer = self.client.send(Method::Get, &url, None, call)?;
         if answer.status == 404 {
             return Ok(None);
         }
         if !(200..300).contains(&answer.status) {
-            return Err(TorchServeError::Status {
+            return Err(CallError::Status {
                 call: http::describe(Method::Get, &url, call),
                 status: answer.status,
                 body: http::quote(&answer.body),
-            });
+            }
+            .into());
         }
         let document = http::parse_json(&answer.body, Method::Get, &url, call)?;
-        let garbage = |detail: &str| TorchServeError::Garbage {
+        let garbage = |detail: &str| CallError::Garbage {
             call: http::describe(Method::Get, &url, call),
             detail: format!("{detail}: {}", http::quote(&answer.body)),
         };
@@ -367,14 +349,17 @@ impl TorchServeBackend {
                     query.push_str(&format!("&response_timeout={seconds}"));
                 }
                 let url = self.management(&query);
-                let answer = self.client.send(Method::Post, &url, "register replica")?;
+                let answer = self
+                    .client
+                    .send(Method::Post, &url, None, "register replica")?;
                 // 409: registered already (by a call whose answer was lost); adopt it.
                 if !(200..300).contains(&answer.status) && answer.status != 409 {
-                    return Err(TorchServeError::Status {
+                    return Err(CallError::Status {
                         call: http::describe(Method::Post, &url, "register replica"),
                         status: answer.status,
                         body: http::quote(&answer.body),
-                    });
+                    }
+                    .into());
                 }
                 self.replicas.insert(
                     name.clone(),
@@ -409,13 +394,14 @@ impl TorchServeBackend {
                 let url = self.management(&format!("/models/{}", encode_query(&name)));
                 let answer = self
                     .client
-                    .send(Method::Delete, &url, "unregister replica")?;
+                    .send(Method::Delete, &url, None, "unregister replica")?;
                 if !(200..300).contains(&answer.status) && answer.status != 404 {
-                    return Err(TorchServeError::Status {
+                    return Err(CallError::Status {
                         call: http::describe(Method::Delete, &url, "unregister replica"),
                         status: answer.status,
                         body: http::quote(&answer.body),
-                    });
+                    }
+                    .into());
                 }
                 self.replicas.remove(&name);
                 Ok(format!("unregistered {name}"))
@@ -589,17 +575,20 @@ impl TorchServeBackend {
     /// the change of the host-wide 5xx counter.
     fn scrape_deltas(&mut self) -> Result<(HashMap<String, ModelCounters>, f64), TorchServeError> {
         let url = self.config.metrics_url.clone();
-        let text = self.client.expect_ok(Method::Get, &url, "read metrics")?;
+        let text = self
+            .client
+            .expect_ok(Method::Get, &url, None, "read metrics")?;
         let page = metrics::parse(&text);
         if page.samples.is_empty() && page.bad_lines > 0 {
-            return Err(TorchServeError::Garbage {
+            return Err(CallError::Garbage {
                 call: http::describe(Method::Get, &url, "read metrics"),
                 detail: format!(
                     "not Prometheus text ({}): {}",
                     page.first_problem.unwrap_or_default(),
                     http::quote(&text)
                 ),
-            });
+            }
+            .into());
         }
         let scrape = Scrape::from_page(&page);
         // Counters that are no counts (NaN, infinite, negative) make the page unusable:
@@ -614,10 +603,11 @@ impl TorchServeBackend {
             })
             .collect();
         if !invalid.is_empty() {
-            return Err(TorchServeError::Garbage {
+            return Err(CallError::Garbage {
                 call: http::describe(Method::Get, &url, "read metrics"),
                 detail: format!("values that are no counts: {}", invalid.join("; ")),
-            });
+            }
+            .into());
         }
         let first = self.counters.is_none();
         let previous = self.counters.get_or_insert_with(HashMap::new);
@@ -735,7 +725,7 @@ impl TorchServeBackend {
     pub fn check_health(&mut self) -> Result<HealthReport, TorchServeError> {
         self.client.start_call(self.config.call_budget);
         let url = format!("{}/ping", self.config.inference_url);
-        let answer = self.client.send(Method::Get, &url, "ping")?;
+        let answer = self.client.send(Method::Get, &url, None, "ping")?;
         let document = http::parse_json(&answer.body, Method::Get, &url, "ping")?;
         let status = document
             .get("status")
