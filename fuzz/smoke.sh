@@ -20,6 +20,7 @@ targets=(
     "profile_import 4096"
     "metrics_triton 4096"
     "metrics_torchserve 4096"
+    "rayserve_answers 8192"
     "router 4096"
 )
 

@@ -90,7 +90,7 @@ fn validate(config: &Path, plugin_dirs: &[&Path]) -> Output {
 fn every_backend_in_the_workspace_has_an_example() {
     let backends = workspace_backends();
     assert!(
-        ["process", "sim", "torchserve", "triton"]
+        ["process", "rayserve", "sim", "torchserve", "triton"]
             .iter()
             .all(|b| backends.iter().any(|found| found == b)),
         "backends found in plugins/: {backends:?}"

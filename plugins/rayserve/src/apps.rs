@@ -30,7 +30,10 @@ pub struct Seen {
     pub app_running: bool,
     /// Replicas of its deployment in state `RUNNING`.
     pub running: u32,
-    /// Replicas starting (any state but `RUNNING` and `STOPPING`).
+    /// Replicas a restarted controller is taking over again (`RECOVERING`): they ran, and
+    /// keep serving through the proxy meanwhile.
+    pub recovering: u32,
+    /// Replicas starting (any state but `RUNNING`, `RECOVERING` and `STOPPING`).
     pub starting: u32,
     /// The proxy's route table has the application's route.
     pub routed: bool,
@@ -63,7 +66,8 @@ impl OwnedApp {
             return Phase::Starting;
         };
         let serving_all = seen.app_running && seen.running >= self.spec.replicas && seen.routed;
-        if serving_all || (self.advertised && seen.running >= 1 && seen.routed) {
+        let still_serving = self.advertised && seen.running + seen.recovering >= 1 && seen.routed;
+        if serving_all || still_serving {
             Phase::Ready
         } else {
             Phase::Starting
@@ -249,6 +253,7 @@ mod tests {
         app.seen = Some(Seen {
             app_running: true,
             running,
+            recovering: 0,
             starting: app.spec.replicas.saturating_sub(running),
             routed: true,
         });

@@ -77,6 +77,7 @@ impl FakeServe {
                                 "actor_name": "SERVE_CONTROLLER_ACTOR"},
             "proxy_location": "EveryNode",
             "http_options": {"host": "0.0.0.0", "port": self.port},
+            "proxies": {"n1": {"node_id": "n1", "status": "HEALTHY"}},
             "applications": apps, "target_capacity": null
         })
     }

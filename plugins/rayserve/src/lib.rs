@@ -26,6 +26,10 @@
 //! - `max_surge_percent` (100 by default): a change that restarts replicas (cores, GPUs)
 //!   starts the replacements before the old replicas stop.
 //!
+//! Serve's scheduler places the replicas; a plan's `placement` is not enforced (Serve pins
+//! a deployment only as a whole, and a change of it restarts every replica), and
+//! `observe` reports where they run.
+//!
 //! A `PUT` replaces Serve's whole set of applications. The plugin therefore reads the
 //! current config first and re-sends every application it does not own as it was deployed
 //! (`deployed_app_config`), and one process-wide lock serializes its read-and-write (the
@@ -89,7 +93,8 @@
 //! CPUs and GPUs in all, free (the scheduler's logical resources) and held by this
 //! pipeline's replicas, and its free memory. Per application the proxies' counters
 //! `ray_serve_num_http_requests`, `ray_serve_num_http_error_requests` and the histogram
-//! `ray_serve_http_request_latency_ms` give arrivals (the period's mean rate per elapsed
+//! `ray_serve_http_request_latency_ms` (on the metrics pages of the nodes that run a Serve
+//! proxy) give arrivals (the period's mean rate per elapsed
 //! second), completed and dropped requests and the period's p99 latency; a node's counters
 //! that go backwards count as reset, and a metrics page that cannot be read is skipped.
 
@@ -398,15 +403,19 @@ impl RayServeBackend {
                     problems.push(format!("{name}: {} ({})", app.status, app.message.trim()));
                 }
                 let running = deployment.map_or(0, |d| d.count(RUNNING));
+                let recovering = deployment.map_or(0, |d| d.count(serve::RECOVERING));
                 let starting = deployment.map_or(0, |d| {
                     d.replicas
                         .iter()
-                        .filter(|r| r.state != RUNNING && r.state != "STOPPING")
+                        .filter(|r| {
+                            ![RUNNING, serve::RECOVERING, "STOPPING"].contains(&r.state.as_str())
+                        })
                         .count() as u32
                 });
                 Seen {
                     app_running: app.status == APP_RUNNING,
                     running,
+                    recovering,
                     starting,
                     routed: routes.contains(&route),
                 }
@@ -587,14 +596,16 @@ impl RayServeBackend {
         Ok(cluster_nodes)
     }
 
-    /// Reads the metrics pages (configured, else the alive nodes') and returns the
-    /// per-application deltas since the previous scrape; a page that cannot be read is
-    /// skipped (its node's requests count at the next scrape that reads it).
+    /// Reads the metrics pages (configured, else those of the alive nodes that run a Serve
+    /// proxy, whose counters these are; every alive node's while no proxy is known) and
+    /// returns the per-application deltas since the previous scrape; a page that cannot be
+    /// read is skipped (its node's requests count at the next scrape that reads it).
     fn scrape(&mut self, nodes: &[nodes::Node]) -> BTreeMap<String, metrics::Traffic> {
+        let proxies = &self.state.proxy_nodes;
         let urls: Vec<String> = if self.config.metrics_urls.is_empty() {
             nodes
                 .iter()
-                .filter(|n| n.alive)
+                .filter(|n| n.alive && (proxies.is_empty() || proxies.contains(&n.id)))
                 .filter_map(nodes::Node::metrics_url)
                 .collect()
         } else {
@@ -681,7 +692,7 @@ impl RayServeBackend {
                     let seen = app.seen.unwrap_or_default();
                     match app.phase() {
                         Phase::Ready => {
-                            ready += seen.running;
+                            ready += seen.running + seen.recovering;
                             starting += seen.starting;
                         }
                         Phase::Starting => starting += seen.running + seen.starting,
@@ -733,7 +744,7 @@ impl RayServeBackend {
                         cores: deployment
                             .and_then(|d| d.num_cpus)
                             .map_or(app.spec.cores, |c| c.round().max(1.0) as u32),
-                        replicas: app.seen.map_or(0, |s| s.running),
+                        replicas: app.seen.map_or(0, |s| s.running + s.recovering),
                         share: if total_share > 0.0 {
                             app.share / total_share
                         } else {
@@ -772,12 +783,13 @@ impl RayServeBackend {
                     Phase::Draining => EndpointState::Draining,
                     Phase::Starting => EndpointState::Starting,
                 },
-                weight: f64::from(app.seen.map_or(0, |s| s.running).max(1)),
+                weight: f64::from(app.seen.map_or(0, |s| s.running + s.recovering).max(1)),
             })
             .collect()
     }
 
-    /// Running replicas per stage, variant and node.
+    /// Running replicas (and ones a restarted controller is taking over) per stage, variant
+    /// and node.
     fn placement(&self) -> Vec<PlacementMessage> {
         let mut placement = Vec::new();
         for app in self.apps.apps.values() {
@@ -786,7 +798,7 @@ impl RayServeBackend {
             };
             let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
             for (node, replica) in deployment.placed() {
-                if replica.state == RUNNING {
+                if replica.state == RUNNING || replica.state == serve::RECOVERING {
                     *per_node.entry(node).or_default() += 1;
                 }
             }
@@ -1230,6 +1242,48 @@ mod tests {
         fake.lock().unwrap().metrics = page(10, 0);
         let o = backend.observe_cluster().expect("observe");
         assert_eq!(o.completed, 10);
+    }
+
+    #[test]
+    fn a_new_instance_adopts_the_running_applications_and_drains_them_on_a_switch() {
+        let fake = fake::start();
+        let mut first = backend_for(&fake, 0.2);
+        first.apply_plan(&plan("small", 4, 2, 2)).expect("apply");
+        let puts = fake.lock().unwrap().puts.len();
+        // A restarted daemon: a new instance finds the application and its settings.
+        let mut backend = backend_for(&fake, 0.2);
+        let adopted = &backend.apps().apps[&("classify".to_owned(), "small".to_owned())];
+        assert_eq!(
+            adopted.spec,
+            Spec {
+                replicas: 2,
+                cores: 2,
+                batch: 4
+            }
+        );
+        assert!(adopted.advertised, "running: it may carry traffic");
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(states(&o), [("small".into(), EndpointState::Ready)]);
+        assert!(
+            !backend
+                .apply_plan(&plan("small", 4, 2, 2))
+                .expect("same plan")
+                .changed,
+            "nothing to change after adoption"
+        );
+        assert_eq!(fake.lock().unwrap().puts.len(), puts);
+        // A switch drains the adopted variant rather than dropping it.
+        backend
+            .apply_plan(&plan("large", 1, 1, 1))
+            .expect("apply large");
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            states(&o),
+            [
+                ("large".into(), EndpointState::Ready),
+                ("small".into(), EndpointState::Draining)
+            ]
+        );
     }
 
     #[test]

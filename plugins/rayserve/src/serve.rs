@@ -12,6 +12,8 @@ use crate::config::Config;
 
 /// Replica state Serve reports for a replica that serves requests.
 pub const RUNNING: &str = "RUNNING";
+/// Replica state of a replica a restarted controller is taking over again.
+pub const RECOVERING: &str = "RECOVERING";
 /// Application status of an application whose deployments all run.
 pub const APP_RUNNING: &str = "RUNNING";
 /// Application status of an application being deleted.
@@ -106,6 +108,8 @@ pub struct ServeState {
     /// and while a controller restarts.
     pub controller_running: bool,
     pub applications: BTreeMap<String, Application>,
+    /// Nodes that run a Serve proxy (whose metrics pages hold the request counters).
+    pub proxy_nodes: BTreeSet<String>,
     pub proxy_location: Option<Value>,
     pub http_options: Option<Value>,
     pub grpc_options: Option<Value>,
@@ -135,9 +139,15 @@ pub fn parse_state(answer: &Value) -> Result<ServeState, String> {
         applications.insert(name.clone(), parse_application(name, app)?);
     }
     let present = |key: &str| top.get(key).filter(|v| !v.is_null()).cloned();
+    let proxy_nodes = top
+        .get("proxies")
+        .and_then(Value::as_object)
+        .map(|proxies| proxies.keys().cloned().collect())
+        .unwrap_or_default();
     Ok(ServeState {
         controller_running,
         applications,
+        proxy_nodes,
         proxy_location: present("proxy_location"),
         http_options: present("http_options"),
         grpc_options: present("grpc_options"),
@@ -426,6 +436,7 @@ pub(crate) mod tests {
                 .contains("autoscaling_config")
         );
         assert_eq!(state.target_capacity, None);
+        assert_eq!(state.proxy_nodes, BTreeSet::from(["n1".to_owned()]));
     }
 
     #[test]
