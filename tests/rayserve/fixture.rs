@@ -530,6 +530,7 @@ pub fn running_replicas(details: &Value, app: &str, deployment: &str) -> Vec<(St
 
 impl Drop for RayCluster {
     fn drop(&mut self) {
+        let before = self.processes();
         // `ray start --block` stops its node's processes when terminated (workers first);
         // what has not stopped within a few seconds is killed: nothing of a test cluster
         // needs keeping.
@@ -555,6 +556,7 @@ impl Drop for RayCluster {
             .map(|node| format!("-{}", node.child.id()))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut killed: std::collections::BTreeSet<u32> = before.into_iter().collect();
         loop {
             for group in &groups {
                 signal("-KILL", group);
@@ -565,13 +567,27 @@ impl Drop for RayCluster {
             }
             for pid in left {
                 signal("-KILL", &pid.to_string());
+                killed.insert(pid);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         for node in &mut self.nodes {
             let _ = node.child.wait();
         }
+        // A killed process loses its environment and working directory before it is gone:
+        // wait until the ones killed are gone (or zombies), so the ports are free again.
+        while killed.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn signal(name: &str, pid: &str) {
