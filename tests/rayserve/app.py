@@ -1,8 +1,8 @@
 """Test application for the Ray Serve tests: one module serves every test variant.
 
 A variant does real CPU work per request that grows with its `work` (loop steps); requests
-are batched with `@serve.batch`, whose `max_batch_size` follows the deployment's
-`user_config.max_batch_size`. Every answer is a KServe v2 style JSON body that also names the
+are batched with `@serve.batch`, whose `max_batch_size` and `batch_wait_timeout_s` follow
+the deployment's `user_config`. Every answer is a KServe v2 style JSON body that also names the
 variant, the Ray node and the replica that served it, and the batch it was part of, so tests
 can check where requests went.
 
@@ -40,9 +40,11 @@ class Variant:
         self.max_batch_size = 1
 
     def reconfigure(self, config: dict):
-        size = int((config or {}).get("max_batch_size", 1))
-        self.max_batch_size = max(1, size)
+        config = config or {}
+        self.max_batch_size = max(1, int(config.get("max_batch_size", 1)))
         self.infer_batch.set_max_batch_size(self.max_batch_size)
+        if "batch_wait_timeout_s" in config:
+            self.infer_batch.set_batch_wait_timeout_s(float(config["batch_wait_timeout_s"]))
 
     @serve.batch(max_batch_size=1, batch_wait_timeout_s=0.005)
     async def infer_batch(self, bodies: list) -> list:

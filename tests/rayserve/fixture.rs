@@ -171,6 +171,7 @@ impl RayCluster {
         cluster.wait_nodes_alive(nodes.len());
         cluster.node_ids = cluster.read_node_ids();
         cluster.wait_resources_reported();
+        cluster.wait_serve_api();
         cluster.started_in = started.elapsed();
         cluster
     }
@@ -272,6 +273,28 @@ impl RayCluster {
                 "the cluster status did not report every node's resources within \
                  {START_LIMIT:?}: {:?}\n{}",
                 self.cpu_usage_by_node(),
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
+    /// Waits until Serve's REST API answers: the dashboard's first answer there takes
+    /// seconds (measured: over 2 s on a loaded machine), later ones milliseconds.
+    fn wait_serve_api(&self) {
+        let started = Instant::now();
+        let url = format!("{}/api/serve/applications/", self.dashboard_url());
+        loop {
+            let answered = agent(Duration::from_secs(30))
+                .get(&url)
+                .call()
+                .is_ok_and(|answer| answer.status() == 200);
+            if answered {
+                return;
+            }
+            assert!(
+                started.elapsed() < START_LIMIT,
+                "Serve's REST API did not answer within {START_LIMIT:?}\n{}",
                 self.log_tail()
             );
             std::thread::sleep(Duration::from_millis(250));
@@ -507,6 +530,7 @@ pub fn running_replicas(details: &Value, app: &str, deployment: &str) -> Vec<(St
 
 impl Drop for RayCluster {
     fn drop(&mut self) {
+        let before = self.processes();
         // `ray start --block` stops its node's processes when terminated (workers first);
         // what has not stopped within a few seconds is killed: nothing of a test cluster
         // needs keeping.
@@ -532,6 +556,7 @@ impl Drop for RayCluster {
             .map(|node| format!("-{}", node.child.id()))
             .collect();
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut killed: std::collections::BTreeSet<u32> = before.into_iter().collect();
         loop {
             for group in &groups {
                 signal("-KILL", group);
@@ -542,13 +567,27 @@ impl Drop for RayCluster {
             }
             for pid in left {
                 signal("-KILL", &pid.to_string());
+                killed.insert(pid);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         for node in &mut self.nodes {
             let _ = node.child.wait();
         }
+        // A killed process loses its environment and working directory before it is gone:
+        // wait until the ones killed are gone (or zombies), so the ports are free again.
+        while killed.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
+}
+
+/// Whether process `pid` exists and is not a zombie.
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    })
 }
 
 fn signal(name: &str, pid: &str) {
@@ -609,5 +648,129 @@ pub fn post(url: &str, body: &str, timeout: Duration) -> (u16, String) {
             answer.body_mut().read_to_string().unwrap_or_default(),
         ),
         Err(e) => (0, e.to_string()),
+    }
+}
+
+/// What the load sender saw.
+#[derive(Debug, Default)]
+pub struct LoadReport {
+    pub sent: u64,
+    pub ok: u64,
+    /// Requests that did not answer 200, with the second they were sent in and why.
+    pub failures: Vec<String>,
+    /// Answers per variant named in them.
+    pub per_variant: BTreeMap<String, u64>,
+    /// Answers per node id named in them.
+    pub per_node: BTreeMap<String, u64>,
+}
+
+/// An open-loop sender: POSTs to one URL (the daemon's router) at the given rates, one per
+/// second in turn, each second's requests spread evenly over it (fractions carry over); the
+/// schedule never waits for answers (a pool of senders answers them).
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    scheduler: Option<std::thread::JoinHandle<()>>,
+    report: std::sync::Arc<std::sync::Mutex<LoadReport>>,
+}
+
+impl Load {
+    pub fn replay(url: &str, rates_rps: Vec<f64>) -> Load {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::{Arc, Mutex, mpsc};
+        let stop = Arc::new(AtomicBool::new(false));
+        let report = Arc::new(Mutex::new(LoadReport::default()));
+        let (jobs, receiver) = mpsc::channel::<usize>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        let mut senders = Vec::new();
+        for _ in 0..24 {
+            let receiver = Arc::clone(&receiver);
+            let report = Arc::clone(&report);
+            let url = url.to_owned();
+            senders.push(std::thread::spawn(move || {
+                let agent = agent(Duration::from_secs(30));
+                loop {
+                    let Ok(second) = receiver.lock().expect("jobs").recv() else {
+                        return;
+                    };
+                    let outcome = agent
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .send(r#"{"inputs": []}"#);
+                    let (status, body) = match outcome {
+                        Ok(mut answer) => (
+                            answer.status().as_u16(),
+                            answer.body_mut().read_to_string().unwrap_or_default(),
+                        ),
+                        Err(e) => (0, e.to_string()),
+                    };
+                    let mut report = report.lock().expect("report");
+                    let answer = serde_json::from_str::<Value>(&body).ok();
+                    match answer {
+                        Some(answer) if status == 200 => {
+                            report.ok += 1;
+                            let variant = answer["variant"].as_str().unwrap_or("?").to_owned();
+                            let node = answer["node_id"].as_str().unwrap_or("?").to_owned();
+                            *report.per_variant.entry(variant).or_default() += 1;
+                            *report.per_node.entry(node).or_default() += 1;
+                        }
+                        _ => report
+                            .failures
+                            .push(format!("second {second}: {status} {body}")),
+                    }
+                }
+            }));
+        }
+        let scheduler = {
+            let stop = Arc::clone(&stop);
+            let report = Arc::clone(&report);
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                let mut due = 0.0_f64;
+                let mut sent = 0_u64;
+                'schedule: for (second, rate) in rates_rps.iter().enumerate() {
+                    due += rate;
+                    let count = due.floor() as u64;
+                    due -= count as f64;
+                    for k in 0..count {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'schedule;
+                        }
+                        let at = Duration::from_secs_f64(second as f64 + k as f64 / count as f64);
+                        if let Some(wait) = at.checked_sub(started.elapsed()) {
+                            std::thread::sleep(wait);
+                        }
+                        let _ = jobs.send(second);
+                        sent += 1;
+                    }
+                }
+                report.lock().expect("report").sent = sent;
+                drop(jobs);
+                for sender in senders {
+                    let _ = sender.join();
+                }
+            })
+        };
+        Load {
+            stop,
+            scheduler: Some(scheduler),
+            report,
+        }
+    }
+
+    /// Waits for the schedule to end and every request to be answered; the report.
+    pub fn finish(mut self) -> LoadReport {
+        if let Some(scheduler) = self.scheduler.take() {
+            let _ = scheduler.join();
+        }
+        std::mem::take(&mut *self.report.lock().expect("report"))
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(scheduler) = self.scheduler.take() {
+            let _ = scheduler.join();
+        }
     }
 }

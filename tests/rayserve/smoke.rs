@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::fixture::{MEDIUM, RayCluster, SMALL, agent, post, running_replicas, test_application};
+use super::fixture::{
+    MEDIUM, RayCluster, SMALL, agent, alive, post, running_replicas, test_application,
+};
 
 /// Sends `count` requests, `parallel` at a time, to `url`; the answers (each must be 200).
 fn send(url: &str, count: usize, parallel: usize) -> Vec<Value> {
@@ -167,13 +169,7 @@ fn a_two_node_cluster_serves_the_test_application_where_serve_reports() {
     let stop_started = Instant::now();
     drop(cluster);
     let stop_s = stop_started.elapsed().as_secs_f64();
-    let left: Vec<&u32> = before
-        .iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .is_ok_and(|stat| !stat.contains(") Z"))
-        })
-        .collect();
+    let left: Vec<&u32> = before.iter().filter(|pid| alive(**pid)).collect();
     assert!(left.is_empty(), "processes of the cluster left: {left:?}");
     eprintln!(
         "ray smoke: cluster start {start_s:.1} s, deploy {deploy_s:.1} s, batch-size change \
