@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, assert_respects_constraints, close, random_problem};
+use common::{Rng, close, compare_with_brute_force, random_problem};
 use infadapt_model::Placement;
 use infadapt_model::Variant;
 use infadapt_planner::brute::brute_force;
@@ -256,38 +256,6 @@ fn random_nodes(seed: u64) -> Vec<NodeCapacity> {
         .collect()
 }
 
-fn compare_placed(
-    problem: &Problem,
-    reference: Option<Solution>,
-    got: Result<Solution, PlanError>,
-) -> Result<(), TestCaseError> {
-    match (reference, got) {
-        (Some(r), Ok(s)) => {
-            prop_assert!(
-                close(r.objective, s.objective),
-                "objective {} ({}) != brute force {}\nplan {}\nbrute {}\nnodes {:?}",
-                s.objective,
-                s.solver,
-                r.objective,
-                s.plan,
-                r.plan,
-                problem.nodes
-            );
-            assert_respects_constraints(problem, &s);
-            assert_placed(problem, &s);
-            assert_placed(problem, &r);
-        }
-        (None, Err(PlanError::Infeasible(_))) => {}
-        (r, s) => prop_assert!(
-            false,
-            "feasibility differs: brute force {:?}, solver {:?}",
-            r.map(|x| x.objective),
-            s
-        ),
-    }
-    Ok(())
-}
-
 fn at(variant: &str, node: &str, replicas: u32) -> Placement {
     Placement {
         stage: "s".into(),
@@ -353,7 +321,7 @@ proptest! {
                 .expect("a plan that places also places near a running placement");
             prop_assert!(placement_fits(&problem.pipeline, &solution.plan, &near, &problem.nodes));
         }
-        compare_placed(&problem, reference, got)?;
+        compare_with_brute_force(&problem, reference, got, |s| assert_placed(&problem, s))?;
     }
 
     #[test]
@@ -362,7 +330,7 @@ proptest! {
         problem.nodes = random_nodes(seed);
         problem.solver = SolverChoice::Milp;
         let reference = brute_force(&problem);
-        compare_placed(&problem, reference, solve(&problem))?;
+        compare_with_brute_force(&problem, reference, solve(&problem), |s| assert_placed(&problem, s))?;
     }
 
     #[test]
@@ -372,7 +340,7 @@ proptest! {
         problem.allow_mix = true;
         problem.solver = SolverChoice::Auto;
         let reference = brute_force(&problem);
-        compare_placed(&problem, reference, solve(&problem))?;
+        compare_with_brute_force(&problem, reference, solve(&problem), |s| assert_placed(&problem, s))?;
     }
 }
 
