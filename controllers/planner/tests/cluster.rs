@@ -34,6 +34,15 @@ fn measured_at(name: &str, accuracy: f64, cores: u32, p99_ms: f64, rps: f64) -> 
     )
 }
 
+/// Variant `variant` of stage `s` runs on `cores` cores only.
+fn pinned(variant: &str, cores: u32) -> PinnedCores {
+    PinnedCores {
+        stage: "s".into(),
+        variant: variant.into(),
+        cores,
+    }
+}
+
 /// One stage `s`: `big` (accuracy 0.9) on 2-core replicas, `small` (0.8) on 1-core ones,
 /// each 10 rps per replica within a 10 ms p99; 20 rps needs 3 replicas of either.
 fn big_or_small() -> Problem {
@@ -46,18 +55,7 @@ fn big_or_small() -> Problem {
         20.0,
     );
     problem.extra_replicas = 0;
-    problem.pinned_cores = vec![
-        PinnedCores {
-            stage: "s".into(),
-            variant: "big".into(),
-            cores: 2,
-        },
-        PinnedCores {
-            stage: "s".into(),
-            variant: "small".into(),
-            cores: 1,
-        },
-    ];
+    problem.pinned_cores = vec![pinned("big", 2), pinned("small", 1)];
     problem
 }
 
@@ -135,18 +133,7 @@ fn replicas_larger_than_every_node_are_never_planned() {
         pipeline("p", 100.0, vec![stage("s", variants, &[1], &[2, 4], 8)]),
         20.0,
     );
-    problem.pinned_cores = vec![
-        PinnedCores {
-            stage: "s".into(),
-            variant: "fast".into(),
-            cores: 4,
-        },
-        PinnedCores {
-            stage: "s".into(),
-            variant: "slow".into(),
-            cores: 2,
-        },
-    ];
+    problem.pinned_cores = vec![pinned("fast", 4), pinned("slow", 2)];
     problem.limits.total_cores = Some(6);
     assert!(solve(&problem).is_ok(), "6 cores carry one 4-core replica");
     problem.nodes = vec![node("n1", 3.0, 0.0), node("n2", 3.0, 0.0)];
