@@ -10,11 +10,13 @@
 //! `cargo bench -p infadapt-planner --bench cluster` runs the whole table; run without
 //! `--bench` (as `cargo test --all-targets` does) it solves one small cluster as a check.
 
+mod support;
+
 use std::time::{Duration, Instant};
 
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
 use infadapt_planner::placement::placement_fits;
 use infadapt_planner::{NodeCapacity, PlanError, Problem, solve};
+use support::{latency_ms, synthetic_pipeline};
 
 const BATCHES: [u32; 3] = [1, 4, 8];
 const CORES: [u32; 3] = [1, 2, 4];
@@ -22,63 +24,6 @@ const STAGES: usize = 3;
 const MIXED_CPUS: [f64; 4] = [8.0, 6.0, 4.0, 12.0];
 const ODD_CPUS: [f64; 2] = [3.0, 5.0];
 const LOADS: [f64; 3] = [0.3, 0.6, 0.9];
-
-/// Latency of variant `v` of stage `s` at batch `b` on `c` cores, ms.
-fn latency_ms(s: usize, v: usize, b: u32, c: u32) -> f64 {
-    let scale = 1.0 + v as f64 * 0.6 + s as f64 * 0.05;
-    let (g, d, e, h) = (
-        6.0 * scale,
-        0.8 * scale,
-        4.0 * scale + s as f64,
-        2.0 + v as f64,
-    );
-    g * f64::from(b) / f64::from(c) + d * f64::from(b) + e / f64::from(c) + h
-}
-
-fn pipeline(variants: usize, max_replicas: u32) -> Pipeline {
-    let stages = (0..STAGES)
-        .map(|s| {
-            let variants = (0..variants)
-                .map(|v| {
-                    let points = BATCHES
-                        .iter()
-                        .flat_map(|&b| CORES.iter().map(move |&c| (b, c)))
-                        .map(|(b, c)| {
-                            let l = latency_ms(s, v, b, c);
-                            ProfilePoint {
-                                batch: b,
-                                cores: c,
-                                p99_ms: Some(1.3 * l),
-                                mean_ms: Some(l),
-                                throughput_rps: None,
-                            }
-                        })
-                        .collect();
-                    Variant {
-                        name: format!("s{s}v{v}"),
-                        accuracy: 0.6 + 0.35 * (v as f64 + 1.0) / variants as f64,
-                        load_time_s: 2.0 + v as f64,
-                        gpu_mem_mb: Some(0.0),
-                        profile: Profile::new(points).expect("valid synthetic profile"),
-                    }
-                })
-                .collect();
-            Stage {
-                name: format!("stage{s}"),
-                variants,
-                batch_sizes: BATCHES.to_vec(),
-                core_options: CORES.to_vec(),
-                max_replicas,
-                min_replicas: 1,
-            }
-        })
-        .collect();
-    Pipeline {
-        name: "cluster-bench".into(),
-        slo_ms: 120.0 * STAGES as f64,
-        stages,
-    }
-}
 
 fn nodes(count: usize, cpus: &[f64]) -> Vec<NodeCapacity> {
     (0..count)
@@ -115,7 +60,10 @@ fn run(node_count: usize, variants: usize, kind: &[f64]) -> Row {
     };
     for fraction in LOADS {
         let load = fraction * cpus * per_cpu * 0.8 / STAGES as f64;
-        let mut problem = Problem::new(pipeline(variants, 512), load);
+        let mut problem = Problem::new(
+            synthetic_pipeline("cluster-bench", STAGES, variants, &BATCHES, &CORES, 512),
+            load,
+        );
         problem.nodes = nodes.clone();
         problem.time_limit_ms = 2000;
         let started = Instant::now();

@@ -1,69 +1,20 @@
-//! Planner benchmarks on synthetic pipelines: profiles from l(b, c) = γ·b/c + δ·b + ε/c + η
-//! with varied coefficients, variants of rising accuracy and latency.
+//! Planner benchmarks on synthetic pipelines (`support::synthetic_pipeline`): profiles from
+//! l(b, c) = γ·b/c + δ·b + ε/c + η with varied coefficients, variants of rising accuracy
+//! and latency.
+
+mod support;
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use infadapt_model::{Pipeline, Profile, ProfilePoint, Stage, Variant};
 use infadapt_planner::{Problem, SolverChoice, solve};
+use support::synthetic_pipeline;
 
 const BATCHES: [u32; 8] = [1, 2, 4, 8, 12, 16, 24, 32];
 
 fn synthetic(stages: usize, variants: usize, cores: &[u32]) -> Problem {
-    let stages = (0..stages)
-        .map(|s| {
-            let variants = (0..variants)
-                .map(|v| {
-                    let scale = 1.0 + v as f64 * 0.6 + s as f64 * 0.05;
-                    let (g, d, e, h) = (
-                        6.0 * scale,
-                        0.8 * scale,
-                        4.0 * scale + s as f64,
-                        2.0 + v as f64,
-                    );
-                    let points = BATCHES
-                        .iter()
-                        .flat_map(|&b| cores.iter().map(move |&c| (b, c)))
-                        .map(|(b, c)| {
-                            let l = g * f64::from(b) / f64::from(c)
-                                + d * f64::from(b)
-                                + e / f64::from(c)
-                                + h;
-                            ProfilePoint {
-                                batch: b,
-                                cores: c,
-                                p99_ms: Some(1.3 * l),
-                                mean_ms: Some(l),
-                                throughput_rps: None,
-                            }
-                        })
-                        .collect();
-                    Variant {
-                        name: format!("s{s}v{v}"),
-                        accuracy: 0.6 + 0.35 * (v as f64 + 1.0) / variants as f64,
-                        load_time_s: 2.0 + v as f64,
-                        gpu_mem_mb: Some(0.0),
-                        profile: Profile::new(points).expect("valid synthetic profile"),
-                    }
-                })
-                .collect();
-            Stage {
-                name: format!("stage{s}"),
-                variants,
-                batch_sizes: BATCHES.to_vec(),
-                core_options: cores.to_vec(),
-                max_replicas: 32,
-                min_replicas: 1,
-            }
-        })
-        .collect::<Vec<_>>();
-    let slo_ms = 120.0 * stages.len() as f64;
     Problem::new(
-        Pipeline {
-            name: "bench".into(),
-            slo_ms,
-            stages,
-        },
+        synthetic_pipeline("bench", stages, variants, &BATCHES, cores, 32),
         150.0,
     )
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Rng, assert_respects_constraints, close, random_problem};
+use common::{Rng, close, compare_with_brute_force, random_problem};
 use infadapt_model::Placement;
 use infadapt_model::Variant;
 use infadapt_planner::brute::brute_force;
@@ -34,6 +34,15 @@ fn measured_at(name: &str, accuracy: f64, cores: u32, p99_ms: f64, rps: f64) -> 
     )
 }
 
+/// Variant `variant` of stage `s` runs on `cores` cores only.
+fn pinned(variant: &str, cores: u32) -> PinnedCores {
+    PinnedCores {
+        stage: "s".into(),
+        variant: variant.into(),
+        cores,
+    }
+}
+
 /// One stage `s`: `big` (accuracy 0.9) on 2-core replicas, `small` (0.8) on 1-core ones,
 /// each 10 rps per replica within a 10 ms p99; 20 rps needs 3 replicas of either.
 fn big_or_small() -> Problem {
@@ -46,18 +55,7 @@ fn big_or_small() -> Problem {
         20.0,
     );
     problem.extra_replicas = 0;
-    problem.pinned_cores = vec![
-        PinnedCores {
-            stage: "s".into(),
-            variant: "big".into(),
-            cores: 2,
-        },
-        PinnedCores {
-            stage: "s".into(),
-            variant: "small".into(),
-            cores: 1,
-        },
-    ];
+    problem.pinned_cores = vec![pinned("big", 2), pinned("small", 1)];
     problem
 }
 
@@ -135,18 +133,7 @@ fn replicas_larger_than_every_node_are_never_planned() {
         pipeline("p", 100.0, vec![stage("s", variants, &[1], &[2, 4], 8)]),
         20.0,
     );
-    problem.pinned_cores = vec![
-        PinnedCores {
-            stage: "s".into(),
-            variant: "fast".into(),
-            cores: 4,
-        },
-        PinnedCores {
-            stage: "s".into(),
-            variant: "slow".into(),
-            cores: 2,
-        },
-    ];
+    problem.pinned_cores = vec![pinned("fast", 4), pinned("slow", 2)];
     problem.limits.total_cores = Some(6);
     assert!(solve(&problem).is_ok(), "6 cores carry one 4-core replica");
     problem.nodes = vec![node("n1", 3.0, 0.0), node("n2", 3.0, 0.0)];
@@ -256,38 +243,6 @@ fn random_nodes(seed: u64) -> Vec<NodeCapacity> {
         .collect()
 }
 
-fn compare_placed(
-    problem: &Problem,
-    reference: Option<Solution>,
-    got: Result<Solution, PlanError>,
-) -> Result<(), TestCaseError> {
-    match (reference, got) {
-        (Some(r), Ok(s)) => {
-            prop_assert!(
-                close(r.objective, s.objective),
-                "objective {} ({}) != brute force {}\nplan {}\nbrute {}\nnodes {:?}",
-                s.objective,
-                s.solver,
-                r.objective,
-                s.plan,
-                r.plan,
-                problem.nodes
-            );
-            assert_respects_constraints(problem, &s);
-            assert_placed(problem, &s);
-            assert_placed(problem, &r);
-        }
-        (None, Err(PlanError::Infeasible(_))) => {}
-        (r, s) => prop_assert!(
-            false,
-            "feasibility differs: brute force {:?}, solver {:?}",
-            r.map(|x| x.objective),
-            s
-        ),
-    }
-    Ok(())
-}
-
 fn at(variant: &str, node: &str, replicas: u32) -> Placement {
     Placement {
         stage: "s".into(),
@@ -353,7 +308,7 @@ proptest! {
                 .expect("a plan that places also places near a running placement");
             prop_assert!(placement_fits(&problem.pipeline, &solution.plan, &near, &problem.nodes));
         }
-        compare_placed(&problem, reference, got)?;
+        compare_with_brute_force(&problem, reference, got, |s| assert_placed(&problem, s))?;
     }
 
     #[test]
@@ -362,7 +317,7 @@ proptest! {
         problem.nodes = random_nodes(seed);
         problem.solver = SolverChoice::Milp;
         let reference = brute_force(&problem);
-        compare_placed(&problem, reference, solve(&problem))?;
+        compare_with_brute_force(&problem, reference, solve(&problem), |s| assert_placed(&problem, s))?;
     }
 
     #[test]
@@ -372,7 +327,7 @@ proptest! {
         problem.allow_mix = true;
         problem.solver = SolverChoice::Auto;
         let reference = brute_force(&problem);
-        compare_placed(&problem, reference, solve(&problem))?;
+        compare_with_brute_force(&problem, reference, solve(&problem), |s| assert_placed(&problem, s))?;
     }
 }
 

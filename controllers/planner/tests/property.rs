@@ -4,41 +4,10 @@
 
 mod common;
 
-use common::{assert_respects_constraints, close, random_problem};
+use common::{assert_respects_constraints, compare_with_brute_force, random_problem};
 use infadapt_planner::brute::brute_force;
-use infadapt_planner::{
-    LatencyModel, PinnedCores, PlanError, Problem, Solution, SolverChoice, solve,
-};
+use infadapt_planner::{LatencyModel, PinnedCores, Problem, Solution, SolverChoice, solve};
 use proptest::prelude::*;
-
-fn compare(
-    problem: &Problem,
-    reference: Option<Solution>,
-    got: Result<Solution, PlanError>,
-) -> Result<(), TestCaseError> {
-    match (reference, got) {
-        (Some(r), Ok(s)) => {
-            prop_assert!(
-                close(r.objective, s.objective),
-                "objective {} ({}) != brute force {}\nplan {:?}\nbrute {:?}",
-                s.objective,
-                s.solver,
-                r.objective,
-                s.plan,
-                r.plan
-            );
-            assert_respects_constraints(problem, &s);
-        }
-        (None, Err(PlanError::Infeasible(_))) => {}
-        (r, s) => prop_assert!(
-            false,
-            "feasibility differs: brute force {:?}, solver {:?}",
-            r.map(|x| x.objective),
-            s
-        ),
-    }
-    Ok(())
-}
 
 /// `problem` under IPA's rules: latency without the queueing wait, and (from `seed`) some
 /// variants pinned to one core count, which need not be among the stage's options.
@@ -90,14 +59,14 @@ proptest! {
         if let Ok(s) = &got {
             assert_pins_held(&problem, s);
         }
-        compare(&problem, reference, got)?;
+        compare_with_brute_force(&problem, reference, got, |_| {})?;
     }
 
     #[test]
     fn ipa_rules_milp_equals_brute_force(seed in any::<u64>()) {
         let mut problem = ipa_rules(random_problem(seed, 3), seed);
         problem.solver = SolverChoice::Milp;
-        compare(&problem, brute_force(&problem), solve(&problem))?;
+        compare_with_brute_force(&problem, brute_force(&problem), solve(&problem), |_| {})?;
     }
 
     #[test]
@@ -105,7 +74,7 @@ proptest! {
         let mut problem = ipa_rules(random_problem(seed, 1), seed);
         problem.allow_mix = true;
         problem.solver = SolverChoice::Auto;
-        compare(&problem, brute_force(&problem), solve(&problem))?;
+        compare_with_brute_force(&problem, brute_force(&problem), solve(&problem), |_| {})?;
     }
 }
 
@@ -119,7 +88,7 @@ proptest! {
         if let Some(r) = &reference {
             assert_respects_constraints(&problem, r);
         }
-        compare(&problem, reference, solve(&problem))?;
+        compare_with_brute_force(&problem, reference, solve(&problem), |_| {})?;
     }
 }
 
@@ -135,7 +104,7 @@ proptest! {
         if let Ok(s) = &got {
             prop_assert!(s.solver == "milp", "solver {}", s.solver);
         }
-        compare(&problem, reference, got)?;
+        compare_with_brute_force(&problem, reference, got, |_| {})?;
     }
 
     #[test]
@@ -148,7 +117,7 @@ proptest! {
         if let Ok(s) = &got {
             prop_assert!(s.solver == "milp", "solver {}", s.solver);
         }
-        compare(&problem, reference, got)?;
+        compare_with_brute_force(&problem, reference, got, |_| {})?;
     }
 
     #[test]

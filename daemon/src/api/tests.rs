@@ -12,26 +12,37 @@ use crate::api::access::WriteAccess;
 use crate::http_server::{ConnectionStats, ServerLimits};
 use crate::service::status::DecisionRecord;
 
+/// The record of `decision` of `pipeline` at `tick` (at unix time 1000 + `tick`), with
+/// 10 rps observed and the `max` forecaster.
+fn decision_record(
+    pipeline: &str,
+    tick: u64,
+    applied: bool,
+    decision: infadapt_control::Decision,
+) -> DecisionRecord {
+    DecisionRecord {
+        pipeline: pipeline.to_owned(),
+        tick,
+        unix_s: 1_000 + tick,
+        applied,
+        not_applied: None,
+        apply_actions: Vec::new(),
+        observed_rps: 10.0,
+        latency_p99_ms: None,
+        decide_ms: 1.0,
+        forecaster: "max".to_owned(),
+        fast_path: false,
+        decision,
+    }
+}
+
 /// A registry with pipelines `a` (decisions at ticks 1..=5) and `b` (ticks 1..=2).
 fn registry() -> Registry {
     let registry = Registry::new(100);
     for (name, ticks) in [("a", 5), ("b", 2)] {
         registry.update(name, |s| s.state = "running".to_owned());
         for tick in 1..=ticks {
-            registry.record(DecisionRecord {
-                pipeline: name.to_owned(),
-                tick,
-                unix_s: 1_000 + tick,
-                applied: false,
-                not_applied: None,
-                apply_actions: Vec::new(),
-                observed_rps: 10.0,
-                latency_p99_ms: None,
-                decide_ms: 1.0,
-                forecaster: "max".to_owned(),
-                fast_path: false,
-                decision: Default::default(),
-            });
+            registry.record(decision_record(name, tick, false, Default::default()));
         }
     }
     registry
@@ -133,20 +144,7 @@ fn a_cluster_placement_shows_in_the_status_and_the_decisions() {
         placement,
         ..Default::default()
     };
-    registry.record(DecisionRecord {
-        pipeline: "b".to_owned(),
-        tick: 3,
-        unix_s: 1_003,
-        applied: true,
-        not_applied: None,
-        apply_actions: Vec::new(),
-        observed_rps: 10.0,
-        latency_p99_ms: None,
-        decide_ms: 1.0,
-        forecaster: "max".to_owned(),
-        fast_path: false,
-        decision,
-    });
+    registry.record(decision_record("b", 3, true, decision));
     let expected =
         serde_json::json!([{"stage": "s", "variant": "v", "node": "node-1", "replicas": 2}]);
     let status = status_body(&registry, &query(&[])).expect("status");

@@ -1,13 +1,16 @@
 //! Shared helpers of the planner tests: a deterministic generator of small random
-//! instances and checks every plan must pass.
+//! instances, checks every plan must pass, and the comparison of a solver with the brute
+//! force.
 #![allow(dead_code)]
 
 use infadapt_model::{
     Assignment, Pipeline, Plan, Profile, ProfilePoint, Stage, StagePlan, Variant,
 };
 use infadapt_planner::{
-    AccuracyMode, ExtrapolationPolicy, HostLimits, Problem, Solution, SolverChoice, Weights,
+    AccuracyMode, ExtrapolationPolicy, HostLimits, PlanError, Problem, Solution, SolverChoice,
+    Weights,
 };
+use proptest::prelude::*;
 
 /// A small deterministic random number generator (xorshift64*).
 #[derive(Debug, Clone)]
@@ -217,6 +220,47 @@ pub fn random_problem(seed: u64, max_stages: u32) -> Problem {
 /// Relative closeness of two objectives.
 pub fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-6 * a.abs().max(b.abs()).max(1.0)
+}
+
+/// Checks a solver's answer against the brute force's `reference`: both infeasible, or both
+/// feasible with the same objective, the solver's plan within every constraint, and
+/// `also_check` holding for the solver's solution and then for the brute force's. The
+/// failure message shows both plans, and the problem's nodes where it has any.
+pub fn compare_with_brute_force(
+    problem: &Problem,
+    reference: Option<Solution>,
+    got: Result<Solution, PlanError>,
+    also_check: impl Fn(&Solution),
+) -> Result<(), TestCaseError> {
+    match (reference, got) {
+        (Some(r), Ok(s)) => {
+            let nodes = if problem.nodes.is_empty() {
+                String::new()
+            } else {
+                format!("\nnodes {:?}", problem.nodes)
+            };
+            prop_assert!(
+                close(r.objective, s.objective),
+                "objective {} ({}) != brute force {}\nplan {:?}\nbrute {:?}{nodes}",
+                s.objective,
+                s.solver,
+                r.objective,
+                s.plan,
+                r.plan
+            );
+            assert_respects_constraints(problem, &s);
+            also_check(&s);
+            also_check(&r);
+        }
+        (None, Err(PlanError::Infeasible(_))) => {}
+        (r, s) => prop_assert!(
+            false,
+            "feasibility differs: brute force {:?}, solver {:?}",
+            r.map(|x| x.objective),
+            s
+        ),
+    }
+    Ok(())
 }
 
 /// Checks a plan against the SLO, the capacity of every assignment and the host limits.
