@@ -26,9 +26,20 @@
 //! - `max_surge_percent` (100 by default): a change that restarts replicas (cores, GPUs)
 //!   starts the replacements before the old replicas stop.
 //!
-//! Serve's scheduler places the replicas; a plan's `placement` is not enforced (Serve pins
-//! a deployment only as a whole, and a change of it restarts every replica), and
-//! `observe` reports where they run.
+//! # Placement
+//!
+//! A plan's `placement` is enforced (`placement = "planned"`, the default): Serve pins a
+//! deployment only as a whole (`ray_actor_options.label_selector` on the node's
+//! `ray.io/node-id` label), so a placed variant runs as one application per node it is
+//! placed on, `{app_prefix}-{stage}-{variant}-{node}` with its route
+//! `/{app_prefix}/{stage}/{variant}/{node}` (`{node}`: the first 12 characters of the node
+//! id), pinned there with `num_replicas` = the replicas placed there. Scaling on a node is
+//! in place; a node that leaves the variant's placement is drained like a variant that
+//! left the plan, once the variant's planned node applications run all their replicas. A
+//! plan without placement, or `placement = "scheduler"`, keeps one application per
+//! variant that Serve's scheduler places. `observe` reports where the replicas run, summed
+//! per variant and node over its applications; both name forms are adopted on `create`
+//! (a node application by its name and the node id its deployed config selects).
 //!
 //! A `PUT` replaces Serve's whole set of applications. The plugin therefore reads the
 //! current config first and re-sends every application it does not own as it was deployed
@@ -41,8 +52,8 @@
 //! # Make-before-break
 //!
 //! The daemon's router splits a stage's load among its variants and sends requests only to
-//! `ready` endpoints (`{proxy_url}{route_prefix}`, one per variant, weighted by running
-//! replicas); Serve's proxy spreads a variant's requests among its replicas. A new variant
+//! `ready` endpoints (`{proxy_url}{route_prefix}`, one per application, weighted by running
+//! replicas: a placed variant's share is split among its node applications); Serve's proxy spreads a variant's requests among its replicas. A new variant
 //! is `starting` until its deployment runs its target replica count and the proxy lists its
 //! route (`GET {proxy_url}/-/routes`), then `ready`; a ready variant stays ready while it is
 //! scaled. A variant that left the plan keeps serving until every planned variant of its
@@ -74,6 +85,7 @@
 //! | `batch_wait_timeout_s` | 0.01 | `batch_wait_timeout_s` in every `user_config` |
 //! | `http_host` | `0.0.0.0` | `http_options.host` when the plugin's PUT starts Serve (a running Serve keeps its own) |
 //! | `proxy_location` | Serve's (`EveryNode`) | `proxy_location` when the plugin's PUT starts Serve: `EveryNode`, `HeadOnly` or `Disabled` |
+//! | `placement` | `planned` | `planned`: the plan's placement, one application per node a variant uses; `scheduler`: one application per variant, placed by Serve |
 //! | `variants.NAME.import_path` | required | `module:application` of the variant's Serve application |
 //! | `variants.NAME.args` | `{}` | arguments of the application builder |
 //! | `variants.NAME.deployment` | NAME | name of the application's deployment |
@@ -88,7 +100,8 @@
 //!
 //! # Observations
 //!
-//! `deployed` is what serves (ready variants, their running replicas); per stage ready and
+//! `deployed` is what serves (ready variants, their running replicas summed over their
+//! applications); per stage ready and
 //! starting replicas; `placement` the running replicas per node; `nodes` every node with its
 //! CPUs and GPUs in all, free (the scheduler's logical resources) and held by this
 //! pipeline's replicas, and its free memory. Per application the proxies' counters
