@@ -1,9 +1,9 @@
 //! Fuzz target `rayserve_answers`: arbitrary text as what the Ray Serve plugin reads from a
 //! cluster, split at NUL bytes into four parts: the Serve applications (`GET
 //! /api/serve/applications/`), the node summary and the cluster status (JSON, through
-//! `serve::parse_state`, `nodes::parse_nodes` and `nodes::add_usage`), and a metrics page
-//! read twice (two scrapes) through the support crate's Prometheus reader and the plugin's
-//! per-application counters. Contract: no panic; replica counts never exceed the replicas
+//! `serve::parse_state`, `serve::pinned_node`, `nodes::parse_nodes` and `nodes::add_usage`),
+//! and a metrics page read twice (two scrapes) through the support crate's Prometheus reader
+//! and the plugin's per-application counters. Contract: no panic; replica counts never exceed the replicas
 //! listed; node resources reported as free are finite and ≥ 0; metric deltas are finite
 //! and ≥ 0, and a p99 is finite and ≥ 0.
 #![no_main]
@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         && let Ok(state) = serve::parse_state(&answer)
     {
         for app in state.applications.values() {
+            let _ = serve::pinned_node(app);
             for deployment in app.deployments.values() {
                 let listed = deployment.replicas.len() as u32;
                 assert!(deployment.count(serve::RUNNING) <= listed);

@@ -21,6 +21,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use infadapt_testkit::{Scratch, free_port, repo_root};
+
+/// A free loopback port not handed out before in this process: the system may offer a
+/// port it just released again, and Ray refuses two components on one port.
+fn distinct_port() -> u16 {
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = free_port();
+        if given.insert(port) {
+            return port;
+        }
+    }
+}
 use serde_json::{Value, json};
 
 /// The environment variable that marks every process of one cluster (the raylets pass their
@@ -153,10 +169,10 @@ impl RayCluster {
         let mut cluster = RayCluster {
             dir,
             nodes: Vec::new(),
-            gcs_port: free_port(),
-            dashboard_port: free_port(),
-            proxy_port: free_port(),
-            grpc_proxy_port: free_port(),
+            gcs_port: distinct_port(),
+            dashboard_port: distinct_port(),
+            proxy_port: distinct_port(),
+            grpc_proxy_port: distinct_port(),
             node_ids: Vec::new(),
             started_in: Duration::ZERO,
             _serial: serial,
@@ -177,8 +193,8 @@ impl RayCluster {
     }
 
     fn spawn_node(&self, ray: &PathBuf, index: usize, cpus: u32) -> Node {
-        let node_manager_port = free_port();
-        let metrics_port = free_port();
+        let node_manager_port = distinct_port();
+        let metrics_port = distinct_port();
         let log = self.dir.join(format!("node-{index}.log"));
         let out = std::fs::File::create(&log).expect("node log");
         let mut command = Command::new(ray);
@@ -190,7 +206,7 @@ impl RayCluster {
                 .args(["--include-dashboard", "true"])
                 .args(["--dashboard-host", "127.0.0.1"])
                 .args(["--dashboard-port", &self.dashboard_port.to_string()])
-                .args(["--ray-client-server-port", &free_port().to_string()]);
+                .args(["--ray-client-server-port", &distinct_port().to_string()]);
         } else {
             command.args(["--address", &format!("127.0.0.1:{}", self.gcs_port)]);
         }
@@ -199,11 +215,14 @@ impl RayCluster {
             .args(["--num-gpus", "0"])
             .args(["--node-ip-address", "127.0.0.1"])
             .args(["--node-manager-port", &node_manager_port.to_string()])
-            .args(["--object-manager-port", &free_port().to_string()])
+            .args(["--object-manager-port", &distinct_port().to_string()])
             .args(["--metrics-export-port", &metrics_port.to_string()])
-            .args(["--dashboard-agent-listen-port", &free_port().to_string()])
-            .args(["--dashboard-agent-grpc-port", &free_port().to_string()])
-            .args(["--runtime-env-agent-port", &free_port().to_string()])
+            .args([
+                "--dashboard-agent-listen-port",
+                &distinct_port().to_string(),
+            ])
+            .args(["--dashboard-agent-grpc-port", &distinct_port().to_string()])
+            .args(["--runtime-env-agent-port", &distinct_port().to_string()])
             // Workers of every node bind ports the system chooses: nodes on one machine
             // would otherwise share the default range.
             .args(["--min-worker-port", "0", "--max-worker-port", "0"])

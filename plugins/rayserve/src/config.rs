@@ -15,6 +15,26 @@ use crate::serve::StartOptions;
 /// Values Serve accepts for `proxy_location`.
 pub const PROXY_LOCATIONS: &[&str] = &["EveryNode", "HeadOnly", "Disabled"];
 
+/// Values of the `placement` key.
+pub const PLACEMENT_MODES: &[&str] = &["planned", "scheduler"];
+
+/// The label every Ray node carries with its node id, which pins a deployment to a node
+/// through `ray_actor_options.label_selector`.
+pub const NODE_ID_LABEL: &str = "ray.io/node-id";
+
+/// Characters of a node id that name its application and route.
+pub const NODE_SUFFIX_LEN: usize = 12;
+
+/// Who decides where a variant's replicas run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlacementMode {
+    /// The plan's placement, when it has one: one application per node a variant uses,
+    /// pinned to it.
+    Planned,
+    /// Serve's scheduler: one application per variant, placed by Ray.
+    Scheduler,
+}
+
 /// Keys of the backend table (besides `type` and `pipeline`, which the daemon owns).
 pub const KEYS: &[&str] = &[
     "dashboard_url",
@@ -30,6 +50,7 @@ pub const KEYS: &[&str] = &[
     "batch_wait_timeout_s",
     "http_host",
     "proxy_location",
+    "placement",
     "variants",
 ];
 
@@ -99,6 +120,8 @@ pub struct Config {
     pub http_host: String,
     /// `proxy_location` when the plugin starts Serve (Serve's default when `None`).
     pub proxy_location: Option<String>,
+    /// Whether the plan's placement is enforced.
+    pub placement: PlacementMode,
     /// Per variant, how it is deployed.
     pub variants: BTreeMap<String, VariantConfig>,
     /// Stage of each variant.
@@ -130,6 +153,31 @@ impl Config {
     /// Route prefix of a variant of a stage.
     pub fn route_prefix(&self, stage: &str, variant: &str) -> String {
         format!("/{}/{stage}/{variant}", self.app_prefix)
+    }
+
+    /// Name of the Serve application of a variant of a stage on one node (`node` = `None`:
+    /// the variant's one application, placed by Serve).
+    pub fn app_name_on(&self, stage: &str, variant: &str, node: Option<&str>) -> String {
+        match node {
+            Some(node) => format!(
+                "{}-{stage}-{variant}-{}",
+                self.app_prefix,
+                node_suffix(node)
+            ),
+            None => self.app_name(stage, variant),
+        }
+    }
+
+    /// Route prefix of a variant of a stage on one node (`None`: the variant's route).
+    pub fn route_prefix_on(&self, stage: &str, variant: &str, node: Option<&str>) -> String {
+        match node {
+            Some(node) => format!(
+                "/{}/{stage}/{variant}/{}",
+                self.app_prefix,
+                node_suffix(node)
+            ),
+            None => self.route_prefix(stage, variant),
+        }
     }
 
     /// How the plugin starts Serve when its `PUT` is the first.
@@ -240,6 +288,18 @@ impl Config {
                 None
             }
         };
+        let placement = match table.get("placement") {
+            None => PlacementMode::Planned,
+            Some(Value::String(m)) if m == "planned" => PlacementMode::Planned,
+            Some(Value::String(m)) if m == "scheduler" => PlacementMode::Scheduler,
+            Some(other) => {
+                problems.invalid(
+                    "placement",
+                    format!("must be one of {}, got {other}", PLACEMENT_MODES.join(", ")),
+                );
+                PlacementMode::Planned
+            }
+        };
         let (stages, stage_of, pipeline) = read_pipeline(table.get("pipeline"), &mut problems);
         let app_prefix = match table.get("app_prefix") {
             None => pipeline.clone(),
@@ -283,6 +343,7 @@ impl Config {
             batch_wait_timeout_s,
             http_host,
             proxy_location,
+            placement,
             variants,
             stage_of,
             stages,
@@ -452,6 +513,15 @@ fn read_variants(
 }
 
 /// Whether `name` can be part of a Serve application name and a route prefix.
+/// The start of a node id that names its application and route: its first
+/// [`NODE_SUFFIX_LEN`] letters and digits (Ray's node ids are 56 hex digits).
+pub fn node_suffix(node: &str) -> String {
+    node.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(NODE_SUFFIX_LEN)
+        .collect()
+}
+
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
@@ -660,6 +730,20 @@ mod tests {
         assert_eq!(large.max_ongoing_requests, Some(8));
         assert!(large.runtime_env.is_some());
         assert_eq!(config.stage_of["ranker"], "rank");
+        assert_eq!(config.placement, PlacementMode::Planned);
+        let node = "0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6e7f8a9b0c1d2e3f4a5b6c7d";
+        assert_eq!(
+            config.app_name_on("classify", "small", Some(node)),
+            "demo-classify-small-0a1b2c3d4e5f"
+        );
+        assert_eq!(
+            config.route_prefix_on("classify", "small", Some(node)),
+            "/demo/classify/small/0a1b2c3d4e5f"
+        );
+        assert_eq!(
+            config.app_name_on("classify", "small", None),
+            "demo-classify-small"
+        );
     }
 
     #[test]
@@ -670,9 +754,10 @@ mod tests {
             "app_prefix": "shop", "drain_s": 2.5, "metrics": false,
             "metrics_urls": ["http://10.0.0.1:11001/metrics"], "request_timeout_ms": 700,
             "max_surge_percent": 0, "batch_wait_timeout_s": 0.05,
-            "proxy_location": "HeadOnly", "http_host": "127.0.0.1"
+            "proxy_location": "HeadOnly", "http_host": "127.0.0.1", "placement": "scheduler"
         }))
         .expect("valid");
+        assert_eq!(config.placement, PlacementMode::Scheduler);
         assert_eq!(config.dashboard_url, "http://10.0.0.1:8265");
         assert_eq!(config.proxy_port(), Some(8250));
         assert_eq!(config.app_name("rank", "ranker"), "shop-rank-ranker");
@@ -700,6 +785,7 @@ mod tests {
                 { "name": "t", "variants": ["ok"] } ] },
             "dashbord_url": "http://x", "drain_s": -1, "proxy_url": "localhost:8000",
             "metrics": "on", "max_surge_percent": 150, "proxy_location": "Everywhere",
+            "placement": "random",
             "variants": {
                 "ok": { "import_path": "app", "num_gpu": 1, "num_gpus": -1,
                         "user_config": { "max_batch_size": 4 }, "protocol": "grpc",
@@ -716,6 +802,7 @@ mod tests {
             "`proxy_url`: must be an http:// or https:// URL",
             "`metrics`: must be true or false",
             "`proxy_location`: must be one of EveryNode, HeadOnly, Disabled",
+            "`placement`: must be one of planned, scheduler, got \"random\"",
             "`max_surge_percent`: must be a whole number from 0 to 100, got 150",
             "`x y` cannot be part of a Serve application name",
             "variant `ok` is also in stage `s`",

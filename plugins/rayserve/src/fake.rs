@@ -2,7 +2,8 @@
 //! keeps the deployed Serve config a `PUT` sends and answers `GET /api/serve/applications/`,
 //! the proxy's routes, the node summary and a metrics page in the shapes Ray writes, with
 //! knobs for what the tests need (replicas that run, a controller that is down, someone
-//! turning autoscaling on, request counters).
+//! turning autoscaling on, request counters); a deployment pinned to a node
+//! (`label_selector`) runs its replicas there, others alternate between `n1` and `n2`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -38,9 +39,13 @@ impl FakeServe {
             let deployment = &config["deployments"][0];
             let target = deployment["num_replicas"].as_u64().unwrap_or(1) as u32;
             let running = self.running.get(name).copied().unwrap_or(target);
+            let pinned = deployment["ray_actor_options"]["label_selector"]["ray.io/node-id"]
+                .as_str()
+                .map(str::to_owned);
             let replicas: Vec<Value> = (0..target.max(running))
                 .map(|i| {
-                    json!({"node_id": if i % 2 == 0 { "n1" } else { "n2" },
+                    let spread = if i % 2 == 0 { "n1" } else { "n2" };
+                    json!({"node_id": pinned.as_deref().unwrap_or(spread),
                            "replica_id": format!("{name}-{i}"),
                            "state": if i < running { "RUNNING" } else { "STARTING" }})
                 })

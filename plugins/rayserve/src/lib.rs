@@ -26,9 +26,20 @@
 //! - `max_surge_percent` (100 by default): a change that restarts replicas (cores, GPUs)
 //!   starts the replacements before the old replicas stop.
 //!
-//! Serve's scheduler places the replicas; a plan's `placement` is not enforced (Serve pins
-//! a deployment only as a whole, and a change of it restarts every replica), and
-//! `observe` reports where they run.
+//! # Placement
+//!
+//! A plan's `placement` is enforced (`placement = "planned"`, the default): Serve pins a
+//! deployment only as a whole (`ray_actor_options.label_selector` on the node's
+//! `ray.io/node-id` label), so a placed variant runs as one application per node it is
+//! placed on, `{app_prefix}-{stage}-{variant}-{node}` with its route
+//! `/{app_prefix}/{stage}/{variant}/{node}` (`{node}`: the first 12 characters of the node
+//! id), pinned there with `num_replicas` = the replicas placed there. Scaling on a node is
+//! in place; a node that leaves the variant's placement is drained like a variant that
+//! left the plan, once the variant's planned node applications run all their replicas. A
+//! plan without placement, or `placement = "scheduler"`, keeps one application per
+//! variant that Serve's scheduler places. `observe` reports where the replicas run, summed
+//! per variant and node over its applications; both name forms are adopted on `create`
+//! (a node application by its name and the node id its deployed config selects).
 //!
 //! A `PUT` replaces Serve's whole set of applications. The plugin therefore reads the
 //! current config first and re-sends every application it does not own as it was deployed
@@ -41,8 +52,8 @@
 //! # Make-before-break
 //!
 //! The daemon's router splits a stage's load among its variants and sends requests only to
-//! `ready` endpoints (`{proxy_url}{route_prefix}`, one per variant, weighted by running
-//! replicas); Serve's proxy spreads a variant's requests among its replicas. A new variant
+//! `ready` endpoints (`{proxy_url}{route_prefix}`, one per application, weighted by running
+//! replicas: a placed variant's share is split among its node applications); Serve's proxy spreads a variant's requests among its replicas. A new variant
 //! is `starting` until its deployment runs its target replica count and the proxy lists its
 //! route (`GET {proxy_url}/-/routes`), then `ready`; a ready variant stays ready while it is
 //! scaled. A variant that left the plan keeps serving until every planned variant of its
@@ -74,6 +85,7 @@
 //! | `batch_wait_timeout_s` | 0.01 | `batch_wait_timeout_s` in every `user_config` |
 //! | `http_host` | `0.0.0.0` | `http_options.host` when the plugin's PUT starts Serve (a running Serve keeps its own) |
 //! | `proxy_location` | Serve's (`EveryNode`) | `proxy_location` when the plugin's PUT starts Serve: `EveryNode`, `HeadOnly` or `Disabled` |
+//! | `placement` | `planned` | `planned`: the plan's placement, one application per node a variant uses; `scheduler`: one application per variant, placed by Serve |
 //! | `variants.NAME.import_path` | required | `module:application` of the variant's Serve application |
 //! | `variants.NAME.args` | `{}` | arguments of the application builder |
 //! | `variants.NAME.deployment` | NAME | name of the application's deployment |
@@ -88,7 +100,8 @@
 //!
 //! # Observations
 //!
-//! `deployed` is what serves (ready variants, their running replicas); per stage ready and
+//! `deployed` is what serves (ready variants, their running replicas summed over their
+//! applications); per stage ready and
 //! starting replicas; `placement` the running replicas per node; `nodes` every node with its
 //! CPUs and GPUs in all, free (the scheduler's logical resources) and held by this
 //! pipeline's replicas, and its free memory. Per application the proxies' counters
@@ -119,8 +132,8 @@ use infadapt_plugin_abi::{
 use infadapt_plugin_support::prometheus;
 use serde_json::Value;
 
-pub use apps::{Apps, OwnedApp, Phase, Seen};
-pub use config::{Config, KEYS as CONFIG_KEYS, VARIANT_KEYS};
+pub use apps::{AppKey, Apps, OwnedApp, Phase, Seen};
+pub use config::{Config, KEYS as CONFIG_KEYS, PlacementMode, VARIANT_KEYS};
 use http::{Client, Method};
 use serve::{APP_RUNNING, RUNNING, ServeState, Spec};
 
@@ -263,13 +276,48 @@ impl RayServeBackend {
         format!("{}{path}", self.config.dashboard_url)
     }
 
-    /// Every application name the plugin owns (one per variant of a stage).
-    fn owned_names(&self) -> BTreeSet<String> {
+    /// Which of the plugin's applications `name` is, if any: a variant's own
+    /// (`{app_prefix}-{stage}-{variant}`), or one of a variant's node applications
+    /// (`{app_prefix}-{stage}-{variant}-{node}`, pinned to that node).
+    fn identify(&self, name: &str, app: &serve::Application) -> Option<AppKey> {
+        self.config.stage_of.iter().find_map(|(variant, stage)| {
+            let base = self.config.app_name(stage, variant);
+            if name == base {
+                return Some((stage.clone(), variant.clone(), None));
+            }
+            if !name.starts_with(&format!("{base}-")) {
+                return None;
+            }
+            let node = serve::pinned_node(app)?;
+            (self.config.app_name_on(stage, variant, Some(&node)) == name)
+                .then(|| (stage.clone(), variant.clone(), Some(node)))
+        })
+    }
+
+    /// Name of one of the plugin's applications.
+    fn name_of(&self, app: &OwnedApp) -> String {
         self.config
+            .app_name_on(&app.stage, &app.variant, app.node.as_deref())
+    }
+
+    /// Every application name the plugin owns: each variant's own, the ones it keeps and
+    /// the node applications `state` holds.
+    fn owned_names(&self, state: &ServeState) -> BTreeSet<String> {
+        let mut names: BTreeSet<String> = self
+            .config
             .stage_of
             .iter()
             .map(|(variant, stage)| self.config.app_name(stage, variant))
-            .collect()
+            .collect();
+        names.extend(self.apps.apps.values().map(|a| self.name_of(a)));
+        names.extend(
+            state
+                .applications
+                .iter()
+                .filter(|(name, app)| self.identify(name, app).is_some())
+                .map(|(name, _)| name.clone()),
+        );
+        names
     }
 
     /// `GET /api/serve/applications/`, read; an answer that says no controller is there,
@@ -305,7 +353,7 @@ impl RayServeBackend {
         } else {
             self.empty_answers = 0;
         }
-        let owned = self.owned_names();
+        let owned = self.owned_names(&state);
         self.saw_own_apps = state.applications.keys().any(|name| owned.contains(name));
         Ok(state)
     }
@@ -313,15 +361,14 @@ impl RayServeBackend {
     /// Takes the pipeline's applications found on the cluster as its own, with the settings
     /// they were deployed with; one running may have served requests already.
     fn adopt(&mut self, state: &ServeState) {
-        for (variant, stage) in &self.config.stage_of {
-            let name = self.config.app_name(stage, variant);
-            let Some(app) = state.applications.get(&name) else {
+        for (name, app) in &state.applications {
+            let Some((stage, variant, node)) = self.identify(name, app) else {
                 continue;
             };
             if app.status == serve::APP_DELETING {
                 continue;
             }
-            let deployment = self.deployment_of(variant, app);
+            let deployment = self.deployment_of(&variant, app);
             let spec = Spec {
                 replicas: deployment.map_or(1, |d| d.target_num_replicas.max(1)),
                 cores: deployment
@@ -334,10 +381,11 @@ impl RayServeBackend {
                     .map_or(1, |b| b.clamp(1, u64::from(u32::MAX)) as u32),
             };
             self.apps.apps.insert(
-                (stage.clone(), variant.clone()),
+                (stage.clone(), variant.clone(), node.clone()),
                 OwnedApp {
-                    stage: stage.clone(),
-                    variant: variant.clone(),
+                    stage,
+                    variant,
+                    node,
                     spec,
                     share: 1.0,
                     advertised: app.status == APP_RUNNING
@@ -386,11 +434,11 @@ impl RayServeBackend {
     fn update_seen(&mut self, state: &ServeState, routes: &BTreeSet<String>) {
         let mut problems = Vec::new();
         let mut scaling = Vec::new();
-        let keys: Vec<(String, String)> = self.apps.apps.keys().cloned().collect();
+        let keys: Vec<AppKey> = self.apps.apps.keys().cloned().collect();
         for key in keys {
-            let (stage, variant) = &key;
-            let name = self.config.app_name(stage, variant);
-            let route = self.config.route_prefix(stage, variant);
+            let (stage, variant, node) = &key;
+            let name = self.config.app_name_on(stage, variant, node.as_deref());
+            let route = self.config.route_prefix_on(stage, variant, node.as_deref());
             let seen = state.applications.get(&name).map(|app| {
                 let deployment = self.deployment_of(variant, app);
                 if let Some(d) = deployment {
@@ -449,15 +497,28 @@ impl RayServeBackend {
         }
         let mut actions = Vec::new();
         if let Some(target) = &self.target {
-            actions.extend(self.apps.step(target, self.config.drain, Instant::now()));
+            actions.extend(self.apps.step(
+                target,
+                self.config.placement,
+                self.config.drain,
+                Instant::now(),
+            ));
             let wanted: Vec<Value> = self
                 .apps
                 .apps
                 .values()
-                .map(|a| serve::app_config(&self.config, &a.stage, &a.variant, a.spec))
+                .map(|a| {
+                    serve::app_config(
+                        &self.config,
+                        &a.stage,
+                        &a.variant,
+                        a.node.as_deref(),
+                        a.spec,
+                    )
+                })
                 .collect();
             if self.config_differs(&state, &wanted) {
-                let owned = self.owned_names();
+                let owned = self.owned_names(&state);
                 let count = wanted.len();
                 let body = serve::deploy_body(&state, &owned, wanted, &self.config.serve_start())
                     .map_err(RayServeError::Refused)?;
@@ -476,7 +537,7 @@ impl RayServeBackend {
 
     /// Whether Serve's applications of this pipeline differ from `wanted`.
     fn config_differs(&self, state: &ServeState, wanted: &[Value]) -> bool {
-        let owned = self.owned_names();
+        let owned = self.owned_names(state);
         let wanted_names: BTreeSet<&str> =
             wanted.iter().filter_map(|w| w["name"].as_str()).collect();
         let stale = state.applications.iter().any(|(name, app)| {
@@ -549,6 +610,27 @@ impl RayServeBackend {
                 }
             }
         }
+        for p in &plan.placement {
+            if self.config.stage_of.get(&p.variant) != Some(&p.stage) {
+                problems.push(format!(
+                    "placement: no variant `{}` in stage `{}`",
+                    p.variant, p.stage
+                ));
+            }
+            if config::node_suffix(&p.node).is_empty() {
+                problems.push(format!(
+                    "placement of `{}`: node id `{}` has no letter or digit",
+                    p.variant, p.node
+                ));
+            }
+            if p.replicas > self.config.max_replicas_per_variant {
+                problems.push(format!(
+                    "placement of `{}` on node `{}`: {} replicas exceed \
+                     max_replicas_per_variant = {}",
+                    p.variant, p.node, p.replicas, self.config.max_replicas_per_variant
+                ));
+            }
+        }
         if problems.is_empty() {
             Ok(())
         } else {
@@ -560,7 +642,7 @@ impl RayServeBackend {
     pub fn apply_plan(&mut self, plan: &PlanMessage) -> Result<ApplyReport, RayServeError> {
         self.check_plan(plan)?;
         self.client.start_call(self.config.call_budget);
-        let mut actions = self.apps.set_target(plan);
+        let mut actions = self.apps.set_target(plan, self.config.placement);
         self.target = Some(plan.clone());
         actions.extend(self.reconcile()?);
         Ok(ApplyReport {
@@ -621,7 +703,7 @@ impl RayServeBackend {
                 Err(e) => self.problems.push(e.to_string()),
             }
         }
-        let (traffic, invalid) = self.counters.deltas(&pages, &self.owned_names());
+        let (traffic, invalid) = self.counters.deltas(&pages, &self.owned_names(&self.state));
         if !invalid.is_empty() {
             self.problems.push(format!(
                 "metrics: values that are no counts: {}",
@@ -711,31 +793,37 @@ impl RayServeBackend {
 
     /// The Serve deployment of one of the plugin's applications in the latest read.
     fn deployment(&self, app: &OwnedApp) -> Option<&serve::Deployment> {
-        let name = self.config.app_name(&app.stage, &app.variant);
+        let name = self.name_of(app);
         let application = self.state.applications.get(&name)?;
         self.deployment_of(&app.variant, application)
     }
 
-    /// What serves now: per stage, its ready variants with their running replicas.
+    /// What serves now: per stage, its ready variants with their running replicas (summed
+    /// over a variant's ready applications).
     fn deployed(&self) -> PlanMessage {
         let mut stages = Vec::new();
         for stage in &self.config.stages {
-            let serving: Vec<&OwnedApp> = self
+            let mut serving: BTreeMap<&str, Vec<&OwnedApp>> = BTreeMap::new();
+            for app in self
                 .apps
                 .apps
                 .values()
                 .filter(|a| a.stage == *stage && a.phase() == Phase::Ready)
-                .collect();
+            {
+                serving.entry(app.variant.as_str()).or_default().push(app);
+            }
             if serving.is_empty() {
                 continue;
             }
-            let total_share: f64 = serving.iter().map(|a| a.share).sum();
+            let share_of = |apps: &[&OwnedApp]| apps.iter().map(|a| a.share).fold(0.0, f64::max);
+            let total_share: f64 = serving.values().map(|apps| share_of(apps)).sum();
             let assignments = serving
                 .iter()
-                .map(|app| {
+                .map(|(variant, apps)| {
+                    let app = apps[0];
                     let deployment = self.deployment(app);
                     AssignmentMessage {
-                        variant: app.variant.clone(),
+                        variant: (*variant).to_owned(),
                         batch: deployment
                             .and_then(|d| d.user_config.as_ref())
                             .and_then(|u| u.get("max_batch_size"))
@@ -744,9 +832,12 @@ impl RayServeBackend {
                         cores: deployment
                             .and_then(|d| d.num_cpus)
                             .map_or(app.spec.cores, |c| c.round().max(1.0) as u32),
-                        replicas: app.seen.map_or(0, |s| s.running + s.recovering),
+                        replicas: apps
+                            .iter()
+                            .map(|a| a.seen.map_or(0, |s| s.running + s.recovering))
+                            .sum(),
                         share: if total_share > 0.0 {
-                            app.share / total_share
+                            share_of(apps) / total_share
                         } else {
                             1.0 / serving.len() as f64
                         },
@@ -775,7 +866,8 @@ impl RayServeBackend {
                 url: format!(
                     "{}{}",
                     self.config.proxy_url,
-                    self.config.route_prefix(&app.stage, &app.variant)
+                    self.config
+                        .route_prefix_on(&app.stage, &app.variant, app.node.as_deref())
                 ),
                 protocol: self.config.variants[&app.variant].protocol,
                 state: match app.phase() {
@@ -791,27 +883,28 @@ impl RayServeBackend {
     /// Running replicas (and ones a restarted controller is taking over) per stage, variant
     /// and node.
     fn placement(&self) -> Vec<PlacementMessage> {
-        let mut placement = Vec::new();
+        let mut per_node: BTreeMap<(&str, &str, &str), u32> = BTreeMap::new();
         for app in self.apps.apps.values() {
             let Some(deployment) = self.deployment(app) else {
                 continue;
             };
-            let mut per_node: BTreeMap<&str, u32> = BTreeMap::new();
             for (node, replica) in deployment.placed() {
                 if replica.state == RUNNING || replica.state == serve::RECOVERING {
-                    *per_node.entry(node).or_default() += 1;
+                    *per_node
+                        .entry((app.stage.as_str(), app.variant.as_str(), node))
+                        .or_default() += 1;
                 }
             }
-            for (node, replicas) in per_node {
-                placement.push(PlacementMessage {
-                    stage: app.stage.clone(),
-                    variant: app.variant.clone(),
-                    node: node.to_owned(),
-                    replicas,
-                });
-            }
         }
-        placement
+        per_node
+            .into_iter()
+            .map(|((stage, variant, node), replicas)| PlacementMessage {
+                stage: stage.to_owned(),
+                variant: variant.to_owned(),
+                node: node.to_owned(),
+                replicas,
+            })
+            .collect()
     }
 
     /// The nodes, with the CPUs and GPUs this pipeline's placed replicas hold on each.
@@ -844,7 +937,7 @@ impl RayServeBackend {
             call: http::describe(Method::Get, &url, call),
             detail,
         })?;
-        let owned = self.owned_names();
+        let owned = self.owned_names(&state);
         let mut scaling: Vec<String> = Vec::new();
         for (name, app) in state
             .applications
@@ -872,7 +965,7 @@ impl RayServeBackend {
                 .count()
         };
         let summary = format!(
-            "variants: {} ready, {} starting, {} draining",
+            "applications: {} ready, {} starting, {} draining",
             count(Phase::Ready),
             count(Phase::Starting),
             count(Phase::Draining)
@@ -937,6 +1030,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
+    use infadapt_plugin_abi::messages::PlacementMessage;
     use infadapt_plugin_abi::{STATUS_UNAVAILABLE, messages::EndpointProtocol};
     use serde_json::json;
 
@@ -944,8 +1038,17 @@ mod tests {
     use crate::fake::FakeServe;
 
     fn backend_for(fake: &Arc<Mutex<FakeServe>>, drain_s: f64) -> RayServeBackend {
+        backend_with(fake, drain_s, "planned")
+    }
+
+    fn backend_with(
+        fake: &Arc<Mutex<FakeServe>>,
+        drain_s: f64,
+        placement: &str,
+    ) -> RayServeBackend {
         let port = fake.lock().unwrap().port;
         let config = json!({
+            "placement": placement,
             "dashboard_url": format!("http://127.0.0.1:{port}"),
             "proxy_url": format!("http://127.0.0.1:{port}"),
             "drain_s": drain_s,
@@ -1252,7 +1355,7 @@ mod tests {
         let puts = fake.lock().unwrap().puts.len();
         // A restarted daemon: a new instance finds the application and its settings.
         let mut backend = backend_for(&fake, 0.2);
-        let adopted = &backend.apps().apps[&("classify".to_owned(), "small".to_owned())];
+        let adopted = &backend.apps().apps[&("classify".to_owned(), "small".to_owned(), None)];
         assert_eq!(
             adopted.spec,
             Spec {
@@ -1305,5 +1408,231 @@ mod tests {
         let description = Backend::describe(&backend);
         assert!(description.capabilities.cores && description.capabilities.variant_mix);
         assert!(!description.capabilities.gpu);
+    }
+
+    fn placed(replicas: u32, nodes: &[(&str, u32)]) -> PlanMessage {
+        let mut plan = plan("small", 2, 1, replicas);
+        plan.placement = nodes
+            .iter()
+            .map(|(node, replicas)| PlacementMessage {
+                stage: "classify".into(),
+                variant: "small".into(),
+                node: (*node).into(),
+                replicas: *replicas,
+            })
+            .collect();
+        plan
+    }
+
+    /// Each endpoint's route (after the proxy URL), state and weight.
+    fn routes(observation: &PluginObservation) -> Vec<(String, EndpointState, f64)> {
+        observation
+            .endpoints
+            .iter()
+            .map(|e| {
+                let route = e.url.splitn(4, '/').nth(3).unwrap_or_default();
+                (format!("/{route}"), e.state, e.weight)
+            })
+            .collect()
+    }
+
+    fn placement_of(observation: &PluginObservation) -> Vec<(String, u32)> {
+        observation
+            .placement
+            .iter()
+            .map(|p| (p.node.clone(), p.replicas))
+            .collect()
+    }
+
+    #[test]
+    fn a_placed_plan_runs_one_pinned_application_per_node_and_moves_make_before_break() {
+        let fake = fake::start();
+        let mut backend = backend_for(&fake, 0.3);
+        let first = placed(3, &[("n1", 1), ("n2", 2)]);
+        backend.apply_plan(&first).expect("apply");
+        let body = fake.lock().unwrap().puts[0].clone();
+        let apps = body["applications"].as_array().expect("applications");
+        assert_eq!(apps.len(), 2, "{body}");
+        for (app, node, replicas) in [(&apps[0], "n1", 1), (&apps[1], "n2", 2)] {
+            assert_eq!(app["name"], format!("demo-classify-small-{node}"));
+            assert_eq!(app["route_prefix"], format!("/demo/classify/small/{node}"));
+            let deployment = &app["deployments"][0];
+            assert_eq!(deployment["name"], "small");
+            assert_eq!(deployment["num_replicas"], replicas);
+            assert_eq!(
+                deployment["ray_actor_options"]["label_selector"],
+                json!({"ray.io/node-id": node})
+            );
+            assert_eq!(deployment["ray_actor_options"]["num_cpus"], 1);
+        }
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            routes(&o),
+            [
+                ("/demo/classify/small/n1".into(), EndpointState::Ready, 1.0),
+                ("/demo/classify/small/n2".into(), EndpointState::Ready, 2.0)
+            ]
+        );
+        assert_eq!(placement_of(&o), [("n1".into(), 1), ("n2".into(), 2)]);
+        assert_eq!(o.deployed.stages[0].assignments.len(), 1);
+        assert_eq!(o.deployed.stages[0].assignments[0].replicas, 3);
+        assert_eq!(o.deployed.stages[0].assignments[0].share, 1.0);
+        assert_eq!(o.stages[0].ready_replicas, 3);
+        let owned: Vec<f64> = o.nodes.iter().map(|n| n.cpus_owned).collect();
+        assert_eq!(owned, [1.0, 2.0]);
+        assert!(
+            !backend.apply_plan(&first).expect("again").changed,
+            "idempotent"
+        );
+
+        // The replica on n1 moves to n2: n2's application scales in place and n1's keeps
+        // serving until n2 runs all three.
+        let moved = placed(3, &[("n2", 3)]);
+        fake.lock()
+            .unwrap()
+            .running
+            .insert("demo-classify-small-n2".into(), 2);
+        let report = backend.apply_plan(&moved).expect("apply the move");
+        assert!(
+            report.actions.contains(
+                &"classify: small on node n2 3×1 cores, batch 2 (was 2×1, batch 2)".to_owned()
+            ),
+            "{report:?}"
+        );
+        let sent = fake.lock().unwrap().apps.clone();
+        assert_eq!(
+            sent["demo-classify-small-n2"]["deployments"][0]["num_replicas"],
+            3
+        );
+        assert_eq!(
+            sent["demo-classify-small-n1"]["deployments"][0]["num_replicas"],
+            1
+        );
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            routes(&o),
+            [
+                ("/demo/classify/small/n1".into(), EndpointState::Ready, 1.0),
+                ("/demo/classify/small/n2".into(), EndpointState::Ready, 2.0)
+            ]
+        );
+        fake.lock().unwrap().running.clear();
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            routes(&o),
+            [
+                (
+                    "/demo/classify/small/n1".into(),
+                    EndpointState::Draining,
+                    1.0
+                ),
+                ("/demo/classify/small/n2".into(), EndpointState::Ready, 3.0)
+            ]
+        );
+        assert_eq!(o.deployed.stages[0].assignments[0].replicas, 3);
+        assert!(
+            fake.lock()
+                .unwrap()
+                .apps
+                .contains_key("demo-classify-small-n1")
+        );
+        std::thread::sleep(Duration::from_millis(350));
+        let o = backend
+            .observe_cluster()
+            .expect("observe after the drain time");
+        assert_eq!(
+            routes(&o),
+            [("/demo/classify/small/n2".into(), EndpointState::Ready, 3.0)]
+        );
+        assert_eq!(placement_of(&o), [("n2".into(), 3)]);
+        let names: Vec<String> = fake.lock().unwrap().apps.keys().cloned().collect();
+        assert_eq!(names, ["demo-classify-small-n2"]);
+    }
+
+    #[test]
+    fn the_scheduler_mode_keeps_one_application_per_variant() {
+        let fake = fake::start();
+        let mut backend = backend_with(&fake, 0.3, "scheduler");
+        backend
+            .apply_plan(&placed(3, &[("n1", 1), ("n2", 2)]))
+            .expect("apply");
+        let body = fake.lock().unwrap().puts[0].clone();
+        let apps = body["applications"].as_array().expect("applications");
+        assert_eq!(apps.len(), 1, "{body}");
+        assert_eq!(apps[0]["name"], "demo-classify-small");
+        assert_eq!(apps[0]["deployments"][0]["num_replicas"], 3);
+        assert!(
+            apps[0]["deployments"][0]["ray_actor_options"]
+                .get("label_selector")
+                .is_none()
+        );
+        // A plan without placement is one application in the planned mode too.
+        let fake = fake::start();
+        let mut backend = backend_for(&fake, 0.3);
+        backend.apply_plan(&plan("small", 2, 1, 3)).expect("apply");
+        let names: Vec<String> = fake.lock().unwrap().apps.keys().cloned().collect();
+        assert_eq!(names, ["demo-classify-small"]);
+    }
+
+    #[test]
+    fn a_new_instance_adopts_node_applications_and_drains_the_one_that_left() {
+        let fake = fake::start();
+        let mut first = backend_for(&fake, 0.2);
+        first
+            .apply_plan(&placed(3, &[("n1", 1), ("n2", 2)]))
+            .expect("apply");
+        first.observe_cluster().expect("observe");
+        let puts = fake.lock().unwrap().puts.len();
+        let mut backend = backend_for(&fake, 0.2);
+        let keys: Vec<AppKey> = backend.apps().apps.keys().cloned().collect();
+        let key = |node: &str| {
+            (
+                "classify".to_owned(),
+                "small".to_owned(),
+                Some(node.to_owned()),
+            )
+        };
+        assert_eq!(keys, [key("n1"), key("n2")]);
+        assert_eq!(backend.apps().apps[&key("n2")].spec.replicas, 2);
+        assert!(backend.apps().apps[&key("n1")].advertised);
+        assert!(
+            !backend
+                .apply_plan(&placed(3, &[("n1", 1), ("n2", 2)]))
+                .expect("same plan")
+                .changed
+        );
+        assert_eq!(fake.lock().unwrap().puts.len(), puts);
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(placement_of(&o), [("n1".into(), 1), ("n2".into(), 2)]);
+        // Back to Serve's placement: the variant's own application starts, and the node
+        // applications drain once it is ready.
+        let mut backend = backend_with(&fake, 0.2, "scheduler");
+        assert_eq!(backend.apps().apps.len(), 2, "adopted in either mode");
+        backend
+            .apply_plan(&placed(3, &[("n1", 1), ("n2", 2)]))
+            .expect("apply");
+        let o = backend.observe_cluster().expect("observe");
+        assert_eq!(
+            routes(&o),
+            [
+                ("/demo/classify/small".into(), EndpointState::Ready, 3.0),
+                (
+                    "/demo/classify/small/n1".into(),
+                    EndpointState::Draining,
+                    1.0
+                ),
+                (
+                    "/demo/classify/small/n2".into(),
+                    EndpointState::Draining,
+                    2.0
+                )
+            ]
+        );
+        let plan_placement: Vec<(String, u32)> = vec![("n1".into(), 3), ("n2".into(), 3)];
+        assert_eq!(
+            placement_of(&o),
+            plan_placement,
+            "summed over the variant's apps"
+        );
     }
 }

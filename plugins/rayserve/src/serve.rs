@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::config::Config;
+use crate::config::{Config, NODE_ID_LABEL};
 
 /// Replica state Serve reports for a replica that serves requests.
 pub const RUNNING: &str = "RUNNING";
@@ -234,6 +234,24 @@ fn parse_deployment(app: &str, name: &str, dep: &Value) -> Result<Deployment, St
     })
 }
 
+/// The node an application's deployments are pinned to: the node id its deployed config
+/// selects (`ray_actor_options.label_selector`), when every deployment selects the same one.
+pub fn pinned_node(app: &Application) -> Option<String> {
+    let deployments = app
+        .deployed_app_config
+        .as_ref()?
+        .get("deployments")?
+        .as_array()?;
+    let mut nodes = deployments.iter().map(|d| {
+        d.get("ray_actor_options")
+            .and_then(|o| o.get("label_selector"))
+            .and_then(|l| l.get(NODE_ID_LABEL))
+            .and_then(Value::as_str)
+    });
+    let first = nodes.next()??;
+    nodes.all(|n| n == Some(first)).then(|| first.to_owned())
+}
+
 /// What the plan asks of one variant's application.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
@@ -243,8 +261,16 @@ pub struct Spec {
 }
 
 /// The application config of a variant of a stage (one entry of a PUT's `applications`):
-/// its route, code and one deployment at a fixed replica count, without autoscaling.
-pub fn app_config(config: &Config, stage: &str, variant: &str, spec: Spec) -> Value {
+/// its route, code and one deployment at a fixed replica count, without autoscaling; with a
+/// `node`, the deployment is pinned to it (`ray_actor_options.label_selector` on the node's
+/// id label) and the application is named and routed after the node.
+pub fn app_config(
+    config: &Config,
+    stage: &str,
+    variant: &str,
+    node: Option<&str>,
+    spec: Spec,
+) -> Value {
     let settings = &config.variants[variant];
     let mut user_config = settings.user_config.clone();
     user_config.insert("max_batch_size".into(), json!(spec.batch));
@@ -263,9 +289,12 @@ pub fn app_config(config: &Config, stage: &str, variant: &str, spec: Spec) -> Va
     if let Some(limit) = settings.max_ongoing_requests {
         deployment["max_ongoing_requests"] = json!(limit);
     }
+    if let Some(node) = node {
+        deployment["ray_actor_options"]["label_selector"] = json!({ NODE_ID_LABEL: node });
+    }
     let mut app = json!({
-        "name": config.app_name(stage, variant),
-        "route_prefix": config.route_prefix(stage, variant),
+        "name": config.app_name_on(stage, variant, node),
+        "route_prefix": config.route_prefix_on(stage, variant, node),
         "import_path": settings.import_path,
         "args": settings.args,
         "deployments": [deployment],
