@@ -703,7 +703,18 @@ impl RayServeBackend {
                 Err(e) => self.problems.push(e.to_string()),
             }
         }
-        let (traffic, invalid) = self.counters.deltas(&pages, &self.owned_names(&self.state));
+        // Ours: the applications owned now, and any named as a variant's node application
+        // (one removed since the previous scrape still has requests to count).
+        let owned = self.owned_names(&self.state);
+        let variant_prefixes: Vec<String> = self
+            .config
+            .stage_of
+            .iter()
+            .map(|(variant, stage)| format!("{}-", self.config.app_name(stage, variant)))
+            .collect();
+        let is_ours =
+            |app: &str| owned.contains(app) || variant_prefixes.iter().any(|p| app.starts_with(p));
+        let (traffic, invalid) = self.counters.deltas(&pages, is_ours);
         if !invalid.is_empty() {
             self.problems.push(format!(
                 "metrics: values that are no counts: {}",

@@ -4,7 +4,7 @@
 //! node seen for the first time sets its baseline) and summed per application, with the
 //! period's p99 latency read from the histogram's deltas.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use infadapt_plugin_support::prometheus::{self, Page, counter_delta, finite_sum};
 
@@ -72,13 +72,15 @@ pub struct Counters {
 
 impl Counters {
     /// Deltas since the previous scrape of the pages read now (`(URL, page)`), per
-    /// application of `apps`. A series first seen on a page read at the previous scrape
+    /// application for which `is_ours` holds. A series first seen on a page read before
     /// started from zero since; on a page read for the first time it only sets the baseline.
-    /// Values that are no counts are listed (`name = value`) and left out.
+    /// A page that could not be read this time keeps its counters, so that what it counted
+    /// meanwhile is counted at its next read. Values that are no counts are listed
+    /// (`name = value`) and left out.
     pub fn deltas(
         &mut self,
         pages: &[(String, Page)],
-        apps: &BTreeSet<String>,
+        is_ours: impl Fn(&str) -> bool,
     ) -> (BTreeMap<String, Traffic>, Vec<String>) {
         let mut traffic: BTreeMap<String, Traffic> = BTreeMap::new();
         let mut buckets: BTreeMap<String, BTreeMap<u64, (f64, f64)>> = BTreeMap::new();
@@ -91,7 +93,7 @@ impl Counters {
                 if !matches!(name, REQUESTS | ERRORS | LATENCY_BUCKET) {
                     continue;
                 }
-                let Some(app) = sample.label("application").filter(|a| apps.contains(*a)) else {
+                let Some(app) = sample.label("application").filter(|a| is_ours(a)) else {
                     continue;
                 };
                 if !prometheus::is_count(sample.value) {
@@ -138,8 +140,16 @@ impl Counters {
         for (app, by_bound) in buckets {
             traffic.entry(app).or_default().buckets = by_bound.into_values().collect();
         }
+        let read_now: HashSet<&str> = pages.iter().map(|(url, _)| url.as_str()).collect();
+        for (key, value) in self.previous.drain() {
+            let url = key.split_once(' ').map_or(key.as_str(), |(url, _)| url);
+            if !read_now.contains(url) {
+                current.insert(key, value);
+            }
+        }
         self.previous = current;
-        self.pages_read = pages.iter().map(|(url, _)| url.clone()).collect();
+        self.pages_read
+            .extend(pages.iter().map(|(url, _)| url.clone()));
         (traffic, invalid)
     }
 }
@@ -162,8 +172,8 @@ mod tests {
         )
     }
 
-    fn apps() -> BTreeSet<String> {
-        BTreeSet::from(["a".to_owned()])
+    fn ours(app: &str) -> bool {
+        app == "a"
     }
 
     #[test]
@@ -171,10 +181,8 @@ mod tests {
         let mut counters = Counters::default();
         let n1 = "http://n1/metrics".to_owned();
         let n2 = "http://n2/metrics".to_owned();
-        let (first, invalid) = counters.deltas(
-            &[(n1.clone(), parse(&page(100.0, 1.0, 90.0, 100.0)))],
-            &apps(),
-        );
+        let (first, invalid) =
+            counters.deltas(&[(n1.clone(), parse(&page(100.0, 1.0, 90.0, 100.0)))], ours);
         assert!(invalid.is_empty());
         assert_eq!(first["a"].requests, 0.0, "the first scrape is the baseline");
         // n1 moves on by 50 requests; n2 appears (its history is no new traffic).
@@ -183,7 +191,7 @@ mod tests {
                 (n1.clone(), parse(&page(150.0, 3.0, 90.0, 150.0))),
                 (n2.clone(), parse(&page(1000.0, 0.0, 0.0, 1000.0))),
             ],
-            &apps(),
+            ours,
         );
         assert_eq!((second["a"].requests, second["a"].errors), (50.0, 2.0));
         // All 50 new requests were in the slow bucket: p99 inside (10, 100].
@@ -195,10 +203,31 @@ mod tests {
                 (n1.clone(), parse(&page(4.0, 0.0, 4.0, 4.0))),
                 (n2.clone(), parse(&page(1010.0, 0.0, 10.0, 1010.0))),
             ],
-            &apps(),
+            ours,
         );
         assert_eq!(third["a"].requests, 14.0);
         assert!(third["a"].p99_ms().unwrap() <= 10.0);
+    }
+
+    #[test]
+    fn a_page_that_could_not_be_read_once_loses_no_requests() {
+        let mut counters = Counters::default();
+        let n1 = "http://n1/metrics".to_owned();
+        let n2 = "http://n2/metrics".to_owned();
+        let both = |a: f64, b: f64| {
+            vec![
+                (n1.clone(), parse(&page(a, 0.0, a, a))),
+                (n2.clone(), parse(&page(b, 0.0, b, b))),
+            ]
+        };
+        counters.deltas(&both(10.0, 20.0), ours);
+        // n2 did not answer this time: n1's 5 new requests are counted now ...
+        let (missed, _) =
+            counters.deltas(&[(n1.clone(), parse(&page(15.0, 0.0, 15.0, 15.0)))], ours);
+        assert_eq!(missed["a"].requests, 5.0);
+        // ... and n2's 7 of meanwhile at its next read, not taken for a baseline.
+        let (back, _) = counters.deltas(&both(15.0, 27.0), ours);
+        assert_eq!(back["a"].requests, 7.0);
     }
 
     #[test]
@@ -206,7 +235,7 @@ mod tests {
         let mut counters = Counters::default();
         let text = "ray_serve_num_http_requests_total{application=\"a\"} NaN\n\
                     ray_serve_num_http_requests_total{application=\"other\"} NaN\n";
-        let (_, invalid) = counters.deltas(&[("u".into(), parse(text))], &apps());
+        let (_, invalid) = counters.deltas(&[("u".into(), parse(text))], ours);
         assert_eq!(invalid, ["ray_serve_num_http_requests_total = NaN"]);
     }
 
