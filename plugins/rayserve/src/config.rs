@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use infadapt_plugin_abi::messages::EndpointProtocol;
-use infadapt_plugin_abi::{ConfigProblem, ConfigProblems};
+use infadapt_plugin_abi::{ConfigProblem, ConfigProblems, NameRule, PipelineStages, is_http_url};
 use serde_json::{Map, Value};
 
 use crate::RayServeError;
@@ -209,35 +209,16 @@ impl Config {
         let mut known = KEYS.to_vec();
         known.extend(["type", "pipeline"]);
         problems.unknown_keys("", value, &known);
-        let dashboard_url = url_key(
-            table,
-            "dashboard_url",
-            "http://127.0.0.1:8265",
-            &mut problems,
-        );
-        let proxy_url = url_key(table, "proxy_url", "http://127.0.0.1:8000", &mut problems);
-        let drain_s = number_key(table, "drain_s", 10.0, 0.0, 3600.0, &mut problems);
-        let request_timeout_ms =
-            int_key(table, "request_timeout_ms", 2000, 10, 60_000, &mut problems);
-        let call_budget_ms = int_key(table, "call_budget_ms", 4000, 10, 600_000, &mut problems);
-        let max_replicas_per_variant = int_key(
-            table,
-            "max_replicas_per_variant",
-            64,
-            1,
-            10_000,
-            &mut problems,
-        ) as u32;
-        let max_surge_percent =
-            int_key(table, "max_surge_percent", 100, 0, 100, &mut problems) as u32;
-        let batch_wait_timeout_s = number_key(
-            table,
-            "batch_wait_timeout_s",
-            0.01,
-            0.0,
-            60.0,
-            &mut problems,
-        );
+        let dashboard_url = problems.url(table, "dashboard_url", "http://127.0.0.1:8265");
+        let proxy_url = problems.url(table, "proxy_url", "http://127.0.0.1:8000");
+        let drain_s = problems.number(table, "drain_s", 10.0, (0.0, 3600.0));
+        let request_timeout_ms = problems.count(table, "request_timeout_ms", 2000, (10, 60_000));
+        let call_budget_ms = problems.count(table, "call_budget_ms", 4000, (10, 600_000));
+        let max_replicas_per_variant =
+            problems.count(table, "max_replicas_per_variant", 64, (1, 10_000)) as u32;
+        let max_surge_percent = problems.count(table, "max_surge_percent", 100, (0, 100)) as u32;
+        let batch_wait_timeout_s =
+            problems.number(table, "batch_wait_timeout_s", 0.01, (0.0, 60.0));
         let metrics = match table.get("metrics") {
             None => true,
             Some(Value::Bool(on)) => *on,
@@ -300,7 +281,11 @@ impl Config {
                 PlacementMode::Planned
             }
         };
-        let (stages, stage_of, pipeline) = read_pipeline(table.get("pipeline"), &mut problems);
+        let PipelineStages {
+            name: pipeline,
+            stages,
+            stage_of,
+        } = PipelineStages::read(table.get("pipeline"), &SERVE_NAMES, &mut problems);
         let app_prefix = match table.get("app_prefix") {
             None => pipeline.clone(),
             Some(Value::String(p)) if valid_name(p) => p.clone(),
@@ -512,6 +497,16 @@ fn read_variants(
     variants
 }
 
+/// The names that can be part of a Serve application name and a route prefix: stages and
+/// variants; a variant name is unique over the pipeline (the `variants` table's keys).
+const SERVE_NAMES: NameRule = NameRule {
+    valid: valid_name,
+    described: "part of a Serve application name and route (letters, digits, `-`, `_`, \
+                `.`, starting with a letter or digit)",
+    stages_too: true,
+    duplicates_break: "the backend's `variants` table needs unique names",
+};
+
 /// Whether `name` can be part of a Serve application name and a route prefix.
 /// The start of a node id that names its application and route: its first
 /// [`NODE_SUFFIX_LEN`] letters and digits (Ray's node ids are 56 hex digits).
@@ -528,151 +523,6 @@ pub fn valid_name(name: &str) -> bool {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-}
-
-fn read_pipeline(
-    value: Option<&Value>,
-    problems: &mut ConfigProblems,
-) -> (Vec<String>, BTreeMap<String, String>, String) {
-    let mut stages = Vec::new();
-    let mut stage_of = BTreeMap::new();
-    let Some(pipeline) = value else {
-        problems.missing(
-            "pipeline",
-            "missing (the daemon passes the pipeline's stages)",
-        );
-        return (stages, stage_of, String::new());
-    };
-    let name = pipeline
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_owned();
-    let Some(list) = pipeline.get("stages").and_then(Value::as_array) else {
-        problems.invalid("pipeline.stages", "missing or not a list");
-        return (stages, stage_of, name);
-    };
-    for (i, stage) in list.iter().enumerate() {
-        let Some(stage_name) = stage.get("name").and_then(Value::as_str) else {
-            problems.missing(format!("pipeline.stages[{i}].name"), "missing");
-            continue;
-        };
-        if !valid_name(stage_name) {
-            problems.invalid(
-                format!("pipeline.stages[{i}].name"),
-                format!(
-                    "`{stage_name}` cannot be part of a Serve application name and route \
-                     (letters, digits, `-`, `_`, `.`, starting with a letter or digit)"
-                ),
-            );
-        }
-        stages.push(stage_name.to_owned());
-        let variants = stage.get("variants").and_then(Value::as_array);
-        for (j, variant) in variants.into_iter().flatten().enumerate() {
-            let variant_name = variant
-                .as_str()
-                .or_else(|| variant.get("name").and_then(Value::as_str));
-            let Some(variant_name) = variant_name else {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    "neither a name nor an entry with `name`",
-                );
-                continue;
-            };
-            if !valid_name(variant_name) {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    format!(
-                        "`{variant_name}` cannot be part of a Serve application name and route \
-                         (letters, digits, `-`, `_`, `.`, starting with a letter or digit)"
-                    ),
-                );
-                continue;
-            }
-            if let Some(other) = stage_of.insert(variant_name.to_owned(), stage_name.to_owned()) {
-                problems.invalid(
-                    format!("pipeline.stages[{i}].variants[{j}]"),
-                    format!(
-                        "variant `{variant_name}` is also in stage `{other}`; the backend's \
-                         `variants` table needs unique names"
-                    ),
-                );
-            }
-        }
-    }
-    if stages.is_empty() {
-        problems.invalid("pipeline.stages", "empty");
-    }
-    (stages, stage_of, name)
-}
-
-fn is_http_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
-}
-
-fn url_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: &str,
-    problems: &mut ConfigProblems,
-) -> String {
-    match table.get(key) {
-        None => default.to_owned(),
-        Some(Value::String(s)) if is_http_url(s) => s.trim_end_matches('/').to_owned(),
-        Some(other) => {
-            problems.invalid(
-                key,
-                format!("must be an http:// or https:// URL, got {other}"),
-            );
-            default.to_owned()
-        }
-    }
-}
-
-fn number_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: f64,
-    min: f64,
-    max: f64,
-    problems: &mut ConfigProblems,
-) -> f64 {
-    match table.get(key) {
-        None => default,
-        Some(v) => match v.as_f64() {
-            Some(x) if x.is_finite() && (min..=max).contains(&x) => x,
-            _ => {
-                problems.invalid(
-                    key,
-                    format!("must be a number from {min} to {max}, got {v}"),
-                );
-                default
-            }
-        },
-    }
-}
-
-fn int_key(
-    table: &Map<String, Value>,
-    key: &str,
-    default: u64,
-    min: u64,
-    max: u64,
-    problems: &mut ConfigProblems,
-) -> u64 {
-    match table.get(key) {
-        None => default,
-        Some(v) => match v.as_u64() {
-            Some(x) if (min..=max).contains(&x) => x,
-            _ => {
-                problems.invalid(
-                    key,
-                    format!("must be a whole number from {min} to {max}, got {v}"),
-                );
-                default
-            }
-        },
-    }
 }
 
 #[cfg(test)]

@@ -113,7 +113,6 @@
 
 mod apps;
 mod config;
-mod http;
 pub mod metrics;
 pub mod nodes;
 pub mod serve;
@@ -134,7 +133,8 @@ use serde_json::Value;
 
 pub use apps::{AppKey, Apps, OwnedApp, Phase, Seen};
 pub use config::{Config, KEYS as CONFIG_KEYS, PlacementMode, VARIANT_KEYS};
-use http::{Client, Method};
+use infadapt_plugin_support::call::{self as http, CallError, Client};
+use infadapt_plugin_support::http::Method;
 use serve::{APP_RUNNING, RUNNING, ServeState, Spec};
 
 /// Name the backend reports in `describe`.
@@ -164,24 +164,9 @@ pub enum RayServeError {
     Config(String),
     #[error("plan: {0}")]
     Plan(String),
-    #[error("{call}: server unreachable: {detail}")]
-    Unreachable { call: String, detail: String },
-    #[error("{call}: no answer within {limit_ms} ms{note}")]
-    Timeout {
-        call: String,
-        limit_ms: u64,
-        note: String,
-    },
-    #[error("{call}: not sent, the call's {budget_ms} ms time budget is spent")]
-    Budget { call: String, budget_ms: u64 },
-    #[error("{call}: answered status {status}: {body}")]
-    Status {
-        call: String,
-        status: u16,
-        body: String,
-    },
-    #[error("{call}: {detail}")]
-    Garbage { call: String, detail: String },
+    /// A request to the dashboard or a metrics page failed or was answered wrongly.
+    #[error(transparent)]
+    Call(#[from] CallError),
     #[error("Serve controller not ready: {0}; nothing changed, the plugin's state is kept")]
     ControllerNotReady(String),
     #[error("Serve config not sent: {0}")]
@@ -193,14 +178,13 @@ impl From<RayServeError> for BackendError {
         let message = error.to_string();
         match error {
             RayServeError::Config(_) | RayServeError::Plan(_) => BackendError::invalid(message),
-            RayServeError::Unreachable { .. }
-            | RayServeError::Timeout { .. }
-            | RayServeError::Budget { .. }
-            | RayServeError::ControllerNotReady(_) => BackendError::unavailable(message),
-            RayServeError::Status { status: 503, .. } => BackendError::unavailable(message),
-            RayServeError::Status { .. }
-            | RayServeError::Garbage { .. }
-            | RayServeError::Refused(_) => BackendError::failed(message),
+            RayServeError::ControllerNotReady(_) => BackendError::unavailable(message),
+            RayServeError::Call(e)
+                if e.is_unavailable() || matches!(e, CallError::Status { status: 503, .. }) =>
+            {
+                BackendError::unavailable(message)
+            }
+            RayServeError::Call(_) | RayServeError::Refused(_) => BackendError::failed(message),
         }
     }
 }
@@ -326,7 +310,7 @@ impl RayServeBackend {
         let url = self.dashboard(APPLICATIONS_PATH);
         let call = "read the Serve applications";
         let answer = self.client.get_json(&url, call)?;
-        let state = serve::parse_state(&answer).map_err(|detail| RayServeError::Garbage {
+        let state = serve::parse_state(&answer).map_err(|detail| CallError::Garbage {
             call: http::describe(Method::Get, &url, call),
             detail: format!("{detail}: {}", http::quote(&answer.to_string())),
         })?;
@@ -660,14 +644,14 @@ impl RayServeBackend {
         let call = "read the cluster's nodes";
         let answer = self.client.get_json(&url, call)?;
         let mut cluster_nodes =
-            nodes::parse_nodes(&answer).map_err(|detail| RayServeError::Garbage {
+            nodes::parse_nodes(&answer).map_err(|detail| CallError::Garbage {
                 call: http::describe(Method::Get, &url, call),
                 detail: format!("{detail}: {}", http::quote(&answer.to_string())),
             })?;
         let url = self.dashboard(CLUSTER_STATUS_PATH);
         let call = "read the resources in use";
         let usage = self.client.get_json(&url, call).and_then(|answer| {
-            nodes::add_usage(&mut cluster_nodes, &answer).map_err(|detail| RayServeError::Garbage {
+            nodes::add_usage(&mut cluster_nodes, &answer).map_err(|detail| CallError::Garbage {
                 call: http::describe(Method::Get, &url, call),
                 detail,
             })
@@ -944,7 +928,7 @@ impl RayServeBackend {
         let url = self.dashboard(APPLICATIONS_PATH);
         let call = "read the Serve applications";
         let answer = self.client.get_json(&url, call)?;
-        let state = serve::parse_state(&answer).map_err(|detail| RayServeError::Garbage {
+        let state = serve::parse_state(&answer).map_err(|detail| CallError::Garbage {
             call: http::describe(Method::Get, &url, call),
             detail,
         })?;
