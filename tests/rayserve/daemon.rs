@@ -5,9 +5,9 @@
 //! it goes, every plan it holds is seen running in Serve (replicas per variant), the
 //! replicas spread over both nodes and no node holds more CPUs than it has, a placement the
 //! daemon plans names the cluster's nodes, fits their CPUs and adds up to the plan, and no
-//! request fails during the switches. Serve's scheduler, not the plan, decides where a
-//! replica runs (see docs/backends/rayserve.md): how often the observed placement matched the
-//! planned one is reported, not required.
+//! request fails during the switches. The plugin pins each variant's replicas to the nodes
+//! the plan places them on (see docs/backends/rayserve.md), so every plan held long enough
+//! must also be seen running where it was placed, node by node.
 
 use std::collections::BTreeMap;
 use std::os::unix::net::UnixDatagram;
@@ -182,8 +182,12 @@ fn observe(cluster: &RayCluster) -> Observed {
         let Some(deployments) = app["deployments"].as_object() else {
             continue;
         };
-        let ours = name.strip_prefix("images-classify-").map(str::to_owned);
-        for deployment in deployments.values() {
+        // The pipeline's applications: one per variant and node it is placed on
+        // (`images-classify-VARIANT-NODE`), each with one deployment named after the
+        // variant.
+        let pipelines_app = name.starts_with("images-classify-");
+        for (deployment_name, deployment) in deployments {
+            let ours = pipelines_app.then(|| deployment_name.clone());
             let cpus = deployment["deployment_config"]["ray_actor_options"]["num_cpus"]
                 .as_f64()
                 .unwrap_or(0.0);
@@ -474,6 +478,13 @@ fn daemon_with_the_rayserve_plugin_follows_a_trace_replay_across_nodes() {
         assert!(
             stretch.to_s - stretch.from_s < RUN_WITHIN_S || stretch.ran,
             "{stretch:?} never ran:\n{timeline}\n{}",
+            failure_context("")
+        );
+        assert!(
+            stretch.to_s - stretch.from_s < RUN_WITHIN_S
+                || stretch.placement.is_empty()
+                || stretch.placed,
+            "{stretch:?} never ran where it was placed:\n{timeline}\n{}",
             failure_context("")
         );
     }

@@ -805,8 +805,15 @@ impl ControlLoop {
         if problem.nodes.is_empty() {
             return;
         }
-        let near =
-            |plan: &Plan| place_plan_near(&problem.pipeline, plan, &problem.nodes, &self.running);
+        let near = |plan: &Plan| {
+            place_plan_near(
+                &problem.pipeline,
+                plan,
+                &problem.nodes,
+                &self.running,
+                problem.current.as_ref(),
+            )
+        };
         match near(&decision.plan) {
             Ok(placement) => decision.placement = placement,
             Err(error) => {

@@ -407,12 +407,17 @@ pub fn place_plan(
 /// variant and node, as the backend reports them) as far as the plan and the nodes allow,
 /// so that a change moves as few replicas as it can: first each variant's replicas go to
 /// the nodes it runs on, up to the count there and the room left; the rest are packed as
-/// [`place_plan`] does. When that does not pack, the plan is placed afresh ([`place_plan`]).
+/// [`place_plan`] does, into the room no running replica holds first (with `current`, the
+/// plan in force, giving the cores of the running replicas that are not kept), so that a
+/// backend can start them before it stops the ones they replace (make-before-break), and
+/// into the room those hold when that does not pack. When nothing packs, the plan is
+/// placed afresh ([`place_plan`]).
 pub fn place_plan_near(
     pipeline: &Pipeline,
     plan: &Plan,
     nodes: &[NodeCapacity],
     running: &[Placement],
+    current: Option<&Plan>,
 ) -> Result<Vec<Placement>, PlanError> {
     if nodes.is_empty() || running.is_empty() {
         return place_plan(pipeline, plan, nodes);
@@ -446,7 +451,52 @@ pub fn place_plan_near(
             group.count -= take;
         }
     }
-    match pack(&rest, &left, Some(SEARCH_BUDGET)) {
+    // The CPUs and GPUs the running replicas that are not kept hold on each node.
+    let mut leaving: Vec<NodeCapacity> = nodes
+        .iter()
+        .map(|n| NodeCapacity {
+            cpus: 0.0,
+            gpus: 0.0,
+            ..n.clone()
+        })
+        .collect();
+    for p in running {
+        let Some(n) = nodes.iter().position(|node| node.id == p.node) else {
+            continue;
+        };
+        let Some(cores) = current
+            .and_then(|c| c.stages.iter().find(|s| s.stage == p.stage))
+            .and_then(|s| s.assignment(&p.variant))
+            .map(|a| a.cores)
+        else {
+            continue;
+        };
+        let kept_here = groups
+            .iter()
+            .position(|g| g.stage == p.stage && g.variant == p.variant)
+            .map_or(0, |g| kept[g][n]);
+        let gpus = groups
+            .iter()
+            .find(|g| g.stage == p.stage && g.variant == p.variant)
+            .map_or(0, |g| g.need.gpus);
+        let going = f64::from(p.replicas.saturating_sub(kept_here));
+        leaving[n].cpus += going * f64::from(cores);
+        leaving[n].gpus += going * f64::from(gpus);
+    }
+    let free_first: Vec<NodeCapacity> = left
+        .iter()
+        .zip(&leaving)
+        .map(|(room, held)| NodeCapacity {
+            cpus: (room.cpus - held.cpus).max(0.0),
+            gpus: (room.gpus - held.gpus).max(0.0),
+            ..room.clone()
+        })
+        .collect();
+    let packed = match pack(&rest, &free_first, Some(SEARCH_BUDGET)) {
+        placed @ Packing::Placed(_) => placed,
+        _ => pack(&rest, &left, Some(SEARCH_BUDGET)),
+    };
+    match packed {
         Packing::Placed(added) => {
             for (row, more) in kept.iter_mut().zip(added) {
                 for (count, extra) in row.iter_mut().zip(more) {
