@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::support::{Daemon, free_port, repo_root, status_of, wait_until};
+use crate::support::{Daemon, NotifySink, free_port, repo_root, status_of, wait_until};
 
 /// The worker binary and the plugin library, built once into this test binary's target
 /// directory.
@@ -77,43 +77,6 @@ fn has_ended(pid: i64) -> bool {
         None => true,
         Some(('Z', parent, _)) => parent == 1,
         Some(_) => false,
-    }
-}
-
-/// A service-manager notification socket read by a thread until dropped (a socket nobody
-/// reads fills up, and the daemon's notifications then block).
-struct NotifySink {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl NotifySink {
-    fn bind(path: &Path) -> NotifySink {
-        let socket = std::os::unix::net::UnixDatagram::bind(path).expect("notify socket");
-        socket
-            .set_read_timeout(Some(Duration::from_millis(100)))
-            .expect("timeout");
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = std::sync::Arc::clone(&stop);
-        let reader = std::thread::spawn(move || {
-            let mut buffer = [0u8; 4096];
-            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                let _ = socket.recv(&mut buffer);
-            }
-        });
-        NotifySink {
-            stop,
-            reader: Some(reader),
-        }
-    }
-}
-
-impl Drop for NotifySink {
-    fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
     }
 }
 

@@ -10,7 +10,6 @@
 //! must also be seen running where it was placed, node by node.
 
 use std::collections::BTreeMap;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -18,7 +17,9 @@ use serde_json::Value;
 
 use super::fixture::{LARGE, Load, RayCluster, SMALL, TestVariant, app_dir};
 use crate::plugins::{TempDir, install_rust_plugin};
-use crate::support::{Daemon, free_port, http_get, pipeline_status, scratch, status_of};
+use crate::support::{
+    Daemon, NotifySink, free_port, http_get, pipeline_status, scratch, status_of,
+};
 
 /// The profiles the daemon plans with: the fast variant serves 15 requests/s per 1-core
 /// replica, the accurate one 5 (the test application's real work is far lighter, so the
@@ -392,12 +393,7 @@ fn daemon_with_the_rayserve_plugin_follows_a_trace_replay_across_nodes() {
     )
     .expect("write config");
     let notify = dir.join("notify.sock");
-    let notifications = UnixDatagram::bind(&notify).expect("notify socket");
-    // Read every notification: a full socket buffer would block the daemon's sends.
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while notifications.recv(&mut buffer).is_ok() {}
-    });
+    let _notifications = NotifySink::bind(&notify);
     let mut daemon = Daemon::start(&config, &notify);
     let failure_context = |what: &str| {
         format!(

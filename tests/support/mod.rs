@@ -10,8 +10,8 @@ use std::process::{Command, Output};
 pub(crate) use configs::{bare_pipeline_text, config_text, daemon_table, pipeline_text};
 pub(crate) use infadapt_testkit::{free_port, repo_root, scratch_dir, wait_until};
 pub(crate) use service::{
-    Daemon, http_get, metric, pipeline_status, run_command, run_validate, scratch, status_of,
-    wait_notify,
+    Daemon, NotifySink, http_get, metric, pipeline_status, run_command, run_validate, scratch,
+    status_of, wait_notify,
 };
 
 /// Runs the built `infadaptd` with `args` and waits for it.

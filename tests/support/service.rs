@@ -203,3 +203,40 @@ pub(crate) fn metric(body: &str, series: &str) -> Option<f64> {
     body.lines()
         .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
 }
+
+/// A service-manager notification socket read by a thread until dropped (a socket nobody
+/// reads fills up, and the daemon's notifications then block).
+pub(crate) struct NotifySink {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NotifySink {
+    pub(crate) fn bind(path: &Path) -> NotifySink {
+        let socket = UnixDatagram::bind(path).expect("notify socket");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .expect("timeout");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = std::sync::Arc::clone(&stop);
+        let reader = std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = socket.recv(&mut buffer);
+            }
+        });
+        NotifySink {
+            stop,
+            reader: Some(reader),
+        }
+    }
+}
+
+impl Drop for NotifySink {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}

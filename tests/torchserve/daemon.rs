@@ -5,7 +5,6 @@
 //! The load goes through the daemon's router, which spreads it over the ready replicas and
 //! stops sending to a replica the plugin drains before it is unregistered.
 
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ use serde_json::Value;
 
 use super::fixture::{Load, SMALL, TorchServe, assert_no_failures};
 use crate::plugins::{TempDir, install_rust_plugin};
-use crate::support::{Daemon, free_port, pipeline_status, scratch, status_of};
+use crate::support::{Daemon, NotifySink, free_port, pipeline_status, scratch, status_of};
 
 /// 15 requests/s per replica at most 80 % utilisation: 12 requests/s each.
 const CATALOG: &str = r#"
@@ -196,12 +195,7 @@ fn daemon_with_the_torchserve_plugin_follows_a_trace_replay() {
     )
     .expect("write config");
     let notify = dir.join("notify.sock");
-    let notifications = UnixDatagram::bind(&notify).expect("notify socket");
-    // Read every notification: a full socket buffer would block the daemon's sends.
-    std::thread::spawn(move || {
-        let mut buffer = [0u8; 4096];
-        while notifications.recv(&mut buffer).is_ok() {}
-    });
+    let _notifications = NotifySink::bind(&notify);
     let mut daemon = Daemon::start(&config, &notify);
 
     // The starting plan (4 requests/s: one replica) is applied.
