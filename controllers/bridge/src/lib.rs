@@ -136,6 +136,8 @@ pub fn node_capacities(nodes: &[NodeMessage]) -> Vec<NodeCapacity> {
             id: n.id.clone(),
             cpus: sane(n.cpus_free) + sane(n.cpus_owned),
             gpus: sane(n.gpus_free) + sane(n.gpus_owned),
+            held_cpus: sane(n.cpus_owned),
+            held_gpus: sane(n.gpus_owned),
         });
     }
     out

@@ -269,12 +269,16 @@ fn nodes_offer_their_free_and_owned_resources_alive_ones_only_and_the_running_pl
             NodeCapacity {
                 id: "a".into(),
                 cpus: 5.0,
-                gpus: 1.5
+                gpus: 1.5,
+                held_cpus: 2.0,
+                held_gpus: 0.5
             },
             NodeCapacity {
                 id: "garbage".into(),
                 cpus: 0.0,
-                gpus: 1.5
+                gpus: 1.5,
+                held_cpus: 0.0,
+                held_gpus: 0.5
             },
         ]
     );

@@ -440,28 +440,8 @@ pub struct ControlLoop {
     last_accuracy: Option<f64>,
     /// The nodes of the last observation (empty for one host): plans place within them.
     nodes: Vec<NodeCapacity>,
-    /// Where the replicas ran at the last observation, with those the last decision
-    /// placed and that may still be starting: plans are placed near it.
+    /// Where the replicas ran at the last observation: plans are placed near it.
     running: Vec<Placement>,
-    /// The placement of the last decision (replicas asked for, starting ones included).
-    asked: Vec<Placement>,
-}
-
-/// Where the backend may hold replicas: per stage, variant and node, the larger of what runs
-/// (`running`, as observed) and what the last decision asked for (`asked`: replicas that
-/// are starting hold their resources too, but are not observed running yet).
-fn running_or_asked(running: &[Placement], asked: &[Placement]) -> Vec<Placement> {
-    let mut merged: Vec<Placement> = running.to_vec();
-    for a in asked {
-        match merged
-            .iter_mut()
-            .find(|m| m.stage == a.stage && m.variant == a.variant && m.node == a.node)
-        {
-            Some(m) => m.replicas = m.replicas.max(a.replicas),
-            None => merged.push(a.clone()),
-        }
-    }
-    merged
 }
 
 impl ControlLoop {
@@ -522,7 +502,6 @@ impl ControlLoop {
             last_accuracy: None,
             nodes: Vec::new(),
             running: Vec::new(),
-            asked: Vec::new(),
             horizon_s,
             forecaster,
             recent_arrivals: VecDeque::new(),
@@ -826,15 +805,8 @@ impl ControlLoop {
         if problem.nodes.is_empty() {
             return;
         }
-        let near = |plan: &Plan| {
-            place_plan_near(
-                &problem.pipeline,
-                plan,
-                &problem.nodes,
-                &self.running,
-                problem.current.as_ref(),
-            )
-        };
+        let near =
+            |plan: &Plan| place_plan_near(&problem.pipeline, plan, &problem.nodes, &self.running);
         match near(&decision.plan) {
             Ok(placement) => decision.placement = placement,
             Err(error) => {
@@ -890,7 +862,7 @@ impl Policy for ControlLoop {
         };
         self.last_time_s = Some(now_s);
         self.nodes.clone_from(&observation.nodes);
-        self.running = running_or_asked(&observation.placement, &self.asked);
+        self.running.clone_from(&observation.placement);
         let deployed = if observation.deployed.stages.is_empty() {
             self.last_plan.clone()
         } else {
@@ -1158,7 +1130,6 @@ impl ControlLoop {
             }
         }
         self.place_applied(&problem, solution, decision);
-        self.asked.clone_from(&decision.placement);
         let cold_start_s =
             change_cold_start_s(&self.config.problem.pipeline, deployed, &decision.plan);
         if cold_start_s > 0.0 {
@@ -1451,6 +1422,8 @@ mod tests {
                 id: format!("n{i}"),
                 cpus,
                 gpus: 0.0,
+                held_cpus: 0.0,
+                held_gpus: 0.0,
             })
             .collect()
     }
@@ -1491,24 +1464,6 @@ mod tests {
         // Without nodes, no placement.
         quiet.nodes.clear();
         assert!(policy.decide(&quiet).placement.is_empty());
-    }
-
-    #[test]
-    fn starting_replicas_count_where_they_were_placed_until_they_are_seen_running() {
-        let at = |variant: &str, node: &str, replicas: u32| Placement {
-            stage: "s".into(),
-            variant: variant.into(),
-            node: node.into(),
-            replicas,
-        };
-        // One of two asked-for replicas runs on a; b's is still starting; c's old one runs.
-        let running = [at("v", "a", 1), at("old", "c", 1)];
-        let asked = [at("v", "a", 2), at("v", "b", 1)];
-        assert_eq!(
-            running_or_asked(&running, &asked),
-            [at("v", "a", 2), at("old", "c", 1), at("v", "b", 1)]
-        );
-        assert_eq!(running_or_asked(&running, &[]), running);
     }
 
     #[test]

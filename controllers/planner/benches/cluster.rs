@@ -31,6 +31,8 @@ fn nodes(count: usize, cpus: &[f64]) -> Vec<NodeCapacity> {
             id: format!("node{i}"),
             cpus: cpus[i % cpus.len()],
             gpus: 0.0,
+            held_cpus: 0.0,
+            held_gpus: 0.0,
         })
         .collect()
 }

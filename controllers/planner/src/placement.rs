@@ -33,6 +33,11 @@ pub struct NodeCapacity {
     pub cpus: f64,
     /// GPUs the plan may use there, counted the same way.
     pub gpus: f64,
+    /// Of `cpus`, those the pipeline's own replicas hold now (starting ones included): a
+    /// replica that starts goes to the rest first ([`place_plan_near`]).
+    pub held_cpus: f64,
+    /// Of `gpus`, those the pipeline's own replicas hold now.
+    pub held_gpus: f64,
 }
 
 /// What one replica needs on its node.
@@ -407,17 +412,15 @@ pub fn place_plan(
 /// variant and node, as the backend reports them) as far as the plan and the nodes allow,
 /// so that a change moves as few replicas as it can: first each variant's replicas go to
 /// the nodes it runs on, up to the count there and the room left; the rest are packed as
-/// [`place_plan`] does, into the room no running replica holds first (with `current`, the
-/// plan in force, giving the cores of the running replicas that are not kept), so that a
-/// backend can start them before it stops the ones they replace (make-before-break), and
-/// into the room those hold when that does not pack. When nothing packs, the plan is
-/// placed afresh ([`place_plan`]).
+/// [`place_plan`] does, into the room no replica of the pipeline holds first (beyond each
+/// node's `held_cpus` and `held_gpus`), so that a backend can start them before it stops
+/// the ones they replace (make-before-break), and into the room those hold when that does
+/// not pack. When nothing packs, the plan is placed afresh ([`place_plan`]).
 pub fn place_plan_near(
     pipeline: &Pipeline,
     plan: &Plan,
     nodes: &[NodeCapacity],
     running: &[Placement],
-    current: Option<&Plan>,
 ) -> Result<Vec<Placement>, PlanError> {
     if nodes.is_empty() || running.is_empty() {
         return place_plan(pipeline, plan, nodes);
@@ -451,44 +454,14 @@ pub fn place_plan_near(
             group.count -= take;
         }
     }
-    // The CPUs and GPUs the running replicas that are not kept hold on each node.
-    let mut leaving: Vec<NodeCapacity> = nodes
+    // The room no replica of the pipeline holds: what is left beyond the kept replicas
+    // and beyond everything the pipeline's replicas hold (starting ones included).
+    let free_first: Vec<NodeCapacity> = nodes
         .iter()
-        .map(|n| NodeCapacity {
-            cpus: 0.0,
-            gpus: 0.0,
-            ..n.clone()
-        })
-        .collect();
-    for p in running {
-        let Some(n) = nodes.iter().position(|node| node.id == p.node) else {
-            continue;
-        };
-        let Some(cores) = current
-            .and_then(|c| c.stages.iter().find(|s| s.stage == p.stage))
-            .and_then(|s| s.assignment(&p.variant))
-            .map(|a| a.cores)
-        else {
-            continue;
-        };
-        let kept_here = groups
-            .iter()
-            .position(|g| g.stage == p.stage && g.variant == p.variant)
-            .map_or(0, |g| kept[g][n]);
-        let gpus = groups
-            .iter()
-            .find(|g| g.stage == p.stage && g.variant == p.variant)
-            .map_or(0, |g| g.need.gpus);
-        let going = f64::from(p.replicas.saturating_sub(kept_here));
-        leaving[n].cpus += going * f64::from(cores);
-        leaving[n].gpus += going * f64::from(gpus);
-    }
-    let free_first: Vec<NodeCapacity> = left
-        .iter()
-        .zip(&leaving)
-        .map(|(room, held)| NodeCapacity {
-            cpus: (room.cpus - held.cpus).max(0.0),
-            gpus: (room.gpus - held.gpus).max(0.0),
+        .zip(&left)
+        .map(|(node, room)| NodeCapacity {
+            cpus: room.cpus.min(node.cpus - node.held_cpus).max(0.0),
+            gpus: room.gpus.min(node.gpus - node.held_gpus).max(0.0),
             ..room.clone()
         })
         .collect();

@@ -18,6 +18,8 @@ use proptest::prelude::*;
 
 fn node(id: &str, cpus: f64, gpus: f64) -> NodeCapacity {
     NodeCapacity {
+        held_cpus: 0.0,
+        held_gpus: 0.0,
         id: id.to_owned(),
         cpus,
         gpus,
@@ -254,31 +256,32 @@ fn at(variant: &str, node: &str, replicas: u32) -> Placement {
 
 #[test]
 fn a_switched_in_variant_goes_to_the_room_nobody_holds_before_the_room_it_replaces() {
-    // `big` (2 cores) holds node a's 2 CPUs; b is free. The plan switches to two `small`
-    // replicas (1 core each): placed on b, where they can start while `big` still serves
-    // on a (make-before-break), not on a, where they would wait for `big` to leave.
+    // The pipeline's `big` (2 cores) holds node a's 2 CPUs; b is free. The plan switches
+    // to two `small` replicas (1 core each): placed on b, where they can start while `big`
+    // still serves on a (make-before-break), not on a, where they would wait for it.
     let problem = big_or_small();
-    let deployed = infadapt_testkit::single_plan("s", "big", 1, 2, 1);
     let plan = infadapt_testkit::single_plan("s", "small", 1, 1, 2);
-    let nodes = [node("a", 2.0, 0.0), node("b", 2.0, 0.0)];
+    let held = |id: &str, cpus: f64, held_cpus: f64| NodeCapacity {
+        held_cpus,
+        ..node(id, cpus, 0.0)
+    };
+    let nodes = [held("a", 2.0, 2.0), held("b", 2.0, 0.0)];
     let running = [at("big", "a", 1)];
-    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running, Some(&deployed))
-        .expect("places");
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running).expect("places");
+    assert_eq!(placed, [at("small", "b", 2)]);
+    // What the pipeline holds counts, not only what is seen running: one `big` replica
+    // runs on a, a second is still starting there (4 CPUs, all held): b again.
+    let nodes = [held("a", 4.0, 4.0), held("b", 2.0, 0.0)];
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running).expect("places");
     assert_eq!(placed, [at("small", "b", 2)]);
     // Without room elsewhere, the room it replaces is used (the switch then waits there).
-    let tight = [node("a", 2.0, 0.0), node("b", 1.0, 0.0)];
-    let placed = place_plan_near(&problem.pipeline, &plan, &tight, &running, Some(&deployed))
-        .expect("places");
+    let tight = [held("a", 2.0, 2.0), held("b", 1.0, 0.0)];
+    let placed = place_plan_near(&problem.pipeline, &plan, &tight, &running).expect("places");
     assert!(
         placement_fits(&problem.pipeline, &plan, &placed, &tight),
         "{placed:?}"
     );
-    // Without the plan in force the running replicas' cores are unknown: first fit, as before.
-    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running, None).expect("places");
-    assert!(
-        placement_fits(&problem.pipeline, &plan, &placed, &nodes),
-        "{placed:?}"
-    );
+    assert_eq!(placed.iter().map(|p| p.replicas).sum::<u32>(), 2);
 }
 
 #[test]
@@ -297,7 +300,7 @@ fn replicas_stay_on_the_nodes_they_run_on_where_they_fit() {
         at("small", "b", 1),
         at("small", "gone", 1),
     ];
-    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running, None).expect("places");
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &running).expect("places");
     assert!(placement_fits(&problem.pipeline, &plan, &placed, &nodes));
     let on = |id: &str| {
         placed
@@ -309,7 +312,7 @@ fn replicas_stay_on_the_nodes_they_run_on_where_they_fit() {
     assert_eq!((on("a"), on("b"), on("c")), (1, 1, 2), "{placed:?}");
     // More running on a node than it now holds: as many as fit stay.
     let crowded = [at("small", "c", 4)];
-    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &crowded, None).expect("places");
+    let placed = place_plan_near(&problem.pipeline, &plan, &nodes, &crowded).expect("places");
     assert!(placement_fits(&problem.pipeline, &plan, &placed, &nodes));
     assert_eq!(
         placed.iter().find(|p| p.node == "c").map(|p| p.replicas),
@@ -333,7 +336,7 @@ proptest! {
                 p.node = problem.nodes[(i + seed as usize) % problem.nodes.len()].id.clone();
                 p.replicas += (seed % 3) as u32;
             }
-            let near = place_plan_near(&problem.pipeline, &solution.plan, &problem.nodes, &running, Some(&solution.plan))
+            let near = place_plan_near(&problem.pipeline, &solution.plan, &problem.nodes, &running)
                 .expect("a plan that places also places near a running placement");
             prop_assert!(placement_fits(&problem.pipeline, &solution.plan, &near, &problem.nodes));
         }

@@ -902,21 +902,32 @@ impl RayServeBackend {
             .collect()
     }
 
-    /// The nodes, with the CPUs and GPUs this pipeline's placed replicas hold on each.
+    /// The nodes, with the CPUs and GPUs this pipeline's replicas hold on each: the placed
+    /// ones, and on the node an application is pinned to, its whole replica target (a
+    /// replica Serve has not scheduled yet has no node in the answer, but will take its
+    /// CPUs on that node).
     fn node_messages(&self, cluster_nodes: &[nodes::Node]) -> Vec<NodeMessage> {
         let mut owned: BTreeMap<String, (f64, f64)> = BTreeMap::new();
         for app in self.apps.apps.values() {
-            let Some(deployment) = self.deployment(app) else {
-                continue;
-            };
-            let cpus = deployment.num_cpus.unwrap_or(f64::from(app.spec.cores));
+            let deployment = self.deployment(app);
+            let cpus = deployment
+                .and_then(|d| d.num_cpus)
+                .unwrap_or(f64::from(app.spec.cores));
             let gpus = deployment
-                .num_gpus
+                .and_then(|d| d.num_gpus)
                 .unwrap_or(self.config.variants[&app.variant].num_gpus);
-            for (node, _) in deployment.placed() {
+            let mut placed: BTreeMap<&str, u32> = BTreeMap::new();
+            for (node, _) in deployment.into_iter().flat_map(|d| d.placed()) {
+                *placed.entry(node).or_default() += 1;
+            }
+            if let Some(pinned) = &app.node {
+                let on_pin = placed.entry(pinned.as_str()).or_default();
+                *on_pin = (*on_pin).max(app.spec.replicas);
+            }
+            for (node, replicas) in placed {
                 let slot = owned.entry(node.to_owned()).or_default();
-                slot.0 += cpus;
-                slot.1 += gpus;
+                slot.0 += cpus * f64::from(replicas);
+                slot.1 += gpus * f64::from(replicas);
             }
         }
         nodes::node_messages(cluster_nodes, &owned)
@@ -1327,7 +1338,9 @@ mod tests {
 
         assert_eq!(o.nodes.len(), 2);
         let n1 = &o.nodes[0];
-        assert_eq!((n1.id.as_str(), n1.cpus, n1.cpus_free), ("n1", 4.0, 2.0));
+        // The cluster's usage says 2 of n1's 4 CPUs are used (it lags); the pipeline's two
+        // 2-core replicas there hold all 4: none is free.
+        assert_eq!((n1.id.as_str(), n1.cpus, n1.cpus_free), ("n1", 4.0, 0.0));
         assert_eq!(n1.cpus_owned, 4.0, "two replicas of 2 cores on n1");
         assert_eq!(o.nodes[1].cpus_owned, 2.0);
         let placement: Vec<(&str, u32)> = o

@@ -123,15 +123,18 @@ pub fn add_usage(nodes: &mut [Node], answer: &Value) -> Result<(), String> {
 }
 
 /// The observation's `nodes`: each node's resources, with `owned` (CPUs and GPUs this
-/// pipeline's replicas hold, by node id) as `cpus_owned`/`gpus_owned`. A node without usage
-/// counts as free what the pipeline does not hold.
+/// pipeline's replicas hold, by node id) as `cpus_owned`/`gpus_owned`. Free is what neither
+/// the usage Serve's cluster reports nor the pipeline holds (the usage lags by seconds, and
+/// replicas not scheduled yet are in the pipeline's count only); a node without usage counts
+/// as free what the pipeline does not hold.
 pub fn node_messages(nodes: &[Node], owned: &BTreeMap<String, (f64, f64)>) -> Vec<NodeMessage> {
     nodes
         .iter()
         .map(|node| {
             let (cpus_owned, gpus_owned) = owned.get(&node.id).copied().unwrap_or_default();
-            let free =
-                |total: f64, used: Option<f64>, mine: f64| (total - used.unwrap_or(mine)).max(0.0);
+            let free = |total: f64, used: Option<f64>, mine: f64| {
+                (total - used.unwrap_or(mine).max(mine)).max(0.0)
+            };
             NodeMessage {
                 id: node.id.clone(),
                 name: node.address.clone(),
