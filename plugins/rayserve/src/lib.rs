@@ -1070,19 +1070,7 @@ mod tests {
     }
 
     fn plan(variant: &str, batch: u32, cores: u32, replicas: u32) -> PlanMessage {
-        PlanMessage {
-            stages: vec![StagePlanMessage {
-                stage: "classify".into(),
-                assignments: vec![AssignmentMessage {
-                    variant: variant.into(),
-                    batch,
-                    cores,
-                    replicas,
-                    share: 1.0,
-                }],
-            }],
-            ..PlanMessage::default()
-        }
+        infadapt_testkit::single_plan_message("classify", variant, batch, cores, replicas)
     }
 
     fn states(observation: &PluginObservation) -> Vec<(String, EndpointState)> {

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use fixture::{MEDIUM, RayCluster, SMALL, TestVariant, app_dir, post};
 use infadapt_plugin_abi::messages::{EndpointState, PlacementMessage};
-use infadapt_plugin_abi::{AssignmentMessage, PlanMessage, PluginObservation, StagePlanMessage};
+use infadapt_plugin_abi::{PlanMessage, PluginObservation, StagePlanMessage};
 use infadapt_plugin_rayserve::{Config, RayServeBackend};
 use serde_json::{Value, json};
 
@@ -86,19 +86,7 @@ fn plan(variant: &str, batch: u32, replicas: u32) -> PlanMessage {
 }
 
 fn plan_with_cores(variant: &str, batch: u32, cores: u32, replicas: u32) -> PlanMessage {
-    PlanMessage {
-        stages: vec![StagePlanMessage {
-            stage: "classify".into(),
-            assignments: vec![AssignmentMessage {
-                variant: variant.into(),
-                batch,
-                cores,
-                replicas,
-                share: 1.0,
-            }],
-        }],
-        ..PlanMessage::default()
-    }
+    infadapt_testkit::single_plan_message("classify", variant, batch, cores, replicas)
 }
 
 /// One replica of one core per node as `nodes` says, at batch 2, all of `variant`.
